@@ -1,0 +1,59 @@
+// Operational log: human-readable lines on stderr with a level.
+//
+// Every component may log; lines are written with one write(2) each so that
+// lines from different shards never interleave. The level is a process-wide
+// atomic, changed at start and on SIGHUP. Event records for operators (one
+// JSON object per delivery event) are a separate stream, not this one.
+//
+// Format: 2026-11-22T16:20:00.123Z info  shard: message
+#pragma once
+
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+
+namespace peregrine::log {
+
+enum class Level { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+
+void SetLevel(Level level);
+Level GetLevel();
+inline bool Enabled(Level level) { return level >= GetLevel(); }
+
+// Parses "debug", "info", "warning" (or "warn"), "error".
+bool ParseLevel(absl::string_view text, Level* level);
+absl::string_view LevelName(Level level);
+
+// Writes one line. `component` names the part of Peregrine that speaks.
+void Write(Level level, absl::string_view component, absl::string_view message);
+
+template <typename... Args>
+void Logf(Level level, absl::string_view component,
+          const absl::FormatSpec<Args...>& format, const Args&... args) {
+  if (!Enabled(level)) return;
+  Write(level, component, absl::StrFormat(format, args...));
+}
+
+template <typename... Args>
+void Debug(absl::string_view component, const absl::FormatSpec<Args...>& format,
+           const Args&... args) {
+  Logf(Level::kDebug, component, format, args...);
+}
+template <typename... Args>
+void Info(absl::string_view component, const absl::FormatSpec<Args...>& format,
+          const Args&... args) {
+  Logf(Level::kInfo, component, format, args...);
+}
+template <typename... Args>
+void Warn(absl::string_view component, const absl::FormatSpec<Args...>& format,
+          const Args&... args) {
+  Logf(Level::kWarning, component, format, args...);
+}
+template <typename... Args>
+void Error(absl::string_view component, const absl::FormatSpec<Args...>& format,
+           const Args&... args) {
+  Logf(Level::kError, component, format, args...);
+}
+
+}  // namespace peregrine::log

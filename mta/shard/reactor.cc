@@ -1,0 +1,158 @@
+#include "mta/shard/reactor.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/time/clock.h"
+
+namespace peregrine::shard {
+namespace {
+thread_local Reactor* tls_current = nullptr;
+}  // namespace
+
+Reactor::Reactor(int id, std::unique_ptr<IoBackend> io)
+    : id_(id), io_(std::move(io)), now_(absl::Now()) {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+Reactor::~Reactor() {
+  // The backend may hold an operation on wake_fd_; drop it first.
+  io_.reset();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+Reactor* Reactor::Current() { return tls_current; }
+
+Reactor::TimerId Reactor::AddTimer(absl::Duration delay,
+                                   absl::AnyInvocable<void()> fn) {
+  return AddTimerAt(now_ + delay, std::move(fn));
+}
+
+Reactor::TimerId Reactor::AddTimerAt(absl::Time when,
+                                     absl::AnyInvocable<void()> fn) {
+  TimerId id = next_timer_id_++;
+  timers_.emplace(id, std::move(fn));
+  timer_heap_.push({when, id});
+  return id;
+}
+
+bool Reactor::CancelTimer(TimerId id) {
+  // The heap entry stays and is skipped when it comes up.
+  return timers_.erase(id) > 0;
+}
+
+void Reactor::Defer(absl::AnyInvocable<void()> fn) {
+  deferred_.push_back(std::move(fn));
+}
+
+void Reactor::AddPoller(Poller* poller) { pollers_.push_back(poller); }
+
+void Reactor::Post(absl::AnyInvocable<void()> fn) {
+  {
+    absl::MutexLock lock(&post_mu_);
+    posted_.push_back(std::move(fn));
+    has_posted_.store(true, std::memory_order_relaxed);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  Wake();
+}
+
+void Reactor::Stop() {
+  stop_.store(true, std::memory_order_seq_cst);
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof(one));
+  }
+}
+
+void Reactor::Wake() {
+  if (sleeping_.load(std::memory_order_seq_cst)) {
+    uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof(one));
+  }
+}
+
+void Reactor::ArmWakeFd() {
+  io_->PollIn(wake_fd_, [this](int result) {
+    if (result == -ECANCELED) return;
+    while (::read(wake_fd_, &wake_buf_, sizeof(wake_buf_)) > 0) {
+    }
+    if (!stopping()) ArmWakeFd();
+  });
+}
+
+int Reactor::RunTimers() {
+  int ran = 0;
+  while (!timer_heap_.empty() && timer_heap_.top().when <= now_) {
+    TimerId id = timer_heap_.top().id;
+    timer_heap_.pop();
+    auto it = timers_.find(id);
+    if (it == timers_.end()) continue;  // Cancelled.
+    absl::AnyInvocable<void()> fn = std::move(it->second);
+    timers_.erase(it);
+    fn();
+    ++ran;
+  }
+  return ran;
+}
+
+int Reactor::RunDeferred() {
+  if (deferred_.empty()) return 0;
+  running_.clear();
+  running_.swap(deferred_);
+  for (auto& fn : running_) fn();
+  return static_cast<int>(running_.size());
+}
+
+int Reactor::RunPosted() {
+  if (!has_posted_.load(std::memory_order_acquire)) return 0;
+  std::vector<absl::AnyInvocable<void()>> batch;
+  {
+    absl::MutexLock lock(&post_mu_);
+    batch.swap(posted_);
+    has_posted_.store(false, std::memory_order_relaxed);
+  }
+  for (auto& fn : batch) fn();
+  return static_cast<int>(batch.size());
+}
+
+absl::Duration Reactor::SleepBudget() {
+  if (!deferred_.empty() || has_posted_.load(std::memory_order_seq_cst) ||
+      stopping()) {
+    return absl::ZeroDuration();
+  }
+  absl::Duration budget = absl::InfiniteDuration();
+  for (Poller* p : pollers_) budget = std::min(budget, p->SleepBudget());
+  // Skip cancelled timers at the top so they do not cut sleeps short.
+  while (!timer_heap_.empty() && !timers_.contains(timer_heap_.top().id)) {
+    timer_heap_.pop();
+  }
+  if (!timer_heap_.empty()) {
+    budget = std::min(budget, timer_heap_.top().when - absl::Now());
+  }
+  return std::max(budget, absl::ZeroDuration());
+}
+
+void Reactor::Run() {
+  tls_current = this;
+  ArmWakeFd();
+  while (!stopping()) {
+    now_ = absl::Now();
+    int work = RunTimers();
+    work += RunPosted();
+    work += RunDeferred();
+    for (Poller* p : pollers_) work += p->Poll();
+    absl::Duration wait = absl::ZeroDuration();
+    if (work == 0) {
+      sleeping_.store(true, std::memory_order_seq_cst);
+      wait = SleepBudget();
+    }
+    io_->Poll(wait);
+    sleeping_.store(false, std::memory_order_relaxed);
+  }
+  tls_current = nullptr;
+}
+
+}  // namespace peregrine::shard
