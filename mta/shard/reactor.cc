@@ -12,8 +12,9 @@ namespace {
 thread_local Reactor* tls_current = nullptr;
 }  // namespace
 
-Reactor::Reactor(int id, std::unique_ptr<IoBackend> io)
-    : id_(id), io_(std::move(io)), now_(absl::Now()) {
+Reactor::Reactor(int id, std::unique_ptr<IoBackend> io,
+                 absl::Duration idle_spin)
+    : id_(id), io_(std::move(io)), idle_spin_(idle_spin), now_(absl::Now()) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
@@ -138,6 +139,7 @@ absl::Duration Reactor::SleepBudget() {
 void Reactor::Run() {
   tls_current = this;
   ArmWakeFd();
+  absl::Time last_work = absl::Now();
   while (!stopping()) {
     now_ = absl::Now();
     int work = RunTimers();
@@ -145,11 +147,13 @@ void Reactor::Run() {
     work += RunDeferred();
     for (Poller* p : pollers_) work += p->Poll();
     absl::Duration wait = absl::ZeroDuration();
-    if (work == 0) {
+    if (work > 0) {
+      last_work = now_;
+    } else if (now_ - last_work >= idle_spin_) {
       sleeping_.store(true, std::memory_order_seq_cst);
       wait = SleepBudget();
     }
-    io_->Poll(wait);
+    if (io_->Poll(wait) > 0) last_work = now_;
     sleeping_.store(false, std::memory_order_relaxed);
   }
   tls_current = nullptr;

@@ -25,12 +25,13 @@
 #include "mta/shard/io_backend.h"
 #include "mta/shard/reactor.h"
 #include "mta/shard/spsc_queue.h"
+#include "mta/shard/task.h"
 
 namespace peregrine::shard {
 
 class ShardGroup {
  public:
-  using Task = absl::AnyInvocable<void()>;
+  using Task = shard::Task;
 
   struct Options {
     int shards = 1;

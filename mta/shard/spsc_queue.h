@@ -57,7 +57,7 @@ class SpscQueue {
     for (size_t i = 0; i < n; ++i) {
       T& slot = slots_[(head + i) & mask_];
       fn(slot);
-      slot = T();
+      slot = T();  // Frees what the item holds now, on the consumer.
     }
     consumer_.head.store(head + n, std::memory_order_release);
     return n;

@@ -36,13 +36,18 @@ class UringBackend final : public IoBackend {
 
   absl::Status Init(unsigned entries) {
     io_uring_params params{};
-    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    // TASKRUN_FLAG makes the kernel say in shared memory when completion
+    // work waits, so a non-blocking Poll() with nothing to submit can skip
+    // the io_uring_enter syscall.
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                   IORING_SETUP_TASKRUN_FLAG;
     int rc = io_uring_queue_init_params(entries, &ring_, &params);
     if (rc == -EINVAL) {
       // Kernels before 6.1 lack these flags; a plain ring works everywhere.
       params = io_uring_params{};
       rc = io_uring_queue_init_params(entries, &ring_, &params);
     }
+    taskrun_flag_ = params.flags & IORING_SETUP_TASKRUN_FLAG;
     if (rc < 0) {
       return absl::UnavailableError(
           absl::StrCat("io_uring_queue_init: ", std::strerror(-rc)));
@@ -100,7 +105,10 @@ class UringBackend final : public IoBackend {
   int Poll(absl::Duration timeout) override {
     if (!deferred_.empty()) timeout = absl::ZeroDuration();
     if (timeout == absl::ZeroDuration()) {
-      io_uring_submit_and_get_events(&ring_);
+      if (!taskrun_flag_ || io_uring_sq_ready(&ring_) > 0 ||
+          (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN)) {
+        io_uring_submit_and_get_events(&ring_);
+      }
     } else {
       io_uring_cqe* cqe = nullptr;
       if (timeout == absl::InfiniteDuration()) {
@@ -215,6 +223,7 @@ class UringBackend final : public IoBackend {
   }
 
   io_uring ring_{};
+  bool taskrun_flag_ = false;
   Op* free_ops_ = nullptr;
   std::vector<Op*> all_ops_;
   std::vector<int> pending_;  // Pending operations per fd.
