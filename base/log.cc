@@ -54,10 +54,11 @@ absl::string_view LevelName(Level level) {
 
 void Write(Level level, absl::string_view component,
            absl::string_view message) {
-  std::string line = absl::StrCat(
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
-      " ", absl::StrFormat("%-7s", LevelName(level)), " ", component,
-      component.empty() ? "" : ": ", message, "\n");
+  std::string line =
+      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                                    absl::UTCTimeZone()),
+                   " ", absl::StrFormat("%-7s", LevelName(level)), " ",
+                   component, component.empty() ? "" : ": ", message, "\n");
   // One write per line keeps lines whole when several shards log at once.
   const char* p = line.data();
   size_t left = line.size();

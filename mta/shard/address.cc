@@ -38,8 +38,9 @@ absl::StatusOr<SocketAddress> SocketAddress::Parse(absl::string_view text) {
   }
   uint32_t port = 0;
   if (!absl::SimpleAtoi(port_text, &port) || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", text, "': port '", port_text, "' is not a number from 0 to 65535"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "': port '", port_text,
+                     "' is not a number from 0 to 65535"));
   }
   SocketAddress out;
   std::string host_str(host);
@@ -82,8 +83,9 @@ uint16_t SocketAddress::port() const {
 std::string SocketAddress::HostString() const {
   char buf[INET6_ADDRSTRLEN] = {};
   if (family() == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr,
-              buf, sizeof(buf));
+    inet_ntop(AF_INET,
+              &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf,
+              sizeof(buf));
   } else if (family() == AF_INET6) {
     inet_ntop(AF_INET6,
               &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf,
@@ -95,7 +97,8 @@ std::string SocketAddress::HostString() const {
 }
 
 std::string SocketAddress::ToString() const {
-  if (family() == AF_INET6) return absl::StrCat("[", HostString(), "]:", port());
+  if (family() == AF_INET6)
+    return absl::StrCat("[", HostString(), "]:", port());
   return absl::StrCat(HostString(), ":", port());
 }
 
@@ -127,9 +130,9 @@ absl::StatusOr<Cidr> Cidr::Parse(absl::string_view text) {
     int prefix = -1;
     if (!absl::SimpleAtoi(prefix_text, &prefix) || prefix < 0 ||
         prefix > max_prefix) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", text, "': prefix length must be a number from 0 to ",
-                       max_prefix));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", text, "': prefix length must be a number from 0 to ",
+          max_prefix));
     }
     out.prefix_ = prefix;
   }
@@ -145,10 +148,12 @@ bool Cidr::Contains(const SocketAddress& address) const {
   uint8_t mapped[4];
   if (address.family() == AF_INET && family_ == AF_INET) {
     bytes = reinterpret_cast<const uint8_t*>(
-        &reinterpret_cast<const sockaddr_in*>(address.sockaddr_ptr())->sin_addr);
+        &reinterpret_cast<const sockaddr_in*>(address.sockaddr_ptr())
+             ->sin_addr);
   } else if (address.family() == AF_INET6) {
-    const auto* a6 = &reinterpret_cast<const sockaddr_in6*>(
-                          address.sockaddr_ptr())->sin6_addr;
+    const auto* a6 =
+        &reinterpret_cast<const sockaddr_in6*>(address.sockaddr_ptr())
+             ->sin6_addr;
     if (family_ == AF_INET6) {
       bytes = a6->s6_addr;
     } else if (IN6_IS_ADDR_V4MAPPED(a6)) {

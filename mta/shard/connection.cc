@@ -35,9 +35,9 @@ void Connection::SendFrom(size_t offset) {
                          SendFrom(sent);
                          return;
                        }
-                       std::move(write_done_)(
-                           sent == write_len_ ? static_cast<int>(sent)
-                                              : -ECANCELED);
+                       std::move(write_done_)(sent == write_len_
+                                                  ? static_cast<int>(sent)
+                                                  : -ECANCELED);
                      });
 }
 

@@ -76,8 +76,8 @@ class EpollBackend final : public IoBackend {
 
   void Send(int fd, const void* buf, size_t len, IoCallback done) override {
     FdState& st = State(fd);
-    st.write = PendingOp{OpKind::kSend, const_cast<void*>(buf), len,
-                         std::move(done)};
+    st.write =
+        PendingOp{OpKind::kSend, const_cast<void*>(buf), len, std::move(done)};
     if (st.writable) TryWrite(fd, st);
   }
 
@@ -124,7 +124,8 @@ class EpollBackend final : public IoBackend {
       if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         st.readable = true;
         if (st.read.kind == OpKind::kPollIn) {
-          Complete(st.read, static_cast<int>(ev & (EPOLLIN | EPOLLHUP | EPOLLERR)));
+          Complete(st.read,
+                   static_cast<int>(ev & (EPOLLIN | EPOLLHUP | EPOLLERR)));
         } else if (st.read.kind != OpKind::kNone) {
           TryRead(fd, st);
         }

@@ -41,8 +41,10 @@ class ShardGroup::CrossShardPoller final : public Poller {
     int n = group_->size();
     for (int from = 0; from < n; ++from) {
       if (from == self_) continue;
-      work += static_cast<int>(group_->Queue(from, self_).Drain(
-          kDrainBatch, [](Task& task) { task(); }));
+      work += static_cast<int>(
+          group_->Queue(from, self_).Drain(kDrainBatch, [](Task& task) {
+            task();
+          }));
     }
     Shard& me = *group_->shards_[self_];
     for (int to = 0; to < n; ++to) {
@@ -148,7 +150,8 @@ void ShardGroup::ThreadMain(int index, std::function<void(Reactor&)> init) {
   {
     absl::MutexLock lock(&start_mu_);
     if (ok) {
-      me.reactor = std::make_unique<Reactor>(index, std::move(*backend));
+      me.reactor = std::make_unique<Reactor>(index, std::move(*backend),
+                                             options_.idle_spin);
       me.poller = std::make_unique<CrossShardPoller>(this, index);
       me.reactor->AddPoller(me.poller.get());
       if (backend_name_.empty()) {
@@ -156,8 +159,8 @@ void ShardGroup::ThreadMain(int index, std::function<void(Reactor&)> init) {
       }
     } else if (start_status_.ok()) {
       start_status_ = absl::UnavailableError(absl::StrCat(
-          "shard ", index, ": cannot start I/O backend: ",
-          backend.status().message()));
+          "shard ", index,
+          ": cannot start I/O backend: ", backend.status().message()));
     }
     ++started_;
     start_mu_.Await(absl::Condition(&go_));

@@ -40,6 +40,8 @@ class ShardGroup {
     bool pin_threads = true;
     // Slots in each queue of the grid.
     size_t queue_capacity = 4096;
+    // See Reactor::kDefaultIdleSpin.
+    absl::Duration idle_spin = Reactor::kDefaultIdleSpin;
   };
 
   explicit ShardGroup(Options options);
@@ -84,7 +86,9 @@ class ShardGroup {
     std::vector<int> touched;
   };
 
-  SpscQueue<Task>& Queue(int from, int to) { return *queues_[from * size() + to]; }
+  SpscQueue<Task>& Queue(int from, int to) {
+    return *queues_[from * size() + to];
+  }
   void NoteTouched(Shard& self, int to);
   void ThreadMain(int index, std::function<void(Reactor&)> init);
 

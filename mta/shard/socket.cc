@@ -14,12 +14,12 @@ namespace {
 absl::Status Errno(absl::string_view what, const SocketAddress* address) {
   int err = errno;
   std::string where = address ? absl::StrCat(" ", address->ToString()) : "";
-  std::string message =
-      absl::StrCat(what, where, ": ", std::strerror(err));
+  std::string message = absl::StrCat(what, where, ": ", std::strerror(err));
   if (err == EADDRINUSE) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        message, " (another process listens there: stop it or pick another "
-                 "port)"));
+    return absl::AlreadyExistsError(
+        absl::StrCat(message,
+                     " (another process listens there: stop it or pick another "
+                     "port)"));
   }
   if (err == EACCES) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -33,10 +33,28 @@ absl::Status Errno(absl::string_view what, const SocketAddress* address) {
 }
 }  // namespace
 
+absl::Status CheckPortFree(const SocketAddress& address) {
+  int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Errno("socket", &address);
+  int one = 1;
+  // SO_REUSEADDR so that connections in TIME_WAIT from a previous run do not
+  // count; a listening socket still does, with or without SO_REUSEPORT.
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (address.family() == AF_INET6) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  }
+  absl::Status status;
+  if (::bind(fd, address.sockaddr_ptr(), address.length()) != 0) {
+    status = Errno("cannot listen on", &address);
+  }
+  ::close(fd);
+  return status;
+}
+
 absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port,
                            int backlog) {
-  int fd = ::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    0);
+  int fd =
+      ::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Errno("socket", &address);
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));

@@ -16,6 +16,11 @@ namespace peregrine::shard {
 absl::StatusOr<int> Listen(const SocketAddress& address, bool reuse_port,
                            int backlog = 1024);
 
+// Fails if anything listens on `address` already. SO_REUSEPORT lets any
+// process of the same user share a port, so a daemon that binds with it must
+// ask this first, or a second instance would silently split the traffic.
+absl::Status CheckPortFree(const SocketAddress& address);
+
 // A non-blocking TCP socket of `family`, ready for IoBackend::Connect.
 absl::StatusOr<int> NewStreamSocket(int family);
 

@@ -19,9 +19,9 @@ class Task {
   static constexpr size_t kInlineBytes = 48;
 
   Task() = default;
-  template <typename F,
-            typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, Task> &&
-                                        std::is_invocable_v<std::decay_t<F>&>>>
+  template <typename F, typename = std::enable_if_t<
+                            !std::is_same_v<std::decay_t<F>, Task> &&
+                            std::is_invocable_v<std::decay_t<F>&>>>
   Task(F&& f) {  // NOLINT: implicit, so lambdas convert as for std::function.
     using Fn = std::decay_t<F>;
     if constexpr (FitsInline<Fn>()) {
@@ -63,7 +63,8 @@ class Task {
 
   template <typename Fn>
   static constexpr bool FitsInline() {
-    return sizeof(Fn) <= kInlineBytes && alignof(Fn) <= alignof(std::max_align_t) &&
+    return sizeof(Fn) <= kInlineBytes &&
+           alignof(Fn) <= alignof(std::max_align_t) &&
            std::is_nothrow_move_constructible_v<Fn>;
   }
 

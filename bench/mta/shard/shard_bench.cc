@@ -120,8 +120,8 @@ testing::EchoOptions EchoFor(BackendKind backend, int64_t bytes) {
   options.connections = 64;
   options.message_bytes = static_cast<size_t>(bytes);
   // About 16 MiB each way per run, whatever the message size.
-  options.rounds = static_cast<int>(std::max<int64_t>(
-      10, (int64_t{16} << 20) / (64 * bytes)));
+  options.rounds = static_cast<int>(
+      std::max<int64_t>(10, (int64_t{16} << 20) / (64 * bytes)));
   return options;
 }
 

@@ -185,9 +185,9 @@ absl::StatusOr<EchoResult> RunEcho(const EchoOptions& options) {
   group.Stop();
   group.Join();
   if (!finished) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("echo did not finish in ", absl::FormatDuration(options.deadline),
-                     " (", shared.messages.load(), " messages done)"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        "echo did not finish in ", absl::FormatDuration(options.deadline), " (",
+        shared.messages.load(), " messages done)"));
   }
   if (shared.failed) return absl::InternalError(shared.error);
 

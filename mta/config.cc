@@ -1,0 +1,479 @@
+#include "mta/config.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+// toml++ is built with exceptions (Debian's shared library only exports that
+// ABI); they never leave this file: parse errors become absl::Status.
+#include <toml++/toml.h>
+
+namespace peregrine {
+namespace {
+
+// toml++ speaks std::string_view; this abseil has its own string_view.
+absl::string_view Sv(std::string_view s) { return {s.data(), s.size()}; }
+
+using Apply = absl::Status (*)(const toml::node& node, Config& config);
+
+struct Setting {
+  const char* section;
+  const char* key;
+  const char* default_toml;
+  const char* doc;
+  Apply apply;
+};
+
+absl::Status Expected(absl::string_view what, const toml::node& got) {
+  std::ostringstream os;
+  got.visit([&os](auto&& v) { os << v; });
+  return absl::InvalidArgumentError(absl::StrCat(
+      "expected ", what, ", got ",
+      Sv(toml::impl::node_type_friendly_names[static_cast<int>(got.type())]),
+      " ", os.str()));
+}
+
+absl::StatusOr<std::string> GetString(const toml::node& node,
+                                      absl::string_view what) {
+  if (!node.is_string()) return Expected(what, node);
+  return std::string(*node.value<std::string_view>());
+}
+
+// A string, or an array of strings ("a" is short for ["a"]).
+absl::StatusOr<std::vector<std::string>> GetStringList(const toml::node& node,
+                                                       absl::string_view what) {
+  std::vector<std::string> out;
+  if (node.is_string()) {
+    out.push_back(std::string(*node.value<std::string_view>()));
+    return out;
+  }
+  const toml::array* array = node.as_array();
+  if (array == nullptr) return Expected(absl::StrCat("a list of ", what), node);
+  for (const toml::node& item : *array) {
+    if (!item.is_string()) {
+      return Expected(absl::StrCat("a list of ", what, " (strings)"), item);
+    }
+    out.push_back(std::string(*item.value<std::string_view>()));
+  }
+  return out;
+}
+
+absl::Status GetInt(const toml::node& node, int64_t min, int64_t max,
+                    int* out) {
+  std::string what = absl::StrCat("an integer from ", min, " to ", max);
+  if (!node.is_integer()) return Expected(what, node);
+  int64_t v = *node.value<int64_t>();
+  if (v < min || v > max) return Expected(what, node);
+  *out = static_cast<int>(v);
+  return absl::OkStatus();
+}
+
+// "30s", "5m", "2h", "500ms", "1h30m", "5d".
+absl::Status GetDuration(const toml::node& node, absl::Duration min,
+                         absl::Duration max, absl::Duration* out) {
+  std::string what = absl::StrCat("a duration from ", absl::FormatDuration(min),
+                                  " to ", absl::FormatDuration(max),
+                                  " such as \"30s\", \"5m\", \"2h\"");
+  if (!node.is_string()) return Expected(what, node);
+  std::string text(*node.value<std::string_view>());
+  absl::Duration d;
+  int64_t days = 0;
+  if (!text.empty() && text.back() == 'd' &&
+      absl::SimpleAtoi(absl::string_view(text).substr(0, text.size() - 1),
+                       &days)) {
+    d = absl::Hours(24 * days);
+  } else if (!absl::ParseDuration(text, &d)) {
+    return Expected(what, node);
+  }
+  if (d < min || d > max) return Expected(what, node);
+  *out = d;
+  return absl::OkStatus();
+}
+
+absl::Status SetListener(const toml::node& node, Config& config,
+                         ListenerKind kind, const char* key) {
+  auto texts = GetStringList(node, "addresses like \"127.0.0.1:2525\"");
+  if (!texts.ok()) return texts.status();
+  ListenerConfig* listener = nullptr;
+  for (ListenerConfig& l : config.listeners) {
+    if (l.kind == kind) listener = &l;
+  }
+  if (listener == nullptr) {
+    config.listeners.push_back({kind, key, {}});
+    listener = &config.listeners.back();
+  }
+  listener->addresses.clear();
+  for (const std::string& text : *texts) {
+    auto address = shard::SocketAddress::Parse(text);
+    if (!address.ok()) return address.status();
+    listener->addresses.push_back(*address);
+  }
+  return absl::OkStatus();
+}
+
+const std::vector<Setting>& Schema() {
+  static const auto* schema = new std::vector<Setting>{
+      {"server", "hostname", "\"\"",
+       "Name this MTA gives in its SMTP greeting, EHLO and Received headers.\n"
+       "Empty: the machine's host name. Use the name the IP's PTR record "
+       "gives.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a host name");
+         if (!s.ok()) return s.status();
+         c.hostname = *s;
+         return absl::OkStatus();
+       }},
+      {"server", "data_dir", "\"./peregrine-data\"",
+       "Directory of the queue and generated files (created if missing).\n"
+       "Relative paths start from the working directory. "
+       "`--data-dir` overrides it.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a directory path");
+         if (!s.ok()) return s.status();
+         if (s->empty()) return Expected("a non-empty directory path", n);
+         c.data_dir = *s;
+         return absl::OkStatus();
+       }},
+      {"server", "shards", "0",
+       "Worker shards: threads pinned one per core, each with its own I/O "
+       "ring.\n0: one per usable core.",
+       [](const toml::node& n, Config& c) {
+         return GetInt(n, 0, 1024, &c.shards);
+       }},
+      {"server", "io_backend", "\"auto\"",
+       "\"auto\" (io_uring, or epoll where io_uring is refused, e.g. under\n"
+       "Docker's default seccomp profile), \"io_uring\" or \"epoll\".",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "\"auto\", \"io_uring\" or \"epoll\"");
+         if (!s.ok()) return s.status();
+         if (!shard::ParseBackendKind(*s, &c.io_backend)) {
+           return Expected("\"auto\", \"io_uring\" or \"epoll\"", n);
+         }
+         return absl::OkStatus();
+       }},
+      {"server", "log_level", "\"info\"",
+       "\"debug\", \"info\", \"warning\" or \"error\". SIGHUP applies a "
+       "change.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "\"debug\", \"info\", \"warning\" or \"error\"");
+         if (!s.ok()) return s.status();
+         if (!log::ParseLevel(*s, &c.log_level)) {
+           return Expected("\"debug\", \"info\", \"warning\" or \"error\"", n);
+         }
+         return absl::OkStatus();
+       }},
+      {"server", "drain_timeout", "\"30s\"",
+       "On SIGTERM, how long open connections may take to finish before\n"
+       "the daemon exits anyway.",
+       [](const toml::node& n, Config& c) {
+         return GetDuration(n, absl::ZeroDuration(), absl::Hours(1),
+                            &c.drain_timeout);
+       }},
+      {"server", "idle_spin", "\"50us\"",
+       "How long an idle shard keeps polling before it sleeps: lower\n"
+       "latency between shards for a little CPU. \"0s\" never spins.",
+       [](const toml::node& n, Config& c) {
+         return GetDuration(n, absl::ZeroDuration(), absl::Milliseconds(10),
+                            &c.idle_spin);
+       }},
+      {"listen", "relay", "[\"127.0.0.1:2525\"]",
+       "SMTP for other MTAs and trusted applications (port 25 in "
+       "production).\n[] disables a listener. IPv6: \"[::1]:2525\".",
+       [](const toml::node& n, Config& c) {
+         return SetListener(n, c, ListenerKind::kRelay, "listen.relay");
+       }},
+      {"listen", "submission", "[\"127.0.0.1:2587\"]",
+       "Message submission with STARTTLS and AUTH (port 587 in production).",
+       [](const toml::node& n, Config& c) {
+         return SetListener(n, c, ListenerKind::kSubmission,
+                            "listen.submission");
+       }},
+      {"listen", "submissions", "[\"127.0.0.1:2465\"]",
+       "Submission over implicit TLS (port 465 in production).",
+       [](const toml::node& n, Config& c) {
+         return SetListener(n, c, ListenerKind::kSubmissions,
+                            "listen.submissions");
+       }},
+      {"listen", "admin", "[\"127.0.0.1:8025\"]",
+       "Admin HTTP API: injection, queue control, metrics. Keep it private.",
+       [](const toml::node& n, Config& c) {
+         return SetListener(n, c, ListenerKind::kAdmin, "listen.admin");
+       }},
+      {"relay", "trusted_networks", "[\"127.0.0.0/8\", \"::1\"]",
+       "Clients allowed to relay to any domain without AUTH. Everyone else\n"
+       "must authenticate. Never list networks you do not control: that "
+       "makes\nan open relay.",
+       [](const toml::node& n, Config& c) {
+         auto texts = GetStringList(n, "networks like \"10.0.0.0/8\"");
+         if (!texts.ok()) return texts.status();
+         c.trusted_networks.clear();
+         for (const std::string& text : *texts) {
+           auto cidr = shard::Cidr::Parse(text);
+           if (!cidr.ok()) return cidr.status();
+           c.trusted_networks.push_back(*cidr);
+         }
+         return absl::OkStatus();
+       }},
+  };
+  return *schema;
+}
+
+std::string Position(absl::string_view source, const toml::source_region& r) {
+  return absl::StrCat(source, ":", r.begin.line, ":", r.begin.column);
+}
+
+int Distance(absl::string_view a, absl::string_view b) {
+  std::vector<int> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = static_cast<int>(j);
+  for (size_t i = 1; i <= a.size(); ++i) {
+    int diag = row[0];
+    row[0] = static_cast<int>(i);
+    for (size_t j = 1; j <= b.size(); ++j) {
+      int up = row[j];
+      row[j] = std::min(
+          {row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string UnknownKey(absl::string_view section, absl::string_view key) {
+  std::vector<std::string> known;
+  std::string best;
+  int best_distance = 3;  // Only suggest near misses.
+  for (const Setting& s : Schema()) {
+    if (section != s.section) continue;
+    known.push_back(s.key);
+    int d = Distance(key, s.key);
+    if (d < best_distance) {
+      best_distance = d;
+      best = s.key;
+    }
+  }
+  std::string out = absl::StrCat("unknown key '", section, ".", key, "'");
+  if (!best.empty()) absl::StrAppend(&out, "; did you mean '", best, "'?");
+  absl::StrAppend(&out, " (keys in [", section,
+                  "]: ", absl::StrJoin(known, ", "), ")");
+  return out;
+}
+
+std::vector<std::string> Sections() {
+  std::vector<std::string> out;
+  for (const Setting& s : Schema()) {
+    if (out.empty() || out.back() != s.section) out.push_back(s.section);
+  }
+  return out;
+}
+
+const Setting* Find(absl::string_view section, absl::string_view key) {
+  for (const Setting& s : Schema()) {
+    if (section == s.section && key == s.key) return &s;
+  }
+  return nullptr;
+}
+
+std::string TomlText(const toml::node& node) {
+  std::ostringstream os;
+  node.visit([&os](auto&& v) { os << v; });
+  return os.str();
+}
+
+// Applies every key of `table` to `config`, adding one line per problem.
+void ApplyTable(const toml::table& table, absl::string_view source,
+                bool record_lines, Config& config,
+                std::vector<std::string>& errors) {
+  std::vector<std::string> sections = Sections();
+  for (auto&& [section_key, section_node] : table) {
+    std::string section(section_key.str());
+    if (std::find(sections.begin(), sections.end(), section) ==
+        sections.end()) {
+      errors.push_back(absl::StrCat(
+          Position(source, section_key.source()), ": unknown section [",
+          section, "] (sections: ", absl::StrJoin(sections, ", "), ")"));
+      continue;
+    }
+    const toml::table* keys = section_node.as_table();
+    if (keys == nullptr) {
+      errors.push_back(absl::StrCat(
+          Position(source, section_key.source()), ": '", section,
+          "' must be a section: write [", section, "] and its keys below it"));
+      continue;
+    }
+    for (auto&& [key, node] : *keys) {
+      const Setting* setting = Find(section, Sv(key.str()));
+      if (setting == nullptr) {
+        errors.push_back(absl::StrCat(Position(source, key.source()), ": ",
+                                      UnknownKey(section, Sv(key.str()))));
+        continue;
+      }
+      std::string name = absl::StrCat(section, ".", Sv(key.str()));
+      absl::Status status = setting->apply(node, config);
+      if (!status.ok()) {
+        errors.push_back(absl::StrCat(Position(source, node.source()), ": ",
+                                      name, ": ", status.message()));
+        continue;
+      }
+      config.values[name] = TomlText(node);
+      if (record_lines) {
+        config.lines[name] = static_cast<int>(key.source().begin.line);
+      }
+    }
+  }
+}
+
+absl::StatusOr<toml::table> ParseToml(absl::string_view text,
+                                      absl::string_view source) {
+  try {
+    return toml::parse(std::string_view(text.data(), text.size()),
+                       std::string_view(source.data(), source.size()));
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Position(source, e.source()),
+                     ": TOML syntax error: ", Sv(e.description())));
+  }
+}
+
+// Checks that span several keys.
+void CrossCheck(const Config& config, std::vector<std::string>& errors) {
+  for (size_t i = 0; i < config.listeners.size(); ++i) {
+    for (const auto& a : config.listeners[i].addresses) {
+      for (size_t j = i; j < config.listeners.size(); ++j) {
+        size_t count = 0;
+        for (const auto& b : config.listeners[j].addresses) {
+          if (a.ToString() == b.ToString() && a.port() != 0) ++count;
+        }
+        if ((i == j && count > 1) || (i != j && count > 0)) {
+          errors.push_back(absl::StrCat(
+              config.Where(config.listeners[j].key), ": address ", a.ToString(),
+              " is also used by ", config.listeners[i].key,
+              "; each listener needs its own port"));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::string Config::Where(absl::string_view key) const {
+  auto it = lines.find(std::string(key));
+  if (it == lines.end()) return absl::StrCat(key, " (built-in default)");
+  return absl::StrCat(source, ":", it->second, ": ", key);
+}
+
+int Config::EffectiveShards() const {
+  if (shards > 0) return shards;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string Config::EffectiveHostname() const {
+  if (!hostname.empty()) return hostname;
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') {
+    return "localhost";
+  }
+  return buf;
+}
+
+std::string DefaultConfigToml() {
+  std::string out =
+      "# Peregrine configuration. Every key is listed with its default;\n"
+      "# delete what you do not change. Check a file with\n"
+      "#   peregrine config check FILE\n"
+      "# Durations are strings such as \"30s\", \"5m\", \"2h\", \"5d\".\n";
+  std::string section;
+  for (const Setting& s : Schema()) {
+    if (section != s.section) {
+      section = s.section;
+      absl::StrAppend(&out, "\n[", section, "]\n");
+    } else {
+      out += "\n";
+    }
+    for (absl::string_view line : absl::StrSplit(s.doc, '\n')) {
+      absl::StrAppend(&out, "# ", line, "\n");
+    }
+    absl::StrAppend(&out, s.key, " = ", s.default_toml, "\n");
+  }
+  return out;
+}
+
+Config DefaultConfig() {
+  static const Config* defaults = [] {
+    auto* config = new Config;
+    config->source = "built-in defaults";
+    auto table = ParseToml(DefaultConfigToml(), "built-in defaults");
+    std::vector<std::string> errors;
+    if (table.ok())
+      ApplyTable(*table, "built-in defaults", false, *config, errors);
+    // The defaults are ours: a failure here is a bug, caught by the tests.
+    if (!table.ok() || !errors.empty()) {
+      log::Error("config", "built-in defaults do not parse: %s",
+                 table.ok() ? errors.front() : table.status().message());
+      std::abort();
+    }
+    return config;
+  }();
+  return *defaults;
+}
+
+absl::StatusOr<Config> ParseConfig(absl::string_view text,
+                                   absl::string_view source) {
+  auto table = ParseToml(text, source);
+  if (!table.ok()) return table.status();
+  Config config = DefaultConfig();
+  config.source = std::string(source);
+  std::vector<std::string> errors;
+  ApplyTable(*table, source, true, config, errors);
+  if (errors.empty()) CrossCheck(config, errors);
+  // toml++ walks tables in key order; report in file order instead.
+  auto position = [&source](const std::string& e) {
+    std::pair<int, int> pos{0, 0};
+    absl::string_view rest =
+        absl::string_view(e).substr(std::min(e.size(), source.size() + 1));
+    std::vector<absl::string_view> parts = absl::StrSplit(rest, ':');
+    if (parts.size() >= 2) {
+      (void)absl::SimpleAtoi(parts[0], &pos.first);
+      (void)absl::SimpleAtoi(parts[1], &pos.second);
+    }
+    return pos;
+  };
+  std::stable_sort(errors.begin(), errors.end(),
+                   [&](const std::string& a, const std::string& b) {
+                     return position(a) < position(b);
+                   });
+  if (!errors.empty()) {
+    return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  }
+  return config;
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(
+        path, ": cannot read the configuration file: ", std::strerror(errno)));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return ParseConfig(buffer.str(), path);
+}
+
+bool IsReloadable(absl::string_view key) { return key == "server.log_level"; }
+
+}  // namespace peregrine

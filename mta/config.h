@@ -1,0 +1,81 @@
+// Config: Peregrine's settings, read from one TOML file (toml++).
+//
+// Every setting has a default, so no file at all gives a working instance on
+// unprivileged loopback ports. The schema (config.cc) is one table: each
+// entry names its key, type, default, documentation and how to apply it, and
+// that one table drives parsing, validation, `peregrine config defaults` and
+// what SIGHUP may change. Bad input never aborts: each problem becomes one
+// line "FILE:LINE:COL: section.key: what is wrong; what was expected".
+//
+// Built on the main thread at start and on SIGHUP; shards get copies.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "base/log.h"
+#include "mta/shard/address.h"
+#include "mta/shard/io_backend.h"
+
+namespace peregrine {
+
+// The SMTP and HTTP endpoints the daemon listens on.
+enum class ListenerKind { kRelay, kSubmission, kSubmissions, kAdmin };
+
+struct ListenerConfig {
+  ListenerKind kind;
+  std::string key;  // "listen.relay", for messages.
+  std::vector<shard::SocketAddress> addresses;
+};
+
+struct Config {
+  // [server]
+  std::string hostname;  // Empty: the machine's host name.
+  std::string data_dir;
+  int shards = 0;  // 0: one per core.
+  shard::BackendKind io_backend = shard::BackendKind::kAuto;
+  log::Level log_level = log::Level::kInfo;
+  absl::Duration drain_timeout;
+  absl::Duration idle_spin;
+
+  // [listen]
+  std::vector<ListenerConfig> listeners;
+
+  // [relay]
+  std::vector<shard::Cidr> trusted_networks;
+
+  // Where the settings came from: a path, or "built-in defaults".
+  std::string source;
+  // "section.key" -> line in `source` (only keys the file sets).
+  std::map<std::string, int> lines;
+  // "section.key" -> the value as TOML text, for every setting: what SIGHUP
+  // compares to tell what changed.
+  std::map<std::string, std::string> values;
+
+  // "FILE:LINE: section.key" when the file sets it, else
+  // "section.key (built-in default)": where to look to change a setting.
+  std::string Where(absl::string_view key) const;
+  // The number of shards to run: `shards`, or the number of usable cores.
+  int EffectiveShards() const;
+  // `hostname`, or the machine's name.
+  std::string EffectiveHostname() const;
+};
+
+// Parses TOML text. `source` names it in error messages.
+absl::StatusOr<Config> ParseConfig(absl::string_view text,
+                                   absl::string_view source);
+// Reads and parses a file; a missing or unreadable file is an error.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+// The built-in defaults.
+Config DefaultConfig();
+// The full default configuration as TOML, every key commented.
+std::string DefaultConfigToml();
+
+// Settings SIGHUP applies without a restart.
+bool IsReloadable(absl::string_view key);
+
+}  // namespace peregrine

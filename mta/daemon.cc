@@ -1,0 +1,363 @@
+#include "mta/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "base/log.h"
+#include "mta/shard/connection.h"
+#include "mta/shard/socket.h"
+#include "mta/version.h"
+
+namespace peregrine {
+namespace {
+
+constexpr const char* kLog = "daemon";
+
+absl::string_view KindName(ListenerKind kind) {
+  switch (kind) {
+    case ListenerKind::kRelay:
+      return "relay (SMTP)";
+    case ListenerKind::kSubmission:
+      return "submission (SMTP, STARTTLS)";
+    case ListenerKind::kSubmissions:
+      return "submissions (SMTP, implicit TLS)";
+    case ListenerKind::kAdmin:
+      return "admin (HTTP)";
+  }
+  return "?";
+}
+
+// Until the SMTP server and the admin API exist, a listener answers with a
+// refusal that clients understand: SMTP clients get 421 and keep the message
+// to try later, HTTP clients get 503. Nothing is accepted, so nothing can
+// be lost.
+std::string PlaceholderReply(ListenerKind kind, const std::string& hostname) {
+  if (kind == ListenerKind::kAdmin) {
+    std::string body = "Peregrine admin API is not available in this build\n";
+    return absl::StrCat(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        "Connection: close\r\nContent-Length: ",
+        body.size(), "\r\n\r\n", body);
+  }
+  return absl::StrCat("421 4.3.2 ", hostname, " Peregrine ", kVersion,
+                      ": mail reception is not available in this build; "
+                      "try again later\r\n");
+}
+
+// Greets, then closes. Lives on its shard until its Close() completes.
+class PlaceholderSession {
+ public:
+  PlaceholderSession(shard::Reactor& reactor, int fd, std::string reply,
+                     std::atomic<int>& open)
+      : conn_(reactor, fd), reply_(std::move(reply)), open_(open) {
+    open_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void Start() {
+    conn_.WriteAll(reply_.data(), reply_.size(), [this](int) {
+      conn_.Close([this] {
+        open_.fetch_sub(1, std::memory_order_relaxed);
+        delete this;
+      });
+    });
+  }
+
+ private:
+  shard::Connection conn_;
+  std::string reply_;
+  std::atomic<int>& open_;
+};
+
+}  // namespace
+
+struct Daemon::ShardState {
+  struct Listener {
+    ListenerKind kind;
+    int fd;
+  };
+  std::vector<Listener> listeners;
+  std::atomic<int> open_connections{0};
+};
+
+Daemon::Daemon(Config config, std::string config_path,
+               std::string data_dir_override)
+    : config_(std::move(config)),
+      config_path_(std::move(config_path)),
+      data_dir_override_(std::move(data_dir_override)) {
+  if (!data_dir_override_.empty()) config_.data_dir = data_dir_override_;
+}
+
+Daemon::~Daemon() {
+  if (group_) {
+    group_->Stop();
+    group_->Join();
+  }
+  // Shards are joined: listeners that were not closed by a drain (or never
+  // reached a shard) are ours to close.
+  for (auto& state : shards_) {
+    for (auto& l : state->listeners) {
+      if (l.fd >= 0) ::close(l.fd);
+    }
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+absl::Status Daemon::PrepareDataDir() {
+  namespace fs = std::filesystem;
+  std::string where = data_dir_override_.empty()
+                          ? config_.Where("server.data_dir")
+                          : std::string("--data-dir");
+  std::error_code ec;
+  fs::create_directories(config_.data_dir, ec);
+  if (ec || !fs::is_directory(config_.data_dir)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        where, ": cannot create data directory '", config_.data_dir,
+        "': ", ec ? ec.message() : "exists and is not a directory"));
+  }
+  if (::access(config_.data_dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(where, ": data directory '", config_.data_dir,
+                     "' is not writable by this user: ", std::strerror(errno)));
+  }
+  std::string lock_path = config_.data_dir + "/peregrine.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        where, ": cannot open ", lock_path, ": ", std::strerror(errno)));
+  }
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    (void)!::pread(lock_fd_, pid, sizeof(pid) - 1, 0);
+    return absl::FailedPreconditionError(absl::StrCat(
+        where, ": another peregrine (pid ", absl::StripAsciiWhitespace(pid),
+        ") already runs on data directory '", config_.data_dir,
+        "'; stop it or choose another directory"));
+  }
+  std::string pid = absl::StrCat(getpid(), "\n");
+  (void)!::ftruncate(lock_fd_, 0);
+  (void)!::pwrite(lock_fd_, pid.data(), pid.size(), 0);
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::BindListeners() {
+  int n = config_.EffectiveShards();
+  shards_.clear();
+  for (int i = 0; i < n; ++i) shards_.push_back(std::make_unique<ShardState>());
+  for (const ListenerConfig& listener : config_.listeners) {
+    for (shard::SocketAddress address : listener.addresses) {
+      absl::Status free = address.port() == 0 ? absl::OkStatus()
+                                              : shard::CheckPortFree(address);
+      if (!free.ok()) {
+        return absl::Status(
+            free.code(),
+            absl::StrCat(config_.Where(listener.key), " = \"",
+                         address.ToString(), "\": ", free.message()));
+      }
+      for (int i = 0; i < n; ++i) {
+        auto fd = shard::Listen(address, /*reuse_port=*/true);
+        if (!fd.ok()) {
+          return absl::Status(
+              fd.status().code(),
+              absl::StrCat(config_.Where(listener.key), " = \"",
+                           address.ToString(), "\": ", fd.status().message()));
+        }
+        if (i == 0 && address.port() == 0) {
+          // Port 0: the kernel picked one; the other shards share it.
+          auto local = shard::LocalAddress(*fd);
+          if (local.ok()) address = *local;
+        }
+        shards_[i]->listeners.push_back({listener.kind, *fd});
+      }
+      bound_.push_back({listener.kind, address});
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::Start() {
+  log::SetLevel(config_.log_level);
+  if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
+  if (absl::Status s = BindListeners(); !s.ok()) return s;
+
+  // Signals go to the main thread's sigtimedwait() only: block them before
+  // any shard thread exists, so every thread inherits the mask.
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) sigaddset(&set, sig);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  shard::ShardGroup::Options options;
+  options.shards = static_cast<int>(shards_.size());
+  options.backend = config_.io_backend;
+  options.idle_spin = config_.idle_spin;
+  group_ = std::make_unique<shard::ShardGroup>(options);
+  absl::Status started = group_->Start(
+      [this](shard::Reactor& reactor) { StartAccepting(reactor.id()); });
+  if (!started.ok()) {
+    group_.reset();
+    return absl::Status(started.code(),
+                        absl::StrCat(config_.Where("server.io_backend"), ": ",
+                                     started.message()));
+  }
+
+  log::Info(kLog, "peregrine %s started: %d shards, I/O backend %s%s", kVersion,
+            group_->size(), group_->backend_name(),
+            config_.io_backend == shard::BackendKind::kAuto ? " (auto)" : "");
+  log::Info(
+      kLog, "configuration: %s; data directory: %s", config_.source,
+      std::filesystem::absolute(config_.data_dir).lexically_normal().string());
+  log::Info(kLog, "host name: %s", config_.EffectiveHostname());
+  for (const Bound& b : bound_) {
+    log::Info(kLog, "listening on %s: %s", b.address.ToString(),
+              KindName(b.kind));
+  }
+  if (bound_.empty()) log::Warn(kLog, "no listeners configured ([listen])");
+  return absl::OkStatus();
+}
+
+void Daemon::StartAccepting(int shard) {
+  ShardState& state = *shards_[shard];
+  shard::Reactor& reactor = group_->reactor(shard);
+  std::string hostname = config_.EffectiveHostname();
+  for (const ShardState::Listener& listener : state.listeners) {
+    std::string reply = PlaceholderReply(listener.kind, hostname);
+    // Re-arms itself after each connection until the listener is closed.
+    struct AcceptLoop {
+      shard::Reactor& reactor;
+      int fd;
+      std::string reply;
+      std::atomic<int>& open;
+      void Arm() {
+        reactor.io().Accept(fd, [this](int client) {
+          if (client == -ECANCELED || reactor.stopping()) {
+            delete this;
+            return;
+          }
+          if (client >= 0) {
+            (new PlaceholderSession(reactor, client, reply, open))->Start();
+          } else if (client != -EAGAIN && client != -ECONNABORTED) {
+            log::Warn(kLog, "accept: %s", std::strerror(-client));
+            if (client == -EMFILE || client == -ENFILE) {
+              // Out of descriptors: back off instead of spinning.
+              reactor.AddTimer(absl::Milliseconds(100), [this] { Arm(); });
+              return;
+            }
+          }
+          Arm();
+        });
+      }
+    };
+    (new AcceptLoop{reactor, listener.fd, std::move(reply),
+                    state.open_connections})
+        ->Arm();
+  }
+}
+
+int Daemon::OpenConnections() const {
+  int total = 0;
+  for (const auto& state : shards_) {
+    total += state->open_connections.load(std::memory_order_relaxed);
+  }
+  return total;
+}
+
+void Daemon::BeginDrain() {
+  for (int i = 0; i < group_->size(); ++i) {
+    group_->SubmitTo(i, [this, i] {
+      for (auto& l : shards_[i]->listeners) {
+        group_->reactor(i).io().Close(l.fd, [] {});
+        l.fd = -1;
+      }
+    });
+  }
+}
+
+void Daemon::Reload() {
+  if (config_path_.empty()) {
+    log::Info(kLog,
+              "SIGHUP: running on built-in defaults; nothing to reload "
+              "(start with --config FILE to use a file)");
+    return;
+  }
+  auto fresh = LoadConfigFile(config_path_);
+  if (!fresh.ok()) {
+    log::Error(kLog,
+               "SIGHUP: %s is not valid, keeping the running "
+               "configuration:\n%s",
+               config_path_, fresh.status().message());
+    return;
+  }
+  if (!data_dir_override_.empty()) {
+    fresh->data_dir = data_dir_override_;
+    fresh->values["server.data_dir"] = config_.values["server.data_dir"];
+  }
+  std::vector<std::string> applied, need_restart;
+  for (const auto& [key, value] : fresh->values) {
+    if (config_.values[key] == value) continue;
+    (IsReloadable(key) ? applied : need_restart).push_back(key);
+  }
+  // Said before the new level applies, so that a quieter level does not
+  // hide what the reload did.
+  log::Info(kLog, "SIGHUP: reloaded %s; applied: %s", config_path_,
+            applied.empty() ? "nothing changed" : absl::StrJoin(applied, ", "));
+  if (!need_restart.empty()) {
+    log::Warn(kLog, "SIGHUP: these changes take effect after a restart: %s",
+              absl::StrJoin(need_restart, ", "));
+  }
+  log::SetLevel(fresh->log_level);
+  config_.log_level = fresh->log_level;
+  config_.values["server.log_level"] = fresh->values["server.log_level"];
+}
+
+int Daemon::Run() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, sig);
+  bool draining = false;
+  absl::Time deadline;
+  while (true) {
+    timespec tick{0, 100 * 1000 * 1000};
+    int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig == SIGHUP) {
+      Reload();
+    } else if (sig == SIGTERM || sig == SIGINT) {
+      if (draining) {
+        log::Warn(kLog, "second %s: stopping now with %d connections open",
+                  sig == SIGTERM ? "SIGTERM" : "SIGINT", OpenConnections());
+        break;
+      }
+      draining = true;
+      deadline = absl::Now() + config_.drain_timeout;
+      log::Info(kLog,
+                "%s: no longer accepting; draining %d open connections "
+                "(up to %s)",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT", OpenConnections(),
+                absl::FormatDuration(config_.drain_timeout));
+      BeginDrain();
+    }
+    if (draining) {
+      if (OpenConnections() == 0) break;
+      if (absl::Now() >= deadline) {
+        log::Warn(kLog, "drain timeout: closing %d connections",
+                  OpenConnections());
+        break;
+      }
+    }
+  }
+  group_->Stop();
+  group_->Join();
+  group_.reset();
+  log::Info(kLog, "stopped");
+  return 0;
+}
+
+}  // namespace peregrine

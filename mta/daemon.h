@@ -1,0 +1,64 @@
+// Daemon: what `peregrine serve` runs.
+//
+// Owned by the main thread. Start() prepares the data directory (created if
+// missing, locked so that two daemons never share a queue), binds every
+// listener on every shard (SO_REUSEPORT: the kernel spreads connections) and
+// starts the shards. Everything that can fail because of the configuration
+// fails there, before any shard runs, with the config key to change.
+// Run() then waits for signals on the main thread:
+//   SIGTERM, SIGINT  stop accepting, let open connections finish (up to
+//                    server.drain_timeout), exit 0; a second one exits now.
+//   SIGHUP           re-read the configuration file; apply what can change
+//                    at run time, name what needs a restart.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "mta/config.h"
+#include "mta/shard/shard_group.h"
+
+namespace peregrine {
+
+class Daemon {
+ public:
+  // `config_path` is empty when running on the built-in defaults;
+  // `data_dir_override` (from --data-dir) wins over server.data_dir.
+  Daemon(Config config, std::string config_path, std::string data_dir_override);
+  ~Daemon();
+
+  // Errors are for the operator: they name the key and what to do.
+  absl::Status Start();
+  // Blocks until drained; returns the process exit code.
+  int Run();
+
+  // A listener socket of one shard, after Start().
+  struct Bound {
+    ListenerKind kind;
+    shard::SocketAddress address;  // With the real port when 0 was asked.
+  };
+  const std::vector<Bound>& bound() const { return bound_; }
+
+ private:
+  struct ShardState;
+
+  absl::Status PrepareDataDir();
+  absl::Status BindListeners();
+  void StartAccepting(int shard);
+  void BeginDrain();
+  void Reload();
+  int OpenConnections() const;
+
+  Config config_;
+  std::string config_path_;
+  std::string data_dir_override_;
+  int lock_fd_ = -1;
+  std::unique_ptr<shard::ShardGroup> group_;
+  std::vector<std::unique_ptr<ShardState>> shards_;
+  std::vector<Bound> bound_;
+};
+
+}  // namespace peregrine

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Peregrine needs to build, test and run, by
+# name, from Debian's archive. Idempotent: installs only what is missing.
+# Needs root (or sudo). Debian 12 (bookworm).
+set -euo pipefail
+
+PACKAGES=(
+  # Build: Bazel from Debian, offline (see ../shared/bazel-offline.md).
+  bazel-bootstrap bazel-rules-java g++ pkg-config
+  # Libraries.
+  liburing-dev librocksdb-dev libc-ares-dev libabsl-dev libssl-dev
+  libtomlplusplus-dev libcli11-dev libre2-dev nlohmann-json3-dev
+  # Tests and benchmarks.
+  libgtest-dev libgmock-dev googletest libbenchmark-dev python3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then
+    SUDO="sudo"
+  else
+    echo "install-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

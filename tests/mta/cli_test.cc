@@ -1,0 +1,107 @@
+#include "mta/cli.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "mta/config.h"
+
+namespace peregrine {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Result {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+Result Cli(std::vector<const char*> args) {
+  args.insert(args.begin(), "peregrine");
+  std::ostringstream out, err;
+  int code = RunCli(static_cast<int>(args.size()), args.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+std::string WriteTemp(const std::string& name, const std::string& text) {
+  std::string path = std::string(getenv("TEST_TMPDIR")) + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(CliTest, Version) {
+  Result r = Cli({"--version"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("peregrine 0.1.0"));
+}
+
+TEST(CliTest, ConfigDefaultsIsValidTomlOfTheDefaults) {
+  Result r = Cli({"config", "defaults"});
+  EXPECT_EQ(r.code, 0);
+  auto parsed = ParseConfig(r.out, "stdout");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->values, DefaultConfig().values);
+}
+
+TEST(CliTest, ConfigCheckAcceptsAGoodFile) {
+  std::string path = WriteTemp("good.toml", "[server]\nshards = 2\n");
+  Result r = Cli({"config", "check", path.c_str()});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("OK"));
+}
+
+TEST(CliTest, ConfigCheckUnknownKeyExits2NamingKeyAndLine) {
+  std::string path =
+      WriteTemp("bad.toml", "[server]\nshards = 2\nlisten_port = 25\n");
+  Result r = Cli({"config", "check", path.c_str()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err,
+              HasSubstr(path + ":3:1: unknown key 'server.listen_port'"));
+}
+
+TEST(CliTest, ConfigCheckMissingFileExits2) {
+  Result r = Cli({"config", "check", "/nonexistent.toml"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("/nonexistent.toml: cannot read"));
+}
+
+TEST(CliTest, UsageErrorsExit2) {
+  EXPECT_EQ(Cli({}).code, 2);
+  EXPECT_EQ(Cli({"config"}).code, 2);
+  EXPECT_EQ(Cli({"config", "check"}).code, 2);
+  EXPECT_EQ(Cli({"serve", "--bogus"}).code, 2);
+  EXPECT_EQ(Cli({"frobnicate"}).code, 2);
+}
+
+TEST(CliTest, HelpExits0) {
+  Result r = Cli({"--help"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("serve"));
+  EXPECT_THAT(r.out, HasSubstr("config"));
+}
+
+TEST(CliTest, ServeWithBadConfigExits2BeforeStarting) {
+  std::string path = WriteTemp("serve_bad.toml", "[server]\nshards = -3\n");
+  Result r = Cli({"serve", "--config", path.c_str()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("server.shards"));
+}
+
+TEST(CliTest, ServeWithUnwritableDataDirExits2) {
+  std::string file = WriteTemp("not_a_dir", "x");
+  std::string cfg = WriteTemp("serve_dd.toml",
+                              "[listen]\nrelay = []\nsubmission = []\n"
+                              "submissions = []\nadmin = []\n");
+  Result r =
+      Cli({"serve", "--config", cfg.c_str(), "--data-dir", file.c_str()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--data-dir: cannot create data directory"));
+}
+
+}  // namespace
+}  // namespace peregrine

@@ -1,0 +1,211 @@
+#include "mta/config.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace peregrine {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<std::string> Addresses(const Config& c, ListenerKind kind) {
+  std::vector<std::string> out;
+  for (const auto& l : c.listeners) {
+    if (l.kind != kind) continue;
+    for (const auto& a : l.addresses) out.push_back(a.ToString());
+  }
+  return out;
+}
+
+TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
+  Config c = DefaultConfig();
+  EXPECT_EQ(c.data_dir, "./peregrine-data");
+  EXPECT_EQ(c.shards, 0);
+  EXPECT_GE(c.EffectiveShards(), 1);
+  EXPECT_EQ(c.io_backend, shard::BackendKind::kAuto);
+  EXPECT_EQ(c.log_level, log::Level::kInfo);
+  EXPECT_EQ(c.drain_timeout, absl::Seconds(30));
+  EXPECT_THAT(Addresses(c, ListenerKind::kRelay),
+              ::testing::ElementsAre("127.0.0.1:2525"));
+  EXPECT_THAT(Addresses(c, ListenerKind::kSubmission),
+              ::testing::ElementsAre("127.0.0.1:2587"));
+  EXPECT_THAT(Addresses(c, ListenerKind::kSubmissions),
+              ::testing::ElementsAre("127.0.0.1:2465"));
+  EXPECT_THAT(Addresses(c, ListenerKind::kAdmin),
+              ::testing::ElementsAre("127.0.0.1:8025"));
+  auto trusted = [&c](const char* address) {
+    auto a = shard::SocketAddress::Parse(address);
+    for (const auto& cidr : c.trusted_networks) {
+      if (cidr.Contains(*a)) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(trusted("127.0.0.1:1"));
+  EXPECT_TRUE(trusted("127.8.9.10:1"));
+  EXPECT_TRUE(trusted("[::1]:1"));
+  EXPECT_FALSE(trusted("10.0.0.1:1"));
+  EXPECT_FALSE(trusted("[::2]:1"));
+  EXPECT_FALSE(c.EffectiveHostname().empty());
+}
+
+TEST(ConfigTest, PrintedDefaultsParseBackToTheDefaults) {
+  std::string text = DefaultConfigToml();
+  auto parsed = ParseConfig(text, "defaults.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->values, DefaultConfig().values);
+  // Every key is set by the printed file, and every key is commented.
+  EXPECT_EQ(parsed->lines.size(), DefaultConfig().values.size());
+  for (const auto& [key, line] : parsed->lines) {
+    EXPECT_GT(line, 1) << key;
+  }
+  EXPECT_THAT(text, HasSubstr("# Worker shards"));
+}
+
+TEST(ConfigTest, EmptyFileGivesDefaults) {
+  auto parsed = ParseConfig("", "empty.toml");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->values, DefaultConfig().values);
+  EXPECT_TRUE(parsed->lines.empty());
+}
+
+TEST(ConfigTest, OverridesApplyAndRememberWhereTheyCameFrom) {
+  auto parsed = ParseConfig(R"(
+[server]
+hostname = "mx.example.com"
+shards = 3
+io_backend = "epoll"
+log_level = "debug"
+drain_timeout = "1h"
+
+[listen]
+relay = ["0.0.0.0:25", "[::]:25"]
+submission = "127.0.0.1:587"
+submissions = []
+
+[relay]
+trusted_networks = ["10.0.0.0/8"]
+)",
+                            "peregrine.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->hostname, "mx.example.com");
+  EXPECT_EQ(parsed->EffectiveHostname(), "mx.example.com");
+  EXPECT_EQ(parsed->shards, 3);
+  EXPECT_EQ(parsed->EffectiveShards(), 3);
+  EXPECT_EQ(parsed->io_backend, shard::BackendKind::kEpoll);
+  EXPECT_EQ(parsed->log_level, log::Level::kDebug);
+  EXPECT_EQ(parsed->drain_timeout, absl::Hours(1));
+  EXPECT_THAT(Addresses(*parsed, ListenerKind::kRelay),
+              ::testing::ElementsAre("0.0.0.0:25", "[::]:25"));
+  EXPECT_THAT(Addresses(*parsed, ListenerKind::kSubmission),
+              ::testing::ElementsAre("127.0.0.1:587"));
+  EXPECT_TRUE(Addresses(*parsed, ListenerKind::kSubmissions).empty());
+  ASSERT_EQ(parsed->trusted_networks.size(), 1u);
+  EXPECT_EQ(parsed->trusted_networks[0].ToString(), "10.0.0.0/8");
+  EXPECT_EQ(parsed->Where("server.shards"), "peregrine.toml:4: server.shards");
+  EXPECT_EQ(parsed->Where("server.data_dir"),
+            "server.data_dir (built-in default)");
+}
+
+struct BadCase {
+  const char* name;
+  const char* text;
+  std::vector<const char*> expected;  // Substrings of the error.
+};
+
+class BadConfigTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadConfigTest, NamesFileLineKeyAndExpectation) {
+  auto parsed = ParseConfig(GetParam().text, "bad.toml");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  for (const char* part : GetParam().expected) {
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(part));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadConfigTest,
+    ::testing::Values(
+        BadCase{"UnknownKey",
+                "[server]\n\nshardz = 4\n",
+                {"bad.toml:3:1:", "unknown key 'server.shardz'",
+                 "did you mean 'shards'?", "keys in [server]:"}},
+        BadCase{"UnknownKeyFarFromAny",
+                "[server]\nfrobnicate = 1\n",
+                {"bad.toml:2:1:", "unknown key 'server.frobnicate'"}},
+        BadCase{"UnknownSection",
+                "[serverz]\nx = 1\n",
+                {"bad.toml:1:", "unknown section [serverz]",
+                 "sections: server, listen, relay"}},
+        BadCase{"KeyOutsideSection",
+                "shards = 4\n",
+                {"bad.toml:1:1:", "unknown section [shards]"}},
+        BadCase{"SectionIsNotATable",
+                "server = 4\n",
+                {"bad.toml:1:1:", "'server' must be a section"}},
+        BadCase{"WrongType",
+                "[server]\nshards = \"four\"\n",
+                {"bad.toml:2:10:", "server.shards",
+                 "expected an integer from 0 to 1024", "got string"}},
+        BadCase{"OutOfRange",
+                "[server]\nshards = 5000\n",
+                {"bad.toml:2:", "server.shards",
+                 "expected an integer from 0 to 1024", "5000"}},
+        BadCase{"NegativeDuration",
+                "[server]\ndrain_timeout = \"-5s\"\n",
+                {"bad.toml:2:", "server.drain_timeout", "a duration"}},
+        BadCase{"DurationInDaysOutOfRange",
+                "[server]\ndrain_timeout = \"2d\"\n",
+                {"server.drain_timeout", "from 0 to 1h", "'2d'"}},
+        BadCase{"DurationNotAString",
+                "[server]\ndrain_timeout = 30\n",
+                {"server.drain_timeout", "such as \"30s\"", "got integer"}},
+        BadCase{"BadBackend",
+                "[server]\nio_backend = \"kqueue\"\n",
+                {"server.io_backend", "\"io_uring\" or \"epoll\"", "kqueue"}},
+        BadCase{"BadLogLevel",
+                "[server]\nlog_level = \"loud\"\n",
+                {"server.log_level", "\"warning\""}},
+        BadCase{"EmptyDataDir",
+                "[server]\ndata_dir = \"\"\n",
+                {"server.data_dir", "non-empty"}},
+        BadCase{"BadPort",
+                "[listen]\nrelay = [\"127.0.0.1:70000\"]\n",
+                {"bad.toml:2:", "listen.relay", "from 0 to 65535"}},
+        BadCase{"HostNameInsteadOfAddress",
+                "[listen]\nadmin = \"localhost:8025\"\n",
+                {"listen.admin", "not a literal IP address"}},
+        BadCase{"AddressListOfNumbers",
+                "[listen]\nrelay = [25]\n",
+                {"listen.relay", "a list of addresses"}},
+        BadCase{"SameAddressTwice",
+                "[listen]\nrelay = \"127.0.0.1:2600\"\nsubmission = "
+                "\"127.0.0.1:2600\"\n",
+                {"127.0.0.1:2600", "each listener needs its own port"}},
+        BadCase{"BadNetwork",
+                "[relay]\ntrusted_networks = [\"10.0.0.0/33\"]\n",
+                {"relay.trusted_networks", "prefix length"}},
+        BadCase{"SyntaxError",
+                "[server\nshards = 1\n",
+                {"bad.toml:1:", "TOML syntax error"}},
+        BadCase{"SeveralProblemsAllReportedInFileOrder",
+                "[server]\nshards = -1\n[relay]\nbogus = 1\n",
+                {"bad.toml:2:10: server.shards",
+                 "\nbad.toml:4:1: unknown key 'relay.bogus'"}}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(ConfigTest, MissingFileIsAnErrorNamingIt) {
+  auto parsed = LoadConfigFile("/nonexistent/peregrine.toml");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(std::string(parsed.status().message()),
+              HasSubstr("/nonexistent/peregrine.toml: cannot read"));
+}
+
+TEST(ConfigTest, OnlyLogLevelIsReloadable) {
+  EXPECT_TRUE(IsReloadable("server.log_level"));
+  EXPECT_FALSE(IsReloadable("server.shards"));
+  EXPECT_FALSE(IsReloadable("listen.relay"));
+}
+
+}  // namespace
+}  // namespace peregrine
