@@ -1,0 +1,767 @@
+#include "queue/rocksdb_store.h"
+
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "base/log.h"
+#include "queue/codec.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
+
+namespace peregrine::queue {
+namespace {
+
+constexpr const char* kLog = "queue";
+constexpr absl::Duration kSpaceCheckInterval = absl::Seconds(1);
+constexpr uint32_t kMaxRecipients = 100000;
+const char* const kShardsKey = "shards";
+
+absl::string_view Sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
+
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string message = absl::StrCat("queue ", what, ": ", s.ToString());
+  if (s.IsNoSpace()) {
+    return absl::ResourceExhaustedError(message);
+  }
+  if (s.IsCorruption()) return absl::DataLossError(message);
+  return absl::UnavailableError(message);
+}
+
+uint64_t StatvfsFree(const std::string& path) {
+  struct statvfs st;
+  if (statvfs(path.c_str(), &st) != 0) return UINT64_MAX;
+  return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
+}  // namespace
+
+bool RocksStore::Live::IsFinal(uint32_t i) const {
+  if (i < 64) return final_bits & (uint64_t{1} << i);
+  return more_bits && (more_bits[(i - 64) / 64] & (uint64_t{1} << (i % 64)));
+}
+
+void RocksStore::Live::SetFinal(uint32_t i) {
+  if (i < 64) {
+    final_bits |= uint64_t{1} << i;
+    return;
+  }
+  if (!more_bits) {
+    size_t words = (total - 64 + 63) / 64;
+    more_bits = std::make_unique<uint64_t[]>(words);  // Zeroed.
+  }
+  more_bits[(i - 64) / 64] |= uint64_t{1} << (i % 64);
+}
+
+void RocksStore::Live::ClearFinal(uint32_t i) {
+  if (i < 64) {
+    final_bits &= ~(uint64_t{1} << i);
+  } else if (more_bits) {
+    more_bits[(i - 64) / 64] &= ~(uint64_t{1} << (i % 64));
+  }
+}
+
+RocksStore::RocksStore(RocksStoreOptions options)
+    : options_(std::move(options)) {
+  if (!options_.free_bytes) {
+    std::string path = options_.path;
+    options_.free_bytes = [path] { return StatvfsFree(path); };
+  }
+}
+
+absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
+    RocksStoreOptions options, RecoveryStats* stats) {
+  if (options.shards < 1 || options.shards > 65535) {
+    return absl::InvalidArgumentError("queue: shards must be 1..65535");
+  }
+  std::unique_ptr<RocksStore> store(new RocksStore(std::move(options)));
+  {
+    absl::MutexLock lock(&store->db_mu_);
+    if (absl::Status s = store->OpenDb(); !s.ok()) return s;
+  }
+  RecoveryStats local;
+  if (absl::Status s = store->Recover(stats ? stats : &local); !s.ok()) {
+    return s;
+  }
+  store->CheckFreeSpace();
+  store->committer_ = std::thread([s = store.get()] { s->CommitterMain(); });
+  return store;
+}
+
+absl::Status RocksStore::OpenDb() {
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  db_options.bytes_per_sync = 1 << 20;
+  db_options.wal_bytes_per_sync = 0;  // The committer syncs the WAL itself.
+  if (options_.env != nullptr) db_options.env = options_.env;
+  // Deleted messages make the WAL and memtables churn; cap total WAL size so
+  // that column families with few writes are flushed and old logs go away.
+  db_options.max_total_wal_size = 256 << 20;
+
+  cache_ = rocksdb::NewLRUCache(options_.block_cache_bytes);
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache_;
+  table.cache_index_and_filter_blocks = true;
+
+  rocksdb::ColumnFamilyOptions small;
+  small.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  small.write_buffer_size = 32 << 20;
+
+  rocksdb::ColumnFamilyOptions bodies = small;
+  bodies.write_buffer_size = 64 << 20;
+  if (options_.body_blob_files) {
+    bodies.enable_blob_files = true;
+    bodies.min_blob_size = 512;
+    bodies.blob_file_size = 256 << 20;
+    bodies.enable_blob_garbage_collection = true;
+  }
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, small},
+      {"bodies", bodies},
+      {"envelopes", small},
+      {"recipients", small},
+      {"schedule", small},
+  };
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s =
+      rocksdb::DB::Open(db_options, options_.path, families, &handles_, &db);
+  if (!s.ok()) {
+    std::string hint;
+    if (s.IsIOError() && absl::StrContains(s.ToString(), "lock")) {
+      hint = " (is another peregrine using this data directory?)";
+    }
+    return absl::UnavailableError(absl::StrCat(
+        "cannot open queue at ", options_.path, ": ", s.ToString(), hint));
+  }
+  db_.reset(db);
+  meta_ = handles_[0];
+  bodies_ = handles_[1];
+  envelopes_ = handles_[2];
+  recipients_ = handles_[3];
+  schedule_ = handles_[4];
+  return absl::OkStatus();
+}
+
+RocksStore::~RocksStore() {
+  if (committer_.joinable()) {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+      work_.Signal();
+    }
+    committer_.join();
+  }
+  absl::MutexLock lock(&db_mu_);
+  CloseDb();
+}
+
+void RocksStore::CloseDb() {
+  if (!db_) return;
+  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  handles_.clear();
+  meta_ = bodies_ = envelopes_ = recipients_ = schedule_ = nullptr;
+  db_->Close();
+  db_.reset();
+}
+
+absl::Status RocksStore::Down() {
+  return absl::UnavailableError(
+      "queue unavailable after a storage error; retrying (see the log)");
+}
+
+bool RocksStore::Reopen() {
+  {
+    absl::MutexLock lock(&db_mu_);
+    CloseDb();
+    if (absl::Status s = OpenDb(); !s.ok()) {
+      log::Error(kLog, "reopen after write error failed: %s", s.message());
+      return false;
+    }
+  }
+  log::Info(kLog, "queue reopened after a write error; writing again");
+  return true;
+}
+
+// --- Recovery ---------------------------------------------------------------
+
+absl::Status RocksStore::RebuildLive() {
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  absl::flat_hash_map<MessageId, Live> live;
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, envelopes_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    MessageId id;
+    if (!codec::ParseMessageKey(Sv(it->key()), &id)) continue;
+    auto envelope = codec::DecodeEnvelope(Sv(it->value()));
+    if (!envelope.ok()) return envelope.status();
+    Live& l = live[id];
+    l.total = envelope->recipient_count;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "recovery");
+  it.reset(db_->NewIterator(ro, recipients_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    MessageId id;
+    uint32_t index;
+    if (!codec::ParseRecipientKey(Sv(it->key()), &id, &index)) continue;
+    auto found = live.find(id);
+    if (found == live.end() || index >= found->second.total) continue;
+    auto rec = codec::DecodeRecipient(id, index, Sv(it->value()));
+    if (!rec.ok()) return rec.status();
+    if (IsFinal(rec->state)) {
+      found->second.SetFinal(index);
+    } else {
+      ++found->second.pending;
+    }
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "recovery");
+  absl::MutexLock lock(&mu_);
+  live_ = std::move(live);
+  return absl::OkStatus();
+}
+
+absl::Status RocksStore::Recover(RecoveryStats* stats) {
+  absl::Time start = absl::Now();
+  if (absl::Status s = RebuildLive(); !s.ok()) return s;
+  absl::ReaderMutexLock db_lock(&db_mu_);
+
+  rocksdb::WriteBatch fix;
+  uint64_t pending = 0, final = 0, moved = 0;
+  std::string previous_shards;
+  bool shards_changed =
+      db_->Get(rocksdb::ReadOptions(), meta_, kShardsKey, &previous_shards)
+          .ok() &&
+      previous_shards != std::to_string(options_.shards);
+
+  // Walk recipients: count, and move those whose shard changed.
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, recipients_));
+  absl::MutexLock lock(&mu_);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    MessageId id;
+    uint32_t index;
+    if (!codec::ParseRecipientKey(Sv(it->key()), &id, &index)) continue;
+    if (!live_.contains(id)) {
+      // A recipient without its message cannot come from an atomic write;
+      // say so and drop it rather than deliver half a message.
+      log::Warn(kLog, "recovery: recipient %u of unknown message %s dropped",
+                index, FormatMessageId(id));
+      fix.Delete(recipients_, it->key());
+      continue;
+    }
+    auto rec = codec::DecodeRecipient(id, index, Sv(it->value()));
+    if (!rec.ok()) return rec.status();
+    if (IsFinal(rec->state)) {
+      ++final;
+      continue;
+    }
+    ++pending;
+    int owner = rec->spec.shard;
+    if (options_.shard_of && shards_changed) {
+      owner = options_.shard_of(rec->spec.site);
+    }
+    if (owner >= options_.shards || owner < 0) owner %= options_.shards;
+    if (owner != rec->spec.shard) {
+      fix.Delete(schedule_, codec::ScheduleKey(rec->spec.shard,
+                                               rec->next_attempt, id, index));
+      rec->spec.shard = static_cast<uint16_t>(owner);
+      fix.Put(schedule_,
+              codec::ScheduleKey(rec->spec.shard, rec->next_attempt, id, index),
+              "");
+      fix.Put(recipients_, it->key(), codec::EncodeRecipient(*rec));
+      ++moved;
+    }
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "recovery");
+  // Messages whose recipients are all final were complete: finish them.
+  for (auto l = live_.begin(); l != live_.end();) {
+    if (l->second.pending == 0) {
+      std::string key = codec::MessageKey(l->first);
+      fix.Delete(bodies_, key);
+      fix.Delete(envelopes_, key);
+      for (uint32_t i = 0; i < l->second.total; ++i) {
+        fix.Delete(recipients_, codec::RecipientKey(l->first, i));
+      }
+      live_.erase(l++);
+    } else {
+      ++l;
+    }
+  }
+  fix.Put(meta_, kShardsKey, std::to_string(options_.shards));
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync;
+  if (absl::Status s = FromRocks(db_->Write(wo, &fix), "recovery write");
+      !s.ok()) {
+    return s;
+  }
+
+  // The next id continues after the newest message, whatever the clock says.
+  std::unique_ptr<rocksdb::Iterator> last(db_->NewIterator(ro, envelopes_));
+  last->SeekToLast();
+  if (last->Valid()) codec::ParseMessageKey(Sv(last->key()), &last_id_);
+
+  stats->messages = live_.size();
+  stats->pending_recipients = pending;
+  stats->final_recipients = final;
+  stats->rescheduled = moved;
+  stats->took = absl::Now() - start;
+  return absl::OkStatus();
+}
+
+// --- Write path -------------------------------------------------------------
+
+MessageId RocksStore::NextId() {
+  // Time-based so that ids sort by arrival and stay unique across restarts;
+  // never below the last one, so a clock step back cannot reuse an id.
+  MessageId candidate = static_cast<MessageId>(absl::ToUnixMicros(absl::Now()))
+                        << 8;
+  last_id_ = std::max(last_id_ + 1, candidate);
+  return last_id_;
+}
+
+void RocksStore::NoteScheduled(uint16_t shard, absl::Time when) {
+  auto [it, inserted] = batch_min_.try_emplace(shard, when);
+  if (!inserted) it->second = std::min(it->second, when);
+}
+
+void RocksStore::Refuse(absl::Status status,
+                        absl::AnyInvocable<void(absl::Status)> done) {
+  absl::MutexLock lock(&mu_);
+  waiters_.push_back({std::move(done), std::move(status)});
+  work_.Signal();
+}
+
+void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
+  auto fail = [&](absl::Status status) {
+    Refuse(std::move(status),
+           [done = std::move(done)](absl::Status s) mutable { done(s); });
+  };
+  if (message.recipients.empty()) {
+    return fail(absl::InvalidArgumentError("queue: message has no recipients"));
+  }
+  if (message.recipients.size() > kMaxRecipients) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("queue: more than ", kMaxRecipients, " recipients")));
+  }
+  for (const RecipientSpec& r : message.recipients) {
+    if (r.shard >= options_.shards) {
+      return fail(absl::InvalidArgumentError(absl::StrCat(
+          "queue: recipient shard ", r.shard, " >= shards ", options_.shards)));
+    }
+  }
+  if (!AcceptingNewMail()) {
+    return fail(absl::ResourceExhaustedError(absl::StrCat(
+        "queue: free disk space under the floor of ", options_.min_free_bytes,
+        " bytes; not accepting new mail")));
+  }
+
+  // Encode outside the lock; only keys need the id.
+  absl::Time now = absl::Now();
+  message.envelope.recipient_count =
+      static_cast<uint32_t>(message.recipients.size());
+  message.envelope.body_bytes = message.body.size();
+  std::string envelope = codec::EncodeEnvelope(message.envelope);
+  std::vector<std::string> records;
+  records.reserve(message.recipients.size());
+  for (RecipientSpec& spec : message.recipients) {
+    RecipientRecord rec;
+    rec.spec = std::move(spec);
+    rec.next_attempt = now;
+    records.push_back(codec::EncodeRecipient(rec));
+    spec = std::move(rec.spec);
+  }
+
+  absl::ReaderMutexLock db_lock(&db_mu_);  // Column family handles.
+  absl::MutexLock lock(&mu_);
+  if (!db_) {
+    waiters_.push_back(
+        {[done = std::move(done)](absl::Status s) mutable { done(s); },
+         Down()});
+    work_.Signal();
+    return;
+  }
+  MessageId id = NextId();
+  std::string key = codec::MessageKey(id);
+  batch_.Put(bodies_, key, message.body);
+  batch_.Put(envelopes_, key, envelope);
+  for (uint32_t i = 0; i < records.size(); ++i) {
+    batch_.Put(recipients_, codec::RecipientKey(id, i), records[i]);
+    uint16_t shard = message.recipients[i].shard;
+    batch_.Put(schedule_, codec::ScheduleKey(shard, now, id, i), "");
+    NoteScheduled(shard, now);
+  }
+  Live& l = live_[id];
+  l.total = l.pending = static_cast<uint32_t>(records.size());
+  batch_undo_.push_back({id, 0, true, nullptr});
+  waiters_.push_back({[done = std::move(done), id](absl::Status s) mutable {
+                        if (s.ok()) {
+                          done(id);
+                        } else {
+                          done(s);
+                        }
+                      },
+                      absl::OkStatus()});
+  work_.Signal();
+}
+
+void RocksStore::Update(RecipientUpdate update, Done done) {
+  const RecipientRecord& before = update.before;
+  if (update.state == RecipientState::kQueued) {
+    return Refuse(absl::InvalidArgumentError(
+                      "queue: an attempt cannot make a recipient 'queued'"),
+                  std::move(done));
+  }
+  RecipientRecord after = before;
+  after.state = update.state;
+  after.attempts = before.attempts + 1;
+  after.last_reply = std::move(update.reply);
+  if (update.state == RecipientState::kDeferred) {
+    // The queue keeps microseconds; round here so that the record, its
+    // schedule key and what Due() returns agree.
+    after.next_attempt =
+        absl::FromUnixMicros(absl::ToUnixMicros(update.next_attempt));
+  }
+  std::string record = codec::EncodeRecipient(after);
+
+  absl::ReaderMutexLock db_lock(&db_mu_);  // Column family handles.
+  absl::MutexLock lock(&mu_);
+  if (!db_) {
+    waiters_.push_back({std::move(done), Down()});
+    work_.Signal();
+    return;
+  }
+  auto it = live_.find(before.message);
+  if (it == live_.end() || before.index >= it->second.total ||
+      it->second.IsFinal(before.index)) {
+    waiters_.push_back(
+        {std::move(done),
+         absl::FailedPreconditionError(absl::StrCat(
+             "queue: recipient ", before.index, " of message ",
+             FormatMessageId(before.message), " is final or unknown"))});
+    work_.Signal();
+    return;
+  }
+  Live& l = it->second;
+  batch_.Delete(schedule_,
+                codec::ScheduleKey(before.spec.shard, before.next_attempt,
+                                   before.message, before.index));
+  if (IsFinal(after.state)) {
+    l.SetFinal(before.index);
+    batch_undo_.push_back({before.message, before.index, false, nullptr});
+    if (--l.pending == 0) {
+      // The last recipient: the message is done everywhere.
+      std::string key = codec::MessageKey(before.message);
+      batch_.Delete(bodies_, key);
+      batch_.Delete(envelopes_, key);
+      for (uint32_t i = 0; i < l.total; ++i) {
+        batch_.Delete(recipients_, codec::RecipientKey(before.message, i));
+      }
+      batch_undo_.back().erased = std::make_unique<Live>(std::move(l));
+      live_.erase(it);
+    } else {
+      batch_.Put(recipients_, codec::RecipientKey(before.message, before.index),
+                 record);
+    }
+  } else {
+    batch_.Put(recipients_, codec::RecipientKey(before.message, before.index),
+               record);
+    batch_.Put(schedule_,
+               codec::ScheduleKey(after.spec.shard, after.next_attempt,
+                                  after.message, after.index),
+               "");
+    NoteScheduled(after.spec.shard, after.next_attempt);
+  }
+  waiters_.push_back({std::move(done), absl::OkStatus()});
+  work_.Signal();
+}
+
+void RocksStore::CheckFreeSpace() {
+  last_space_check_ = absl::Now();
+  if (options_.min_free_bytes == 0) return;
+  uint64_t free = options_.free_bytes();
+  bool ok = free >= options_.min_free_bytes;
+  bool was = accepting_.exchange(ok);
+  if (was && !ok) {
+    log::Error(kLog,
+               "free disk space %d MiB is under the floor of %d MiB: refusing "
+               "new mail (452) until space is freed",
+               free >> 20, options_.min_free_bytes >> 20);
+  } else if (!was && ok) {
+    log::Info(kLog, "free disk space %d MiB: accepting new mail again",
+              free >> 20);
+  }
+}
+
+void RocksStore::CommitterMain() {
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync;
+  bool failed_before = false;
+  while (true) {
+    rocksdb::WriteBatch batch;
+    std::vector<Waiter> waiters;
+    absl::flat_hash_map<uint16_t, absl::Time> scheduled;
+    std::vector<Undo> undo;
+    bool stop;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !waiters_.empty() || stopping_;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&ready), kSpaceCheckInterval);
+      std::swap(batch, batch_);
+      waiters.swap(waiters_);
+      scheduled.swap(batch_min_);
+      undo.swap(batch_undo_);
+      stop = stopping_ && waiters.empty();
+    }
+    if (absl::Now() - last_space_check_ >= kSpaceCheckInterval) {
+      CheckFreeSpace();
+    }
+    if (stop) break;
+    if (failed_before && Reopen()) failed_before = false;
+    if (waiters.empty()) continue;
+
+    absl::Status status;
+    if (batch.Count() > 0) {
+      if (failed_before) {
+        status = Down();
+      } else {
+        absl::ReaderMutexLock lock(&db_mu_);
+        status = FromRocks(db_->Write(wo, &batch), "write");
+      }
+      commits_.fetch_add(1, std::memory_order_relaxed);
+      if (!status.ok()) {
+        log::Error(kLog, "%s", status.message());
+        failed_before = true;
+        // The in-memory table counted this batch; the disk did not.
+        UndoBatch(undo);
+        CheckFreeSpace();
+      } else {
+        failed_before = false;
+        absl::MutexLock lock(&floor_mu_);
+        for (auto [shard, when] : scheduled) {
+          auto [it, inserted] = scheduled_min_.try_emplace(shard, when);
+          if (!inserted) it->second = std::min(it->second, when);
+        }
+      }
+    }
+    for (Waiter& w : waiters) {
+      w.done(w.preset.ok() ? status : w.preset);
+    }
+  }
+}
+
+void RocksStore::UndoBatch(std::vector<Undo>& undo) {
+  absl::MutexLock lock(&mu_);
+  for (auto u = undo.rbegin(); u != undo.rend(); ++u) {
+    if (u->enqueued) {
+      live_.erase(u->id);
+      continue;
+    }
+    if (u->erased) {
+      live_[u->id] = std::move(*u->erased);
+    }
+    auto it = live_.find(u->id);
+    if (it == live_.end()) continue;
+    it->second.ClearFinal(u->index);
+    ++it->second.pending;
+  }
+}
+
+// --- Reads ------------------------------------------------------------------
+
+absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Due(int shard,
+                                                             absl::Time now,
+                                                             size_t limit) {
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return Down();
+  if (shard < 0 || shard >= options_.shards) {
+    return absl::InvalidArgumentError("queue: no such shard");
+  }
+  uint16_t s = static_cast<uint16_t>(shard);
+  absl::Time from = absl::InfinitePast();
+  {
+    absl::MutexLock lock(&floor_mu_);
+    auto f = floor_.find(s);
+    if (f != floor_.end()) from = f->second;
+    auto m = scheduled_min_.find(s);
+    if (m != scheduled_min_.end()) {
+      from = std::min(from, m->second);
+      scheduled_min_.erase(m);
+    }
+  }
+  std::string upper = codec::ScheduleSeek(s, now + absl::Microseconds(1));
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, schedule_));
+  std::vector<RecipientRecord> out;
+  absl::Time first_live = now;
+  std::string value;
+  for (it->Seek(codec::ScheduleSeek(s, from));
+       it->Valid() && out.size() < limit; it->Next()) {
+    uint16_t key_shard;
+    absl::Time when;
+    MessageId id;
+    uint32_t index;
+    if (!codec::ParseScheduleKey(Sv(it->key()), &key_shard, &when, &id,
+                                 &index) ||
+        key_shard != s) {
+      break;
+    }
+    rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), recipients_,
+                                  codec::RecipientKey(id, index), &value);
+    if (st.IsNotFound()) continue;  // Finished between scan and read.
+    if (!st.ok()) return FromRocks(st, "read");
+    auto rec = codec::DecodeRecipient(id, index, value);
+    if (!rec.ok()) return rec.status();
+    // A stale entry (the record moved on) is skipped, not returned twice.
+    if (IsFinal(rec->state) || rec->next_attempt != when) continue;
+    if (out.empty()) first_live = when;
+    out.push_back(*std::move(rec));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  {
+    // Nothing before `first_live` is due; entries written meanwhile went to
+    // scheduled_min_, which the next call folds in.
+    absl::MutexLock lock(&floor_mu_);
+    floor_[s] = first_live;
+  }
+  return out;
+}
+
+absl::StatusOr<StoredMessage> RocksStore::Read(MessageId id, bool with_body) {
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return Down();
+  return ReadLocked(id, with_body);
+}
+
+absl::StatusOr<StoredMessage> RocksStore::ReadLocked(MessageId id,
+                                                     bool with_body) {
+  StoredMessage m;
+  m.id = id;
+  std::string key = codec::MessageKey(id), value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), envelopes_, key, &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(
+        absl::StrCat("no message ", FormatMessageId(id), " in the queue"));
+  }
+  if (!s.ok()) return FromRocks(s, "read");
+  auto envelope = codec::DecodeEnvelope(value);
+  if (!envelope.ok()) return envelope.status();
+  m.envelope = *std::move(envelope);
+  if (with_body) {
+    s = db_->Get(rocksdb::ReadOptions(), bodies_, key, &m.body);
+    if (!s.ok()) return FromRocks(s, "read body");
+  }
+  for (uint32_t i = 0; i < m.envelope.recipient_count; ++i) {
+    s = db_->Get(rocksdb::ReadOptions(), recipients_,
+                 codec::RecipientKey(id, i), &value);
+    if (!s.ok()) return FromRocks(s, "read recipient");
+    auto rec = codec::DecodeRecipient(id, i, value);
+    if (!rec.ok()) return rec.status();
+    m.recipients.push_back(*std::move(rec));
+  }
+  return m;
+}
+
+absl::StatusOr<QueueCounts> RocksStore::Counts() {
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return Down();
+  QueueCounts c;
+  std::map<std::string, uint64_t> sites, domains;
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, recipients_));
+  MessageId previous = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    MessageId id;
+    uint32_t index;
+    if (!codec::ParseRecipientKey(Sv(it->key()), &id, &index)) continue;
+    auto rec = codec::DecodeRecipient(id, index, Sv(it->value()));
+    if (!rec.ok()) return rec.status();
+    if (id != previous || c.messages == 0) ++c.messages;
+    previous = id;
+    ++c.recipients;
+    ++c.by_state[static_cast<int>(rec->state)];
+    if (!IsFinal(rec->state)) {
+      ++sites[rec->spec.site];
+      ++domains[absl::AsciiStrToLower(rec->domain())];
+    }
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  c.by_site.assign(sites.begin(), sites.end());
+  c.by_domain.assign(domains.begin(), domains.end());
+  return c;
+}
+
+absl::StatusOr<std::vector<StoredMessage>> RocksStore::List(
+    const ListFilter& filter) {
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return Down();
+  std::vector<StoredMessage> out;
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, envelopes_));
+  for (it->SeekToFirst(); it->Valid() && out.size() < filter.limit;
+       it->Next()) {
+    MessageId id;
+    if (!codec::ParseMessageKey(Sv(it->key()), &id)) continue;
+    auto m = ReadLocked(id, false);
+    if (!m.ok()) {
+      if (absl::IsNotFound(m.status())) continue;
+      return m.status();
+    }
+    if (!filter.sender.empty() &&
+        !absl::StrContains(absl::AsciiStrToLower(m->envelope.sender),
+                           absl::AsciiStrToLower(filter.sender))) {
+      continue;
+    }
+    bool match = false;
+    for (const RecipientRecord& r : m->recipients) {
+      if (filter.has_state && r.state != filter.state) continue;
+      if (!filter.domain.empty() &&
+          !absl::EqualsIgnoreCase(r.domain(), filter.domain)) {
+        continue;
+      }
+      if (!filter.site.empty() && r.spec.site != filter.site) continue;
+      match = true;
+      break;
+    }
+    if (match) out.push_back(*std::move(m));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return out;
+}
+
+size_t RocksStore::LiveMessages() const {
+  absl::MutexLock lock(&mu_);
+  return live_.size();
+}
+
+uint64_t RocksStore::RocksMemoryBytes() const {
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return 0;
+  uint64_t total = cache_ ? cache_->GetUsage() : 0;
+  for (auto* h : handles_) {
+    uint64_t v = 0;
+    if (db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables,
+                            &v)) {
+      total += v;
+    }
+  }
+  return total;
+}
+
+}  // namespace peregrine::queue

@@ -1,0 +1,160 @@
+// RocksStore: the Store on RocksDB.
+//
+// Column families: "bodies" (written once, optionally in blob files),
+// "envelopes", "recipients" (small, rewritten per attempt) and "schedule"
+// (per-shard time index: due work is a range scan). A committer thread owns
+// the write path: Enqueue/Update append to one pending WriteBatch under a
+// mutex; the committer swaps it out and writes it with sync=true (fsync
+// mode), so one fsync serves everything that arrived meanwhile.
+//
+// It also keeps, per non-final message, how many recipients are still
+// pending and which are final (about 40 bytes a message): that is what makes
+// "delete the body after the last recipient" exact without a read on the
+// write path. Open() rebuilds it from disk (recovery).
+//
+// Thread safety: every method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "queue/store.h"
+#include "rocksdb/db.h"
+#include "rocksdb/env.h"
+
+namespace peregrine::queue {
+
+struct RocksStoreOptions {
+  std::string path;
+  // true: fsync before completing (durable across power loss). false: the
+  // write reaches the OS only; a power failure can lose acknowledged mail.
+  bool sync = true;
+  // Enqueue is refused while the file system has less free space.
+  uint64_t min_free_bytes = 0;
+  // Store bodies in RocksDB blob files (less compaction rewriting).
+  bool body_blob_files = true;
+  size_t block_cache_bytes = 32 << 20;
+  // Shards of this run. Recipients recorded under a shard that no longer
+  // exists (or, with `shard_of`, that no longer owns their site) are moved.
+  int shards = 1;
+  std::function<int(absl::string_view site)> shard_of;
+  // Free bytes of the queue's file system; default statvfs(path). Tests
+  // replace it.
+  std::function<uint64_t()> free_bytes;
+  // Tests inject storage faults through a custom Env.
+  rocksdb::Env* env = nullptr;
+};
+
+class RocksStore final : public Store {
+ public:
+  static absl::StatusOr<std::unique_ptr<RocksStore>> Open(
+      RocksStoreOptions options, RecoveryStats* stats = nullptr);
+  // Writes what is pending, then closes.
+  ~RocksStore() override;
+
+  void Enqueue(NewMessage message, EnqueueDone done) override;
+  void Update(RecipientUpdate update, Done done) override;
+  absl::StatusOr<std::vector<RecipientRecord>> Due(int shard, absl::Time now,
+                                                   size_t limit) override;
+  absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) override;
+  absl::StatusOr<QueueCounts> Counts() override;
+  absl::StatusOr<std::vector<StoredMessage>> List(
+      const ListFilter& filter) override;
+  bool AcceptingNewMail() const override {
+    return accepting_.load(std::memory_order_relaxed);
+  }
+
+  // Joint writes done so far (each one fsync in sync mode).
+  uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
+  // Messages not yet final, as the in-memory table counts them.
+  size_t LiveMessages() const;
+  // RocksDB's memory: block cache and memtables.
+  uint64_t RocksMemoryBytes() const;
+  // Re-reads free space now instead of at the next periodic check.
+  void CheckFreeSpace();
+
+ private:
+  struct Live {
+    uint32_t total = 0;
+    uint32_t pending = 0;
+    uint64_t final_bits = 0;                // Recipients 0..63.
+    std::unique_ptr<uint64_t[]> more_bits;  // Recipients 64.., when any.
+    bool IsFinal(uint32_t i) const;
+    void SetFinal(uint32_t i);
+    void ClearFinal(uint32_t i);
+  };
+  // How to take back what one append did to `live_`, should its batch fail.
+  struct Undo {
+    MessageId id;
+    uint32_t index;                // For a final update.
+    bool enqueued;                 // Else: a recipient became final.
+    std::unique_ptr<Live> erased;  // The entry, if the update removed it.
+  };
+  struct Waiter {
+    absl::AnyInvocable<void(absl::Status)> done;
+    absl::Status preset;  // Non-OK: refused before writing; reported as is.
+  };
+
+  explicit RocksStore(RocksStoreOptions options);
+  absl::Status OpenDb() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  void CloseDb() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  // After a failed write: RocksDB treats most I/O errors as fatal and stays
+  // read-only, so close and open the database again (the WAL tells it what
+  // was written). Retried before each later write while it fails.
+  bool Reopen();
+  static absl::Status Down();
+  absl::Status Recover(RecoveryStats* stats);
+  absl::Status RebuildLive();
+  absl::StatusOr<StoredMessage> ReadLocked(MessageId id, bool with_body)
+      ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
+  void CommitterMain();
+  void UndoBatch(std::vector<Undo>& undo);
+  void Refuse(absl::Status status, absl::AnyInvocable<void(absl::Status)> done);
+  void NoteScheduled(uint16_t shard, absl::Time when)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  MessageId NextId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  RocksStoreOptions options_;
+  // Readers hold it shared; only the committer's Reopen() holds it alone.
+  mutable absl::Mutex db_mu_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* bodies_ = nullptr;
+  rocksdb::ColumnFamilyHandle* envelopes_ = nullptr;
+  rocksdb::ColumnFamilyHandle* recipients_ = nullptr;
+  rocksdb::ColumnFamilyHandle* schedule_ = nullptr;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  std::shared_ptr<rocksdb::Cache> cache_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar work_;
+  rocksdb::WriteBatch batch_ ABSL_GUARDED_BY(mu_);
+  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  // Earliest schedule time per shard in `batch_`; published to
+  // `scheduled_min_` once the batch is on disk.
+  absl::flat_hash_map<uint16_t, absl::Time> batch_min_ ABSL_GUARDED_BY(mu_);
+  std::vector<Undo> batch_undo_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<MessageId, Live> live_ ABSL_GUARDED_BY(mu_);
+  MessageId last_id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Due() scans each shard from a floor below which nothing is due, so it
+  // does not walk over the tombstones of recipients already handled.
+  absl::Mutex floor_mu_;
+  absl::flat_hash_map<uint16_t, absl::Time> floor_ ABSL_GUARDED_BY(floor_mu_);
+  absl::flat_hash_map<uint16_t, absl::Time> scheduled_min_
+      ABSL_GUARDED_BY(floor_mu_);
+
+  std::atomic<bool> accepting_{true};
+  std::atomic<uint64_t> commits_{0};
+  absl::Time last_space_check_;
+  std::thread committer_;
+};
+
+}  // namespace peregrine::queue

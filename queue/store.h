@@ -1,0 +1,62 @@
+// Store: the durable queue, as the rest of Peregrine sees it.
+//
+// "250 OK" means on stable storage: Enqueue completes only after the
+// message, its envelope and every recipient are written and (in fsync mode)
+// synced, all in one atomic write. Writes from every shard are joined into
+// one write per fsync by a committer thread (group commit); completion
+// callbacks run on that thread, so a shard hops back to itself from there.
+// Nothing here blocks a reactor on a write.
+//
+// Recipient records change atomically (deferred with a next time,
+// delivered, failed, expired). A message's body is deleted only when its
+// last recipient is final, whichever shards own its recipients.
+//
+// Reads (Due, ReadMessage, inspection) are synchronous RocksDB reads from
+// the calling thread: memory or block cache in the common case.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "queue/types.h"
+
+namespace peregrine::queue {
+
+class Store {
+ public:
+  using EnqueueDone = absl::AnyInvocable<void(absl::StatusOr<MessageId>)>;
+  using Done = absl::AnyInvocable<void(absl::Status)>;
+
+  virtual ~Store() = default;
+
+  // Queues a message; each recipient is due at once on its shard.
+  // Errors: ResourceExhausted (disk below its floor: answer 452),
+  // Unavailable (the write failed: answer 451), InvalidArgument.
+  virtual void Enqueue(NewMessage message, EnqueueDone done) = 0;
+
+  // Records one attempt's outcome. FailedPrecondition if the recipient is
+  // already final or unknown (nothing is written then).
+  virtual void Update(RecipientUpdate update, Done done) = 0;
+
+  // Up to `limit` non-final recipients of `shard` with next_attempt <= now,
+  // earliest first. They stay due until Update() moves them.
+  virtual absl::StatusOr<std::vector<RecipientRecord>> Due(int shard,
+                                                           absl::Time now,
+                                                           size_t limit) = 0;
+
+  virtual absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) = 0;
+
+  // For operators (CLI, admin API): whole-queue scans.
+  virtual absl::StatusOr<QueueCounts> Counts() = 0;
+  virtual absl::StatusOr<std::vector<StoredMessage>> List(
+      const ListFilter& filter) = 0;
+
+  // False while free disk space is under the configured floor.
+  virtual bool AcceptingNewMail() const = 0;
+};
+
+}  // namespace peregrine::queue

@@ -1,0 +1,131 @@
+// Value types of the durable queue: messages, recipients, their states.
+//
+// Plain data, used on any thread. A message is written once (envelope and
+// body); each recipient has its own small record that changes with every
+// delivery attempt. See store.h for the operations.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace peregrine::queue {
+
+// Unique per queue, increasing; printed as 16 hex digits.
+using MessageId = uint64_t;
+std::string FormatMessageId(MessageId id);
+bool ParseMessageId(absl::string_view text, MessageId* id);
+
+// RFC 3461 DSN parameters.
+enum class DsnRet : uint8_t { kUnspecified = 0, kFull = 1, kHeaders = 2 };
+enum DsnNotify : uint8_t {
+  kNotifyDefault = 0,  // No NOTIFY: failures only (RFC 3461 §4.1).
+  kNotifyNever = 1,
+  kNotifySuccess = 2,
+  kNotifyFailure = 4,
+  kNotifyDelay = 8,
+};
+
+struct Envelope {
+  std::string sender;  // MAIL FROM; empty for the null sender <>.
+  std::string envid;   // DSN ENVID.
+  DsnRet ret = DsnRet::kUnspecified;
+  std::string tenant;
+  std::string campaign;
+  // Reception metadata.
+  std::string client_address;
+  std::string helo;
+  std::string auth_user;
+  std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384", or empty.
+  absl::Time received = absl::UnixEpoch();
+  uint32_t recipient_count = 0;  // Set by the store.
+  uint64_t body_bytes = 0;       // Set by the store.
+};
+
+enum class RecipientState : uint8_t {
+  kQueued = 0,     // Not tried yet.
+  kDeferred = 1,   // Tried, transient failure; next_attempt says when again.
+  kDelivered = 2,  // Final.
+  kFailed = 3,     // Final: permanent failure.
+  kExpired = 4,    // Final: too old, gave up.
+};
+inline bool IsFinal(RecipientState s) {
+  return s >= RecipientState::kDelivered;
+}
+absl::string_view StateName(RecipientState s);
+bool ParseStateName(absl::string_view text, RecipientState* s);
+
+struct RecipientSpec {
+  std::string address;  // RCPT TO, e.g. "user@example.com".
+  std::string orcpt;    // DSN ORCPT, as received.
+  uint8_t notify = kNotifyDefault;
+  // Routing: the site (MX rollup key) and the shard that owns it. The queue
+  // stores them; it does not decide them.
+  std::string site;
+  uint16_t shard = 0;
+};
+
+struct RecipientRecord {
+  MessageId message = 0;
+  uint32_t index = 0;  // 0 .. recipient_count-1 within the message.
+  RecipientSpec spec;
+  RecipientState state = RecipientState::kQueued;
+  uint32_t attempts = 0;
+  absl::Time next_attempt = absl::UnixEpoch();
+  std::string last_reply;
+
+  absl::string_view domain() const;
+};
+
+struct NewMessage {
+  Envelope envelope;
+  std::string body;  // The message as received (headers and body).
+  std::vector<RecipientSpec> recipients;
+};
+
+struct StoredMessage {
+  MessageId id = 0;
+  Envelope envelope;
+  std::string body;  // Empty unless asked for.
+  std::vector<RecipientRecord> recipients;
+};
+
+// The outcome of one delivery attempt for one recipient.
+struct RecipientUpdate {
+  // The record as Due() returned it: its next_attempt locates the schedule
+  // entry to remove.
+  RecipientRecord before;
+  RecipientState state = RecipientState::kDeferred;
+  absl::Time next_attempt;  // For kDeferred.
+  std::string reply;        // The remote reply or the reason.
+};
+
+struct QueueCounts {
+  uint64_t messages = 0;
+  uint64_t recipients = 0;
+  uint64_t by_state[5] = {};
+  std::vector<std::pair<std::string, uint64_t>> by_site;    // Non-final.
+  std::vector<std::pair<std::string, uint64_t>> by_domain;  // Non-final.
+};
+
+struct ListFilter {
+  bool has_state = false;
+  RecipientState state = RecipientState::kQueued;
+  std::string domain;  // Recipient domain, exact (case-insensitive).
+  std::string site;
+  std::string sender;  // Substring of the envelope sender.
+  size_t limit = 100;
+};
+
+struct RecoveryStats {
+  uint64_t messages = 0;
+  uint64_t pending_recipients = 0;
+  uint64_t final_recipients = 0;
+  uint64_t rescheduled = 0;  // Schedule entries moved to another shard.
+  absl::Duration took;
+};
+
+}  // namespace peregrine::queue

@@ -1,0 +1,561 @@
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "queue/codec.h"
+#include "queue/rocksdb_store.h"
+#include "rocksdb/file_system.h"
+
+namespace peregrine::queue {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string TempPath(const std::string& name) {
+  static std::atomic<int> n{0};
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/", name, "-", n++);
+  std::filesystem::remove_all(path);
+  return path;
+}
+
+RocksStoreOptions Options(const std::string& path, int shards = 4) {
+  RocksStoreOptions o;
+  o.path = path;
+  o.shards = shards;
+  return o;
+}
+
+std::unique_ptr<RocksStore> OpenOrDie(RocksStoreOptions o,
+                                      RecoveryStats* stats = nullptr) {
+  auto store = RocksStore::Open(std::move(o), stats);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? *std::move(store) : nullptr;
+}
+
+absl::StatusOr<MessageId> EnqueueSync(Store& store, NewMessage m) {
+  absl::Notification done;
+  absl::StatusOr<MessageId> result;
+  store.Enqueue(std::move(m), [&](absl::StatusOr<MessageId> r) {
+    result = r;
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return result;
+}
+
+absl::Status UpdateSync(Store& store, RecipientUpdate u) {
+  absl::Notification done;
+  absl::Status result;
+  store.Update(std::move(u), [&](absl::Status s) {
+    result = s;
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return result;
+}
+
+NewMessage Message(std::vector<std::pair<std::string, uint16_t>> rcpts,
+                   std::string body = "Subject: hi\r\n\r\nbody\r\n") {
+  NewMessage m;
+  m.envelope.sender = "alice@sender.test";
+  m.envelope.envid = "ENV-1";
+  m.envelope.ret = DsnRet::kHeaders;
+  m.envelope.campaign = "spring";
+  m.envelope.tenant = "acme";
+  m.envelope.client_address = "127.0.0.1";
+  m.envelope.helo = "client.test";
+  m.envelope.auth_user = "app";
+  m.envelope.tls = "TLSv1.3";
+  m.envelope.received = absl::FromUnixSeconds(1700000000);
+  m.body = std::move(body);
+  for (auto& [address, shard] : rcpts) {
+    RecipientSpec r;
+    r.address = address;
+    r.orcpt = "rfc822;" + address;
+    r.notify = kNotifyFailure | kNotifyDelay;
+    r.site = address.substr(address.find('@') + 1);
+    r.shard = shard;
+    m.recipients.push_back(r);
+  }
+  return m;
+}
+
+RecipientUpdate Outcome(const RecipientRecord& r, RecipientState state,
+                        absl::Time next = absl::UnixEpoch(),
+                        std::string reply = "250 2.0.0 ok") {
+  RecipientUpdate u;
+  u.before = r;
+  u.state = state;
+  u.next_attempt = next;
+  u.reply = std::move(reply);
+  return u;
+}
+
+TEST(StoreTest, EnqueueThenReadBackEverything) {
+  auto store = OpenOrDie(Options(TempPath("read")));
+  auto id =
+      EnqueueSync(*store, Message({{"bob@a.test", 1}, {"carol@b.test", 2}},
+                                  std::string(10240, 'x')));
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto m = store->Read(*id, true);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->envelope.sender, "alice@sender.test");
+  EXPECT_EQ(m->envelope.envid, "ENV-1");
+  EXPECT_EQ(m->envelope.ret, DsnRet::kHeaders);
+  EXPECT_EQ(m->envelope.campaign, "spring");
+  EXPECT_EQ(m->envelope.tenant, "acme");
+  EXPECT_EQ(m->envelope.auth_user, "app");
+  EXPECT_EQ(m->envelope.tls, "TLSv1.3");
+  EXPECT_EQ(m->envelope.received, absl::FromUnixSeconds(1700000000));
+  EXPECT_EQ(m->envelope.recipient_count, 2u);
+  EXPECT_EQ(m->envelope.body_bytes, 10240u);
+  EXPECT_EQ(m->body, std::string(10240, 'x'));
+  ASSERT_EQ(m->recipients.size(), 2u);
+  EXPECT_EQ(m->recipients[1].spec.address, "carol@b.test");
+  EXPECT_EQ(m->recipients[1].spec.orcpt, "rfc822;carol@b.test");
+  EXPECT_EQ(m->recipients[1].spec.notify, kNotifyFailure | kNotifyDelay);
+  EXPECT_EQ(m->recipients[1].spec.shard, 2);
+  EXPECT_EQ(m->recipients[1].spec.site, "b.test");
+  EXPECT_EQ(m->recipients[1].state, RecipientState::kQueued);
+  EXPECT_EQ(m->recipients[1].domain(), "b.test");
+  EXPECT_FALSE(store->Read(*id + 1, false).ok());
+}
+
+TEST(StoreTest, IdsIncrease) {
+  auto store = OpenOrDie(Options(TempPath("ids")));
+  MessageId last = 0;
+  for (int i = 0; i < 50; ++i) {
+    auto id = EnqueueSync(*store, Message({{"b@a.test", 0}}));
+    ASSERT_TRUE(id.ok());
+    EXPECT_GT(*id, last);
+    last = *id;
+  }
+  MessageId parsed;
+  ASSERT_TRUE(ParseMessageId(FormatMessageId(last), &parsed));
+  EXPECT_EQ(parsed, last);
+  EXPECT_EQ(FormatMessageId(last).size(), 16u);
+}
+
+TEST(StoreTest, DueIsPerShardEarliestFirstAndLimited) {
+  auto store = OpenOrDie(Options(TempPath("due")));
+  std::vector<MessageId> ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(
+        *EnqueueSync(*store, Message({{absl::StrCat("u", i, "@a.test"), 0},
+                                      {absl::StrCat("v", i, "@b.test"), 3}})));
+  }
+  absl::Time now = absl::Now();
+  auto due0 = store->Due(0, now, 100);
+  ASSERT_TRUE(due0.ok());
+  ASSERT_EQ(due0->size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ((*due0)[i].message, ids[i]);
+    EXPECT_EQ((*due0)[i].index, 0u);
+  }
+  EXPECT_EQ(store->Due(3, now, 2)->size(), 2u);
+  EXPECT_TRUE(store->Due(1, now, 100)->empty());
+  EXPECT_FALSE(store->Due(4, now, 100).ok());
+  // Not due before they were queued.
+  EXPECT_TRUE(store->Due(0, absl::FromUnixSeconds(1), 100)->empty());
+}
+
+TEST(StoreTest, DeferredRecipientComesBackAtItsTime) {
+  auto store = OpenOrDie(Options(TempPath("defer")));
+  auto id = EnqueueSync(*store, Message({{"bob@a.test", 1}}));
+  absl::Time now = absl::Now();
+  auto due = store->Due(1, now, 10);
+  ASSERT_EQ(due->size(), 1u);
+  absl::Time later = now + absl::Hours(1);
+  ASSERT_TRUE(UpdateSync(*store, Outcome((*due)[0], RecipientState::kDeferred,
+                                         later, "451 4.7.1 greylisted"))
+                  .ok());
+  EXPECT_TRUE(store->Due(1, now + absl::Minutes(59), 10)->empty());
+  auto again = store->Due(1, later, 10);
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].state, RecipientState::kDeferred);
+  EXPECT_EQ((*again)[0].attempts, 1u);
+  EXPECT_EQ((*again)[0].last_reply, "451 4.7.1 greylisted");
+  EXPECT_EQ((*again)[0].next_attempt,
+            absl::FromUnixMicros(absl::ToUnixMicros(later)));
+  // The stale copy from the first Due() can no longer be used.
+  auto m = store->Read(*id, false);
+  EXPECT_EQ(m->recipients[0].attempts, 1u);
+}
+
+TEST(StoreTest, BodyGoesOnlyWithTheLastRecipientAcrossShards) {
+  auto store = OpenOrDie(Options(TempPath("last")));
+  auto id =
+      EnqueueSync(*store, Message({{"bob@a.test", 1}, {"eve@b.test", 2}}));
+  absl::Time now = absl::Now();
+  auto r1 = (*store->Due(1, now, 10))[0];
+  auto r2 = (*store->Due(2, now, 10))[0];
+  ASSERT_TRUE(UpdateSync(*store, Outcome(r1, RecipientState::kDelivered)).ok());
+  auto m = store->Read(*id, true);
+  ASSERT_TRUE(m.ok()) << "body must stay while eve is pending";
+  EXPECT_FALSE(m->body.empty());
+  EXPECT_EQ(m->recipients[0].state, RecipientState::kDelivered);
+  EXPECT_EQ(m->recipients[1].state, RecipientState::kQueued);
+  EXPECT_TRUE(store->Due(1, now, 10)->empty());
+  ASSERT_TRUE(
+      UpdateSync(*store, Outcome(r2, RecipientState::kFailed, {}, "550 5.1.1"))
+          .ok());
+  EXPECT_TRUE(absl::IsNotFound(store->Read(*id, true).status()));
+  EXPECT_EQ(store->LiveMessages(), 0u);
+  auto counts = store->Counts();
+  EXPECT_EQ(counts->messages, 0u);
+  EXPECT_EQ(counts->recipients, 0u);
+}
+
+TEST(StoreTest, SecondFinalUpdateOfARecipientIsRefused) {
+  auto store = OpenOrDie(Options(TempPath("twice")));
+  auto id =
+      EnqueueSync(*store, Message({{"bob@a.test", 0}, {"eve@b.test", 0}}));
+  auto due = *store->Due(0, absl::Now(), 10);
+  ASSERT_TRUE(
+      UpdateSync(*store, Outcome(due[0], RecipientState::kDelivered)).ok());
+  absl::Status again =
+      UpdateSync(*store, Outcome(due[0], RecipientState::kDelivered));
+  EXPECT_TRUE(absl::IsFailedPrecondition(again)) << again;
+  // Eve's message must still be there: a double count would have freed it.
+  EXPECT_TRUE(store->Read(*id, true).ok());
+  EXPECT_EQ(store->Due(0, absl::Now(), 10)->size(), 1u);
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      UpdateSync(*store, Outcome(due[1], RecipientState::kQueued))));
+}
+
+TEST(StoreTest, ConcurrentShardsFinishSharedMessages) {
+  constexpr int kShards = 4, kMessages = 300;
+  auto store = OpenOrDie(Options(TempPath("concurrent"), kShards));
+  for (int i = 0; i < kMessages; ++i) {
+    std::vector<std::pair<std::string, uint16_t>> rcpts;
+    for (int s = 0; s < kShards; ++s) {
+      rcpts.push_back({absl::StrCat("r", s, "@s", s, ".test"), s});
+    }
+    ASSERT_TRUE(EnqueueSync(*store, Message(rcpts)).ok());
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> errors{0};
+  for (int s = 0; s < kShards; ++s) {
+    threads.emplace_back([&, s] {
+      auto due = store->Due(s, absl::Now(), 100000);
+      if (!due.ok() || due->size() != kMessages) ++errors;
+      std::atomic<int> left{static_cast<int>(due->size())};
+      absl::Notification all;
+      for (const auto& r : *due) {
+        store->Update(Outcome(r, RecipientState::kDelivered),
+                      [&](absl::Status st) {
+                        if (!st.ok()) ++errors;
+                        if (--left == 0) all.Notify();
+                      });
+      }
+      all.WaitForNotification();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(store->LiveMessages(), 0u);
+  EXPECT_EQ(store->Counts()->messages, 0u);
+  // Joined writes: far fewer commits than the 1500 writes made.
+  EXPECT_LT(store->commits(), static_cast<uint64_t>(kMessages * (kShards + 1)));
+}
+
+TEST(StoreTest, RecoveryReschedulesEveryPendingRecipient) {
+  std::string path = TempPath("recover");
+  MessageId last_id;
+  {
+    auto store = OpenOrDie(Options(path));
+    for (int i = 0; i < 10; ++i) {
+      last_id =
+          *EnqueueSync(*store, Message({{"bob@a.test", 1}, {"eve@b.test", 2}}));
+    }
+    auto due1 = *store->Due(1, absl::Now(), 100);
+    // Deliver bob of the first 4 messages; defer bob of the next 3.
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(
+          UpdateSync(*store, Outcome(due1[i], RecipientState::kDelivered))
+              .ok());
+    }
+    for (int i = 4; i < 7; ++i) {
+      ASSERT_TRUE(UpdateSync(*store, Outcome(due1[i], RecipientState::kDeferred,
+                                             absl::Now() + absl::Hours(2)))
+                      .ok());
+    }
+    // Finish message 0 entirely.
+    auto due2 = *store->Due(2, absl::Now(), 100);
+    ASSERT_TRUE(
+        UpdateSync(*store, Outcome(due2[0], RecipientState::kDelivered)).ok());
+  }
+  RecoveryStats stats;
+  auto store = OpenOrDie(Options(path), &stats);
+  EXPECT_EQ(stats.messages, 9u);
+  EXPECT_EQ(stats.pending_recipients, 9u + 6u);  // 9 eves, bob of msgs 4..9.
+  EXPECT_EQ(stats.final_recipients, 3u);         // bob of msgs 1..3.
+  EXPECT_EQ(store->Due(1, absl::Now(), 100)->size(), 3u);  // 3 deferred later.
+  EXPECT_EQ(store->Due(1, absl::Now() + absl::Hours(3), 100)->size(), 6u);
+  EXPECT_EQ(store->Due(2, absl::Now(), 100)->size(), 9u);
+  auto next = EnqueueSync(*store, Message({{"x@c.test", 0}}));
+  EXPECT_GT(*next, last_id);
+  auto counts = store->Counts();
+  EXPECT_EQ(counts->by_state[static_cast<int>(RecipientState::kDelivered)], 3u);
+  EXPECT_EQ(counts->by_state[static_cast<int>(RecipientState::kDeferred)], 3u);
+}
+
+TEST(StoreTest, RecoveryMovesRecipientsWhenShardsChange) {
+  std::string path = TempPath("reshard");
+  {
+    auto store = OpenOrDie(Options(path, 4));
+    for (int i = 0; i < 8; ++i) {
+      ASSERT_TRUE(EnqueueSync(*store, Message({{absl::StrCat("u@d", i, ".test"),
+                                                static_cast<uint16_t>(i % 4)}}))
+                      .ok());
+    }
+  }
+  RecoveryStats stats;
+  RocksStoreOptions o = Options(path, 2);
+  o.shard_of = [](absl::string_view site) { return site == "d0.test" ? 1 : 0; };
+  auto store = OpenOrDie(o, &stats);
+  EXPECT_GT(stats.rescheduled, 0u);
+  auto due0 = *store->Due(0, absl::Now(), 100);
+  auto due1 = *store->Due(1, absl::Now(), 100);
+  EXPECT_EQ(due0.size() + due1.size(), 8u);
+  for (const auto& r : due1) EXPECT_EQ(r.spec.site, "d0.test");
+  for (const auto& r : due0) EXPECT_EQ(r.spec.shard, 0);
+}
+
+TEST(StoreTest, FreeSpaceFloorRefusesNewMailButNotUpdates) {
+  std::atomic<uint64_t> free_bytes{10ull << 30};
+  RocksStoreOptions o = Options(TempPath("floor"));
+  o.min_free_bytes = 1ull << 30;
+  o.free_bytes = [&] { return free_bytes.load(); };
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(EnqueueSync(*store, Message({{"bob@a.test", 0}})).ok());
+  free_bytes = 100 << 20;
+  store->CheckFreeSpace();
+  EXPECT_FALSE(store->AcceptingNewMail());
+  auto refused = EnqueueSync(*store, Message({{"bob@a.test", 0}}));
+  EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("floor"));
+  // Deliveries free space, so they go on.
+  auto due = *store->Due(0, absl::Now(), 10);
+  EXPECT_TRUE(
+      UpdateSync(*store, Outcome(due[0], RecipientState::kDelivered)).ok());
+  free_bytes = 5ull << 30;
+  store->CheckFreeSpace();
+  EXPECT_TRUE(store->AcceptingNewMail());
+  EXPECT_TRUE(EnqueueSync(*store, Message({{"bob@a.test", 0}})).ok());
+}
+
+// Fails every WAL append while `fail` is set, like a full or broken disk.
+class FlakyFs : public rocksdb::FileSystemWrapper {
+ public:
+  explicit FlakyFs(std::shared_ptr<rocksdb::FileSystem> base)
+      : FileSystemWrapper(std::move(base)) {}
+  const char* Name() const override { return "FlakyFs"; }
+  std::atomic<bool> fail{false};
+
+  rocksdb::IOStatus NewWritableFile(
+      const std::string& name, const rocksdb::FileOptions& options,
+      std::unique_ptr<rocksdb::FSWritableFile>* out,
+      rocksdb::IODebugContext* dbg) override {
+    std::unique_ptr<rocksdb::FSWritableFile> inner;
+    rocksdb::IOStatus s = target()->NewWritableFile(name, options, &inner, dbg);
+    if (s.ok()) out->reset(new File(std::move(inner), this));
+    return s;
+  }
+
+ private:
+  class File : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    File(std::unique_ptr<rocksdb::FSWritableFile> f, FlakyFs* fs)
+        : FSWritableFileOwnerWrapper(std::move(f)), fs_(fs) {}
+    rocksdb::IOStatus Append(const rocksdb::Slice& data,
+                             const rocksdb::IOOptions& o,
+                             rocksdb::IODebugContext* d) override {
+      if (fs_->fail) return rocksdb::IOStatus::IOError("injected I/O error");
+      return target()->Append(data, o, d);
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice& data,
+                             const rocksdb::IOOptions& o,
+                             const rocksdb::DataVerificationInfo& v,
+                             rocksdb::IODebugContext* d) override {
+      if (fs_->fail) return rocksdb::IOStatus::IOError("injected I/O error");
+      return target()->Append(data, o, v, d);
+    }
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& o,
+                           rocksdb::IODebugContext* d) override {
+      if (fs_->fail) return rocksdb::IOStatus::IOError("injected I/O error");
+      return target()->Sync(o, d);
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o,
+                            rocksdb::IODebugContext* d) override {
+      if (fs_->fail) return rocksdb::IOStatus::IOError("injected I/O error");
+      return target()->Fsync(o, d);
+    }
+
+   private:
+    FlakyFs* fs_;
+  };
+};
+
+TEST(StoreTest, FailedWriteIsAnErrorNeverAnAcknowledgement) {
+  auto fs = std::make_shared<FlakyFs>(rocksdb::FileSystem::Default());
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
+  RocksStoreOptions o = Options(TempPath("fault"));
+  o.env = env.get();
+  std::string path = o.path;
+  MessageId good;
+  {
+    auto store = OpenOrDie(o);
+    good = *EnqueueSync(*store, Message({{"bob@a.test", 0}}));
+    fs->fail = true;
+    auto failed = EnqueueSync(*store, Message({{"eve@b.test", 0}}));
+    EXPECT_TRUE(absl::IsUnavailable(failed.status())) << failed.status();
+    EXPECT_EQ(store->LiveMessages(), 1u);  // The failed one is not counted.
+    // A failed final update leaves the message pending, not half-finished.
+    auto due = *store->Due(0, absl::Now(), 10);
+    ASSERT_EQ(due.size(), 1u);
+    EXPECT_TRUE(absl::IsUnavailable(
+        UpdateSync(*store, Outcome(due[0], RecipientState::kDelivered))));
+    EXPECT_EQ(store->LiveMessages(), 1u);
+    fs->fail = false;
+    // The disk is back: within about a second the committer reopens the
+    // queue by itself; until then callers get Unavailable (451), never a
+    // false success.
+    absl::Status deferred;
+    absl::Time give_up = absl::Now() + absl::Seconds(10);
+    do {
+      deferred = UpdateSync(
+          *store, Outcome(due[0], RecipientState::kDeferred, absl::Now()));
+      if (deferred.ok()) break;
+      EXPECT_TRUE(absl::IsUnavailable(deferred)) << deferred;
+      absl::SleepFor(absl::Milliseconds(100));
+    } while (absl::Now() < give_up);
+    EXPECT_TRUE(deferred.ok()) << deferred;
+    auto later = EnqueueSync(*store, Message({{"zed@c.test", 0}}));
+    EXPECT_TRUE(later.ok()) << later.status();
+    EXPECT_EQ(store->LiveMessages(), 2u);
+  }
+  o.env = nullptr;
+  auto store = OpenOrDie(o);
+  auto kept = store->Read(good, false);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(kept->recipients[0].state, RecipientState::kDeferred);
+  auto all = store->List(ListFilter{});
+  ASSERT_TRUE(all.ok());
+  for (const auto& m : *all) {
+    EXPECT_NE(m.recipients[0].spec.address, "eve@b.test");
+  }
+}
+
+TEST(StoreTest, InspectionCountsAndFilters) {
+  auto store = OpenOrDie(Options(TempPath("inspect")));
+  NewMessage m1 = Message({{"a@gmail.test", 0}, {"b@yahoo.test", 1}});
+  NewMessage m2 = Message({{"c@gmail.test", 0}});
+  m2.envelope.sender = "news@other.test";
+  auto id1 = *EnqueueSync(*store, std::move(m1));
+  auto id2 = *EnqueueSync(*store, std::move(m2));
+  auto due = *store->Due(1, absl::Now(), 10);
+  ASSERT_TRUE(UpdateSync(*store, Outcome(due[0], RecipientState::kDeferred,
+                                         absl::Now() + absl::Hours(1), "421"))
+                  .ok());
+  auto counts = store->Counts();
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ(counts->messages, 2u);
+  EXPECT_EQ(counts->recipients, 3u);
+  EXPECT_EQ(counts->by_state[0], 2u);
+  EXPECT_EQ(counts->by_state[1], 1u);
+  EXPECT_THAT(counts->by_domain,
+              ::testing::ElementsAre(std::make_pair("gmail.test", 2ull),
+                                     std::make_pair("yahoo.test", 1ull)));
+  EXPECT_EQ(counts->by_site.size(), 2u);
+
+  ListFilter deferred;
+  deferred.has_state = true;
+  deferred.state = RecipientState::kDeferred;
+  auto list = *store->List(deferred);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, id1);
+  ListFilter by_domain;
+  by_domain.domain = "GMAIL.test";
+  EXPECT_EQ(store->List(by_domain)->size(), 2u);
+  ListFilter by_sender;
+  by_sender.sender = "NEWS@";
+  list = *store->List(by_sender);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, id2);
+  ListFilter limited;
+  limited.limit = 1;
+  EXPECT_EQ(store->List(limited)->size(), 1u);
+}
+
+TEST(StoreTest, BadMessagesAreRefused) {
+  auto store = OpenOrDie(Options(TempPath("bad"), 2));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(EnqueueSync(*store, Message({})).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      EnqueueSync(*store, Message({{"a@b.test", 5}})).status()));
+  EXPECT_EQ(store->LiveMessages(), 0u);
+}
+
+TEST(StoreTest, ManyRecipientsBeyondSixtyFour) {
+  auto store = OpenOrDie(Options(TempPath("wide"), 1));
+  std::vector<std::pair<std::string, uint16_t>> rcpts;
+  for (int i = 0; i < 150; ++i)
+    rcpts.push_back({absl::StrCat("u", i, "@x.test"), 0});
+  auto id = *EnqueueSync(*store, Message(rcpts));
+  auto due = *store->Due(0, absl::Now(), 1000);
+  ASSERT_EQ(due.size(), 150u);
+  for (int i = 0; i < 149; ++i) {
+    ASSERT_TRUE(
+        UpdateSync(*store, Outcome(due[i], RecipientState::kDelivered)).ok());
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      UpdateSync(*store, Outcome(due[100], RecipientState::kDelivered))));
+  EXPECT_TRUE(store->Read(id, true).ok());
+  ASSERT_TRUE(
+      UpdateSync(*store, Outcome(due[149], RecipientState::kExpired)).ok());
+  EXPECT_FALSE(store->Read(id, true).ok());
+}
+
+TEST(CodecTest, GarbledValuesAreErrorsNotCrashes) {
+  RecipientRecord r;
+  r.spec.address = "someone@example.test";
+  r.last_reply = "250 ok";
+  std::string good = codec::EncodeRecipient(r);
+  ASSERT_TRUE(codec::DecodeRecipient(1, 0, good).ok());
+  for (size_t cut = 0; cut < good.size(); ++cut) {
+    EXPECT_FALSE(codec::DecodeRecipient(1, 0, good.substr(0, cut)).ok()) << cut;
+  }
+  std::string env = codec::EncodeEnvelope(Envelope{});
+  for (size_t cut = 0; cut < env.size(); ++cut) {
+    EXPECT_FALSE(codec::DecodeEnvelope(env.substr(0, cut)).ok()) << cut;
+  }
+  EXPECT_FALSE(codec::DecodeEnvelope(std::string("\x09garbage", 8)).ok());
+  std::string huge_len = "\x01\xff\xff\xff\xff\x0f";
+  EXPECT_FALSE(codec::DecodeRecipient(1, 0, huge_len).ok());
+}
+
+TEST(CodecTest, ScheduleKeysSortByShardThenTime) {
+  absl::Time t = absl::FromUnixSeconds(1000);
+  std::string a = codec::ScheduleKey(0, t + absl::Seconds(1), 5, 0);
+  std::string b = codec::ScheduleKey(0, t + absl::Seconds(2), 1, 0);
+  std::string c = codec::ScheduleKey(1, t, 1, 0);
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+  uint16_t shard;
+  absl::Time when;
+  MessageId id;
+  uint32_t index;
+  ASSERT_TRUE(codec::ParseScheduleKey(a, &shard, &when, &id, &index));
+  EXPECT_EQ(shard, 0);
+  EXPECT_EQ(when, t + absl::Seconds(1));
+  EXPECT_EQ(id, 5u);
+}
+
+}  // namespace
+}  // namespace peregrine::queue
