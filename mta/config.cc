@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 // toml++ is built with exceptions (Debian's shared library only exports that
 // ABI); they never leave this file: parse errors become absl::Status.
@@ -96,6 +97,50 @@ absl::Status GetDuration(const toml::node& node, absl::Duration min,
   }
   if (d < min || d > max) return Expected(what, node);
   *out = d;
+  return absl::OkStatus();
+}
+
+// "512MiB", "1GiB", "100MB", "4096" (bytes).
+absl::Status GetSize(const toml::node& node, uint64_t min, uint64_t max,
+                     uint64_t* out) {
+  std::string what = absl::StrCat("a size from ", min, " to ", max,
+                                  " bytes such as \"512MiB\" or \"2GB\"");
+  if (!node.is_string()) return Expected(what, node);
+  std::string text(*node.value<std::string_view>());
+  size_t digits = 0;
+  while (digits < text.size() &&
+         (absl::ascii_isdigit(text[digits]) || text[digits] == '.')) {
+    ++digits;
+  }
+  double number = 0;
+  if (!absl::SimpleAtod(text.substr(0, digits), &number)) {
+    return Expected(what, node);
+  }
+  std::string unit = absl::AsciiStrToLower(
+      absl::StripAsciiWhitespace(absl::string_view(text).substr(digits)));
+  static const std::pair<const char*, double> kUnits[] = {
+      {"", 1},      {"b", 1},
+      {"kb", 1e3},  {"kib", 1024.0},
+      {"mb", 1e6},  {"mib", 1048576.0},
+      {"gb", 1e9},  {"gib", 1073741824.0},
+      {"tb", 1e12}, {"tib", 1099511627776.0}};
+  for (const auto& [name, factor] : kUnits) {
+    if (unit == name) {
+      double bytes = number * factor;
+      if (bytes < static_cast<double>(min) ||
+          bytes > static_cast<double>(max)) {
+        return Expected(what, node);
+      }
+      *out = static_cast<uint64_t>(bytes);
+      return absl::OkStatus();
+    }
+  }
+  return Expected(what, node);
+}
+
+absl::Status GetBool(const toml::node& node, bool* out) {
+  if (!node.is_boolean()) return Expected("true or false", node);
+  *out = *node.value<bool>();
   return absl::OkStatus();
 }
 
@@ -222,6 +267,37 @@ const std::vector<Setting>& Schema() {
            c.trusted_networks.push_back(*cidr);
          }
          return absl::OkStatus();
+       }},
+      {"queue", "durability", "\"fsync\"",
+       "\"fsync\": a message is on stable storage before the 250 reply.\n"
+       "\"none\": UNSAFE, the queue is written but not synced; a power\n"
+       "failure or kernel crash can lose mail that was acknowledged.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "\"fsync\" or \"none\"");
+         if (!s.ok()) return s.status();
+         if (*s != "fsync" && *s != "none") {
+           return Expected("\"fsync\" or \"none\"", n);
+         }
+         c.queue_fsync = *s == "fsync";
+         return absl::OkStatus();
+       }},
+      {"queue", "min_free_space", "\"512MiB\"",
+       "New mail is refused with 452 (try later) while the queue's file\n"
+       "system has less free space; deliveries go on and free it.",
+       [](const toml::node& n, Config& c) {
+         return GetSize(n, 0, uint64_t{1} << 50, &c.queue_min_free_bytes);
+       }},
+      {"queue", "body_blob_files", "true",
+       "Keep message bodies in RocksDB blob files: written once, not\n"
+       "rewritten by compaction.",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.queue_body_blob_files);
+       }},
+      {"queue", "block_cache", "\"32MiB\"",
+       "RocksDB block cache for the queue's indexes and records.",
+       [](const toml::node& n, Config& c) {
+         return GetSize(n, 1 << 20, uint64_t{1} << 40,
+                        &c.queue_block_cache_bytes);
        }},
   };
   return *schema;

@@ -48,6 +48,12 @@ struct Config {
   // [relay]
   std::vector<shard::Cidr> trusted_networks;
 
+  // [queue]
+  bool queue_fsync = true;  // durability = "fsync"; false: "none".
+  uint64_t queue_min_free_bytes = 0;
+  bool queue_body_blob_files = true;
+  uint64_t queue_block_cache_bytes = 0;
+
   // Where the settings came from: a path, or "built-in defaults".
   std::string source;
   // "section.key" -> line in `source` (only keys the file sets).

@@ -187,6 +187,7 @@ absl::Status Daemon::Start() {
   log::SetLevel(config_.log_level);
   if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
   if (absl::Status s = BindListeners(); !s.ok()) return s;
+  if (absl::Status s = OpenQueue(); !s.ok()) return s;
 
   // Signals go to the main thread's sigtimedwait() only: block them before
   // any shard thread exists, so every thread inherits the mask.
@@ -260,6 +261,40 @@ void Daemon::StartAccepting(int shard) {
                     state.open_connections})
         ->Arm();
   }
+}
+
+absl::Status Daemon::OpenQueue() {
+  queue::RocksStoreOptions options;
+  options.path = config_.data_dir + "/queue";
+  options.sync = config_.queue_fsync;
+  options.min_free_bytes = config_.queue_min_free_bytes;
+  options.body_blob_files = config_.queue_body_blob_files;
+  options.block_cache_bytes = config_.queue_block_cache_bytes;
+  options.shards = static_cast<int>(shards_.size());
+  queue::RecoveryStats stats;
+  auto store = queue::RocksStore::Open(options, &stats);
+  if (!store.ok()) return store.status();
+  queue_ = *std::move(store);
+  log::Info(kLog,
+            "queue %s: recovered %d messages (%d recipients to deliver, %d "
+            "done) in %s%s",
+            options.path, stats.messages, stats.pending_recipients,
+            stats.final_recipients, absl::FormatDuration(stats.took),
+            stats.rescheduled > 0 ? absl::StrCat("; ", stats.rescheduled,
+                                                 " moved to other shards")
+                                  : "");
+  if (!config_.queue_fsync) {
+    log::Warn(kLog,
+              "queue.durability = \"none\": acknowledged mail can be lost "
+              "on power failure");
+  }
+  if (!queue_->AcceptingNewMail()) {
+    log::Warn(kLog,
+              "%s: free disk space is under the floor; new mail is "
+              "refused until space is freed",
+              config_.Where("queue.min_free_space"));
+  }
+  return absl::OkStatus();
 }
 
 int Daemon::OpenConnections() const {
@@ -356,6 +391,7 @@ int Daemon::Run() {
   group_->Stop();
   group_->Join();
   group_.reset();
+  queue_.reset();  // Writes what is pending, then closes.
   log::Info(kLog, "stopped");
   return 0;
 }

@@ -3,7 +3,8 @@
 // Owned by the main thread. Start() prepares the data directory (created if
 // missing, locked so that two daemons never share a queue), binds every
 // listener on every shard (SO_REUSEPORT: the kernel spreads connections) and
-// starts the shards. Everything that can fail because of the configuration
+// opens the queue (recovery: everything not yet final is scheduled again)
+// and starts the shards. Everything that can fail because of the configuration
 // fails there, before any shard runs, with the config key to change.
 // Run() then waits for signals on the main thread:
 //   SIGTERM, SIGINT  stop accepting, let open connections finish (up to
@@ -20,6 +21,7 @@
 #include "absl/status/status.h"
 #include "mta/config.h"
 #include "mta/shard/shard_group.h"
+#include "queue/rocksdb_store.h"
 
 namespace peregrine {
 
@@ -47,6 +49,7 @@ class Daemon {
 
   absl::Status PrepareDataDir();
   absl::Status BindListeners();
+  absl::Status OpenQueue();
   void StartAccepting(int shard);
   void BeginDrain();
   void Reload();
@@ -56,6 +59,7 @@ class Daemon {
   std::string config_path_;
   std::string data_dir_override_;
   int lock_fd_ = -1;
+  std::unique_ptr<queue::RocksStore> queue_;
   std::unique_ptr<shard::ShardGroup> group_;
   std::vector<std::unique_ptr<ShardState>> shards_;
   std::vector<Bound> bound_;

@@ -31,7 +31,9 @@ class UringBackend final : public IoBackend {
   UringBackend() = default;
   ~UringBackend() override {
     for (Op* op : all_ops_) delete op;
-    io_uring_queue_exit(&ring_);
+    // Only a ring that was set up: exiting a zeroed one closes fd 0, which
+    // by then belongs to someone else.
+    if (ring_ready_) io_uring_queue_exit(&ring_);
   }
 
   absl::Status Init(unsigned entries) {
@@ -52,8 +54,8 @@ class UringBackend final : public IoBackend {
       return absl::UnavailableError(
           absl::StrCat("io_uring_queue_init: ", std::strerror(-rc)));
     }
+    ring_ready_ = true;
     if (!(params.features & IORING_FEAT_EXT_ARG)) {
-      io_uring_queue_exit(&ring_);
       return absl::UnavailableError(
           "io_uring lacks IORING_FEAT_EXT_ARG (kernel 5.11+ needed)");
     }
@@ -223,6 +225,7 @@ class UringBackend final : public IoBackend {
   }
 
   io_uring ring_{};
+  bool ring_ready_ = false;
   bool taskrun_flag_ = false;
   Op* free_ops_ = nullptr;
   std::vector<Op*> all_ops_;

@@ -46,6 +46,22 @@ TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_FALSE(trusted("10.0.0.1:1"));
   EXPECT_FALSE(trusted("[::2]:1"));
   EXPECT_FALSE(c.EffectiveHostname().empty());
+  EXPECT_TRUE(c.queue_fsync);
+  EXPECT_EQ(c.queue_min_free_bytes, 512u << 20);
+  EXPECT_TRUE(c.queue_body_blob_files);
+  EXPECT_EQ(c.queue_block_cache_bytes, 32u << 20);
+}
+
+TEST(ConfigTest, QueueSettings) {
+  auto parsed = ParseConfig(
+      "[queue]\ndurability = \"none\"\nmin_free_space = \"2GB\"\n"
+      "body_blob_files = false\nblock_cache = \"1.5GiB\"\n",
+      "q.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_FALSE(parsed->queue_fsync);
+  EXPECT_EQ(parsed->queue_min_free_bytes, 2000000000u);
+  EXPECT_FALSE(parsed->queue_body_blob_files);
+  EXPECT_EQ(parsed->queue_block_cache_bytes, 1610612736u);
 }
 
 TEST(ConfigTest, PrintedDefaultsParseBackToTheDefaults) {
@@ -136,7 +152,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"UnknownSection",
                 "[serverz]\nx = 1\n",
                 {"bad.toml:1:", "unknown section [serverz]",
-                 "sections: server, listen, relay"}},
+                 "sections: server, listen, relay, queue"}},
         BadCase{"KeyOutsideSection",
                 "shards = 4\n",
                 {"bad.toml:1:1:", "unknown section [shards]"}},
@@ -182,6 +198,18 @@ INSTANTIATE_TEST_SUITE_P(
                 "[listen]\nrelay = \"127.0.0.1:2600\"\nsubmission = "
                 "\"127.0.0.1:2600\"\n",
                 {"127.0.0.1:2600", "each listener needs its own port"}},
+        BadCase{"BadDurability",
+                "[queue]\ndurability = \"sometimes\"\n",
+                {"bad.toml:2:", "queue.durability", "\"fsync\" or \"none\""}},
+        BadCase{"BadSizeUnit",
+                "[queue]\nmin_free_space = \"5 parsecs\"\n",
+                {"queue.min_free_space", "such as \"512MiB\""}},
+        BadCase{"SizeNotAString",
+                "[queue]\nblock_cache = 64\n",
+                {"queue.block_cache", "got integer"}},
+        BadCase{"BoolAsString",
+                "[queue]\nbody_blob_files = \"yes\"\n",
+                {"queue.body_blob_files", "true or false"}},
         BadCase{"BadNetwork",
                 "[relay]\ntrusted_networks = [\"10.0.0.0/33\"]\n",
                 {"relay.trusted_networks", "prefix length"}},

@@ -93,6 +93,7 @@ class ServeTest(unittest.TestCase):
             log = d.text()
             self.assertIn("I/O backend io_uring", log)
             self.assertIn("data directory: " + data, log)
+            self.assertIn(f"queue {data}/queue: recovered 0 messages", log)
             for port, kind in ((2525, "relay"), (2587, "submission"),
                                (2465, "submissions"), (8025, "admin")):
                 self.assertIn(f"listening on 127.0.0.1:{port}", log)

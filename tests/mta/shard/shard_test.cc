@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -130,6 +131,19 @@ TEST_P(BackendTest, EchoOnOneShard) {
   auto result = testing::RunEcho(options);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->messages, 80u);
+}
+
+// A ring that fails to set up must not close descriptors it never owned
+// (it once closed fd 0, which another shard's epoll fd had taken).
+TEST(UringBackendTest, FailedSetupClosesNothing) {
+  int fd = ::open("/dev/null", O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::dup2(fd, 0), 0);
+  auto broken = MakeUringBackend(/*entries=*/0);  // EINVAL from the kernel.
+  EXPECT_FALSE(broken.ok());
+  EXPECT_NE(::fcntl(0, F_GETFD), -1) << "fd 0 was closed";
+  EXPECT_NE(::fcntl(fd, F_GETFD), -1);
+  ::close(fd);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, BackendTest,
