@@ -745,6 +745,14 @@ absl::StatusOr<std::vector<StoredMessage>> RocksStore::List(
   return out;
 }
 
+absl::Status RocksStore::Flush() {
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return Down();
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  return FromRocks(db_->Flush(fo, handles_), "flush");
+}
+
 size_t RocksStore::LiveMessages() const {
   absl::MutexLock lock(&mu_);
   return live_.size();

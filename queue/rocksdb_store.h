@@ -76,6 +76,8 @@ class RocksStore final : public Store {
   size_t LiveMessages() const;
   // RocksDB's memory: block cache and memtables.
   uint64_t RocksMemoryBytes() const;
+  // Writes memtables out to table and blob files and waits for it.
+  absl::Status Flush();
   // Re-reads free space now instead of at the next periodic check.
   void CheckFreeSpace();
 
