@@ -3,6 +3,9 @@
 //   peregrine serve [--config FILE] [--data-dir DIR]
 //   peregrine config check FILE
 //   peregrine config defaults
+//   peregrine dkim keygen --domain D --selector S [--type rsa|ed25519]
+//                         [--bits N] [--out FILE] [--force]
+//   peregrine dkim sign --key FILE --domain D --selector S < message
 //   peregrine --version
 //
 // Exit codes: 0 success; 1 the daemon failed at run time; 2 bad usage, bad
