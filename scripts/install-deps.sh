@@ -12,6 +12,8 @@ PACKAGES=(
   libtomlplusplus-dev libcli11-dev libre2-dev nlohmann-json3-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
+  # DKIM signatures are checked by an independent verifier, dkimpy.
+  python3-dkim
 )
 
 missing=()
