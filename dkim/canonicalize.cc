@@ -32,8 +32,8 @@ SplitMessage Split(absl::string_view message) {
     if (IsWsp(line[0]) && !out.headers.empty()) {
       // Continuation: extend the previous field.
       HeaderField& last = out.headers.back();
-      last.raw = absl::string_view(last.raw.data(),
-                                   (line.data() + line.size()) - last.raw.data());
+      last.raw = absl::string_view(
+          last.raw.data(), (line.data() + line.size()) - last.raw.data());
     } else {
       size_t colon = content.find(':');
       if (colon == absl::string_view::npos) {
@@ -65,8 +65,9 @@ std::string CanonicalizeHeader(Canon canon, const HeaderField& field) {
   out += ':';
   absl::string_view raw = field.raw;
   size_t colon = raw.find(':');
-  absl::string_view value =
-      colon == absl::string_view::npos ? absl::string_view() : raw.substr(colon + 1);
+  absl::string_view value = colon == absl::string_view::npos
+                                ? absl::string_view()
+                                : raw.substr(colon + 1);
   bool wsp = false;
   bool started = false;
   for (char c : value) {
@@ -122,7 +123,8 @@ void BodyCanonicalizer::Update(absl::string_view data, std::string* out) {
     // Fast path: a run of ordinary bytes goes out in one append.
     const char* run = p;
     if (relaxed) {
-      while (p < end && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') ++p;
+      while (p < end && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+        ++p;
     } else {
       while (p < end && *p != '\r' && *p != '\n') ++p;
     }

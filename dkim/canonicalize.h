@@ -56,11 +56,11 @@ class BodyCanonicalizer {
   void EndLine(std::string* out);
 
   Canon canon_;
-  size_t empty_lines_ = 0;      // Held back: may be trailing.
-  bool pending_wsp_ = false;    // Relaxed: a white space run before text.
+  size_t empty_lines_ = 0;    // Held back: may be trailing.
+  bool pending_wsp_ = false;  // Relaxed: a white space run before text.
   bool line_has_text_ = false;
-  bool pending_cr_ = false;     // A CR whose LF has not come (yet).
-  bool emitted_ = false;        // Anything written at all.
+  bool pending_cr_ = false;  // A CR whose LF has not come (yet).
+  bool emitted_ = false;     // Anything written at all.
 };
 
 // SHA-256 of the canonical body, streamed.

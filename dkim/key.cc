@@ -129,7 +129,8 @@ absl::StatusOr<std::shared_ptr<const PrivateKey>> PrivateKey::Generate(
     pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
   }
   if (pkey == nullptr) {
-    return absl::InternalError(absl::StrCat("key generation: ", OpenSslError()));
+    return absl::InternalError(
+        absl::StrCat("key generation: ", OpenSslError()));
   }
   return Adopt(pkey, "generated key");
 }
@@ -192,7 +193,8 @@ absl::StatusOr<std::string> PrivateKey::Sign(absl::string_view data) const {
     // RFC 8463: Ed25519 signs the SHA-256 of the data, not the data.
     unsigned char hash[32];
     unsigned int hash_len = 0;
-    EVP_Digest(data.data(), data.size(), hash, &hash_len, EVP_sha256(), nullptr);
+    EVP_Digest(data.data(), data.size(), hash, &hash_len, EVP_sha256(),
+               nullptr);
     ok = EVP_DigestSignInit(ctx, nullptr, nullptr, nullptr, pkey_) == 1 &&
          EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &len,
                         hash, hash_len) == 1;

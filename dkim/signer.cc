@@ -27,7 +27,8 @@ bool ValidLabelChars(absl::string_view s, bool allow_underscore) {
 void Fold(std::string* out, size_t* line, absl::string_view token,
           absl::string_view separator) {
   if (*line + separator.size() + token.size() > kFoldAt && *line > 1) {
-    absl::StrAppend(out, absl::StripTrailingAsciiWhitespace(separator), "\r\n\t");
+    absl::StrAppend(out, absl::StripTrailingAsciiWhitespace(separator),
+                    "\r\n\t");
     *line = 1;
   } else {
     out->append(separator.data(), separator.size());
@@ -40,13 +41,32 @@ void Fold(std::string* out, size_t* line, absl::string_view token,
 }  // namespace
 
 const std::vector<std::string>& DefaultSignedHeaders() {
-  static const auto* names = new std::vector<std::string>{
-      "From", "Reply-To", "Subject", "Date", "To", "Cc", "Resent-Date",
-      "Resent-From", "Resent-To", "Resent-Cc", "In-Reply-To", "References",
-      "List-Id", "List-Help", "List-Unsubscribe", "List-Unsubscribe-Post",
-      "List-Subscribe", "List-Post", "List-Owner", "List-Archive",
-      "Message-ID", "MIME-Version", "Content-Type",
-      "Content-Transfer-Encoding", "Feedback-ID"};
+  static const auto* names =
+      new std::vector<std::string>{"From",
+                                   "Reply-To",
+                                   "Subject",
+                                   "Date",
+                                   "To",
+                                   "Cc",
+                                   "Resent-Date",
+                                   "Resent-From",
+                                   "Resent-To",
+                                   "Resent-Cc",
+                                   "In-Reply-To",
+                                   "References",
+                                   "List-Id",
+                                   "List-Help",
+                                   "List-Unsubscribe",
+                                   "List-Unsubscribe-Post",
+                                   "List-Subscribe",
+                                   "List-Post",
+                                   "List-Owner",
+                                   "List-Archive",
+                                   "Message-ID",
+                                   "MIME-Version",
+                                   "Content-Type",
+                                   "Content-Transfer-Encoding",
+                                   "Feedback-ID"};
   return *names;
 }
 
@@ -112,9 +132,9 @@ absl::StatusOr<Signer> Signer::Create(SignerOptions options,
         "DKIM domain '", options.domain, "' is not a domain name"));
   }
   if (!ValidLabelChars(options.selector, true)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "DKIM selector '", options.selector,
-        "' must be letters, digits, '-', '_' and dots"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("DKIM selector '", options.selector,
+                     "' must be letters, digits, '-', '_' and dots"));
   }
   if (key == nullptr) return absl::InvalidArgumentError("DKIM signer: no key");
   bool signs_from = false;
@@ -148,8 +168,8 @@ absl::StatusOr<std::string> Signer::Sign(absl::string_view message,
       absl::StrCat("t=", t),
   };
   if (options_.expiration > absl::ZeroDuration()) {
-    tags.push_back(absl::StrCat(
-        "x=", t + absl::ToInt64Seconds(options_.expiration)));
+    tags.push_back(
+        absl::StrCat("x=", t + absl::ToInt64Seconds(options_.expiration)));
   }
   if (!options_.identity.empty()) {
     tags.push_back(absl::StrCat("i=", options_.identity));
@@ -162,13 +182,14 @@ absl::StatusOr<std::string> Signer::Sign(absl::string_view message,
   }
   // h= may be long: fold between names.
   for (size_t i = 0; i < h.size(); ++i) {
-    std::string token = absl::StrCat(i == 0 ? "h=" : "", h[i],
-                                     i + 1 == h.size() ? ";" : ":");
+    std::string token =
+        absl::StrCat(i == 0 ? "h=" : "", h[i], i + 1 == h.size() ? ";" : ":");
     Fold(&field, &line, token, i == 0 ? " " : "");
   }
-  Fold(&field, &line,
-       absl::StrCat("bh=", BodyHashBase64(split.body, options_.body_canon), ";"),
-       " ");
+  Fold(
+      &field, &line,
+      absl::StrCat("bh=", BodyHashBase64(split.body, options_.body_canon), ";"),
+      " ");
   Fold(&field, &line, "b=", " ");
 
   auto signature =

@@ -95,8 +95,8 @@ int DkimKeygen(const KeygenArgs& a, std::ostream& out, std::ostream& err) {
   std::string pem = (*key)->ToPem();
   ::unlink(path.c_str());  // --force: a fresh file, so the mode is ours.
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0 || ::write(fd, pem.data(), pem.size()) !=
-                    static_cast<ssize_t>(pem.size())) {
+  if (fd < 0 ||
+      ::write(fd, pem.data(), pem.size()) != static_cast<ssize_t>(pem.size())) {
     err << "peregrine dkim keygen: cannot write " << path << ": "
         << std::strerror(errno) << "\n";
     if (fd >= 0) ::close(fd);
@@ -168,8 +168,7 @@ int DkimSign(const SignArgs& a, std::istream& in, std::ostream& out,
   }
   std::string message((std::istreambuf_iterator<char>(in)),
                       std::istreambuf_iterator<char>());
-  absl::Time now =
-      a.time >= 0 ? absl::FromUnixSeconds(a.time) : absl::Now();
+  absl::Time now = a.time >= 0 ? absl::FromUnixSeconds(a.time) : absl::Now();
   auto field = signer->Sign(message, now);
   if (!field.ok()) {
     err << "peregrine dkim sign: " << field.status().message() << "\n";
@@ -224,7 +223,8 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
                          dkim::PrivateKey::kMaxRsaBits));
   keygen->add_option("--out", keygen_args.out,
                      "Key file (default dkim/DOMAIN/SELECTOR.key)");
-  keygen->add_flag("--force", keygen_args.force, "Replace an existing key file");
+  keygen->add_flag("--force", keygen_args.force,
+                   "Replace an existing key file");
 
   SignArgs sign_args;
   CLI::App* sign = dkim_cmd->add_subcommand(

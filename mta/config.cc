@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -165,6 +166,92 @@ absl::Status SetListener(const toml::node& node, Config& config,
   return absl::OkStatus();
 }
 
+// A list of names as TOML, kept for the life of the process (the schema
+// holds plain pointers).
+const char* TomlList(const std::vector<std::string>& names) {
+  static auto* storage = new std::vector<std::unique_ptr<std::string>>;
+  std::string out = "[";
+  for (size_t i = 0; i < names.size(); ++i) {
+    absl::StrAppend(&out, i ? ", " : "", "\"", names[i], "\"");
+  }
+  out += "]";
+  storage->push_back(std::make_unique<std::string>(std::move(out)));
+  return storage->back()->c_str();
+}
+
+absl::Status SetDkimKeys(const toml::node& node, Config& c) {
+  const char* kWhat =
+      "a list of keys: [[dkim.keys]] tables with domain, "
+      "selector and key_file";
+  const toml::array* array = node.as_array();
+  if (array == nullptr) return Expected(kWhat, node);
+  c.dkim.keys.clear();
+  int index = 0;
+  for (const toml::node& item : *array) {
+    ++index;
+    const toml::table* table = item.as_table();
+    if (table == nullptr) return Expected(kWhat, item);
+    std::string where =
+        absl::StrCat("entry ", index, " (line ", item.source().begin.line, ")");
+    dkim::KeySpec spec;
+    for (auto&& [key, value] : *table) {
+      absl::string_view name = Sv(key.str());
+      absl::Status status;
+      if (name == "domain" || name == "selector" || name == "key_file" ||
+          name == "algorithm") {
+        auto text = GetString(value, "a string");
+        if (!text.ok()) {
+          status = text.status();
+        } else if (name == "domain") {
+          spec.domain = *text;
+        } else if (name == "selector") {
+          spec.selector = *text;
+        } else if (name == "key_file") {
+          spec.key_file = *text;
+        } else if (*text != "rsa-sha256" && *text != "ed25519-sha256") {
+          status = Expected("\"rsa-sha256\" or \"ed25519-sha256\"", value);
+        } else {
+          spec.algorithm = *text;
+        }
+      } else if (name == "match") {
+        auto list = GetStringList(value,
+                                  "From domains like \"example.com\", "
+                                  "\"*.example.com\" or \"*\"");
+        if (list.ok()) {
+          spec.match = *list;
+        } else {
+          status = list.status();
+        }
+      } else {
+        status = absl::InvalidArgumentError(absl::StrCat(
+            "unknown key '", name,
+            "' (keys: domain, selector, key_file, match, algorithm)"));
+      }
+      if (!status.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": ", name, ": ", status.message()));
+      }
+    }
+    for (auto [name, v] : {std::pair{"domain", &spec.domain},
+                           std::pair{"selector", &spec.selector},
+                           std::pair{"key_file", &spec.key_file}}) {
+      if (v->empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": '", name,
+                         "' is required (peregrine dkim keygen "
+                         "prints a complete entry)"));
+      }
+    }
+    auto names = dkim::Signer::Create({spec.domain, spec.selector}, nullptr);
+    if (!names.ok() && !absl::StrContains(names.status().message(), "no key")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": ", names.status().message()));
+    }
+    c.dkim.keys.push_back(std::move(spec));
+  }
+  return absl::OkStatus();
+}
+
 const std::vector<Setting>& Schema() {
   static const auto* schema = new std::vector<Setting>{
       {"server", "hostname", "\"\"",
@@ -298,6 +385,68 @@ const std::vector<Setting>& Schema() {
        [](const toml::node& n, Config& c) {
          return GetSize(n, 1 << 20, uint64_t{1} << 40,
                         &c.queue_block_cache_bytes);
+       }},
+      {"dkim", "keys", "[]",
+       "Signing keys. Each signs the mail whose From domain its `match`\n"
+       "covers (default: its own domain; \"*\" signs everything, e.g. a\n"
+       "platform signature). Several matching keys give several signatures.\n"
+       "A key that cannot be loaded holds (defers) its mail: never unsigned.\n"
+       "`peregrine dkim keygen` makes a key and prints its entry:\n"
+       "  [[dkim.keys]]\n"
+       "  domain = \"example.com\"\n"
+       "  selector = \"s2025\"\n"
+       "  key_file = \"/etc/peregrine/dkim/example.com/s2025.key\"\n"
+       "  match = [\"example.com\", \"*.example.com\"]   # optional\n"
+       "  algorithm = \"ed25519-sha256\"   # optional: checked against the "
+       "file",
+       SetDkimKeys},
+      {"dkim", "headers", TomlList(dkim::DefaultSignedHeaders()),
+       "Header fields signed, each as often as it occurs.",
+       [](const toml::node& n, Config& c) {
+         auto list = GetStringList(n, "header names");
+         if (!list.ok()) return list.status();
+         c.dkim.headers = *list;
+         return absl::OkStatus();
+       }},
+      {"dkim", "oversign", TomlList(dkim::DefaultOversignedHeaders()),
+       "Header fields signed once more than they occur, so that a copy\n"
+       "added in transit breaks the signature.",
+       [](const toml::node& n, Config& c) {
+         auto list = GetStringList(n, "header names");
+         if (!list.ok()) return list.status();
+         c.dkim.oversign = *list;
+         return absl::OkStatus();
+       }},
+      {"dkim", "canonicalization", "\"relaxed/relaxed\"",
+       "HEADER/BODY, each \"relaxed\" (survives common rewrapping) or\n"
+       "\"simple\".",
+       [](const toml::node& n, Config& c) {
+         const char* what =
+             "\"relaxed/relaxed\", \"relaxed/simple\", "
+             "\"simple/relaxed\" or \"simple/simple\"";
+         auto s = GetString(n, what);
+         if (!s.ok()) return s.status();
+         std::vector<std::string> parts = absl::StrSplit(*s, '/');
+         auto canon = [](const std::string& p, dkim::Canon* out) {
+           if (p == "relaxed")
+             *out = dkim::Canon::kRelaxed;
+           else if (p == "simple")
+             *out = dkim::Canon::kSimple;
+           else
+             return false;
+           return true;
+         };
+         if (parts.size() != 2 || !canon(parts[0], &c.dkim.header_canon) ||
+             !canon(parts[1], &c.dkim.body_canon)) {
+           return Expected(what, n);
+         }
+         return absl::OkStatus();
+       }},
+      {"dkim", "expiration", "\"0s\"",
+       "Signatures expire this long after signing (x= tag); \"0s\": never.",
+       [](const toml::node& n, Config& c) {
+         return GetDuration(n, absl::ZeroDuration(), absl::Hours(24 * 3650),
+                            &c.dkim.expiration);
        }},
   };
   return *schema;
@@ -550,6 +699,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   return ParseConfig(buffer.str(), path);
 }
 
-bool IsReloadable(absl::string_view key) { return key == "server.log_level"; }
+bool IsReloadable(absl::string_view key) {
+  return key == "server.log_level" || absl::StartsWith(key, "dkim.");
+}
 
 }  // namespace peregrine

@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "base/log.h"
+#include "dkim/signing_table.h"
 #include "mta/shard/address.h"
 #include "mta/shard/io_backend.h"
 
@@ -53,6 +54,9 @@ struct Config {
   uint64_t queue_min_free_bytes = 0;
   bool queue_body_blob_files = true;
   uint64_t queue_block_cache_bytes = 0;
+
+  // [dkim]
+  dkim::Policy dkim;
 
   // Where the settings came from: a path, or "built-in defaults".
   std::string source;

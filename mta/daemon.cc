@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -184,17 +185,20 @@ absl::Status Daemon::BindListeners() {
 }
 
 absl::Status Daemon::Start() {
-  log::SetLevel(config_.log_level);
-  if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
-  if (absl::Status s = BindListeners(); !s.ok()) return s;
-  if (absl::Status s = OpenQueue(); !s.ok()) return s;
-
   // Signals go to the main thread's sigtimedwait() only: block them before
-  // any shard thread exists, so every thread inherits the mask.
+  // any thread exists (RocksDB starts its own), so every thread inherits the
+  // mask. Otherwise the kernel may hand SIGTERM to a thread that has it
+  // unblocked, and the default action kills the process without a drain.
   sigset_t set;
   sigemptyset(&set);
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) sigaddset(&set, sig);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  log::SetLevel(config_.log_level);
+  if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
+  if (absl::Status s = BindListeners(); !s.ok()) return s;
+  if (absl::Status s = OpenQueue(); !s.ok()) return s;
+  LoadDkim();
 
   shard::ShardGroup::Options options;
   options.shards = static_cast<int>(shards_.size());
@@ -297,6 +301,37 @@ absl::Status Daemon::OpenQueue() {
   return absl::OkStatus();
 }
 
+void Daemon::LoadDkim() {
+  auto table = dkim::SigningTable::Load(config_.dkim);
+  for (const auto& e : table->entries()) {
+    std::string match = e.spec.match.empty()
+                            ? e.spec.domain
+                            : absl::StrJoin(e.spec.match, ", ");
+    if (e.signer.ok()) {
+      log::Info(kLog, "dkim: d=%s s=%s (%s) signs mail from %s", e.spec.domain,
+                e.spec.selector, e.signer->key().algorithm(), match);
+    } else {
+      log::Error(
+          kLog,
+          "dkim: d=%s s=%s unusable: %s; mail from %s is held (deferred) "
+          "until the key is fixed and peregrine reloaded (SIGHUP)",
+          e.spec.domain, e.spec.selector, e.signer.status().message(), match);
+    }
+  }
+  if (table->entries().empty()) {
+    log::Info(kLog,
+              "dkim: no keys configured; mail is sent unsigned "
+              "(receivers expect DKIM: see peregrine dkim keygen)");
+  }
+  absl::MutexLock lock(&dkim_mu_);
+  dkim_ = std::move(table);
+}
+
+std::shared_ptr<const dkim::SigningTable> Daemon::dkim() const {
+  absl::MutexLock lock(&dkim_mu_);
+  return dkim_;
+}
+
 int Daemon::OpenConnections() const {
   int total = 0;
   for (const auto& state : shards_) {
@@ -351,6 +386,13 @@ void Daemon::Reload() {
   log::SetLevel(fresh->log_level);
   config_.log_level = fresh->log_level;
   config_.values["server.log_level"] = fresh->values["server.log_level"];
+  // Key files are read again even when the settings did not change: an
+  // operator rotates a key by replacing its file and sending SIGHUP.
+  config_.dkim = fresh->dkim;
+  for (const auto& [key, value] : fresh->values) {
+    if (absl::StartsWith(key, "dkim.")) config_.values[key] = value;
+  }
+  LoadDkim();
 }
 
 int Daemon::Run() {

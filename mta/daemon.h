@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "dkim/signing_table.h"
 #include "mta/config.h"
 #include "mta/shard/shard_group.h"
 #include "queue/rocksdb_store.h"
@@ -44,6 +46,10 @@ class Daemon {
   };
   const std::vector<Bound>& bound() const { return bound_; }
 
+  // The DKIM signing table in force (replaced whole on SIGHUP); reception
+  // signs each message once with it before queueing.
+  std::shared_ptr<const dkim::SigningTable> dkim() const;
+
  private:
   struct ShardState;
 
@@ -53,6 +59,8 @@ class Daemon {
   void StartAccepting(int shard);
   void BeginDrain();
   void Reload();
+  // (Re)reads every DKIM key file and logs what each key will do.
+  void LoadDkim();
   int OpenConnections() const;
 
   Config config_;
@@ -63,6 +71,8 @@ class Daemon {
   std::unique_ptr<shard::ShardGroup> group_;
   std::vector<std::unique_ptr<ShardState>> shards_;
   std::vector<Bound> bound_;
+  mutable absl::Mutex dkim_mu_;
+  std::shared_ptr<const dkim::SigningTable> dkim_ ABSL_GUARDED_BY(dkim_mu_);
 };
 
 }  // namespace peregrine

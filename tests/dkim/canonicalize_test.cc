@@ -1,9 +1,8 @@
 #include "dkim/canonicalize.h"
 
-#include "absl/strings/string_view.h"
-
 #include <string>
 
+#include "absl/strings/string_view.h"
 #include "gtest/gtest.h"
 
 namespace peregrine::dkim {
@@ -42,7 +41,8 @@ const BodyCase kBodies[] = {
 class BodyTest : public ::testing::TestWithParam<BodyCase> {};
 
 TEST_P(BodyTest, SimpleAndRelaxed) {
-  EXPECT_EQ(CanonicalizeBody(Canon::kSimple, GetParam().body), GetParam().simple);
+  EXPECT_EQ(CanonicalizeBody(Canon::kSimple, GetParam().body),
+            GetParam().simple);
   EXPECT_EQ(CanonicalizeBody(Canon::kRelaxed, GetParam().body),
             GetParam().relaxed);
 }
@@ -79,7 +79,8 @@ TEST(BodyTest, VeryLongLinesAndHashMatchesCanonicalBytes) {
     unsigned char digest[32];
     EVP_Digest(canonical.data(), canonical.size(), digest, nullptr,
                EVP_sha256(), nullptr);
-    EXPECT_EQ(streamed.Finish(), std::string(reinterpret_cast<char*>(digest), 32));
+    EXPECT_EQ(streamed.Finish(),
+              std::string(reinterpret_cast<char*>(digest), 32));
   }
 }
 
@@ -105,7 +106,8 @@ TEST(HeaderTest, FoldedDuplicatedAndOddFields) {
             "subject:first line second\r\n");
   EXPECT_EQ(CanonicalizeHeader(Canon::kRelaxed, split.headers[1]),
             "subject:again\r\n");
-  EXPECT_EQ(CanonicalizeHeader(Canon::kRelaxed, split.headers[2]), "x-empty:\r\n");
+  EXPECT_EQ(CanonicalizeHeader(Canon::kRelaxed, split.headers[2]),
+            "x-empty:\r\n");
   EXPECT_EQ(CanonicalizeHeader(Canon::kRelaxed, split.headers[3]),
             "x-eight:caf\xc3\xa9\r\n");
   EXPECT_TRUE(split.body.empty());

@@ -1,11 +1,10 @@
 #include "dkim/signer.h"
 
+#include <openssl/pem.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
-
-#include <openssl/pem.h>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -35,14 +34,15 @@ constexpr char kRfcMessage[] =
 
 TEST(Rfc8463Test, Ed25519SignatureMatchesThePublishedOne) {
   std::string seed;
-  ASSERT_TRUE(absl::Base64Unescape("nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=",
-                                   &seed));
+  ASSERT_TRUE(absl::Base64Unescape(
+      "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=", &seed));
   auto key = PrivateKey::FromEd25519Seed(seed);
   ASSERT_TRUE(key.ok()) << key.status();
   EXPECT_EQ((*key)->PublicKeyBase64(),
             "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
-  EXPECT_EQ((*key)->DnsRecord(),
-            "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
+  EXPECT_EQ(
+      (*key)->DnsRecord(),
+      "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
 
   SplitMessage split = Split(kRfcMessage);
   EXPECT_EQ(BodyHashBase64(split.body, Canon::kRelaxed),
@@ -57,13 +57,14 @@ TEST(Rfc8463Test, Ed25519SignatureMatchesThePublishedOne) {
       " subject : date : message-id : from : subject : date;\r\n"
       " bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n"
       " b=";
-  std::vector<std::string> h = {"from", "to",      "subject", "date",
+  std::vector<std::string> h = {"from",       "to",   "subject", "date",
                                 "message-id", "from", "subject", "date"};
   auto sig = (*key)->Sign(HeaderHashInput(split, h, field, Canon::kRelaxed));
   ASSERT_TRUE(sig.ok());
-  EXPECT_EQ(Base64(*sig),
-            "/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11BusFa3bT3FY5Os"
-            "U7ZbnKELq+eXdp1Q1Dw==");
+  EXPECT_EQ(
+      Base64(*sig),
+      "/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11BusFa3bT3FY5Os"
+      "U7ZbnKELq+eXdp1Q1Dw==");
 }
 
 // The field with folding and spaces removed, to compare tag text.
@@ -152,8 +153,8 @@ TEST(KeyTest, LoadsWhatItWritesAndReportsBadFiles) {
               HasSubstr("not a PEM private key"));
 
   // A public key is not a signing key.
-  std::string pub = "-----BEGIN PUBLIC KEY-----\n" +
-                    (*rsa)->PublicKeyBase64() + "\n-----END PUBLIC KEY-----\n";
+  std::string pub = "-----BEGIN PUBLIC KEY-----\n" + (*rsa)->PublicKeyBase64() +
+                    "\n-----END PUBLIC KEY-----\n";
   EXPECT_FALSE(PrivateKey::LoadPemFile(WriteFile("pub.pem", pub)).ok());
 
   EXPECT_FALSE(PrivateKey::Generate(KeyType::kRsa, 512).ok());

@@ -52,6 +52,42 @@ TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(c.queue_block_cache_bytes, 32u << 20);
 }
 
+TEST(ConfigTest, DkimSettings) {
+  auto parsed = ParseConfig(R"(
+[dkim]
+canonicalization = "simple/relaxed"
+expiration = "7d"
+oversign = ["From"]
+
+[[dkim.keys]]
+domain = "example.com"
+selector = "s1"
+key_file = "/etc/peregrine/dkim/s1.key"
+
+[[dkim.keys]]
+domain = "platform.test"
+selector = "p"
+key_file = "p.key"
+match = ["*"]
+algorithm = "ed25519-sha256"
+)",
+                            "d.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const dkim::Policy& p = parsed->dkim;
+  EXPECT_EQ(p.header_canon, dkim::Canon::kSimple);
+  EXPECT_EQ(p.body_canon, dkim::Canon::kRelaxed);
+  EXPECT_EQ(p.expiration, absl::Hours(24 * 7));
+  EXPECT_THAT(p.oversign, ::testing::ElementsAre("From"));
+  ASSERT_EQ(p.keys.size(), 2u);
+  EXPECT_EQ(p.keys[0].selector, "s1");
+  EXPECT_TRUE(p.keys[0].match.empty());
+  EXPECT_THAT(p.keys[1].match, ::testing::ElementsAre("*"));
+  EXPECT_EQ(p.keys[1].algorithm, "ed25519-sha256");
+  EXPECT_TRUE(IsReloadable("dkim.keys"));
+  EXPECT_EQ(DefaultConfig().dkim.keys.size(), 0u);
+  EXPECT_EQ(DefaultConfig().dkim.headers, dkim::DefaultSignedHeaders());
+}
+
 TEST(ConfigTest, QueueSettings) {
   auto parsed = ParseConfig(
       "[queue]\ndurability = \"none\"\nmin_free_space = \"2GB\"\n"
@@ -152,7 +188,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"UnknownSection",
                 "[serverz]\nx = 1\n",
                 {"bad.toml:1:", "unknown section [serverz]",
-                 "sections: server, listen, relay, queue"}},
+                 "sections: server, listen, relay, queue, dkim"}},
         BadCase{"KeyOutsideSection",
                 "shards = 4\n",
                 {"bad.toml:1:1:", "unknown section [shards]"}},
@@ -210,6 +246,27 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"BoolAsString",
                 "[queue]\nbody_blob_files = \"yes\"\n",
                 {"queue.body_blob_files", "true or false"}},
+        BadCase{"DkimKeyUnknownField",
+                "[[dkim.keys]]\ndomain = \"a.test\"\nselector = \"s\"\n"
+                "key_file = \"k\"\nkeyfile = \"k\"\n",
+                {"dkim.keys", "entry 1 (line 1)", "unknown key 'keyfile'"}},
+        BadCase{"DkimKeyMissingSelector",
+                "[[dkim.keys]]\ndomain = \"a.test\"\nkey_file = \"k\"\n",
+                {"entry 1", "'selector' is required"}},
+        BadCase{"DkimKeyBadAlgorithm",
+                "[[dkim.keys]]\ndomain = \"a.test\"\nselector = \"s\"\n"
+                "key_file = \"k\"\nalgorithm = \"rsa-sha1\"\n",
+                {"algorithm", "\"rsa-sha256\" or \"ed25519-sha256\""}},
+        BadCase{"DkimKeyBadSelector",
+                "[[dkim.keys]]\ndomain = \"a.test\"\nselector = \"s 1\"\n"
+                "key_file = \"k\"\n",
+                {"DKIM selector 's 1'"}},
+        BadCase{"DkimKeysNotAList",
+                "[dkim]\nkeys = \"k.pem\"\n",
+                {"dkim.keys", "[[dkim.keys]] tables"}},
+        BadCase{"DkimBadCanonicalization",
+                "[dkim]\ncanonicalization = \"relaxed\"\n",
+                {"dkim.canonicalization", "\"relaxed/relaxed\""}},
         BadCase{"BadNetwork",
                 "[relay]\ntrusted_networks = [\"10.0.0.0/33\"]\n",
                 {"relay.trusted_networks", "prefix length"}},
@@ -229,8 +286,9 @@ TEST(ConfigTest, MissingFileIsAnErrorNamingIt) {
               HasSubstr("/nonexistent/peregrine.toml: cannot read"));
 }
 
-TEST(ConfigTest, OnlyLogLevelIsReloadable) {
+TEST(ConfigTest, OnlyLogLevelAndDkimAreReloadable) {
   EXPECT_TRUE(IsReloadable("server.log_level"));
+  EXPECT_TRUE(IsReloadable("dkim.canonicalization"));
   EXPECT_FALSE(IsReloadable("server.shards"));
   EXPECT_FALSE(IsReloadable("listen.relay"));
 }

@@ -7,6 +7,7 @@ port in use or a data directory in use (exit 2), fall back to epoll when
 io_uring is refused by seccomp.
 """
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -105,6 +106,20 @@ class ServeTest(unittest.TestCase):
                 s.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 self.assertTrue(s.recv(512).startswith(b"HTTP/1.1 503"))
             self.assertTrue(os.path.exists(os.path.join(data, "peregrine.lock")))
+            # Every thread but the main one (which takes signals in
+            # sigtimedwait) blocks SIGTERM, RocksDB's threads included:
+            # otherwise a SIGTERM can kill the daemon without a drain.
+            pid = d.proc.pid
+            tasks = os.listdir(f"/proc/{pid}/task")
+            self.assertGreater(len(tasks), 3)
+            for tid in tasks:
+                if int(tid) == pid:
+                    continue
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    blocked = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$",
+                                            f.read(), re.M).group(1), 16)
+                self.assertTrue(blocked & (1 << (signal.SIGTERM - 1)),
+                                f"thread {tid} does not block SIGTERM")
             code, took = d.stop(signal.SIGTERM)
             self.assertEqual(code, 0, d.text())
             self.assertLess(took, 10)
@@ -208,6 +223,44 @@ class ServeTest(unittest.TestCase):
             self.assertIn("server.shards", d.text())
             with socket.create_connection(("127.0.0.1", relay), timeout=5) as s:
                 self.assertTrue(s.recv(512).startswith(b"421 "))
+        finally:
+            self.assertEqual(d.stop()[0], 0)
+            d.kill()
+
+    def test_dkim_keys_load_at_start_and_reload_on_sighup(self):
+        keydir = tempfile.mkdtemp(dir=TMP)
+        good = os.path.join(keydir, "good.key")
+        later = os.path.join(keydir, "later.key")
+        subprocess.run([PEREGRINE, "dkim", "keygen", "--domain", "good.test",
+                        "--selector", "s1", "--type", "ed25519", "--out", good],
+                       check=True, capture_output=True)
+        _, cfg = ports_config()
+        with open(cfg, "a") as f:
+            f.write(f"""
+[[dkim.keys]]
+domain = "good.test"
+selector = "s1"
+key_file = "{good}"
+
+[[dkim.keys]]
+domain = "later.test"
+selector = "s1"
+key_file = "{later}"
+""")
+        d = Daemon(["--config", cfg, "--data-dir", tempfile.mkdtemp(dir=TMP)])
+        try:
+            d.wait_for("listening on")
+            log = d.text()
+            self.assertIn("dkim: d=good.test s=s1 (ed25519-sha256) signs mail "
+                          "from good.test", log)
+            self.assertIn("dkim: d=later.test s=s1 unusable", log)
+            self.assertIn("mail from later.test is held", log)
+            # The operator makes the missing key and reloads.
+            subprocess.run([PEREGRINE, "dkim", "keygen", "--domain", "later.test",
+                            "--selector", "s1", "--out", later],
+                           check=True, capture_output=True)
+            d.proc.send_signal(signal.SIGHUP)
+            d.wait_for("dkim: d=later.test s=s1 (rsa-sha256) signs mail")
         finally:
             self.assertEqual(d.stop()[0], 0)
             d.kill()
