@@ -21,7 +21,7 @@
 namespace peregrine::shard {
 namespace {
 
-enum class OpKind { kNone, kAccept, kRecv, kPollIn, kSend, kConnect };
+enum class OpKind { kNone, kAccept, kRecv, kPollIn, kSend, kConnect, kPollOut };
 
 struct PendingOp {
   OpKind kind = OpKind::kNone;
@@ -72,6 +72,13 @@ class EpollBackend final : public IoBackend {
     if (::poll(&p, 1, 0) > 0) {
       Complete(st.read, p.revents);
     }
+  }
+
+  void PollOut(int fd, IoCallback done) override {
+    FdState& st = State(fd);
+    st.write = PendingOp{OpKind::kPollOut, nullptr, 0, std::move(done)};
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 0) > 0) Complete(st.write, p.revents);
   }
 
   void Send(int fd, const void* buf, size_t len, IoCallback done) override {
@@ -132,7 +139,12 @@ class EpollBackend final : public IoBackend {
       }
       if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
         st.writable = true;
-        if (st.write.kind != OpKind::kNone) TryWrite(fd, st);
+        if (st.write.kind == OpKind::kPollOut) {
+          Complete(st.write,
+                   static_cast<int>(ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)));
+        } else if (st.write.kind != OpKind::kNone) {
+          TryWrite(fd, st);
+        }
       }
     }
     int ran = 0;

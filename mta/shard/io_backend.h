@@ -13,7 +13,7 @@
 //  - Results follow the syscalls: >= 0 on success (bytes, new fd, revents),
 //    -errno on failure; Recv returns 0 at end of stream.
 //  - At most one read-side (Accept, Recv, PollIn) and one write-side (Send,
-//    Connect) operation may be pending per fd. Buffers must stay valid until
+//    Connect, PollOut) operation may be pending per fd. Buffers must stay valid until
 //    the callback has run.
 //  - Close(fd) cancels what is pending (callbacks get -ECANCELED unless they
 //    had already finished), closes the fd, and then runs `done`: the owner
@@ -54,6 +54,9 @@ class IoBackend {
   virtual void Send(int fd, const void* buf, size_t len, IoCallback done) = 0;
   // Completes when `fd` is readable. Result: the poll(2) revents.
   virtual void PollIn(int fd, IoCallback done) = 0;
+  // Completes when `fd` is writable (a write-side operation). Result: the
+  // poll(2) revents.
+  virtual void PollOut(int fd, IoCallback done) = 0;
   // Cancels pending operations on `fd`, closes it, then runs `done`.
   virtual void Close(int fd, absl::AnyInvocable<void()> done) = 0;
 

@@ -92,6 +92,11 @@ class UringBackend final : public IoBackend {
     io_uring_prep_poll_add(Sqe(op), fd, POLLIN);
   }
 
+  void PollOut(int fd, IoCallback done) override {
+    Op* op = NewOp(fd, std::move(done));
+    io_uring_prep_poll_add(Sqe(op), fd, POLLOUT);
+  }
+
   void Close(int fd, absl::AnyInvocable<void()> done) override {
     if (Pending(fd) == 0) {
       ::close(fd);

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -105,6 +106,31 @@ TEST_P(BackendTest, RecvSeesDataAndEndOfStream) {
   (*backend)->Close(sv[0], [&] { closed = true; });
   (*backend)->Poll(absl::ZeroDuration());
   EXPECT_TRUE(closed);
+}
+
+TEST_P(BackendTest, PollInAndPollOutReportReadiness) {
+  auto backend = MakeIoBackend(GetParam());
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  int out = -1, in = -1;
+  (*backend)->PollOut(sv[0], [&](int r) { out = r; });
+  (*backend)->PollIn(sv[0], [&](int r) { in = r; });
+  for (int i = 0; i < 100 && out < 0; ++i) {
+    (*backend)->Poll(absl::Milliseconds(10));
+  }
+  EXPECT_TRUE(out & POLLOUT) << out;
+  EXPECT_EQ(in, -1);  // Nothing to read yet.
+  ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  for (int i = 0; i < 100 && in < 0; ++i) {
+    (*backend)->Poll(absl::Milliseconds(10));
+  }
+  EXPECT_TRUE(in & POLLIN) << in;
+  bool closed = false;
+  (*backend)->Close(sv[0], [&] { closed = true; });
+  for (int i = 0; i < 10 && !closed; ++i) (*backend)->Poll(absl::ZeroDuration());
+  EXPECT_TRUE(closed);
+  ::close(sv[1]);
 }
 
 TEST_P(BackendTest, EchoOverLoopbackSmallAndLargeMessages) {
