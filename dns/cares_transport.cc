@@ -89,7 +89,9 @@ absl::StatusOr<std::unique_ptr<CaresTransport>> CaresTransport::Create(
   }
   std::unique_ptr<CaresTransport> t(new CaresTransport(reactor));
   ares_options opts{};
-  opts.flags = ARES_FLAG_EDNS;
+  // STAYOPEN: keep server sockets between queries instead of a socket,
+  // connect and close per query.
+  opts.flags = ARES_FLAG_EDNS | ARES_FLAG_STAYOPEN;
   opts.ednspsz = 1232;  // The DNS flag day 2020 size: no fragmentation.
   opts.timeout = static_cast<int>(absl::ToInt64Milliseconds(options.timeout));
   opts.tries = options.tries;

@@ -386,6 +386,50 @@ const std::vector<Setting>& Schema() {
          return GetSize(n, 1 << 20, uint64_t{1} << 40,
                         &c.queue_block_cache_bytes);
        }},
+      {"dns", "servers", "[]",
+       "DNS servers as \"ip\" or \"ip:port\" (\"[ipv6]:port\"). Empty: the\n"
+       "ones in /etc/resolv.conf. Use a resolver that validates and does\n"
+       "not filter: receivers' MX and blocklists depend on it.",
+       [](const toml::node& n, Config& c) {
+         auto list = GetStringList(n, "addresses like \"127.0.0.1:53\"");
+         if (!list.ok()) return list.status();
+         c.dns_servers.clear();
+         for (const std::string& text : *list) {
+           auto address = shard::SocketAddress::Parse(text);
+           if (!address.ok()) {
+             // A bare address means port 53.
+             auto bare = shard::SocketAddress::Parse(
+                 text.find(':') != std::string::npos ? "[" + text + "]:53"
+                                                     : text + ":53");
+             if (!bare.ok()) {
+               return absl::InvalidArgumentError(absl::StrCat(
+                   "'", text,
+                   "' is not an IP address: DNS servers are \"ip\" or "
+                   "\"ip:port\", e.g. \"127.0.0.1:53\" (a name would need DNS "
+                   "to be found)"));
+             }
+             address = bare;
+           }
+           c.dns_servers.push_back(address->ToString());
+         }
+         return absl::OkStatus();
+       }},
+      {"dns", "timeout", "\"5s\"", "How long to wait for an answer, per try.",
+       [](const toml::node& n, Config& c) {
+         return GetDuration(n, absl::Milliseconds(100), absl::Minutes(1),
+                            &c.dns_timeout);
+       }},
+      {"dns", "tries", "2",
+       "Tries per server before a look-up fails (transiently).",
+       [](const toml::node& n, Config& c) {
+         return GetInt(n, 1, 10, &c.dns_tries);
+       }},
+      {"dns", "cache_size", "10000",
+       "Answers cached per shard (positive and negative, by TTL); the least\n"
+       "recently used go first.",
+       [](const toml::node& n, Config& c) {
+         return GetInt(n, 0, 10000000, &c.dns_cache_entries);
+       }},
       {"dkim", "keys", "[]",
        "Signing keys. Each signs the mail whose From domain its `match`\n"
        "covers (default: its own domain; \"*\" signs everything, e.g. a\n"

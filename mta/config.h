@@ -58,6 +58,12 @@ struct Config {
   // [dkim]
   dkim::Policy dkim;
 
+  // [dns]
+  std::vector<std::string> dns_servers;  // "ip:port"; empty: resolv.conf.
+  absl::Duration dns_timeout;
+  int dns_tries = 2;
+  int dns_cache_entries = 10000;
+
   // Where the settings came from: a path, or "built-in defaults".
   std::string source;
   // "section.key" -> line in `source` (only keys the file sets).

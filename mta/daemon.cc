@@ -13,8 +13,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "dns/cares_transport.h"
 #include "mta/shard/connection.h"
 #include "mta/shard/socket.h"
 #include "mta/version.h"
@@ -86,6 +88,8 @@ struct Daemon::ShardState {
     int fd;
   };
   std::vector<Listener> listeners;
+  // Created and destroyed on the shard's thread.
+  std::unique_ptr<dns::CachingResolver> resolver;
   std::atomic<int> open_connections{0};
 };
 
@@ -221,12 +225,38 @@ absl::Status Daemon::Start() {
       kLog, "configuration: %s; data directory: %s", config_.source,
       std::filesystem::absolute(config_.data_dir).lexically_normal().string());
   log::Info(kLog, "host name: %s", config_.EffectiveHostname());
+  log::Info(
+      kLog, "dns: %s, timeout %s x %d tries, cache %d answers per shard",
+      config_.dns_servers.empty()
+          ? std::string("servers of /etc/resolv.conf")
+          : absl::StrCat("servers ", absl::StrJoin(config_.dns_servers, ", ")),
+      absl::FormatDuration(config_.dns_timeout), config_.dns_tries,
+      config_.dns_cache_entries);
   for (const Bound& b : bound_) {
     log::Info(kLog, "listening on %s: %s", b.address.ToString(),
               KindName(b.kind));
   }
   if (bound_.empty()) log::Warn(kLog, "no listeners configured ([listen])");
   return absl::OkStatus();
+}
+
+void Daemon::StartShard(shard::Reactor& reactor) {
+  dns::CaresOptions cares;
+  cares.servers = config_.dns_servers;
+  cares.timeout = config_.dns_timeout;
+  cares.tries = config_.dns_tries;
+  dns::CachingResolverOptions cache;
+  cache.cache_entries = static_cast<size_t>(config_.dns_cache_entries);
+  cache.seed =
+      static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) + reactor.id();
+  auto resolver = dns::MakeCaresResolver(reactor, cares, cache);
+  if (resolver.ok()) {
+    shards_[reactor.id()]->resolver = *std::move(resolver);
+  } else {
+    log::Error(kLog, "shard %d: DNS resolver: %s", reactor.id(),
+               resolver.status().message());
+  }
+  StartAccepting(reactor.id());
 }
 
 void Daemon::StartAccepting(int shard) {
@@ -429,6 +459,15 @@ int Daemon::Run() {
         break;
       }
     }
+  }
+  // Resolvers hold sockets in their shard's backend: close them there.
+  for (int i = 0; i < group_->size(); ++i) {
+    absl::Notification closed;
+    group_->SubmitTo(i, [this, i, &closed] {
+      shards_[i]->resolver.reset();
+      closed.Notify();
+    });
+    closed.WaitForNotificationWithTimeout(absl::Seconds(5));
   }
   group_->Stop();
   group_->Join();

@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "dkim/signing_table.h"
+#include "dns/caching_resolver.h"
 #include "mta/config.h"
 #include "mta/shard/shard_group.h"
 #include "queue/rocksdb_store.h"
@@ -57,6 +58,8 @@ class Daemon {
   absl::Status BindListeners();
   absl::Status OpenQueue();
   void StartAccepting(int shard);
+  // Per shard: its resolver, on its own thread.
+  void StartShard(shard::Reactor& reactor);
   void BeginDrain();
   void Reload();
   // (Re)reads every DKIM key file and logs what each key will do.

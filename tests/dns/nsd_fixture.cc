@@ -104,7 +104,8 @@ absl::StatusOr<std::unique_ptr<NsdServer>> NsdServer::Start(
       "  zonelistfile: \"", s->dir_, "/zone.list\"\n  xfrdfile: \"", s->dir_,
       "/xfrd.state\"\n  pidfile: \"", s->dir_, "/nsd.pid\"\n  logfile: \"",
       s->dir_, "/nsd.log\"\n  xfrdir: \"", s->dir_,
-      "\"\n  server-count: 1\n  verbosity: 0\nremote-control:\n  "
+      "\"\n  server-count: 1\n  verbosity: 0\n  rrl-ratelimit: 0\n  "
+      "rrl-whitelist-ratelimit: 0\nremote-control:\n  "
       "control-enable: no\n");
   int n = 0;
   for (const auto& [origin, text] : zones) {

@@ -88,6 +88,23 @@ algorithm = "ed25519-sha256"
   EXPECT_EQ(DefaultConfig().dkim.headers, dkim::DefaultSignedHeaders());
 }
 
+TEST(ConfigTest, DnsSettings) {
+  EXPECT_TRUE(DefaultConfig().dns_servers.empty());
+  EXPECT_EQ(DefaultConfig().dns_timeout, absl::Seconds(5));
+  auto parsed = ParseConfig(
+      "[dns]\nservers = [\"127.0.0.1:5353\", \"9.9.9.9\", \"::1\", "
+      "\"[2001:db8::1]:53\"]\ntimeout = \"2s\"\ntries = 3\n"
+      "cache_size = 500\n",
+      "dns.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_THAT(parsed->dns_servers,
+              ::testing::ElementsAre("127.0.0.1:5353", "9.9.9.9:53", "[::1]:53",
+                                     "[2001:db8::1]:53"));
+  EXPECT_EQ(parsed->dns_timeout, absl::Seconds(2));
+  EXPECT_EQ(parsed->dns_tries, 3);
+  EXPECT_EQ(parsed->dns_cache_entries, 500);
+}
+
 TEST(ConfigTest, QueueSettings) {
   auto parsed = ParseConfig(
       "[queue]\ndurability = \"none\"\nmin_free_space = \"2GB\"\n"
@@ -188,7 +205,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"UnknownSection",
                 "[serverz]\nx = 1\n",
                 {"bad.toml:1:", "unknown section [serverz]",
-                 "sections: server, listen, relay, queue, dkim"}},
+                 "sections: server, listen, relay, queue, dns, dkim"}},
         BadCase{"KeyOutsideSection",
                 "shards = 4\n",
                 {"bad.toml:1:1:", "unknown section [shards]"}},
@@ -267,6 +284,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"DkimBadCanonicalization",
                 "[dkim]\ncanonicalization = \"relaxed\"\n",
                 {"dkim.canonicalization", "\"relaxed/relaxed\""}},
+        BadCase{"DnsServerName",
+                "[dns]\nservers = [\"dns.google\"]\n",
+                {"dns.servers", "'dns.google' is not an IP address", "\"ip:port\""}},
+        BadCase{"DnsTriesOutOfRange",
+                "[dns]\ntries = 0\n",
+                {"dns.tries", "from 1 to 10"}},
         BadCase{"BadNetwork",
                 "[relay]\ntrusted_networks = [\"10.0.0.0/33\"]\n",
                 {"relay.trusted_networks", "prefix length"}},
