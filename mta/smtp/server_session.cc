@@ -1,0 +1,521 @@
+#include "mta/smtp/server_session.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace peregrine::smtp {
+namespace {
+
+bool IsAscii(absl::string_view s) {
+  for (unsigned char c : s) {
+    if (c >= 0x80) return false;
+  }
+  return true;
+}
+
+// RFC 3461 §4: xtext is printable ASCII without '=' and '+', or "+XX".
+bool ValidXtext(absl::string_view s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = s[i];
+    if (c == '+') {
+      if (i + 2 >= s.size() + 0 || !absl::ascii_isxdigit(s[i + 1]) ||
+          !absl::ascii_isxdigit(s[i + 2])) {
+        return false;
+      }
+      i += 2;
+    } else if (c < 33 || c > 126 || c == '=') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// A mailbox as RFC 5321 §4.1.2 allows it, loosely: local@domain, no
+// spaces or controls, within the length limits of §4.5.3.1.
+bool ValidMailbox(absl::string_view a) {
+  if (a.size() > 254) return false;
+  size_t at = a.rfind('@');
+  if (at == absl::string_view::npos || at == 0 || at + 1 == a.size()) {
+    return false;
+  }
+  if (at > 64) return false;
+  for (unsigned char c : a) {
+    if (c <= 32 || c == 127 || c == '<' || c == '>') return false;
+  }
+  absl::string_view domain = a.substr(at + 1);
+  if (domain.front() == '[') return domain.back() == ']';  // Address literal.
+  return domain.find("..") == absl::string_view::npos &&
+         domain.front() != '.' && domain.back() != '.';
+}
+
+}  // namespace
+
+bool ParsePath(absl::string_view arg, std::string* address,
+               absl::string_view* params) {
+  arg = absl::StripLeadingAsciiWhitespace(arg);
+  if (arg.empty() || arg.front() != '<') return false;
+  size_t close = arg.find('>');
+  if (close == absl::string_view::npos) return false;
+  absl::string_view path = arg.substr(1, close - 1);
+  // A source route "@a,@b:user@c" is accepted and ignored (§4.1.2).
+  if (!path.empty() && path.front() == '@') {
+    size_t colon = path.find(':');
+    if (colon == absl::string_view::npos) return false;
+    path = path.substr(colon + 1);
+  }
+  *address = std::string(path);
+  *params = absl::StripAsciiWhitespace(arg.substr(close + 1));
+  return true;
+}
+
+ServerSession::ServerSession(SessionConfig config)
+    : config_(std::move(config)) {}
+
+void ServerSession::Start() {
+  Reply(absl::StrCat("220 ", config_.hostname, " ESMTP Peregrine"));
+}
+
+std::string ServerSession::TakeOutput() {
+  std::string out;
+  out.swap(out_);
+  return out;
+}
+
+std::optional<Message> ServerSession::TakeMessage() {
+  std::optional<Message> out;
+  out.swap(ready_);
+  return out;
+}
+
+void ServerSession::Reply(absl::string_view text) {
+  absl::StrAppend(&out_, text, "\r\n");
+}
+
+void ServerSession::Error(absl::string_view text) {
+  Reply(text);
+  if (++errors_ >= config_.max_errors) {
+    Reply(absl::StrCat("421 4.7.0 ", config_.hostname,
+                       " Error: too many errors"));
+    phase_ = Phase::kClosed;
+  }
+}
+
+void ServerSession::TimedOut() {
+  if (phase_ == Phase::kClosed) return;
+  Reply(
+      absl::StrCat("421 4.4.2 ", config_.hostname, " Error: timeout exceeded"));
+  phase_ = Phase::kClosed;
+}
+
+void ServerSession::ResetTransaction() {
+  have_mail_ = false;
+  message_ = Message{};
+  declared_size_ = 0;
+  too_big_ = false;
+  bdat_started_ = false;
+  bdat_failed_ = false;
+  chunk_left_ = 0;
+  chunk_last_ = false;
+}
+
+void ServerSession::Feed(absl::string_view bytes) {
+  if (phase_ == Phase::kClosed) return;
+  in_.append(bytes.data(), bytes.size());
+  Process();
+}
+
+void ServerSession::Process() {
+  while (phase_ == Phase::kCommand || phase_ == Phase::kData ||
+         phase_ == Phase::kBdat) {
+    if (phase_ == Phase::kData) {
+      if (!DataBytes()) return;
+      continue;
+    }
+    if (phase_ == Phase::kBdat) {
+      if (!BdatBytes()) return;
+      continue;
+    }
+    size_t eol = in_.find('\n');
+    if (eol == std::string::npos) {
+      if (in_.size() > config_.max_command_bytes) {
+        // Keep nothing of an endless line; what follows its end is fresh.
+        in_.clear();
+        discarding_ = true;
+      }
+      return;
+    }
+    std::string line = in_.substr(0, eol);
+    in_.erase(0, eol + 1);
+    if (discarding_) {
+      discarding_ = false;
+      Error("500 5.5.2 Error: line too long");
+      continue;
+    }
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.size() > config_.max_command_bytes) {
+      Error("500 5.5.2 Error: line too long");
+      continue;
+    }
+    Command(line);
+  }
+}
+
+void ServerSession::Command(absl::string_view line) {
+  size_t space = line.find(' ');
+  std::string verb = absl::AsciiStrToUpper(line.substr(0, space));
+  absl::string_view arg =
+      space == absl::string_view::npos ? "" : line.substr(space + 1);
+  if (verb == "EHLO" || verb == "HELO") return Ehlo(arg, verb == "EHLO");
+  if (verb == "MAIL") return Mail(arg);
+  if (verb == "RCPT") return Rcpt(arg);
+  if (verb == "DATA") {
+    if (!arg.empty()) return Error("501 5.5.4 Syntax: DATA");
+    return Data();
+  }
+  if (verb == "BDAT") return Bdat(arg);
+  if (verb == "RSET") {
+    ResetTransaction();
+    return Reply("250 2.0.0 Ok");
+  }
+  if (verb == "NOOP") return Reply("250 2.0.0 Ok");
+  if (verb == "QUIT") {
+    Reply("221 2.0.0 Bye");
+    phase_ = Phase::kClosed;
+    return;
+  }
+  if (verb == "VRFY") {
+    return Reply(
+        "252 2.0.0 Cannot VRFY user, but will accept message and attempt "
+        "delivery");
+  }
+  if (verb == "HELP") {
+    return Reply(
+        "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP "
+        "VRFY QUIT");
+  }
+  if (verb == "STARTTLS") return Error("454 4.7.0 TLS not available");
+  if (verb == "AUTH") {
+    return Error("503 5.5.1 Error: authentication not enabled");
+  }
+  if (verb == "EXPN" || verb == "TURN" || verb == "ETRN") {
+    return Error("502 5.5.1 Error: command not implemented");
+  }
+  Error("502 5.5.2 Error: command not recognized");
+}
+
+void ServerSession::Ehlo(absl::string_view arg, bool extended) {
+  arg = absl::StripAsciiWhitespace(arg);
+  if (arg.empty()) {
+    return Error(extended ? "501 5.5.4 Syntax: EHLO hostname"
+                          : "501 5.5.4 Syntax: HELO hostname");
+  }
+  ResetTransaction();
+  helo_ = std::string(arg);
+  ehlo_ = extended;
+  if (!extended) return Reply(absl::StrCat("250 ", config_.hostname));
+  Reply(absl::StrCat("250-", config_.hostname, " Hello ", helo_,
+                     config_.client_address.empty()
+                         ? ""
+                         : absl::StrCat(" [", config_.client_address, "]")));
+  Reply("250-PIPELINING");
+  Reply(absl::StrCat("250-SIZE ", config_.max_message_bytes));
+  Reply("250-8BITMIME");
+  Reply("250-SMTPUTF8");
+  Reply("250-ENHANCEDSTATUSCODES");
+  Reply("250-DSN");
+  Reply("250 CHUNKING");
+}
+
+void ServerSession::Mail(absl::string_view arg) {
+  if (helo_.empty()) return Error("503 5.5.1 Error: send HELO/EHLO first");
+  if (have_mail_) return Error("503 5.5.1 Error: nested MAIL command");
+  if (!absl::StartsWithIgnoreCase(arg, "FROM:")) {
+    return Error("501 5.5.4 Syntax: MAIL FROM:<address>");
+  }
+  std::string address;
+  absl::string_view params;
+  if (!ParsePath(arg.substr(5), &address, &params)) {
+    return Error("501 5.1.7 Bad sender address syntax");
+  }
+  Message m;
+  size_t size = 0;
+  for (absl::string_view p : absl::StrSplit(params, ' ', absl::SkipEmpty())) {
+    if (!ehlo_) return Error("555 5.5.4 Error: parameters need EHLO");
+    size_t eq = p.find('=');
+    std::string key = absl::AsciiStrToUpper(p.substr(0, eq));
+    absl::string_view value =
+        eq == absl::string_view::npos ? "" : p.substr(eq + 1);
+    if (key == "SIZE") {
+      if (!absl::SimpleAtoi(value, &size)) {
+        return Error("501 5.5.4 Error: bad SIZE parameter");
+      }
+    } else if (key == "BODY") {
+      std::string body = absl::AsciiStrToUpper(value);
+      if (body == "8BITMIME") {
+        m.eight_bit = true;
+      } else if (body != "7BIT") {
+        return Error("555 5.5.4 Error: unsupported BODY parameter");
+      }
+    } else if (key == "SMTPUTF8" && value.empty()) {
+      m.smtputf8 = true;
+    } else if (key == "RET") {
+      std::string ret = absl::AsciiStrToUpper(value);
+      if (ret == "FULL") {
+        m.ret = 1;
+      } else if (ret == "HDRS") {
+        m.ret = 2;
+      } else {
+        return Error("501 5.5.4 Error: bad RET parameter");
+      }
+    } else if (key == "ENVID") {
+      if (value.empty() || value.size() > 100 || !ValidXtext(value)) {
+        return Error("501 5.5.4 Error: bad ENVID parameter");
+      }
+      m.envid = std::string(value);
+    } else if (key == "AUTH") {
+      // RFC 4954 §5: ignored unless the client is authenticated.
+    } else {
+      return Error(absl::StrCat("555 5.5.4 Error: unsupported option ", key));
+    }
+  }
+  if (!address.empty() && !ValidMailbox(address)) {
+    return Error("501 5.1.7 Bad sender address syntax");
+  }
+  if (!IsAscii(address) && !m.smtputf8) {
+    return Error("553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
+  }
+  if (size > config_.max_message_bytes) {
+    return Error("552 5.3.4 Error: message size exceeds fixed limit");
+  }
+  declared_size_ = size;
+  m.sender = address;
+  m.helo = helo_;
+  message_ = std::move(m);
+  have_mail_ = true;
+  Reply("250 2.1.0 Ok");
+}
+
+void ServerSession::Rcpt(absl::string_view arg) {
+  if (!have_mail_) return Error("503 5.5.1 Error: need MAIL command");
+  if (!absl::StartsWithIgnoreCase(arg, "TO:")) {
+    return Error("501 5.5.4 Syntax: RCPT TO:<address>");
+  }
+  std::string address;
+  absl::string_view params;
+  if (!ParsePath(arg.substr(3), &address, &params)) {
+    return Error("501 5.1.3 Bad recipient address syntax");
+  }
+  Recipient r;
+  for (absl::string_view p : absl::StrSplit(params, ' ', absl::SkipEmpty())) {
+    size_t eq = p.find('=');
+    std::string key = absl::AsciiStrToUpper(p.substr(0, eq));
+    absl::string_view value =
+        eq == absl::string_view::npos ? "" : p.substr(eq + 1);
+    if (key == "NOTIFY") {
+      for (absl::string_view v : absl::StrSplit(value, ',')) {
+        std::string n = absl::AsciiStrToUpper(v);
+        if (n == "NEVER") {
+          r.notify |= 1;
+        } else if (n == "SUCCESS") {
+          r.notify |= 2;
+        } else if (n == "FAILURE") {
+          r.notify |= 4;
+        } else if (n == "DELAY") {
+          r.notify |= 8;
+        } else {
+          return Error("501 5.5.4 Error: bad NOTIFY parameter");
+        }
+      }
+      if ((r.notify & 1) && r.notify != 1) {
+        return Error("501 5.5.4 Error: NOTIFY=NEVER cannot be combined");
+      }
+    } else if (key == "ORCPT") {
+      size_t semi = value.find(';');
+      if (semi == absl::string_view::npos || value.size() > 500 ||
+          !ValidXtext(value.substr(semi + 1))) {
+        return Error("501 5.5.4 Error: bad ORCPT parameter");
+      }
+      r.orcpt = std::string(value);
+    } else {
+      return Error(absl::StrCat("555 5.5.4 Error: unsupported option ", key));
+    }
+  }
+  if (!ValidMailbox(address) &&
+      !absl::EqualsIgnoreCase(address, "postmaster")) {
+    return Error("501 5.1.3 Bad recipient address syntax");
+  }
+  if (!IsAscii(address) && !message_.smtputf8) {
+    return Error("553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
+  }
+  if (!config_.relay_allowed) {
+    return Error(
+        absl::StrCat("554 5.7.1 <", address, ">: Relay access denied"));
+  }
+  if (message_.recipients.size() >= config_.max_recipients) {
+    // Not counted as an error: the client sends the rest later.
+    return Reply("452 4.5.3 Error: too many recipients");
+  }
+  r.address = address;
+  message_.recipients.push_back(std::move(r));
+  Reply("250 2.1.5 Ok");
+}
+
+void ServerSession::Data() {
+  if (!have_mail_) return Error("503 5.5.1 Error: need MAIL command");
+  if (message_.recipients.empty()) {
+    return Error("554 5.5.1 Error: no valid recipients");
+  }
+  if (bdat_started_) return Error("503 5.5.1 Error: DATA after BDAT");
+  Reply("354 End data with <CR><LF>.<CR><LF>");
+  phase_ = Phase::kData;
+  line_start_ = true;
+  previous_crlf_ = true;
+}
+
+bool ServerSession::DataBytes() {
+  size_t p = 0;
+  bool ended = false;
+  const size_t n = in_.size();
+  while (p < n) {
+    if (line_start_ && in_[p] == '.') {
+      // A lone "." needs its line end to be known first.
+      if (p + 1 >= n) break;
+      if (in_[p + 1] == '\r' && p + 2 >= n) break;
+      bool crlf_after = in_[p + 1] == '\r' && in_[p + 2] == '\n';
+      if (crlf_after && previous_crlf_) {
+        p += 3;
+        ended = true;
+        break;
+      }
+      ++p;  // Dot-unstuffing: drop the leading dot of a line.
+    }
+    size_t end = in_.find_first_of("\r\n", p);
+    if (end == std::string::npos) {
+      Append(absl::string_view(in_).substr(p));
+      line_start_ = false;
+      p = n;
+      break;
+    }
+    if (in_[end] == '\r' && end + 1 >= n) {
+      // A CR at the end of the input: its LF may be in the next packet.
+      Append(absl::string_view(in_).substr(p, end - p));
+      line_start_ = false;
+      p = end;
+      break;
+    }
+    bool crlf = in_[end] == '\r' && in_[end + 1] == '\n';
+    Append(absl::string_view(in_).substr(p, end - p));
+    // A bare LF or bare CR ends a line too: normalized to CRLF, and never
+    // the start of an end-of-data marker.
+    Append("\r\n");
+    previous_crlf_ = crlf;
+    line_start_ = true;
+    p = end + (crlf ? 2 : 1);
+  }
+  in_.erase(0, p);
+  if (!ended) return false;
+  FinishMessage();
+  return true;
+}
+
+void ServerSession::Append(absl::string_view bytes) {
+  if (too_big_) return;
+  if (message_.data.size() + bytes.size() > config_.max_message_bytes) {
+    too_big_ = true;
+    message_.data.clear();
+    message_.data.shrink_to_fit();
+    return;
+  }
+  message_.data.append(bytes.data(), bytes.size());
+}
+
+void ServerSession::Bdat(absl::string_view arg) {
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(arg, ' ', absl::SkipEmpty());
+  size_t size = 0;
+  if (parts.empty() || parts.size() > 2 || !absl::SimpleAtoi(parts[0], &size) ||
+      (parts.size() == 2 && !absl::EqualsIgnoreCase(parts[1], "LAST"))) {
+    // The chunk's length is unknown, so the connection cannot go on.
+    Reply("501 5.5.4 Syntax: BDAT size [LAST]");
+    phase_ = Phase::kClosed;
+    return;
+  }
+  chunk_left_ = size;
+  chunk_last_ = parts.size() == 2;
+  if (!have_mail_) {
+    bdat_failed_ = true;
+    bdat_error_ = "503 5.5.1 Error: need MAIL command";
+  } else if (message_.recipients.empty()) {
+    bdat_failed_ = true;
+    bdat_error_ = "554 5.5.1 Error: no valid recipients";
+  }
+  bdat_started_ = true;
+  phase_ = Phase::kBdat;
+}
+
+bool ServerSession::BdatBytes() {
+  size_t take = std::min(chunk_left_, in_.size());
+  if (!bdat_failed_) Append(absl::string_view(in_).substr(0, take));
+  in_.erase(0, take);
+  chunk_left_ -= take;
+  if (chunk_left_ > 0) return false;
+  phase_ = Phase::kCommand;
+  if (bdat_failed_) {
+    std::string error = bdat_error_;
+    ResetTransaction();
+    Error(error);
+    return true;
+  }
+  if (too_big_) {
+    if (chunk_last_) {
+      ResetTransaction();
+      Error("552 5.3.4 Error: message file too big");
+    } else {
+      Reply("552 5.3.4 Error: message file too big");
+      bdat_failed_ = true;
+      bdat_error_ = "552 5.3.4 Error: message file too big";
+    }
+    return true;
+  }
+  if (chunk_last_) {
+    FinishMessage();
+    return true;
+  }
+  Reply(
+      absl::StrCat("250 2.0.0 Ok: ", message_.data.size(), " octets received"));
+  return true;
+}
+
+void ServerSession::FinishMessage() {
+  if (too_big_) {
+    phase_ = Phase::kCommand;
+    ResetTransaction();
+    Error("552 5.3.4 Error: message file too big");
+    return;
+  }
+  ready_ = std::move(message_);
+  phase_ = Phase::kWaitQueue;
+}
+
+void ServerSession::MessageQueued(const absl::Status& status,
+                                  absl::string_view queue_id) {
+  if (phase_ != Phase::kWaitQueue) return;
+  if (status.ok()) {
+    Reply(absl::StrCat("250 2.0.0 Ok: queued as ", queue_id));
+  } else if (absl::IsResourceExhausted(status)) {
+    Reply("452 4.3.1 Error: insufficient system storage");
+  } else {
+    Reply("451 4.3.0 Error: queue file write error");
+  }
+  ResetTransaction();
+  phase_ = Phase::kCommand;
+  Process();  // What the client pipelined after the message.
+}
+
+}  // namespace peregrine::smtp

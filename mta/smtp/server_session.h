@@ -1,0 +1,135 @@
+// ServerSession: the server side of one SMTP connection, sans I/O.
+//
+// Bytes from the client go in (Feed); reply bytes come out (TakeOutput); a
+// finished message comes out as an event (TakeMessage) and the session
+// waits, buffering what the client pipelined after it, until the driver
+// says whether the message is on disk (MessageQueued). So "250" after the
+// final dot is only ever sent once the queue has the message. The session
+// never sees a socket, a thread or the queue; a connection driver on the
+// shard moves bytes and events. One session per connection, on its shard.
+//
+// RFC 5321 (commands, replies, limits), RFC 1870 (SIZE), RFC 6152
+// (8BITMIME), RFC 6531 (SMTPUTF8), RFC 2920 (PIPELINING), RFC 3030
+// (CHUNKING/BDAT), RFC 3461 (DSN parameters), RFC 2034/3463 (enhanced
+// status codes).
+//
+// Security stance: every input is untrusted. Lines over the limit, unknown
+// commands and bad parameters are errors counted against a limit, never a
+// crash. DATA ends only at CRLF.CRLF: a bare LF or CR is read as a line
+// end inside the message (normalized to CRLF), so "\n.\n" and "\r.\r" can
+// never end a message and start a second one (SMTP smuggling).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace peregrine::smtp {
+
+struct SessionConfig {
+  std::string hostname = "localhost";
+  std::string client_address;  // For the EHLO reply and Received.
+  // May relay to any domain (trusted network); otherwise RCPT is refused
+  // unless authenticated (AUTH comes with the submission listeners).
+  bool relay_allowed = false;
+  size_t max_message_bytes = 25 * 1024 * 1024;
+  size_t max_recipients = 1000;
+  int max_errors = 20;
+  // RFC 5321 §4.5.3.1.4: 512 for commands; we allow a little more for long
+  // ESMTP parameters, as common servers do.
+  size_t max_command_bytes = 2048;
+};
+
+struct Recipient {
+  std::string address;
+  std::string orcpt;   // DSN ORCPT as given ("rfc822;user@example.com").
+  uint8_t notify = 0;  // Bits: 1 never, 2 success, 4 failure, 8 delay.
+};
+
+struct Message {
+  std::string helo;
+  std::string sender;  // Empty for <>.
+  std::vector<Recipient> recipients;
+  std::string envid;
+  uint8_t ret = 0;  // 0 unspecified, 1 FULL, 2 HDRS.
+  bool eight_bit = false;
+  bool smtputf8 = false;
+  std::string data;  // Unstuffed, CRLF line ends.
+};
+
+class ServerSession {
+ public:
+  enum class Phase { kCommand, kData, kBdat, kWaitQueue, kClosed };
+
+  explicit ServerSession(SessionConfig config);
+
+  // The 220 banner; call once at connect.
+  void Start();
+  void Feed(absl::string_view bytes);
+
+  // Reply bytes to send now.
+  std::string TakeOutput();
+  // A finished message; the session waits for MessageQueued().
+  std::optional<Message> TakeMessage();
+  // Outcome of queueing the message from TakeMessage(): the 250 with the
+  // queue id, or 451/452 from the status, then the session goes on with
+  // what the client pipelined.
+  void MessageQueued(const absl::Status& status, absl::string_view queue_id);
+  // The driver should close after sending the output (QUIT, error limit).
+  bool closing() const { return phase_ == Phase::kClosed; }
+  Phase phase() const { return phase_; }
+  // Idle too long (RFC 5321 §4.5.3.2): say so and close.
+  void TimedOut();
+
+ private:
+  void Process();
+  void Command(absl::string_view line);
+  void Reply(absl::string_view text);  // One line, without CRLF.
+  void Error(absl::string_view text);  // A reply that counts as an error.
+  void ResetTransaction();
+  void Ehlo(absl::string_view arg, bool extended);
+  void Mail(absl::string_view arg);
+  void Rcpt(absl::string_view arg);
+  void Data();
+  void Bdat(absl::string_view arg);
+  bool DataBytes();  // Consumes DATA input; true when the message ended.
+  bool BdatBytes();  // Consumes a BDAT chunk; true when the chunk ended.
+  void Append(absl::string_view bytes);  // To the message, within its limit.
+  void FinishMessage();
+
+  SessionConfig config_;
+  Phase phase_ = Phase::kCommand;
+  std::string in_;   // Unprocessed input.
+  std::string out_;  // Replies not yet taken.
+  int errors_ = 0;
+  bool discarding_ = false;  // Skipping the rest of an over-long line.
+
+  std::string helo_;
+  bool ehlo_ = false;
+  bool have_mail_ = false;
+  Message message_;
+  size_t declared_size_ = 0;
+  bool too_big_ = false;
+  std::optional<Message> ready_;
+  // DATA state: at the start of a line; did the previous line end in CRLF
+  // (only then can "." CRLF end the message).
+  bool line_start_ = true;
+  bool previous_crlf_ = true;
+  // BDAT state.
+  size_t chunk_left_ = 0;
+  bool chunk_last_ = false;
+  bool bdat_started_ = false;
+  bool bdat_failed_ = false;
+  std::string bdat_error_;
+};
+
+// Parses "<user@domain>" (with optional ESMTP parameters after it) as in
+// MAIL FROM / RCPT TO. Returns the address (empty for <>) and the rest.
+bool ParsePath(absl::string_view arg, std::string* address,
+               absl::string_view* params);
+
+}  // namespace peregrine::smtp

@@ -1,0 +1,384 @@
+#include "mta/smtp/server_session.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace peregrine::smtp {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+SessionConfig Trusted() {
+  SessionConfig c;
+  c.hostname = "mx.test";
+  c.client_address = "127.0.0.1";
+  c.relay_allowed = true;
+  return c;
+}
+
+struct Outcome {
+  std::string output;
+  std::vector<Message> messages;
+  bool closed = false;
+};
+
+// Feeds `input` in pieces of at most `piece` bytes; each finished message
+// is "queued" with `queue_status`.
+Outcome Dialog(const std::string& input, SessionConfig config = Trusted(),
+               size_t piece = SIZE_MAX,
+               absl::Status queue_status = absl::OkStatus()) {
+  ServerSession s(config);
+  Outcome run;
+  s.Start();
+  auto pump = [&] {
+    run.output += s.TakeOutput();
+    while (auto m = s.TakeMessage()) {
+      run.messages.push_back(*m);
+      s.MessageQueued(queue_status, "Q1");
+      run.output += s.TakeOutput();
+    }
+  };
+  pump();
+  for (size_t i = 0; i < input.size(); i += piece) {
+    s.Feed(absl::string_view(input).substr(i, piece));
+    pump();
+  }
+  run.closed = s.closing();
+  return run;
+}
+
+std::vector<std::string> Codes(const std::string& output) {
+  std::vector<std::string> codes;
+  for (absl::string_view line :
+       absl::StrSplit(output, "\r\n", absl::SkipEmpty())) {
+    if (line.size() >= 4 && line[3] == ' ')
+      codes.push_back(std::string(line.substr(0, 3)));
+  }
+  return codes;
+}
+
+const char kSimple[] =
+    "EHLO client.test\r\n"
+    "MAIL FROM:<alice@sender.test> SIZE=100 BODY=8BITMIME RET=HDRS "
+    "ENVID=e+2B1\r\n"
+    "RCPT TO:<bob@dest.test> NOTIFY=FAILURE,DELAY "
+    "ORCPT=rfc822;bob@dest.test\r\n"
+    "RCPT TO:<carol@dest.test>\r\n"
+    "DATA\r\n"
+    "Subject: hi\r\n"
+    "\r\n"
+    "..a stuffed line\r\n"
+    "body\r\n"
+    ".\r\n"
+    "QUIT\r\n";
+
+TEST(ServerSessionTest, WholeDialog) {
+  Outcome run = Dialog(kSimple);
+  EXPECT_THAT(Codes(run.output), ElementsAre("220", "250", "250", "250", "250",
+                                             "354", "250", "221"));
+  EXPECT_THAT(run.output, HasSubstr("250 2.0.0 Ok: queued as Q1\r\n"));
+  ASSERT_EQ(run.messages.size(), 1u);
+  const Message& m = run.messages[0];
+  EXPECT_EQ(m.helo, "client.test");
+  EXPECT_EQ(m.sender, "alice@sender.test");
+  EXPECT_EQ(m.envid, "e+2B1");
+  EXPECT_EQ(m.ret, 2);
+  EXPECT_TRUE(m.eight_bit);
+  ASSERT_EQ(m.recipients.size(), 2u);
+  EXPECT_EQ(m.recipients[0].notify, 4 | 8);
+  EXPECT_EQ(m.recipients[0].orcpt, "rfc822;bob@dest.test");
+  EXPECT_EQ(m.data, "Subject: hi\r\n\r\n.a stuffed line\r\nbody\r\n");
+  EXPECT_TRUE(run.closed);
+}
+
+TEST(ServerSessionTest, EhloAdvertisesExtensions) {
+  Outcome run = Dialog("EHLO c.test\r\n");
+  for (const char* ext :
+       {"250-PIPELINING", "250-SIZE 26214400", "250-8BITMIME", "250-SMTPUTF8",
+        "250-ENHANCEDSTATUSCODES", "250-DSN", "250 CHUNKING"}) {
+    EXPECT_THAT(run.output, HasSubstr(std::string(ext) + "\r\n")) << ext;
+  }
+  EXPECT_THAT(run.output, HasSubstr("250-mx.test Hello c.test [127.0.0.1]"));
+}
+
+TEST(ServerSessionTest, SameResultWhateverTheSplit) {
+  Outcome whole = Dialog(kSimple);
+  for (size_t piece = 1; piece <= 17; ++piece) {
+    Outcome split = Dialog(kSimple, Trusted(), piece);
+    EXPECT_EQ(split.output, whole.output) << piece;
+    ASSERT_EQ(split.messages.size(), 1u) << piece;
+    EXPECT_EQ(split.messages[0].data, whole.messages[0].data) << piece;
+  }
+  // And every single cut point in two pieces.
+  std::string input = kSimple;
+  for (size_t cut = 1; cut < input.size(); ++cut) {
+    ServerSession s(Trusted());
+    s.Start();
+    std::string out = s.TakeOutput();
+    s.Feed(input.substr(0, cut));
+    out += s.TakeOutput();
+    if (auto m = s.TakeMessage()) {
+      s.MessageQueued(absl::OkStatus(), "Q1");
+      out += s.TakeOutput();
+    }
+    s.Feed(input.substr(cut));
+    out += s.TakeOutput();
+    if (auto m = s.TakeMessage()) {
+      s.MessageQueued(absl::OkStatus(), "Q1");
+      out += s.TakeOutput();
+    }
+    EXPECT_EQ(out, whole.output) << "cut at " << cut;
+  }
+}
+
+// SMTP smuggling: a second message hidden behind a non-standard end of data
+// must stay inside the first one.
+TEST(ServerSessionTest, SmugglingNeverYieldsASecondMessage) {
+  for (const char* fake_end : {"\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n",
+                               "\r.\r\n", "\r\n.\r", "\n..\n"}) {
+    std::string input = absl::StrCat(
+        "EHLO c.test\r\nMAIL FROM:<a@s.test>\r\nRCPT TO:<b@d.test>\r\nDATA\r\n"
+        "Subject: first\r\n\r\nhello",
+        fake_end,
+        "MAIL FROM:<evil@s.test>\r\nRCPT TO:<victim@d.test>\r\nDATA\r\n"
+        "Subject: smuggled\r\n\r\nevil\r\n.\r\nQUIT\r\n");
+    for (size_t piece : {SIZE_MAX, size_t{1}, size_t{3}}) {
+      Outcome run = Dialog(input, Trusted(), piece);
+      ASSERT_EQ(run.messages.size(), 1u) << absl::CEscape(fake_end);
+      EXPECT_THAT(run.messages[0].data, HasSubstr("Subject: smuggled"));
+      EXPECT_EQ(run.messages[0].recipients.size(), 1u);
+      // Everything in the data has CRLF line ends now.
+      EXPECT_EQ(run.messages[0].data.find("\n.\n"), std::string::npos);
+      EXPECT_THAT(Codes(run.output),
+                  ElementsAre("220", "250", "250", "250", "354", "250", "221"))
+          << absl::CEscape(fake_end);
+    }
+  }
+}
+
+TEST(ServerSessionTest, BareLineEndsAreNormalized) {
+  Outcome run = Dialog(
+      "HELO c\r\nMAIL FROM:<a@s.test>\r\nRCPT TO:<b@d.test>\r\nDATA\r\n"
+      "one\ntwo\rthree\r\n.\r\n");
+  ASSERT_EQ(run.messages.size(), 1u);
+  EXPECT_EQ(run.messages[0].data, "one\r\ntwo\r\nthree\r\n");
+}
+
+TEST(ServerSessionTest, EmptyMessageAndPipelinedCommandsWaitForTheQueue) {
+  Outcome run = Dialog(
+      "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@d.test>\r\nDATA\r\n.\r\n"
+      "MAIL FROM:<x@s.test>\r\nRCPT "
+      "TO:<y@d.test>\r\nDATA\r\nsecond\r\n.\r\nQUIT\r\n");
+  ASSERT_EQ(run.messages.size(), 2u);
+  EXPECT_EQ(run.messages[0].sender, "");
+  EXPECT_EQ(run.messages[0].data, "");
+  EXPECT_EQ(run.messages[1].data, "second\r\n");
+  EXPECT_THAT(Codes(run.output),
+              ElementsAre("220", "250", "250", "250", "354", "250", "250",
+                          "250", "354", "250", "221"));
+}
+
+TEST(ServerSessionTest, QueueFailuresAreTransientRefusals) {
+  Outcome unavailable =
+      Dialog(kSimple, Trusted(), SIZE_MAX, absl::UnavailableError("disk"));
+  EXPECT_THAT(unavailable.output,
+              HasSubstr("451 4.3.0 Error: queue file write error"));
+  EXPECT_THAT(unavailable.output, ::testing::Not(HasSubstr("queued as")));
+  Outcome full = Dialog(kSimple, Trusted(), SIZE_MAX,
+                        absl::ResourceExhaustedError("floor"));
+  EXPECT_THAT(full.output,
+              HasSubstr("452 4.3.1 Error: insufficient system storage"));
+}
+
+struct ErrorCase {
+  const char* name;
+  std::string input;
+  std::string expected;  // A reply line that must appear.
+};
+
+class ErrorTest : public ::testing::TestWithParam<ErrorCase> {};
+
+TEST_P(ErrorTest, RefusesWithTheRightCode) {
+  SessionConfig config = Trusted();
+  config.max_recipients = 3;
+  config.max_message_bytes = 100;
+  Outcome run = Dialog(GetParam().input, config);
+  EXPECT_THAT(run.output, HasSubstr(GetParam().expected + "\r\n"))
+      << run.output;
+  EXPECT_TRUE(run.messages.empty());
+}
+
+const char kHeader[] = "EHLO c\r\nMAIL FROM:<a@s.test>\r\n";
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ErrorTest,
+    ::testing::Values(
+        ErrorCase{"MailBeforeHelo", "MAIL FROM:<a@s.test>\r\n",
+                  "503 5.5.1 Error: send HELO/EHLO first"},
+        ErrorCase{"RcptBeforeMail", "EHLO c\r\nRCPT TO:<b@d.test>\r\n",
+                  "503 5.5.1 Error: need MAIL command"},
+        ErrorCase{"DataBeforeRcpt", std::string(kHeader) + "DATA\r\n",
+                  "554 5.5.1 Error: no valid recipients"},
+        ErrorCase{"NestedMail",
+                  std::string(kHeader) + "MAIL FROM:<x@s.test>\r\n",
+                  "503 5.5.1 Error: nested MAIL command"},
+        ErrorCase{"HeloWithoutName", "HELO\r\n",
+                  "501 5.5.4 Syntax: HELO hostname"},
+        ErrorCase{"BadSender", "EHLO c\r\nMAIL FROM:<not an address>\r\n",
+                  "501 5.1.7 Bad sender address syntax"},
+        ErrorCase{"NoBrackets", "EHLO c\r\nMAIL FROM:a@s.test\r\n",
+                  "501 5.1.7 Bad sender address syntax"},
+        ErrorCase{"BadRecipient", std::string(kHeader) + "RCPT TO:<nobody>\r\n",
+                  "501 5.1.3 Bad recipient address syntax"},
+        ErrorCase{"DeclaredSizeTooBig",
+                  "EHLO c\r\nMAIL FROM:<a@s.test> SIZE=101\r\n",
+                  "552 5.3.4 Error: message size exceeds fixed limit"},
+        ErrorCase{"ActualSizeTooBig",
+                  std::string(kHeader) + "RCPT TO:<b@d.test>\r\nDATA\r\n" +
+                      std::string(150, 'x') + "\r\n.\r\n",
+                  "552 5.3.4 Error: message file too big"},
+        ErrorCase{"TooManyRecipients",
+                  std::string(kHeader) +
+                      "RCPT TO:<1@d.test>\r\nRCPT TO:<2@d.test>\r\nRCPT "
+                      "TO:<3@d.test>\r\nRCPT TO:<4@d.test>\r\n",
+                  "452 4.5.3 Error: too many recipients"},
+        ErrorCase{"UnknownMailParameter",
+                  "EHLO c\r\nMAIL FROM:<a@s.test> FOO=BAR\r\n",
+                  "555 5.5.4 Error: unsupported option FOO"},
+        ErrorCase{"ParametersNeedEhlo",
+                  "HELO c\r\nMAIL FROM:<a@s.test> SIZE=10\r\n",
+                  "555 5.5.4 Error: parameters need EHLO"},
+        ErrorCase{
+            "BadNotify",
+            std::string(kHeader) + "RCPT TO:<b@d.test> NOTIFY=SOMETIMES\r\n",
+            "501 5.5.4 Error: bad NOTIFY parameter"},
+        ErrorCase{
+            "NeverWithOthers",
+            std::string(kHeader) + "RCPT TO:<b@d.test> NOTIFY=NEVER,DELAY\r\n",
+            "501 5.5.4 Error: NOTIFY=NEVER cannot be combined"},
+        ErrorCase{
+            "BadOrcpt",
+            std::string(kHeader) + "RCPT TO:<b@d.test> ORCPT=nosemicolon\r\n",
+            "501 5.5.4 Error: bad ORCPT parameter"},
+        ErrorCase{"BadRet", "EHLO c\r\nMAIL FROM:<a@s.test> RET=ALL\r\n",
+                  "501 5.5.4 Error: bad RET parameter"},
+        ErrorCase{"BadEnvid", "EHLO c\r\nMAIL FROM:<a@s.test> ENVID=a=b\r\n",
+                  "501 5.5.4 Error: bad ENVID parameter"},
+        ErrorCase{"BinaryMime",
+                  "EHLO c\r\nMAIL FROM:<a@s.test> BODY=BINARYMIME\r\n",
+                  "555 5.5.4 Error: unsupported BODY parameter"},
+        ErrorCase{"Utf8WithoutSmtputf8",
+                  "EHLO c\r\nMAIL FROM:<j\xc3\xb6rg@s.test>\r\n",
+                  "553 5.6.7 Error: non-ASCII address needs SMTPUTF8"},
+        ErrorCase{"LineTooLong", std::string(5000, 'A') + "\r\n",
+                  "500 5.5.2 Error: line too long"},
+        ErrorCase{"Unknown", "FROB\r\n",
+                  "502 5.5.2 Error: command not recognized"},
+        ErrorCase{"Expn", "EXPN list\r\n",
+                  "502 5.5.1 Error: command not implemented"},
+        ErrorCase{"StartTlsNotYet", "EHLO c\r\nSTARTTLS\r\n",
+                  "454 4.7.0 TLS not available"},
+        ErrorCase{"DataWithArgument", "EHLO c\r\nDATA now\r\n",
+                  "501 5.5.4 Syntax: DATA"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(ServerSessionTest, RelayDeniedForUntrustedClients) {
+  SessionConfig config = Trusted();
+  config.relay_allowed = false;
+  Outcome run =
+      Dialog(std::string(kHeader) + "RCPT TO:<b@d.test>\r\nDATA\r\n", config);
+  EXPECT_THAT(run.output,
+              HasSubstr("554 5.7.1 <b@d.test>: Relay access denied\r\n"));
+  EXPECT_THAT(run.output,
+              HasSubstr("554 5.5.1 Error: no valid recipients\r\n"));
+  EXPECT_TRUE(run.messages.empty());
+}
+
+TEST(ServerSessionTest, TooManyErrorsCloses) {
+  SessionConfig config = Trusted();
+  config.max_errors = 3;
+  Outcome run = Dialog("A\r\nB\r\nC\r\nD\r\nE\r\n", config);
+  EXPECT_THAT(run.output,
+              HasSubstr("421 4.7.0 mx.test Error: too many errors\r\n"));
+  EXPECT_EQ(Codes(run.output).size(), 1u + 3u + 1u);  // Banner, 3 errors, 421.
+  EXPECT_TRUE(run.closed);
+}
+
+TEST(ServerSessionTest, Smtputf8AcceptsUtf8Addresses) {
+  Outcome run = Dialog(
+      "EHLO c\r\nMAIL FROM:<j\xc3\xb6rg@s.test> SMTPUTF8\r\n"
+      "RCPT TO:<\xc3\xa9lise@d.test>\r\nDATA\r\nhi\r\n.\r\n");
+  ASSERT_EQ(run.messages.size(), 1u);
+  EXPECT_TRUE(run.messages[0].smtputf8);
+}
+
+TEST(ServerSessionTest, BdatChunksAreTakenAsIs) {
+  std::string chunk1 = "Subject: x\r\n\r\n.\r\n";  // No meaning in BDAT.
+  std::string chunk2 = "..tail\r\n";
+  Outcome run = Dialog(absl::StrCat(
+      kHeader, "RCPT TO:<b@d.test>\r\nBDAT ", chunk1.size(), "\r\n", chunk1,
+      "BDAT ", chunk2.size(), " LAST\r\n", chunk2, "QUIT\r\n"));
+  ASSERT_EQ(run.messages.size(), 1u);
+  EXPECT_EQ(run.messages[0].data, chunk1 + chunk2);
+  EXPECT_THAT(run.output,
+              HasSubstr(absl::StrCat("250 2.0.0 Ok: ", chunk1.size(),
+                                     " octets received")));
+  EXPECT_THAT(run.output, HasSubstr("queued as Q1"));
+  for (size_t piece : {size_t{1}, size_t{5}}) {
+    Outcome split = Dialog(absl::StrCat(kHeader, "RCPT TO:<b@d.test>\r\nBDAT ",
+                                        chunk1.size(), " LAST\r\n", chunk1),
+                           Trusted(), piece);
+    ASSERT_EQ(split.messages.size(), 1u);
+    EXPECT_EQ(split.messages[0].data, chunk1);
+  }
+}
+
+TEST(ServerSessionTest, BdatWithoutRecipientsConsumesTheChunk) {
+  Outcome run = Dialog(absl::StrCat(kHeader, "BDAT 5 LAST\r\nABCDENOOP\r\n"));
+  EXPECT_THAT(run.output,
+              HasSubstr("554 5.5.1 Error: no valid recipients\r\n"));
+  EXPECT_THAT(run.output, HasSubstr("250 2.0.0 Ok\r\n"));  // NOOP after it.
+  EXPECT_TRUE(run.messages.empty());
+  Outcome bad = Dialog("EHLO c\r\nBDAT lots\r\n");
+  EXPECT_THAT(bad.output, HasSubstr("501 5.5.4 Syntax: BDAT size [LAST]"));
+  EXPECT_TRUE(bad.closed);
+}
+
+TEST(ServerSessionTest, RsetNoopVrfyHelpQuitAndTimeout) {
+  Outcome run = Dialog(std::string(kHeader) +
+                       "RSET\r\nRCPT TO:<b@d.test>\r\nNOOP\r\nVRFY "
+                       "x\r\nHELP\r\nQUIT\r\nNOOP\r\n");
+  EXPECT_THAT(Codes(run.output), ElementsAre("220", "250", "250", "250", "503",
+                                             "250", "252", "214", "221"));
+  EXPECT_TRUE(run.closed);
+  ServerSession s(Trusted());
+  s.Start();
+  s.TimedOut();
+  EXPECT_THAT(s.TakeOutput(),
+              HasSubstr("421 4.4.2 mx.test Error: timeout exceeded"));
+  EXPECT_TRUE(s.closing());
+}
+
+TEST(ParsePathTest, Paths) {
+  std::string a;
+  absl::string_view rest;
+  ASSERT_TRUE(ParsePath(" <a@b.test> SIZE=1", &a, &rest));
+  EXPECT_EQ(a, "a@b.test");
+  EXPECT_EQ(rest, "SIZE=1");
+  ASSERT_TRUE(ParsePath("<>", &a, &rest));
+  EXPECT_EQ(a, "");
+  ASSERT_TRUE(ParsePath("<@relay.test:a@b.test>", &a, &rest));
+  EXPECT_EQ(a, "a@b.test");
+  EXPECT_FALSE(ParsePath("a@b.test", &a, &rest));
+  EXPECT_FALSE(ParsePath("<a@b.test", &a, &rest));
+}
+
+}  // namespace
+}  // namespace peregrine::smtp
