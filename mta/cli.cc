@@ -21,6 +21,7 @@
 #include "mta/config.h"
 #include "mta/daemon.h"
 #include "mta/version.h"
+#include "queue/rocksdb_store.h"
 
 namespace peregrine {
 namespace {
@@ -178,6 +179,110 @@ int DkimSign(const SignArgs& a, std::istream& in, std::ostream& out,
   return 0;
 }
 
+struct QueueArgs {
+  std::string config_path;
+  std::string data_dir;
+  std::string state;
+  std::string domain;
+  std::string sender;
+  int limit = 100;
+  std::string id;
+  bool body = false;
+};
+
+// Opens the queue of a stopped daemon (RocksDB's lock refuses a running one).
+absl::StatusOr<std::unique_ptr<queue::RocksStore>> OpenQueueForCli(
+    const QueueArgs& a) {
+  absl::StatusOr<Config> config =
+      a.config_path.empty() ? DefaultConfig() : LoadConfigFile(a.config_path);
+  if (!config.ok()) return config.status();
+  queue::RocksStoreOptions options;
+  options.path =
+      (a.data_dir.empty() ? config->data_dir : a.data_dir) + "/queue";
+  if (!std::filesystem::exists(options.path)) {
+    return absl::NotFoundError(
+        absl::StrCat("no queue at ", options.path, " (wrong --data-dir?)"));
+  }
+  options.shards = 65535;  // Keep every recipient where it is.
+  return queue::RocksStore::Open(options);
+}
+
+void PrintMessage(const queue::StoredMessage& m, std::ostream& out) {
+  out << queue::FormatMessageId(m.id) << "  "
+      << absl::FormatTime("%Y-%m-%d %H:%M:%S", m.envelope.received,
+                          absl::UTCTimeZone())
+      << "  " << m.envelope.body_bytes << " bytes  from <" << m.envelope.sender
+      << ">\n";
+  for (const auto& r : m.recipients) {
+    out << "    " << queue::StateName(r.state) << "  <" << r.spec.address
+        << ">  attempts=" << r.attempts;
+    if (!r.last_reply.empty()) out << "  last: " << r.last_reply;
+    out << "\n";
+  }
+}
+
+int QueueCommand(const std::string& what, const QueueArgs& a, std::ostream& out,
+                 std::ostream& err) {
+  auto store = OpenQueueForCli(a);
+  if (!store.ok()) {
+    err << "peregrine queue: " << store.status().message() << "\n";
+    return kExitUsage;
+  }
+  if (what == "stats") {
+    auto c = (*store)->Counts();
+    if (!c.ok()) {
+      err << "peregrine queue: " << c.status().message() << "\n";
+      return kExitRuntime;
+    }
+    out << "messages " << c->messages << ", recipients " << c->recipients
+        << "\n";
+    for (int i = 0; i <= 4; ++i) {
+      out << "  " << queue::StateName(static_cast<queue::RecipientState>(i))
+          << " " << c->by_state[i] << "\n";
+    }
+    out << "pending by domain:\n";
+    for (const auto& [domain, n] : c->by_domain) {
+      out << "  " << domain << " " << n << "\n";
+    }
+    return 0;
+  }
+  if (what == "list") {
+    queue::ListFilter f;
+    if (!a.state.empty()) {
+      f.has_state = true;
+      if (!queue::ParseStateName(a.state, &f.state)) {
+        err << "peregrine queue list: --state is queued, deferred, delivered, "
+               "failed or expired\n";
+        return kExitUsage;
+      }
+    }
+    f.domain = a.domain;
+    f.sender = a.sender;
+    f.limit = static_cast<size_t>(a.limit);
+    auto list = (*store)->List(f);
+    if (!list.ok()) {
+      err << "peregrine queue: " << list.status().message() << "\n";
+      return kExitRuntime;
+    }
+    for (const auto& m : *list) PrintMessage(m, out);
+    return 0;
+  }
+  queue::MessageId id;
+  if (!queue::ParseMessageId(a.id, &id)) {
+    err << "peregrine queue show: '" << a.id
+        << "' is not a queue id (16 hex digits, as queue list prints)\n";
+    return kExitUsage;
+  }
+  auto m = (*store)->Read(id, a.body);
+  if (!m.ok()) {
+    err << "peregrine queue show: " << m.status().message() << "\n";
+    return absl::IsNotFound(m.status()) ? kExitUsage : kExitRuntime;
+  }
+  PrintMessage(*m, out);
+  if (a.body) out << "\n" << m->body;
+  return 0;
+}
+
 }  // namespace
 
 int RunCli(int argc, const char* const* argv, std::ostream& out,
@@ -239,6 +344,28 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   sign->add_option("--time", sign_args.time,
                    "Signature time, Unix seconds (default now)");
 
+  QueueArgs queue_args;
+  CLI::App* queue_cmd =
+      app.add_subcommand("queue", "Inspect the queue of a stopped daemon");
+  queue_cmd->require_subcommand(1);
+  for (CLI::App* sub :
+       {queue_cmd->add_subcommand("stats", "Counts by state and domain"),
+        queue_cmd->add_subcommand("list", "Messages and their recipients"),
+        queue_cmd->add_subcommand("show", "One message")}) {
+    sub->add_option("-c,--config", queue_args.config_path,
+                    "TOML configuration file");
+    sub->add_option("--data-dir", queue_args.data_dir, "Data directory");
+  }
+  CLI::App* queue_list = queue_cmd->get_subcommand("list");
+  queue_list->add_option("--state", queue_args.state, "queued, deferred, ...");
+  queue_list->add_option("--domain", queue_args.domain, "Recipient domain");
+  queue_list->add_option("--sender", queue_args.sender, "Part of the sender");
+  queue_list->add_option("--limit", queue_args.limit,
+                         "At most this many (100)");
+  CLI::App* queue_show = queue_cmd->get_subcommand("show");
+  queue_show->add_option("id", queue_args.id, "Queue id")->required();
+  queue_show->add_flag("--body", queue_args.body, "Print the message too");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -249,6 +376,11 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   if (*serve) return Serve(config_path, data_dir, err);
   if (*check) return ConfigCheck(check_path, out, err);
   if (*keygen) return DkimKeygen(keygen_args, out, err);
+  for (const char* what : {"stats", "list", "show"}) {
+    if (*queue_cmd->get_subcommand(what)) {
+      return QueueCommand(what, queue_args, out, err);
+    }
+  }
   if (*sign) return DkimSign(sign_args, std::cin, out, err);
   if (*defaults) {
     out << DefaultConfigToml();

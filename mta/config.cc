@@ -355,6 +355,24 @@ const std::vector<Setting>& Schema() {
          }
          return absl::OkStatus();
        }},
+      {"smtp", "max_message_size", "\"25MiB\"",
+       "Largest message accepted (announced as SIZE; bigger ones get 552).",
+       [](const toml::node& n, Config& c) {
+         return GetSize(n, 1024, uint64_t{1} << 31, &c.smtp_max_message_bytes);
+       }},
+      {"smtp", "max_recipients", "1000",
+       "Recipients per message; more get 452 and the client sends them in\n"
+       "another transaction.",
+       [](const toml::node& n, Config& c) {
+         return GetInt(n, 1, 100000, &c.smtp_max_recipients);
+       }},
+      {"smtp", "command_timeout", "\"5m\"",
+       "A client silent this long is told 421 and disconnected\n"
+       "(RFC 5321 §4.5.3.2 asks for at least 5 minutes).",
+       [](const toml::node& n, Config& c) {
+         return GetDuration(n, absl::Seconds(1), absl::Hours(1),
+                            &c.smtp_command_timeout);
+       }},
       {"queue", "durability", "\"fsync\"",
        "\"fsync\": a message is on stable storage before the 250 reply.\n"
        "\"none\": UNSAFE, the queue is written but not synced; a power\n"

@@ -49,6 +49,11 @@ struct Config {
   // [relay]
   std::vector<shard::Cidr> trusted_networks;
 
+  // [smtp]
+  uint64_t smtp_max_message_bytes = 0;
+  int smtp_max_recipients = 1000;
+  absl::Duration smtp_command_timeout;
+
   // [queue]
   bool queue_fsync = true;  // durability = "fsync"; false: "none".
   uint64_t queue_min_free_bytes = 0;

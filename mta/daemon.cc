@@ -40,7 +40,8 @@ absl::string_view KindName(ListenerKind kind) {
   return "?";
 }
 
-// Until the SMTP server and the admin API exist, a listener answers with a
+// Until submission (STARTTLS, AUTH) and the admin API exist, their listeners
+// answer with a
 // refusal that clients understand: SMTP clients get 421 and keep the message
 // to try later, HTTP clients get 503. Nothing is accepted, so nothing can
 // be lost.
@@ -52,9 +53,10 @@ std::string PlaceholderReply(ListenerKind kind, const std::string& hostname) {
         "Connection: close\r\nContent-Length: ",
         body.size(), "\r\n\r\n", body);
   }
-  return absl::StrCat("421 4.3.2 ", hostname, " Peregrine ", kVersion,
-                      ": mail reception is not available in this build; "
-                      "try again later\r\n");
+  return absl::StrCat(
+      "421 4.3.2 ", hostname, " Peregrine ", kVersion,
+      ": submission (STARTTLS, AUTH) is not available in this "
+      "build yet; use the relay port from a trusted network\r\n");
 }
 
 // Greets, then closes. Lives on its shard until its Close() completes.
@@ -203,6 +205,14 @@ absl::Status Daemon::Start() {
   if (absl::Status s = BindListeners(); !s.ok()) return s;
   if (absl::Status s = OpenQueue(); !s.ok()) return s;
   LoadDkim();
+  reception_.queue = queue_.get();
+  reception_.dkim = [this] { return dkim(); };
+  reception_.trusted_networks = config_.trusted_networks;
+  reception_.hostname = config_.EffectiveHostname();
+  reception_.shards = static_cast<int>(shards_.size());
+  reception_.max_message_bytes = config_.smtp_max_message_bytes;
+  reception_.max_recipients = static_cast<size_t>(config_.smtp_max_recipients);
+  reception_.command_timeout = config_.smtp_command_timeout;
 
   shard::ShardGroup::Options options;
   options.shards = static_cast<int>(shards_.size());
@@ -271,6 +281,7 @@ void Daemon::StartAccepting(int shard) {
       int fd;
       std::string reply;
       std::atomic<int>& open;
+      const ReceptionContext* reception;  // SMTP reception, or a refusal.
       void Arm() {
         reactor.io().Accept(fd, [this](int client) {
           if (client == -ECANCELED || reactor.stopping()) {
@@ -278,7 +289,11 @@ void Daemon::StartAccepting(int shard) {
             return;
           }
           if (client >= 0) {
-            (new PlaceholderSession(reactor, client, reply, open))->Start();
+            if (reception != nullptr) {
+              SmtpConnection::Start(reactor, client, *reception, open);
+            } else {
+              (new PlaceholderSession(reactor, client, reply, open))->Start();
+            }
           } else if (client != -EAGAIN && client != -ECONNABORTED) {
             log::Warn(kLog, "accept: %s", std::strerror(-client));
             if (client == -EMFILE || client == -ENFILE) {
@@ -291,8 +306,13 @@ void Daemon::StartAccepting(int shard) {
         });
       }
     };
+    // The relay listener receives mail. Submission needs STARTTLS and AUTH,
+    // which are not built yet: those listeners still refuse (421) rather
+    // than take mail without them.
+    const ReceptionContext* reception =
+        listener.kind == ListenerKind::kRelay ? &reception_ : nullptr;
     (new AcceptLoop{reactor, listener.fd, std::move(reply),
-                    state.open_connections})
+                    state.open_connections, reception})
         ->Arm();
   }
 }

@@ -23,6 +23,7 @@
 #include "dkim/signing_table.h"
 #include "dns/caching_resolver.h"
 #include "mta/config.h"
+#include "mta/reception.h"
 #include "mta/shard/shard_group.h"
 #include "queue/rocksdb_store.h"
 
@@ -71,6 +72,7 @@ class Daemon {
   std::string data_dir_override_;
   int lock_fd_ = -1;
   std::unique_ptr<queue::RocksStore> queue_;
+  ReceptionContext reception_;
   std::unique_ptr<shard::ShardGroup> group_;
   std::vector<std::unique_ptr<ShardState>> shards_;
   std::vector<Bound> bound_;

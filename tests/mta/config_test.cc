@@ -205,7 +205,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"UnknownSection",
                 "[serverz]\nx = 1\n",
                 {"bad.toml:1:", "unknown section [serverz]",
-                 "sections: server, listen, relay, queue, dns, dkim"}},
+                 "sections: server, listen, relay, smtp, queue, dns, dkim"}},
         BadCase{"KeyOutsideSection",
                 "shards = 4\n",
                 {"bad.toml:1:1:", "unknown section [shards]"}},

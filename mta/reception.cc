@@ -1,0 +1,206 @@
+#include "mta/reception.h"
+
+#include <cerrno>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "base/log.h"
+#include "mta/shard/socket.h"
+
+namespace peregrine {
+namespace {
+constexpr const char* kLog = "smtpd";
+
+std::string Domain(absl::string_view address) {
+  size_t at = address.rfind('@');
+  return absl::AsciiStrToLower(at == absl::string_view::npos
+                                   ? absl::string_view()
+                                   : address.substr(at + 1));
+}
+}  // namespace
+
+int ShardForDomain(absl::string_view domain, int shards) {
+  if (shards <= 1) return 0;
+  // absl::Hash is seeded per process; routing must not change across
+  // restarts, so use a fixed hash (FNV-1a).
+  uint64_t h = 1469598103934665603ull;
+  for (char c : domain) {
+    h ^= static_cast<uint8_t>(absl::ascii_tolower(c));
+    h *= 1099511628211ull;
+  }
+  return static_cast<int>(h % static_cast<uint64_t>(shards));
+}
+
+void SmtpConnection::Start(shard::Reactor& reactor, int fd,
+                           const ReceptionContext& context,
+                           std::atomic<int>& open) {
+  auto peer = shard::PeerAddress(fd);
+  (new SmtpConnection(reactor, fd, peer.ok() ? *peer : shard::SocketAddress(),
+                      context, open))
+      ->Begin();
+}
+
+SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
+                               const shard::SocketAddress& peer,
+                               const ReceptionContext& context,
+                               std::atomic<int>& open)
+    : reactor_(reactor),
+      conn_(reactor, fd),
+      peer_(peer),
+      context_(context),
+      open_(open),
+      session_([&] {
+        smtp::SessionConfig c;
+        c.hostname = context.hostname;
+        c.client_address = peer.HostString();
+        c.max_message_bytes = context.max_message_bytes;
+        c.max_recipients = context.max_recipients;
+        for (const shard::Cidr& net : context.trusted_networks) {
+          if (net.Contains(peer)) c.relay_allowed = true;
+        }
+        return c;
+      }()) {
+  open_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void SmtpConnection::Begin() {
+  session_.Start();
+  ArmTimer();
+  Pump();
+  ReadMore();
+}
+
+void SmtpConnection::ArmTimer() {
+  if (timer_ != 0) reactor_.CancelTimer(timer_);
+  timer_ = reactor_.AddTimer(context_.command_timeout, [this] {
+    timer_ = 0;
+    session_.TimedOut();
+    Pump();
+  });
+}
+
+void SmtpConnection::ReadMore() {
+  if (reading_ || finishing_ || session_.closing() ||
+      session_.phase() == smtp::ServerSession::Phase::kWaitQueue) {
+    return;
+  }
+  reading_ = true;
+  conn_.Read(buffer_, sizeof(buffer_), [this](int n) {
+    reading_ = false;
+    if (n <= 0) return Finish();  // Closed by the client, or an error.
+    ArmTimer();
+    session_.Feed(absl::string_view(buffer_, static_cast<size_t>(n)));
+    Pump();
+    ReadMore();
+  });
+}
+
+void SmtpConnection::Pump() {
+  outbox_ += session_.TakeOutput();
+  if (auto message = session_.TakeMessage()) Enqueue(*std::move(message));
+  SendPending();
+  if (session_.closing() && !writing_ && outbox_.empty()) Finish();
+}
+
+void SmtpConnection::SendPending() {
+  if (writing_ || outbox_.empty() || finishing_) return;
+  writing_ = true;
+  sending_.swap(outbox_);
+  outbox_.clear();
+  conn_.WriteAll(sending_.data(), sending_.size(), [this](int result) {
+    writing_ = false;
+    sending_.clear();
+    if (result < 0) return Finish();
+    if (!outbox_.empty()) return SendPending();
+    if (session_.closing()) Finish();
+  });
+}
+
+void SmtpConnection::Enqueue(smtp::Message m) {
+  absl::Time now = absl::Now();
+  std::string received = absl::StrCat(
+      "Received: from ", m.helo, " ([", peer_.HostString(), "])\r\n\tby ",
+      context_.hostname, " (Peregrine) with ",
+      m.smtputf8 ? "UTF8SMTP" : "ESMTP", ";\r\n\t",
+      absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", now, absl::UTCTimeZone()),
+      "\r\n");
+  std::string body = received + m.data;
+
+  // Signed once, here, before it is queued.
+  if (auto table = context_.dkim ? context_.dkim() : nullptr) {
+    auto signatures = table->Sign(body, now);
+    if (!signatures.ok()) {
+      log::Warn(kLog, "refused from %s: %s", peer_.HostString(),
+                signatures.status().message());
+      session_.MessageQueued(absl::UnavailableError("dkim"), "");
+      return Pump();
+    }
+    body = *signatures + body;
+  }
+
+  queue::NewMessage q;
+  q.envelope.sender = m.sender;
+  q.envelope.envid = m.envid;
+  q.envelope.ret = static_cast<queue::DsnRet>(m.ret);
+  q.envelope.client_address = peer_.HostString();
+  q.envelope.helo = m.helo;
+  q.envelope.received = now;
+  for (const smtp::Recipient& r : m.recipients) {
+    queue::RecipientSpec spec;
+    spec.address = r.address;
+    spec.orcpt = r.orcpt;
+    spec.notify = r.notify;
+    spec.site = Domain(r.address);
+    spec.shard =
+        static_cast<uint16_t>(ShardForDomain(spec.site, context_.shards));
+    q.recipients.push_back(std::move(spec));
+  }
+  q.body = std::move(body);
+  size_t size = q.body.size();
+  size_t count = q.recipients.size();
+  std::string sender = m.sender;
+  enqueue_pending_ = true;
+  context_.queue->Enqueue(
+      std::move(q),
+      [this, size, count, sender](absl::StatusOr<queue::MessageId> id) {
+        // On the committer thread: back to our shard.
+        reactor_.Post([this, id, size, count, sender] {
+          enqueue_pending_ = false;
+          if (id.ok()) {
+            log::Info(
+                kLog,
+                "received id=%s client=%s from=<%s> rcpt=%d size=%d tls=none "
+                "auth=-",
+                queue::FormatMessageId(*id), peer_.HostString(), sender, count,
+                size);
+          } else {
+            log::Warn(kLog, "not queued from %s: %s", peer_.HostString(),
+                      id.status().message());
+          }
+          if (finishing_) return Finish();  // The client left meanwhile.
+          session_.MessageQueued(id.status(),
+                                 id.ok() ? queue::FormatMessageId(*id) : "");
+          Pump();
+          ReadMore();
+        });
+      });
+}
+
+void SmtpConnection::Finish() {
+  finishing_ = true;
+  if (enqueue_pending_) return;  // The queue's answer finishes us.
+  if (timer_ != 0) {
+    reactor_.CancelTimer(timer_);
+    timer_ = 0;
+  }
+  if (conn_.closing()) return;
+  conn_.Close([this] {
+    open_.fetch_sub(1, std::memory_order_relaxed);
+    delete this;
+  });
+}
+
+}  // namespace peregrine

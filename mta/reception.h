@@ -1,0 +1,79 @@
+// SmtpConnection: the connection driver of SMTP reception.
+//
+// Lives on the shard that accepted the connection, from accept until the
+// socket is closed and no queue write is pending; it deletes itself. It
+// moves bytes between the socket and a sans-I/O smtp::ServerSession, and
+// turns each finished message into a durable queue entry: the message is
+// DKIM-signed once (dkim::SigningTable), given a Received field, routed
+// (each recipient's site and owning shard) and handed to the queue; the
+// session replies 250 only from the queue's completion, posted back to this
+// shard. While a message is being committed the connection does not read,
+// so a client cannot pile up input.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "dkim/signing_table.h"
+#include "mta/shard/address.h"
+#include "mta/shard/connection.h"
+#include "mta/smtp/server_session.h"
+#include "queue/store.h"
+
+namespace peregrine {
+
+// What every SMTP connection of the daemon shares; read-only once serving.
+struct ReceptionContext {
+  queue::Store* queue = nullptr;
+  std::function<std::shared_ptr<const dkim::SigningTable>()> dkim;
+  std::vector<shard::Cidr> trusted_networks;
+  std::string hostname;
+  int shards = 1;
+  size_t max_message_bytes = 25 * 1024 * 1024;
+  size_t max_recipients = 1000;
+  absl::Duration command_timeout = absl::Minutes(5);
+};
+
+// The shard that owns a recipient domain's site until MX rollup (delivery)
+// refines it: a stable hash of the domain.
+int ShardForDomain(absl::string_view domain, int shards);
+
+class SmtpConnection {
+ public:
+  // Takes ownership of `fd`; `open` counts live connections of the shard.
+  static void Start(shard::Reactor& reactor, int fd,
+                    const ReceptionContext& context, std::atomic<int>& open);
+
+ private:
+  SmtpConnection(shard::Reactor& reactor, int fd,
+                 const shard::SocketAddress& peer,
+                 const ReceptionContext& context, std::atomic<int>& open);
+  void Begin();
+  void ReadMore();
+  void Pump();
+  void SendPending();
+  void Enqueue(smtp::Message message);
+  void ArmTimer();
+  void Finish();
+
+  shard::Reactor& reactor_;
+  shard::Connection conn_;
+  shard::SocketAddress peer_;
+  const ReceptionContext& context_;
+  std::atomic<int>& open_;
+  smtp::ServerSession session_;
+  char buffer_[16 * 1024];
+  std::string outbox_;   // Replies waiting for the current write.
+  std::string sending_;  // The write in flight.
+  bool writing_ = false;
+  bool reading_ = false;
+  bool enqueue_pending_ = false;
+  bool finishing_ = false;
+  shard::Reactor::TimerId timer_ = 0;
+};
+
+}  // namespace peregrine
