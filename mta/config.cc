@@ -355,6 +355,24 @@ const std::vector<Setting>& Schema() {
          }
          return absl::OkStatus();
        }},
+      {"tls", "cert_file", "\"\"",
+       "PEM certificate chain for STARTTLS and port 465 (e.g. Let's\n"
+       "Encrypt's fullchain.pem). Empty: a self-signed certificate is made in\n"
+       "data_dir/tls at first start (fine for MX traffic; submission clients\n"
+       "that verify want a real one). SIGHUP reloads it.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a file path");
+         if (!s.ok()) return s.status();
+         c.tls_cert_file = *s;
+         return absl::OkStatus();
+       }},
+      {"tls", "key_file", "\"\"", "PEM private key of cert_file.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a file path");
+         if (!s.ok()) return s.status();
+         c.tls_key_file = *s;
+         return absl::OkStatus();
+       }},
       {"smtp", "max_message_size", "\"25MiB\"",
        "Largest message accepted (announced as SIZE; bigger ones get 552).",
        [](const toml::node& n, Config& c) {
@@ -728,6 +746,12 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text,
   std::vector<std::string> errors;
   ApplyTable(*table, source, true, config, errors);
   if (errors.empty()) CrossCheck(config, errors);
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    errors.push_back(absl::StrCat(
+        source,
+        ": tls.cert_file and tls.key_file go together: set both, or "
+        "neither for a self-signed certificate"));
+  }
   // toml++ walks tables in key order; report in file order instead.
   auto position = [&source](const std::string& e) {
     std::pair<int, int> pos{0, 0};
@@ -762,7 +786,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
 }
 
 bool IsReloadable(absl::string_view key) {
-  return key == "server.log_level" || absl::StartsWith(key, "dkim.");
+  return key == "server.log_level" || absl::StartsWith(key, "dkim.") ||
+         absl::StartsWith(key, "tls.");
 }
 
 }  // namespace peregrine

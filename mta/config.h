@@ -49,6 +49,10 @@ struct Config {
   // [relay]
   std::vector<shard::Cidr> trusted_networks;
 
+  // [tls]
+  std::string tls_cert_file;  // Empty: a self-signed one in data_dir/tls.
+  std::string tls_key_file;
+
   // [smtp]
   uint64_t smtp_max_message_bytes = 0;
   int smtp_max_recipients = 1000;

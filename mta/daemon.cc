@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -205,8 +206,10 @@ absl::Status Daemon::Start() {
   if (absl::Status s = BindListeners(); !s.ok()) return s;
   if (absl::Status s = OpenQueue(); !s.ok()) return s;
   LoadDkim();
+  if (absl::Status s = LoadTls(); !s.ok()) return s;
   reception_.queue = queue_.get();
   reception_.dkim = [this] { return dkim(); };
+  reception_.tls = [this] { return tls(); };
   reception_.trusted_networks = config_.trusted_networks;
   reception_.hostname = config_.EffectiveHostname();
   reception_.shards = static_cast<int>(shards_.size());
@@ -282,6 +285,7 @@ void Daemon::StartAccepting(int shard) {
       std::string reply;
       std::atomic<int>& open;
       const ReceptionContext* reception;  // SMTP reception, or a refusal.
+      ListenMode mode;
       void Arm() {
         reactor.io().Accept(fd, [this](int client) {
           if (client == -ECANCELED || reactor.stopping()) {
@@ -290,7 +294,7 @@ void Daemon::StartAccepting(int shard) {
           }
           if (client >= 0) {
             if (reception != nullptr) {
-              SmtpConnection::Start(reactor, client, *reception, open);
+              SmtpConnection::Start(reactor, client, *reception, open, mode);
             } else {
               (new PlaceholderSession(reactor, client, reply, open))->Start();
             }
@@ -306,13 +310,16 @@ void Daemon::StartAccepting(int shard) {
         });
       }
     };
-    // The relay listener receives mail. Submission needs STARTTLS and AUTH,
-    // which are not built yet: those listeners still refuse (421) rather
-    // than take mail without them.
+    // SMTP listeners receive mail; the admin listener answers 503 until the
+    // admin API exists.
     const ReceptionContext* reception =
-        listener.kind == ListenerKind::kRelay ? &reception_ : nullptr;
+        listener.kind == ListenerKind::kAdmin ? nullptr : &reception_;
+    ListenMode mode =
+        listener.kind == ListenerKind::kSubmission    ? ListenMode::kSubmission
+        : listener.kind == ListenerKind::kSubmissions ? ListenMode::kSubmissions
+                                                      : ListenMode::kRelay;
     (new AcceptLoop{reactor, listener.fd, std::move(reply),
-                    state.open_connections, reception})
+                    state.open_connections, reception, mode})
         ->Arm();
   }
 }
@@ -377,6 +384,36 @@ void Daemon::LoadDkim() {
   dkim_ = std::move(table);
 }
 
+absl::Status Daemon::LoadTls() {
+  std::string cert = config_.tls_cert_file, key = config_.tls_key_file;
+  if (cert.empty()) {
+    auto made =
+        tls::EnsureSelfSigned(config_.data_dir, config_.EffectiveHostname());
+    if (!made.ok()) return made.status();
+    std::tie(cert, key) = *made;
+    log::Warn(kLog,
+              "tls: no certificate configured ([tls] cert_file); using the "
+              "self-signed %s (STARTTLS works; clients that verify will not "
+              "trust it)",
+              cert);
+  }
+  auto context = tls::ServerContext::FromFiles(cert, key);
+  if (!context.ok()) {
+    return absl::Status(context.status().code(),
+                        absl::StrCat(config_.Where("tls.cert_file"), ": ",
+                                     context.status().message()));
+  }
+  log::Info(kLog, "tls: certificate %s", cert);
+  absl::MutexLock lock(&dkim_mu_);
+  tls_ = *std::move(context);
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const tls::ServerContext> Daemon::tls() const {
+  absl::MutexLock lock(&dkim_mu_);
+  return tls_;
+}
+
 std::shared_ptr<const dkim::SigningTable> Daemon::dkim() const {
   absl::MutexLock lock(&dkim_mu_);
   return dkim_;
@@ -439,10 +476,21 @@ void Daemon::Reload() {
   // Key files are read again even when the settings did not change: an
   // operator rotates a key by replacing its file and sending SIGHUP.
   config_.dkim = fresh->dkim;
+  config_.tls_cert_file = fresh->tls_cert_file;
+  config_.tls_key_file = fresh->tls_key_file;
   for (const auto& [key, value] : fresh->values) {
-    if (absl::StartsWith(key, "dkim.")) config_.values[key] = value;
+    if (absl::StartsWith(key, "dkim.") || absl::StartsWith(key, "tls.")) {
+      config_.values[key] = value;
+    }
   }
   LoadDkim();
+  // Certificates too are read again (renewed by certbot, say); a bad one
+  // keeps the old context in force.
+  if (absl::Status s = LoadTls(); !s.ok()) {
+    log::Error(kLog,
+               "SIGHUP: TLS not reloaded, keeping the old certificate: %s",
+               s.message());
+  }
 }
 
 int Daemon::Run() {

@@ -65,6 +65,9 @@ class Daemon {
   void Reload();
   // (Re)reads every DKIM key file and logs what each key will do.
   void LoadDkim();
+  // (Re)loads the TLS certificate; a self-signed one when none is set.
+  absl::Status LoadTls();
+  std::shared_ptr<const tls::ServerContext> tls() const;
   int OpenConnections() const;
 
   Config config_;
@@ -78,6 +81,7 @@ class Daemon {
   std::vector<Bound> bound_;
   mutable absl::Mutex dkim_mu_;
   std::shared_ptr<const dkim::SigningTable> dkim_ ABSL_GUARDED_BY(dkim_mu_);
+  std::shared_ptr<const tls::ServerContext> tls_ ABSL_GUARDED_BY(dkim_mu_);
 };
 
 }  // namespace peregrine

@@ -36,30 +36,38 @@ int ShardForDomain(absl::string_view domain, int shards) {
 
 void SmtpConnection::Start(shard::Reactor& reactor, int fd,
                            const ReceptionContext& context,
-                           std::atomic<int>& open) {
+                           std::atomic<int>& open, ListenMode mode) {
   auto peer = shard::PeerAddress(fd);
   (new SmtpConnection(reactor, fd, peer.ok() ? *peer : shard::SocketAddress(),
-                      context, open))
+                      context, open, mode))
       ->Begin();
 }
 
 SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
                                const shard::SocketAddress& peer,
                                const ReceptionContext& context,
-                               std::atomic<int>& open)
+                               std::atomic<int>& open, ListenMode mode)
     : reactor_(reactor),
       conn_(reactor, fd),
       peer_(peer),
       context_(context),
       open_(open),
+      mode_(mode),
+      tls_context_(context.tls ? context.tls() : nullptr),
       session_([&] {
         smtp::SessionConfig c;
         c.hostname = context.hostname;
         c.client_address = peer.HostString();
         c.max_message_bytes = context.max_message_bytes;
         c.max_recipients = context.max_recipients;
-        for (const shard::Cidr& net : context.trusted_networks) {
-          if (net.Contains(peer)) c.relay_allowed = true;
+        c.tls_available = tls_context_ != nullptr;
+        c.tls_active = mode == ListenMode::kSubmissions;
+        // Submission is for authenticated clients only, wherever they are.
+        c.auth_required = mode != ListenMode::kRelay;
+        if (mode == ListenMode::kRelay) {
+          for (const shard::Cidr& net : context.trusted_networks) {
+            if (net.Contains(peer)) c.relay_allowed = true;
+          }
         }
         return c;
       }()) {
@@ -67,10 +75,41 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
 }
 
 void SmtpConnection::Begin() {
-  session_.Start();
   ArmTimer();
+  if (mode_ == ListenMode::kSubmissions) {
+    if (tls_context_ == nullptr) return Finish();  // Nothing to offer.
+    // TLS first; the banner goes out once the handshake is done.
+    tls_ = tls::TlsSession::Server(tls_context_);
+  } else {
+    session_.Start();
+  }
   Pump();
   ReadMore();
+}
+
+void SmtpConnection::FromSocket(absl::string_view bytes) {
+  if (tls_ == nullptr) {
+    session_.Feed(bytes);
+    return;
+  }
+  std::string plaintext;
+  bool was_up = tls_->handshake_done();
+  absl::Status status = tls_->Feed(bytes, &plaintext);
+  outbox_ += tls_->TakeCiphertext();  // Handshake messages, alerts.
+  if (!status.ok()) {
+    log::Debug(kLog, "TLS with %s: %s", peer_.HostString(), status.message());
+    finishing_after_send_ = true;
+    return;
+  }
+  if (!was_up && tls_->handshake_done()) {
+    tls_description_ = tls_->Description();
+    if (session_.wants_tls()) {
+      session_.TlsStarted();
+    } else {
+      session_.Start();  // Implicit TLS: the banner, now encrypted.
+    }
+  }
+  if (!plaintext.empty()) session_.Feed(plaintext);
 }
 
 void SmtpConnection::ArmTimer() {
@@ -83,7 +122,7 @@ void SmtpConnection::ArmTimer() {
 }
 
 void SmtpConnection::ReadMore() {
-  if (reading_ || finishing_ || session_.closing() ||
+  if (reading_ || finishing_ || finishing_after_send_ || session_.closing() ||
       session_.phase() == smtp::ServerSession::Phase::kWaitQueue) {
     return;
   }
@@ -92,17 +131,29 @@ void SmtpConnection::ReadMore() {
     reading_ = false;
     if (n <= 0) return Finish();  // Closed by the client, or an error.
     ArmTimer();
-    session_.Feed(absl::string_view(buffer_, static_cast<size_t>(n)));
+    FromSocket(absl::string_view(buffer_, static_cast<size_t>(n)));
     Pump();
     ReadMore();
   });
 }
 
 void SmtpConnection::Pump() {
-  outbox_ += session_.TakeOutput();
+  std::string replies = session_.TakeOutput();
+  if (!replies.empty()) {
+    if (tls_ != nullptr && tls_->handshake_done()) {
+      if (tls_->Write(replies).ok()) outbox_ += tls_->TakeCiphertext();
+    } else {
+      outbox_ += replies;  // Plain text, "220 Ready to start TLS" included.
+    }
+  }
+  if (session_.wants_tls() && tls_ == nullptr) {
+    // Everything the client sends from now on is TLS.
+    tls_ = tls::TlsSession::Server(tls_context_);
+  }
   if (auto message = session_.TakeMessage()) Enqueue(*std::move(message));
   SendPending();
-  if (session_.closing() && !writing_ && outbox_.empty()) Finish();
+  bool done = session_.closing() || finishing_after_send_;
+  if (done && !writing_ && outbox_.empty()) Finish();
 }
 
 void SmtpConnection::SendPending() {
@@ -115,16 +166,20 @@ void SmtpConnection::SendPending() {
     sending_.clear();
     if (result < 0) return Finish();
     if (!outbox_.empty()) return SendPending();
-    if (session_.closing()) Finish();
+    if (session_.closing() || finishing_after_send_) Finish();
   });
 }
 
 void SmtpConnection::Enqueue(smtp::Message m) {
   absl::Time now = absl::Now();
   std::string received = absl::StrCat(
-      "Received: from ", m.helo, " ([", peer_.HostString(), "])\r\n\tby ",
-      context_.hostname, " (Peregrine) with ",
-      m.smtputf8 ? "UTF8SMTP" : "ESMTP", ";\r\n\t",
+      "Received: from ", m.helo, " ([", peer_.HostString(), "])\r\n\t",
+      tls_description_.empty()
+          ? ""
+          : absl::StrCat("(using ", tls_description_, ")\r\n\t"),
+      "by ", context_.hostname, " (Peregrine) with ",
+      m.smtputf8 ? "UTF8SMTP" : "ESMTP", tls_description_.empty() ? "" : "S",
+      ";\r\n\t",
       absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", now, absl::UTCTimeZone()),
       "\r\n");
   std::string body = received + m.data;
@@ -162,6 +217,7 @@ void SmtpConnection::Enqueue(smtp::Message m) {
   size_t size = q.body.size();
   size_t count = q.recipients.size();
   std::string sender = m.sender;
+  q.envelope.tls = tls_description_;
   enqueue_pending_ = true;
   context_.queue->Enqueue(
       std::move(q),
@@ -172,10 +228,10 @@ void SmtpConnection::Enqueue(smtp::Message m) {
           if (id.ok()) {
             log::Info(
                 kLog,
-                "received id=%s client=%s from=<%s> rcpt=%d size=%d tls=none "
+                "received id=%s client=%s from=<%s> rcpt=%d size=%d tls=%s "
                 "auth=-",
                 queue::FormatMessageId(*id), peer_.HostString(), sender, count,
-                size);
+                size, tls_description_.empty() ? "none" : tls_description_);
           } else {
             log::Warn(kLog, "not queued from %s: %s", peer_.HostString(),
                       id.status().message());

@@ -23,6 +23,7 @@
 #include "mta/shard/connection.h"
 #include "mta/smtp/server_session.h"
 #include "queue/store.h"
+#include "tls/tls.h"
 
 namespace peregrine {
 
@@ -30,6 +31,8 @@ namespace peregrine {
 struct ReceptionContext {
   queue::Store* queue = nullptr;
   std::function<std::shared_ptr<const dkim::SigningTable>()> dkim;
+  // The TLS context in force (nullptr: no TLS); replaced on SIGHUP.
+  std::function<std::shared_ptr<const tls::ServerContext>()> tls;
   std::vector<shard::Cidr> trusted_networks;
   std::string hostname;
   int shards = 1;
@@ -42,21 +45,29 @@ struct ReceptionContext {
 // refines it: a stable hash of the domain.
 int ShardForDomain(absl::string_view domain, int shards);
 
+// What a listener is for: relay (port 25: STARTTLS offered, trusted
+// networks may relay), submission (587: STARTTLS, then AUTH required) and
+// submissions (465: TLS from the first byte, AUTH required).
+enum class ListenMode { kRelay, kSubmission, kSubmissions };
+
 class SmtpConnection {
  public:
   // Takes ownership of `fd`; `open` counts live connections of the shard.
   static void Start(shard::Reactor& reactor, int fd,
-                    const ReceptionContext& context, std::atomic<int>& open);
+                    const ReceptionContext& context, std::atomic<int>& open,
+                    ListenMode mode);
 
  private:
   SmtpConnection(shard::Reactor& reactor, int fd,
                  const shard::SocketAddress& peer,
-                 const ReceptionContext& context, std::atomic<int>& open);
+                 const ReceptionContext& context, std::atomic<int>& open,
+                 ListenMode mode);
   void Begin();
   void ReadMore();
   void Pump();
   void SendPending();
   void Enqueue(smtp::Message message);
+  void FromSocket(absl::string_view bytes);
   void ArmTimer();
   void Finish();
 
@@ -65,6 +76,10 @@ class SmtpConnection {
   shard::SocketAddress peer_;
   const ReceptionContext& context_;
   std::atomic<int>& open_;
+  const ListenMode mode_;
+  std::shared_ptr<const tls::ServerContext> tls_context_;
+  std::unique_ptr<tls::TlsSession> tls_;
+  std::string tls_description_;  // Once TLS is up.
   smtp::ServerSession session_;
   char buffer_[16 * 1024];
   std::string outbox_;   // Replies waiting for the current write.
@@ -73,6 +88,7 @@ class SmtpConnection {
   bool reading_ = false;
   bool enqueue_pending_ = false;
   bool finishing_ = false;
+  bool finishing_after_send_ = false;  // A TLS failure: send the alert, go.
   shard::Reactor::TimerId timer_ = 0;
 };
 

@@ -13,7 +13,7 @@ PACKAGES=(
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
   # DKIM signatures are checked by an independent verifier, dkimpy.
-  python3-dkim
+  python3-dkim openssl
   # Resolver tests run an authoritative DNS server of their own on loopback.
   nsd
 )

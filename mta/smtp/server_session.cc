@@ -199,7 +199,18 @@ void ServerSession::Command(absl::string_view line) {
         "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP "
         "VRFY QUIT");
   }
-  if (verb == "STARTTLS") return Error("454 4.7.0 TLS not available");
+  if (verb == "STARTTLS") {
+    if (config_.tls_active) return Error("503 5.5.1 Error: TLS already active");
+    if (!config_.tls_available) return Error("454 4.7.0 TLS not available");
+    if (!arg.empty()) return Error("501 5.5.4 Syntax: STARTTLS");
+    Reply("220 2.0.0 Ready to start TLS");
+    // Whatever came in the same packet after STARTTLS was sent in the
+    // clear: it must not run inside the TLS session (the STARTTLS
+    // command injection bug, CVE-2011-0411). Drop it.
+    in_.clear();
+    phase_ = Phase::kWaitTls;
+    return;
+  }
   if (verb == "AUTH") {
     return Error("503 5.5.1 Error: authentication not enabled");
   }
@@ -229,12 +240,18 @@ void ServerSession::Ehlo(absl::string_view arg, bool extended) {
   Reply("250-SMTPUTF8");
   Reply("250-ENHANCEDSTATUSCODES");
   Reply("250-DSN");
+  if (config_.tls_available && !config_.tls_active) Reply("250-STARTTLS");
   Reply("250 CHUNKING");
 }
 
 void ServerSession::Mail(absl::string_view arg) {
   if (helo_.empty()) return Error("503 5.5.1 Error: send HELO/EHLO first");
   if (have_mail_) return Error("503 5.5.1 Error: nested MAIL command");
+  if (config_.auth_required) {
+    return Error(config_.tls_active || !config_.tls_available
+                     ? "530 5.7.0 Authentication required"
+                     : "530 5.7.0 Must issue a STARTTLS command first");
+  }
   if (!absl::StartsWithIgnoreCase(arg, "FROM:")) {
     return Error("501 5.5.4 Syntax: MAIL FROM:<address>");
   }
@@ -501,6 +518,16 @@ void ServerSession::FinishMessage() {
   }
   ready_ = std::move(message_);
   phase_ = Phase::kWaitQueue;
+}
+
+void ServerSession::TlsStarted() {
+  if (phase_ != Phase::kWaitTls) return;
+  config_.tls_active = true;
+  helo_.clear();
+  ehlo_ = false;
+  ResetTransaction();
+  in_.clear();
+  phase_ = Phase::kCommand;
 }
 
 void ServerSession::MessageQueued(const absl::Status& status,

@@ -42,6 +42,12 @@ struct SessionConfig {
   // RFC 5321 §4.5.3.1.4: 512 for commands; we allow a little more for long
   // ESMTP parameters, as common servers do.
   size_t max_command_bytes = 2048;
+  // STARTTLS offered (a TLS context exists and TLS is not yet active).
+  bool tls_available = false;
+  // TLS already on (implicit TLS, port 465).
+  bool tls_active = false;
+  // Submission: MAIL needs an authenticated client (530 otherwise).
+  bool auth_required = false;
 };
 
 struct Recipient {
@@ -63,7 +69,7 @@ struct Message {
 
 class ServerSession {
  public:
-  enum class Phase { kCommand, kData, kBdat, kWaitQueue, kClosed };
+  enum class Phase { kCommand, kData, kBdat, kWaitQueue, kWaitTls, kClosed };
 
   explicit ServerSession(SessionConfig config);
 
@@ -79,6 +85,12 @@ class ServerSession {
   // queue id, or 451/452 from the status, then the session goes on with
   // what the client pipelined.
   void MessageQueued(const absl::Status& status, absl::string_view queue_id);
+  // After "220 Ready to start TLS": the driver sends it, runs the TLS
+  // handshake, and calls TlsStarted(); input meanwhile is TLS, not SMTP.
+  bool wants_tls() const { return phase_ == Phase::kWaitTls; }
+  // TLS is up: the session starts over (RFC 3207 §4.2: forget EHLO).
+  void TlsStarted();
+  bool tls_active() const { return config_.tls_active; }
   // The driver should close after sending the output (QUIT, error limit).
   bool closing() const { return phase_ == Phase::kClosed; }
   Phase phase() const { return phase_; }

@@ -101,11 +101,14 @@ class ServeTest(unittest.TestCase):
             with socket.create_connection(("127.0.0.1", 2525), timeout=5) as s:
                 greeting = s.recv(512).decode()
             self.assertTrue(greeting.startswith("220 "), greeting)
-            # Submission needs STARTTLS and AUTH, not built yet: it refuses
-            # with a code that makes clients keep the mail and retry.
+            # Submission greets, offers STARTTLS, and wants it before MAIL.
             with socket.create_connection(("127.0.0.1", 2587), timeout=5) as s:
-                greeting = s.recv(512).decode()
-            self.assertTrue(greeting.startswith("421 4.3.2 "), greeting)
+                self.assertTrue(s.recv(512).startswith(b"220 "))
+                s.sendall(b"EHLO c\r\n")
+                time.sleep(0.2)
+                self.assertIn(b"STARTTLS", s.recv(4096))
+                s.sendall(b"MAIL FROM:<a@b.test>\r\n")
+                self.assertTrue(s.recv(512).startswith(b"530 "))
             with socket.create_connection(("127.0.0.1", 8025), timeout=5) as s:
                 s.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 self.assertTrue(s.recv(512).startswith(b"HTTP/1.1 503"))

@@ -12,6 +12,7 @@ import re
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -35,14 +36,16 @@ class Daemon:
         self.port = free_port()
         self.data = data or tempfile.mkdtemp(dir=TMP)
         self.cfg = os.path.join(self.data, "peregrine.toml")
+        self.submission = free_port()
+        self.submissions = free_port()
         with open(self.cfg, "w") as f:
             f.write(f"""
 [server]
 shards = 2
 [listen]
 relay = "127.0.0.1:{self.port}"
-submission = []
-submissions = []
+submission = "127.0.0.1:{self.submission}"
+submissions = "127.0.0.1:{self.submissions}"
 admin = []
 {extra}
 """)
@@ -235,6 +238,95 @@ class SmtpTest(unittest.TestCase):
         finally:
             if d.proc.poll() is None:
                 d.stop()
+
+    def insecure(self):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def test_starttls_and_implicit_tls_with_a_self_signed_certificate(self):
+        d = Daemon()
+        try:
+            with d.smtp() as s:
+                self.assertIn("starttls", s.ehlo_resp.decode().lower()
+                              if s.ehlo_resp else s.ehlo()[1].decode().lower())
+                code, _ = s.starttls(context=self.insecure())
+                self.assertEqual(code, 220)
+                self.assertIn("TLS", s.sock.version())
+                s.ehlo()
+                self.assertNotIn("starttls", s.ehlo_resp.decode().lower())
+                s.sendmail("a@s.test", ["b@d.test"], "Subject: tls\r\n\r\nx\r\n")
+            with smtplib.SMTP_SSL("127.0.0.1", d.submissions, context=self.insecure(),
+                                  local_hostname="c.test", timeout=10) as s:
+                self.assertEqual(s.ehlo()[0], 250)
+                self.assertEqual(s.mail("a@s.test")[0], 530)  # AUTH needed.
+            with smtplib.SMTP("127.0.0.1", d.submission, local_hostname="c.test",
+                              timeout=10) as s:
+                s.ehlo()
+                code, msg = s.mail("a@s.test")
+                self.assertEqual(code, 530)
+                self.assertIn(b"STARTTLS", msg)
+                s.rset()
+                s.starttls(context=self.insecure())
+                s.ehlo()
+                self.assertEqual(s.mail("a@s.test")[0], 530)
+            self.assertEqual(d.stop(), 0)
+            self.assertTrue(os.path.exists(os.path.join(d.data, "tls", "self-signed.crt")))
+            ident = d.queue("list").split()[0]
+            self.assertIn("with ESMTPS", d.queue("show", ident, "--body"))
+        finally:
+            if d.proc.poll() is None:
+                d.stop()
+
+    def test_starttls_injection_is_not_executed(self):
+        d = Daemon()
+        try:
+            raw = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+            raw.recv(512)
+            raw.sendall(b"EHLO c\r\n")
+            time.sleep(0.2)
+            raw.recv(4096)
+            # Commands after STARTTLS in the same packet must be dropped.
+            raw.sendall(b"STARTTLS\r\nMAIL FROM:<evil@s.test>\r\n")
+            self.assertTrue(raw.recv(512).startswith(b"220 2.0.0"))
+            tls = self.insecure().wrap_socket(raw)
+            tls.sendall(b"RCPT TO:<victim@d.test>\r\n")
+            reply = tls.recv(512)
+            self.assertTrue(reply.startswith(b"503"), reply)  # No MAIL happened.
+            tls.close()
+        finally:
+            d.stop()
+
+    def test_configured_certificate_and_bad_certificate(self):
+        keydir = tempfile.mkdtemp(dir=TMP)
+        crt, key = os.path.join(keydir, "c.pem"), os.path.join(keydir, "k.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", key, "-out", crt, "-days", "2", "-subj",
+                        "/CN=mail.example.test"], check=True, capture_output=True)
+        d = Daemon(f'[tls]\ncert_file = "{crt}"\nkey_file = "{key}"\n')
+        try:
+            with d.smtp() as s:
+                s.starttls(context=self.insecure())
+                cert = s.sock.getpeercert(binary_form=True)
+                with open(crt) as f:
+                    self.assertEqual(cert, ssl.PEM_cert_to_DER_cert(f.read()))
+        finally:
+            d.stop()
+        bad = os.path.join(keydir, "bad.pem")
+        with open(bad, "w") as f:
+            f.write("not a certificate")
+        data = tempfile.mkdtemp(dir=TMP)
+        cfg = os.path.join(data, "bad.toml")
+        with open(cfg, "w") as f:
+            f.write(f'[listen]\nrelay = "127.0.0.1:{free_port()}"\nsubmission = []\n'
+                    f'submissions = []\nadmin = []\n[tls]\ncert_file = "{bad}"\n'
+                    f'key_file = "{key}"\n')
+        r = subprocess.run([PEREGRINE, "serve", "--config", cfg, "--data-dir", data],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("tls.cert_file", r.stderr)
+        self.assertIn(bad, r.stderr)
 
 
 if __name__ == "__main__":

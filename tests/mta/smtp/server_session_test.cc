@@ -366,6 +366,44 @@ TEST(ServerSessionTest, RsetNoopVrfyHelpQuitAndTimeout) {
   EXPECT_TRUE(s.closing());
 }
 
+TEST(ServerSessionTest, StartTlsDropsPipelinedCommandsAndStartsOver) {
+  SessionConfig config = Trusted();
+  config.tls_available = true;
+  ServerSession s(config);
+  s.Start();
+  s.Feed("EHLO c\r\n");
+  EXPECT_THAT(s.TakeOutput(), HasSubstr("250-STARTTLS\r\n"));
+  // Injection: commands in the same packet as STARTTLS.
+  s.Feed("STARTTLS\r\nMAIL FROM:<evil@s.test>\r\n");
+  EXPECT_EQ(s.TakeOutput(), "220 2.0.0 Ready to start TLS\r\n");
+  EXPECT_TRUE(s.wants_tls());
+  s.Feed("\x16\x03\x01 handshake bytes are not commands");
+  EXPECT_EQ(s.TakeOutput(), "");
+  s.TlsStarted();
+  EXPECT_TRUE(s.tls_active());
+  // EHLO is forgotten; the injected MAIL never ran.
+  s.Feed("MAIL FROM:<a@s.test>\r\n");
+  EXPECT_THAT(s.TakeOutput(),
+              HasSubstr("503 5.5.1 Error: send HELO/EHLO first"));
+  s.Feed("EHLO c\r\n");
+  std::string ehlo = s.TakeOutput();
+  EXPECT_THAT(ehlo, ::testing::Not(HasSubstr("STARTTLS")));
+  s.Feed("STARTTLS\r\n");
+  EXPECT_THAT(s.TakeOutput(), HasSubstr("503 5.5.1 Error: TLS already active"));
+}
+
+TEST(ServerSessionTest, SubmissionNeedsTlsThenAuth) {
+  SessionConfig config = Trusted();
+  config.tls_available = true;
+  config.auth_required = true;
+  Outcome before_tls = Dialog(std::string(kHeader), config);
+  EXPECT_THAT(before_tls.output,
+              HasSubstr("530 5.7.0 Must issue a STARTTLS command first"));
+  config.tls_active = true;
+  Outcome after_tls = Dialog(std::string(kHeader), config);
+  EXPECT_THAT(after_tls.output, HasSubstr("530 5.7.0 Authentication required"));
+}
+
 TEST(ParsePathTest, Paths) {
   std::string a;
   absl::string_view rest;

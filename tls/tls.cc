@@ -1,0 +1,199 @@
+#include "tls/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace peregrine::tls {
+namespace {
+
+std::string OpenSslErrors() {
+  std::string out;
+  unsigned long e;
+  while ((e = ERR_get_error()) != 0) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "unknown error" : out;
+}
+
+bool WritePem(const std::string& path, bool private_key, EVP_PKEY* key,
+              X509* cert) {
+  FILE* f = fopen(path.c_str(), "w");
+  if (f == nullptr) return false;
+  if (private_key) fchmod(fileno(f), 0600);
+  bool ok = private_key ? PEM_write_PrivateKey(f, key, nullptr, nullptr, 0,
+                                               nullptr, nullptr)
+                        : PEM_write_X509(f, cert);
+  fclose(f);
+  return ok;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const ServerContext>> ServerContext::FromFiles(
+    const std::string& cert_file, const std::string& key_file) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) return absl::InternalError(OpenSslErrors());
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(
+      ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  auto fail = [&](absl::string_view what, const std::string& file) {
+    std::string why = OpenSslErrors();
+    SSL_CTX_free(ctx);
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", file, ": ", why));
+  };
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
+    return fail("cannot load the TLS certificate chain", cert_file);
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) !=
+      1) {
+    return fail("cannot load the TLS private key", key_file);
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return fail("the TLS key does not match the certificate", key_file);
+  }
+  return std::shared_ptr<const ServerContext>(new ServerContext(ctx));
+}
+
+ServerContext::~ServerContext() { SSL_CTX_free(ctx_); }
+
+absl::StatusOr<std::pair<std::string, std::string>> EnsureSelfSigned(
+    const std::string& data_dir, const std::string& hostname) {
+  std::string dir = data_dir + "/tls";
+  std::string crt = dir + "/self-signed.crt";
+  std::string key_path = dir + "/self-signed.key";
+  if (std::filesystem::exists(crt) && std::filesystem::exists(key_path)) {
+    return std::make_pair(crt, key_path);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  X509* cert = X509_new();
+  if (key == nullptr || cert == nullptr) {
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return absl::InternalError(OpenSslErrors());
+  }
+  X509_set_version(cert, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+  X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 10L * 365 * 24 * 3600);
+  X509_set_pubkey(cert, key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(
+      name, "CN", MBSTRING_ASC,
+      reinterpret_cast<const unsigned char*>(hostname.c_str()), -1, -1, 0);
+  X509_set_issuer_name(cert, name);
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, cert, cert, nullptr, nullptr, 0);
+  std::string san = "DNS:" + hostname;
+  if (X509_EXTENSION* ext = X509V3_EXT_conf_nid(
+          nullptr, &v3, NID_subject_alt_name, san.c_str())) {
+    X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+  }
+  bool ok = X509_sign(cert, key, EVP_sha256()) > 0 &&
+            WritePem(key_path, true, key, nullptr) &&
+            WritePem(crt, false, nullptr, cert);
+  EVP_PKEY_free(key);
+  X509_free(cert);
+  if (!ok) {
+    return absl::InternalError(
+        absl::StrCat("cannot write a self-signed certificate in ", dir, ": ",
+                     OpenSslErrors()));
+  }
+  return std::make_pair(crt, key_path);
+}
+
+std::unique_ptr<TlsSession> TlsSession::Server(
+    std::shared_ptr<const ServerContext> context) {
+  std::unique_ptr<TlsSession> s(new TlsSession);
+  s->context_ = std::move(context);
+  s->ssl_ = SSL_new(s->context_->ctx());
+  s->in_ = BIO_new(BIO_s_mem());
+  s->out_ = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(s->in_, -1);  // Empty means "more later", not EOF.
+  SSL_set_bio(s->ssl_, s->in_, s->out_);
+  SSL_set_accept_state(s->ssl_);
+  return s;
+}
+
+TlsSession::~TlsSession() { SSL_free(ssl_); }
+
+absl::Status TlsSession::Advance(std::string* plaintext) {
+  if (!SSL_is_init_finished(ssl_)) {
+    int rc = SSL_do_handshake(ssl_);
+    if (rc != 1) {
+      int err = SSL_get_error(ssl_, rc);
+      if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        return absl::OkStatus();
+      }
+      return absl::PermissionDeniedError(
+          absl::StrCat("TLS handshake failed: ", OpenSslErrors()));
+    }
+  }
+  char buf[16384];
+  while (true) {
+    int n = SSL_read(ssl_, buf, sizeof(buf));
+    if (n > 0) {
+      plaintext->append(buf, n);
+      continue;
+    }
+    int err = SSL_get_error(ssl_, n);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+      return absl::OkStatus();
+    }
+    if (err == SSL_ERROR_ZERO_RETURN) {
+      return absl::CancelledError("TLS closed by the peer");
+    }
+    return absl::DataLossError(absl::StrCat("TLS: ", OpenSslErrors()));
+  }
+}
+
+absl::Status TlsSession::Feed(absl::string_view ciphertext,
+                              std::string* plaintext) {
+  if (!ciphertext.empty()) {
+    BIO_write(in_, ciphertext.data(), static_cast<int>(ciphertext.size()));
+  }
+  return Advance(plaintext);
+}
+
+absl::Status TlsSession::Write(absl::string_view plaintext) {
+  while (!plaintext.empty()) {
+    int n =
+        SSL_write(ssl_, plaintext.data(), static_cast<int>(plaintext.size()));
+    if (n <= 0) {
+      return absl::DataLossError(absl::StrCat("TLS write: ", OpenSslErrors()));
+    }
+    plaintext.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+std::string TlsSession::TakeCiphertext() {
+  std::string out;
+  char* data = nullptr;
+  long n = BIO_get_mem_data(out_, &data);
+  if (n > 0) {
+    out.assign(data, n);
+    (void)BIO_reset(out_);
+  }
+  return out;
+}
+
+std::string TlsSession::Description() const {
+  return absl::StrCat(SSL_get_version(ssl_), " ",
+                      SSL_CIPHER_get_name(SSL_get_current_cipher(ssl_)));
+}
+
+}  // namespace peregrine::tls

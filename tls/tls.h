@@ -1,0 +1,71 @@
+// TLS for the shards: server contexts and sans-I/O sessions (OpenSSL 3).
+//
+// ServerContext: one SSL_CTX made from a PEM certificate chain and key
+// (TLS 1.2 minimum), built on the main thread at start and on SIGHUP and
+// shared read-only (shared_ptr) by every shard. When no certificate is
+// configured, EnsureSelfSigned() makes one in the data directory at first
+// start so that STARTTLS works out of the box (receivers then see an
+// unverified certificate: fine for opportunistic TLS, not for submission
+// clients that verify).
+//
+// TlsSession: one connection's TLS state over memory BIOs: ciphertext from
+// the socket goes in, plaintext comes out, and the other way round. The
+// connection driver moves bytes; the session never sees a socket.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace peregrine::tls {
+
+class ServerContext {
+ public:
+  static absl::StatusOr<std::shared_ptr<const ServerContext>> FromFiles(
+      const std::string& cert_file, const std::string& key_file);
+  ~ServerContext();
+  SSL_CTX* ctx() const { return ctx_; }
+
+ private:
+  explicit ServerContext(SSL_CTX* ctx) : ctx_(ctx) {}
+  SSL_CTX* ctx_;
+};
+
+// Makes dir/tls/self-signed.{crt,key} for `hostname` unless they exist;
+// returns their paths.
+absl::StatusOr<std::pair<std::string, std::string>> EnsureSelfSigned(
+    const std::string& data_dir, const std::string& hostname);
+
+class TlsSession {
+ public:
+  static std::unique_ptr<TlsSession> Server(
+      std::shared_ptr<const ServerContext> context);
+  ~TlsSession();
+
+  // Ciphertext from the peer; appends whatever plaintext it yields. An
+  // error means the connection is beyond repair (bad handshake, alert).
+  absl::Status Feed(absl::string_view ciphertext, std::string* plaintext);
+  // Plaintext to send; encrypted into the outgoing buffer.
+  absl::Status Write(absl::string_view plaintext);
+  // Ciphertext to send now (handshake messages, records, alerts).
+  std::string TakeCiphertext();
+
+  bool handshake_done() const { return SSL_is_init_finished(ssl_); }
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384" once the handshake is done.
+  std::string Description() const;
+
+ private:
+  TlsSession() = default;
+  absl::Status Advance(std::string* plaintext);
+
+  std::shared_ptr<const ServerContext> context_;
+  SSL* ssl_ = nullptr;
+  BIO* in_ = nullptr;   // Owned by ssl_.
+  BIO* out_ = nullptr;  // Owned by ssl_.
+};
+
+}  // namespace peregrine::tls
