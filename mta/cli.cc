@@ -1,7 +1,10 @@
 #include "mta/cli.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -20,6 +23,7 @@
 #include "dkim/signer.h"
 #include "mta/config.h"
 #include "mta/daemon.h"
+#include "mta/users.h"
 #include "mta/version.h"
 #include "queue/rocksdb_store.h"
 
@@ -38,6 +42,13 @@ int Serve(const std::string& config_path, const std::string& data_dir,
         << config.status().message() << "\n";
     return kExitUsage;
   }
+  // Before any thread exists (the Daemon's members start some): every
+  // thread inherits the mask, and SIGTERM reaches only the main thread's
+  // sigtimedwait, which drains.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) sigaddset(&signals, sig);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   Daemon daemon(*std::move(config), config_path, data_dir);
   absl::Status started = daemon.Start();
   if (!started.ok()) {
@@ -283,6 +294,103 @@ int QueueCommand(const std::string& what, const QueueArgs& a, std::ostream& out,
   return 0;
 }
 
+struct UserArgs {
+  std::string config_path;
+  std::string data_dir;
+  std::string users_file;
+  std::string name;
+};
+
+// A password from the terminal (echo off) or, when standard input is not a
+// terminal, its first line (for scripts: echo pw | peregrine user add NAME).
+absl::StatusOr<std::string> ReadPassword(absl::string_view prompt,
+                                         std::ostream& err) {
+  std::string password;
+  if (isatty(STDIN_FILENO)) {
+    err << prompt << std::flush;
+    termios old{}, quiet{};
+    tcgetattr(STDIN_FILENO, &old);
+    quiet = old;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    std::getline(std::cin, password);
+    tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    err << "\n";
+  } else if (!std::getline(std::cin, password)) {
+    return absl::InvalidArgumentError("no password on standard input");
+  }
+  if (!password.empty() && password.back() == '\r') password.pop_back();
+  return password;
+}
+
+int UserCommand(const std::string& what, const UserArgs& a, std::ostream& out,
+                std::ostream& err) {
+  std::string path = a.users_file;
+  if (path.empty()) {
+    absl::StatusOr<Config> config =
+        a.config_path.empty() ? DefaultConfig() : LoadConfigFile(a.config_path);
+    if (!config.ok()) {
+      err << config.status().message() << "\n";
+      return kExitUsage;
+    }
+    if (!a.data_dir.empty()) config->data_dir = a.data_dir;
+    path = config->UsersFilePath();
+  }
+  auto users = UsersFile::Load(path);
+  if (!users.ok()) {
+    err << "peregrine user: " << users.status().message() << "\n";
+    return kExitUsage;
+  }
+  if (what == "list") {
+    for (const std::string& name : users->Names()) out << name << "\n";
+    return 0;
+  }
+  if (what == "del") {
+    if (!users->Remove(a.name)) {
+      err << "peregrine user del: no user '" << a.name << "' in " << path
+          << "\n";
+      return kExitUsage;
+    }
+  } else if (what == "check") {
+    auto password = ReadPassword("Password: ", err);
+    if (!password.ok()) {
+      err << "peregrine user check: " << password.status().message() << "\n";
+      return kExitUsage;
+    }
+    bool ok = users->Check(a.name, *password);
+    out << a.name
+        << (ok ? ": password accepted\n" : ": authentication fails\n");
+    return ok ? 0 : 1;
+  } else {  // add
+    auto password = ReadPassword("New password: ", err);
+    if (!password.ok()) {
+      err << "peregrine user add: " << password.status().message() << "\n";
+      return kExitUsage;
+    }
+    if (isatty(STDIN_FILENO)) {
+      auto again = ReadPassword("Again: ", err);
+      if (!again.ok() || *again != *password) {
+        err << "peregrine user add: the passwords differ\n";
+        return kExitUsage;
+      }
+    }
+    if (absl::Status s = users->Set(a.name, *password); !s.ok()) {
+      err << "peregrine user add: " << s.message() << "\n";
+      return kExitUsage;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (absl::Status s = users->Save(path); !s.ok()) {
+    err << "peregrine user: " << s.message() << "\n";
+    return kExitRuntime;
+  }
+  out << (what == "del" ? "removed " : "saved ") << a.name << " in " << path
+      << " (a running daemon reads it on SIGHUP)\n";
+  return 0;
+}
+
 }  // namespace
 
 int RunCli(int argc, const char* const* argv, std::ostream& out,
@@ -366,6 +474,26 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   queue_show->add_option("id", queue_args.id, "Queue id")->required();
   queue_show->add_flag("--body", queue_args.body, "Print the message too");
 
+  UserArgs user_args;
+  CLI::App* user_cmd =
+      app.add_subcommand("user", "Accounts that may AUTH on submission");
+  user_cmd->require_subcommand(1);
+  for (const char* what : {"add", "del", "list", "check"}) {
+    CLI::App* sub = user_cmd->add_subcommand(
+        what, std::string(what) == "add"    ? "Add a user or set a password"
+              : std::string(what) == "del"  ? "Remove a user"
+              : std::string(what) == "list" ? "List the users"
+                                            : "Check a user's password");
+    sub->add_option("-c,--config", user_args.config_path,
+                    "TOML configuration file");
+    sub->add_option("--data-dir", user_args.data_dir, "Data directory");
+    sub->add_option("--users-file", user_args.users_file,
+                    "The users file itself");
+    if (std::string(what) != "list") {
+      sub->add_option("name", user_args.name, "User name")->required();
+    }
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -376,6 +504,11 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   if (*serve) return Serve(config_path, data_dir, err);
   if (*check) return ConfigCheck(check_path, out, err);
   if (*keygen) return DkimKeygen(keygen_args, out, err);
+  for (const char* what : {"add", "del", "list", "check"}) {
+    if (*user_cmd->get_subcommand(what)) {
+      return UserCommand(what, user_args, out, err);
+    }
+  }
   for (const char* what : {"stats", "list", "show"}) {
     if (*queue_cmd->get_subcommand(what)) {
       return QueueCommand(what, queue_args, out, err);

@@ -355,6 +355,16 @@ const std::vector<Setting>& Schema() {
          }
          return absl::OkStatus();
        }},
+      {"auth", "users_file", "\"\"",
+       "Accounts that may AUTH on submission (scrypt hashes). Empty:\n"
+       "data_dir/users. Manage it with `peregrine user add|del|list`;\n"
+       "SIGHUP reloads it.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a file path");
+         if (!s.ok()) return s.status();
+         c.users_file = *s;
+         return absl::OkStatus();
+       }},
       {"tls", "cert_file", "\"\"",
        "PEM certificate chain for STARTTLS and port 465 (e.g. Let's\n"
        "Encrypt's fullchain.pem). Empty: a self-signed certificate is made in\n"
@@ -787,7 +797,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
 
 bool IsReloadable(absl::string_view key) {
   return key == "server.log_level" || absl::StartsWith(key, "dkim.") ||
-         absl::StartsWith(key, "tls.");
+         absl::StartsWith(key, "tls.") || absl::StartsWith(key, "auth.");
 }
 
 }  // namespace peregrine

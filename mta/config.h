@@ -49,6 +49,12 @@ struct Config {
   // [relay]
   std::vector<shard::Cidr> trusted_networks;
 
+  // [auth]
+  std::string users_file;  // Empty: data_dir/users.
+  std::string UsersFilePath() const {
+    return users_file.empty() ? data_dir + "/users" : users_file;
+  }
+
   // [tls]
   std::string tls_cert_file;  // Empty: a self-signed one in data_dir/tls.
   std::string tls_key_file;

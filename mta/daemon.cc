@@ -210,6 +210,12 @@ absl::Status Daemon::Start() {
   reception_.queue = queue_.get();
   reception_.dkim = [this] { return dkim(); };
   reception_.tls = [this] { return tls(); };
+  LoadUsers();
+  reception_.authenticate = [this](std::string user, std::string password,
+                                   absl::AnyInvocable<void(bool)> done) {
+    authenticator_.Check(std::move(user), std::move(password), std::move(done));
+  };
+  reception_.has_users = [this] { return authenticator_.HasUsers(); };
   reception_.trusted_networks = config_.trusted_networks;
   reception_.hostname = config_.EffectiveHostname();
   reception_.shards = static_cast<int>(shards_.size());
@@ -384,6 +390,26 @@ void Daemon::LoadDkim() {
   dkim_ = std::move(table);
 }
 
+void Daemon::LoadUsers() {
+  std::string path = config_.UsersFilePath();
+  auto users = UsersFile::Load(path);
+  if (!users.ok()) {
+    log::Error(kLog, "auth: %s; AUTH is not offered", users.status().message());
+    authenticator_.SetUsers(nullptr);
+    return;
+  }
+  size_t n = users->Names().size();
+  authenticator_.SetUsers(std::make_shared<const UsersFile>(*std::move(users)));
+  if (n == 0) {
+    log::Warn(kLog,
+              "auth: no users in %s: submission refuses everyone (add one: "
+              "peregrine user add NAME)",
+              path);
+  } else {
+    log::Info(kLog, "auth: %d users from %s", n, path);
+  }
+}
+
 absl::Status Daemon::LoadTls() {
   std::string cert = config_.tls_cert_file, key = config_.tls_key_file;
   if (cert.empty()) {
@@ -479,11 +505,14 @@ void Daemon::Reload() {
   config_.tls_cert_file = fresh->tls_cert_file;
   config_.tls_key_file = fresh->tls_key_file;
   for (const auto& [key, value] : fresh->values) {
-    if (absl::StartsWith(key, "dkim.") || absl::StartsWith(key, "tls.")) {
+    if (absl::StartsWith(key, "dkim.") || absl::StartsWith(key, "tls.") ||
+        absl::StartsWith(key, "auth.")) {
       config_.values[key] = value;
     }
   }
   LoadDkim();
+  config_.users_file = fresh->users_file;
+  LoadUsers();
   // Certificates too are read again (renewed by certbot, say); a bad one
   // keeps the old context in force.
   if (absl::Status s = LoadTls(); !s.ok()) {

@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "dkim/signing_table.h"
 #include "dns/caching_resolver.h"
+#include "mta/auth.h"
 #include "mta/config.h"
 #include "mta/reception.h"
 #include "mta/shard/shard_group.h"
@@ -65,6 +66,8 @@ class Daemon {
   void Reload();
   // (Re)reads every DKIM key file and logs what each key will do.
   void LoadDkim();
+  // (Re)loads the users file for AUTH.
+  void LoadUsers();
   // (Re)loads the TLS certificate; a self-signed one when none is set.
   absl::Status LoadTls();
   std::shared_ptr<const tls::ServerContext> tls() const;
@@ -75,6 +78,7 @@ class Daemon {
   std::string data_dir_override_;
   int lock_fd_ = -1;
   std::unique_ptr<queue::RocksStore> queue_;
+  Authenticator authenticator_;
   ReceptionContext reception_;
   std::unique_ptr<shard::ShardGroup> group_;
   std::vector<std::unique_ptr<ShardState>> shards_;

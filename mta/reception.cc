@@ -64,6 +64,7 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         c.tls_active = mode == ListenMode::kSubmissions;
         // Submission is for authenticated clients only, wherever they are.
         c.auth_required = mode != ListenMode::kRelay;
+        c.auth_available = context.has_users && context.has_users();
         if (mode == ListenMode::kRelay) {
           for (const shard::Cidr& net : context.trusted_networks) {
             if (net.Contains(peer)) c.relay_allowed = true;
@@ -123,7 +124,8 @@ void SmtpConnection::ArmTimer() {
 
 void SmtpConnection::ReadMore() {
   if (reading_ || finishing_ || finishing_after_send_ || session_.closing() ||
-      session_.phase() == smtp::ServerSession::Phase::kWaitQueue) {
+      session_.phase() == smtp::ServerSession::Phase::kWaitQueue ||
+      session_.phase() == smtp::ServerSession::Phase::kWaitAuth) {
     return;
   }
   reading_ = true;
@@ -151,6 +153,9 @@ void SmtpConnection::Pump() {
     tls_ = tls::TlsSession::Server(tls_context_);
   }
   if (auto message = session_.TakeMessage()) Enqueue(*std::move(message));
+  if (auto request = session_.TakeAuthRequest()) {
+    Authenticate(*std::move(request));
+  }
   SendPending();
   bool done = session_.closing() || finishing_after_send_;
   if (done && !writing_ && outbox_.empty()) Finish();
@@ -218,20 +223,23 @@ void SmtpConnection::Enqueue(smtp::Message m) {
   size_t count = q.recipients.size();
   std::string sender = m.sender;
   q.envelope.tls = tls_description_;
+  q.envelope.auth_user = m.auth_user;
+  std::string auth_user = m.auth_user;
   enqueue_pending_ = true;
   context_.queue->Enqueue(
-      std::move(q),
-      [this, size, count, sender](absl::StatusOr<queue::MessageId> id) {
+      std::move(q), [this, size, count, sender,
+                     auth_user](absl::StatusOr<queue::MessageId> id) {
         // On the committer thread: back to our shard.
-        reactor_.Post([this, id, size, count, sender] {
+        reactor_.Post([this, id, size, count, sender, auth_user] {
           enqueue_pending_ = false;
           if (id.ok()) {
             log::Info(
                 kLog,
                 "received id=%s client=%s from=<%s> rcpt=%d size=%d tls=%s "
-                "auth=-",
+                "auth=%s",
                 queue::FormatMessageId(*id), peer_.HostString(), sender, count,
-                size, tls_description_.empty() ? "none" : tls_description_);
+                size, tls_description_.empty() ? "none" : tls_description_,
+                auth_user.empty() ? "-" : auth_user);
           } else {
             log::Warn(kLog, "not queued from %s: %s", peer_.HostString(),
                       id.status().message());
@@ -245,9 +253,36 @@ void SmtpConnection::Enqueue(smtp::Message m) {
       });
 }
 
+void SmtpConnection::Authenticate(smtp::AuthRequest request) {
+  auth_pending_ = true;
+  std::string user = request.user;
+  context_.authenticate(std::move(request.user), std::move(request.password),
+                        [this, user](bool ok) {
+                          reactor_.Post([this, user, ok] {
+                            auto deliver = [this, user, ok] {
+                              auth_pending_ = false;
+                              if (finishing_) return Finish();
+                              log::Info(kLog, "auth %s client=%s user=%s",
+                                        ok ? "ok" : "failed",
+                                        peer_.HostString(), user);
+                              session_.AuthResult(ok);
+                              Pump();
+                              ReadMore();
+                            };
+                            // A failure is answered a second later: guessing
+                            // gets slow.
+                            if (ok) {
+                              deliver();
+                            } else {
+                              reactor_.AddTimer(absl::Seconds(1), deliver);
+                            }
+                          });
+                        });
+}
+
 void SmtpConnection::Finish() {
   finishing_ = true;
-  if (enqueue_pending_) return;  // The queue's answer finishes us.
+  if (enqueue_pending_ || auth_pending_) return;  // Their answer finishes us.
   if (timer_ != 0) {
     reactor_.CancelTimer(timer_);
     timer_ = 0;

@@ -31,6 +31,11 @@ namespace peregrine {
 struct ReceptionContext {
   queue::Store* queue = nullptr;
   std::function<std::shared_ptr<const dkim::SigningTable>()> dkim;
+  // Checks AUTH credentials; `done` may run on another thread.
+  std::function<void(std::string user, std::string password,
+                     absl::AnyInvocable<void(bool)> done)>
+      authenticate;
+  std::function<bool()> has_users;
   // The TLS context in force (nullptr: no TLS); replaced on SIGHUP.
   std::function<std::shared_ptr<const tls::ServerContext>()> tls;
   std::vector<shard::Cidr> trusted_networks;
@@ -68,6 +73,7 @@ class SmtpConnection {
   void SendPending();
   void Enqueue(smtp::Message message);
   void FromSocket(absl::string_view bytes);
+  void Authenticate(smtp::AuthRequest request);
   void ArmTimer();
   void Finish();
 
@@ -87,6 +93,7 @@ class SmtpConnection {
   bool writing_ = false;
   bool reading_ = false;
   bool enqueue_pending_ = false;
+  bool auth_pending_ = false;
   bool finishing_ = false;
   bool finishing_after_send_ = false;  // A TLS failure: send the alert, go.
   shard::Reactor::TimerId timer_ = 0;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -167,6 +168,7 @@ void ServerSession::Process() {
 }
 
 void ServerSession::Command(absl::string_view line) {
+  if (auth_stage_ != AuthStage::kNone) return AuthResponse(line);
   size_t space = line.find(' ');
   std::string verb = absl::AsciiStrToUpper(line.substr(0, space));
   absl::string_view arg =
@@ -211,9 +213,7 @@ void ServerSession::Command(absl::string_view line) {
     phase_ = Phase::kWaitTls;
     return;
   }
-  if (verb == "AUTH") {
-    return Error("503 5.5.1 Error: authentication not enabled");
-  }
+  if (verb == "AUTH") return Auth(arg);
   if (verb == "EXPN" || verb == "TURN" || verb == "ETRN") {
     return Error("502 5.5.1 Error: command not implemented");
   }
@@ -241,13 +241,17 @@ void ServerSession::Ehlo(absl::string_view arg, bool extended) {
   Reply("250-ENHANCEDSTATUSCODES");
   Reply("250-DSN");
   if (config_.tls_available && !config_.tls_active) Reply("250-STARTTLS");
+  if (config_.auth_available &&
+      (config_.tls_active || config_.auth_without_tls)) {
+    Reply("250-AUTH PLAIN LOGIN");
+  }
   Reply("250 CHUNKING");
 }
 
 void ServerSession::Mail(absl::string_view arg) {
   if (helo_.empty()) return Error("503 5.5.1 Error: send HELO/EHLO first");
   if (have_mail_) return Error("503 5.5.1 Error: nested MAIL command");
-  if (config_.auth_required) {
+  if (config_.auth_required && authenticated_.empty()) {
     return Error(config_.tls_active || !config_.tls_available
                      ? "530 5.7.0 Authentication required"
                      : "530 5.7.0 Must issue a STARTTLS command first");
@@ -313,6 +317,7 @@ void ServerSession::Mail(absl::string_view arg) {
   declared_size_ = size;
   m.sender = address;
   m.helo = helo_;
+  m.auth_user = authenticated_;
   message_ = std::move(m);
   have_mail_ = true;
   Reply("250 2.1.0 Ok");
@@ -370,7 +375,7 @@ void ServerSession::Rcpt(absl::string_view arg) {
   if (!IsAscii(address) && !message_.smtputf8) {
     return Error("553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
   }
-  if (!config_.relay_allowed) {
+  if (!config_.relay_allowed && authenticated_.empty()) {
     return Error(
         absl::StrCat("554 5.7.1 <", address, ">: Relay access denied"));
   }
@@ -518,6 +523,102 @@ void ServerSession::FinishMessage() {
   }
   ready_ = std::move(message_);
   phase_ = Phase::kWaitQueue;
+}
+
+void ServerSession::Auth(absl::string_view arg) {
+  if (!config_.auth_available) {
+    return Error("503 5.5.1 Error: authentication not enabled");
+  }
+  if (helo_.empty()) return Error("503 5.5.1 Error: send HELO/EHLO first");
+  if (!config_.tls_active && !config_.auth_without_tls) {
+    return Error(
+        "538 5.7.11 Encryption required for requested authentication "
+        "mechanism");
+  }
+  if (!authenticated_.empty()) {
+    return Error("503 5.5.1 Error: already authenticated");
+  }
+  if (have_mail_) return Error("503 5.5.1 Error: MAIL transaction in progress");
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(arg, ' ', absl::SkipEmpty());
+  if (parts.empty() || parts.size() > 2) {
+    return Error("501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+  }
+  std::string mechanism = absl::AsciiStrToUpper(parts[0]);
+  if (mechanism == "PLAIN") {
+    auth_stage_ = AuthStage::kPlain;
+    if (parts.size() == 2) return AuthResponse(parts[1]);
+    return Reply("334 ");
+  }
+  if (mechanism == "LOGIN") {
+    auth_stage_ = AuthStage::kLoginUser;
+    if (parts.size() == 2) return AuthResponse(parts[1]);
+    return Reply("334 VXNlcm5hbWU6");  // "Username:"
+  }
+  Error("504 5.5.4 Error: unsupported authentication mechanism");
+}
+
+void ServerSession::AuthResponse(absl::string_view line) {
+  AuthStage stage = auth_stage_;
+  auth_stage_ = AuthStage::kNone;
+  if (line == "*") return Error("501 5.7.0 Error: authentication aborted");
+  std::string decoded;
+  if (line != "=" && !absl::Base64Unescape(line, &decoded)) {
+    return Error("501 5.5.2 Error: cannot decode response");
+  }
+  switch (stage) {
+    case AuthStage::kPlain: {
+      // authzid NUL authcid NUL password (RFC 4616).
+      std::vector<std::string> f = absl::StrSplit(decoded, '\0');
+      if (f.size() != 3 || f[1].empty()) {
+        return Error("501 5.5.2 Error: bad PLAIN response");
+      }
+      if (!f[0].empty() && f[0] != f[1]) {
+        return Error("535 5.7.8 Error: authentication failed");
+      }
+      return Credentials(f[1], f[2]);
+    }
+    case AuthStage::kLoginUser:
+      login_user_ = decoded;
+      auth_stage_ = AuthStage::kLoginPassword;
+      return Reply("334 UGFzc3dvcmQ6");  // "Password:"
+    case AuthStage::kLoginPassword:
+      return Credentials(std::move(login_user_), decoded);
+    case AuthStage::kNone:
+      return;
+  }
+}
+
+void ServerSession::Credentials(std::string user, std::string password) {
+  pending_user_ = user;
+  login_user_.clear();
+  auth_request_ = AuthRequest{std::move(user), std::move(password)};
+  phase_ = Phase::kWaitAuth;
+}
+
+std::optional<AuthRequest> ServerSession::TakeAuthRequest() {
+  std::optional<AuthRequest> out;
+  out.swap(auth_request_);
+  return out;
+}
+
+void ServerSession::AuthResult(bool ok) {
+  if (phase_ != Phase::kWaitAuth) return;
+  phase_ = Phase::kCommand;
+  if (ok) {
+    authenticated_ = pending_user_;
+    Reply("235 2.7.0 Authentication successful");
+  } else {
+    Error("535 5.7.8 Error: authentication failed");
+    if (phase_ != Phase::kClosed && ++auth_failures_ >= 3) {
+      Reply(absl::StrCat("421 4.7.0 ", config_.hostname,
+                         " Error: too many failed authentications"));
+      phase_ = Phase::kClosed;
+    }
+  }
+  login_user_.clear();
+  pending_user_.clear();
+  Process();
 }
 
 void ServerSession::TlsStarted() {

@@ -48,6 +48,16 @@ struct SessionConfig {
   bool tls_active = false;
   // Submission: MAIL needs an authenticated client (530 otherwise).
   bool auth_required = false;
+  // AUTH PLAIN and LOGIN offered (there are users to check against).
+  bool auth_available = false;
+  // AUTH over a connection without TLS: off, so passwords never cross the
+  // network in the clear (538 then).
+  bool auth_without_tls = false;
+};
+
+struct AuthRequest {
+  std::string user;
+  std::string password;
 };
 
 struct Recipient {
@@ -64,12 +74,21 @@ struct Message {
   uint8_t ret = 0;  // 0 unspecified, 1 FULL, 2 HDRS.
   bool eight_bit = false;
   bool smtputf8 = false;
-  std::string data;  // Unstuffed, CRLF line ends.
+  std::string auth_user;  // Empty when not authenticated.
+  std::string data;       // Unstuffed, CRLF line ends.
 };
 
 class ServerSession {
  public:
-  enum class Phase { kCommand, kData, kBdat, kWaitQueue, kWaitTls, kClosed };
+  enum class Phase {
+    kCommand,
+    kData,
+    kBdat,
+    kWaitQueue,
+    kWaitTls,
+    kWaitAuth,
+    kClosed
+  };
 
   explicit ServerSession(SessionConfig config);
 
@@ -90,6 +109,10 @@ class ServerSession {
   bool wants_tls() const { return phase_ == Phase::kWaitTls; }
   // TLS is up: the session starts over (RFC 3207 §4.2: forget EHLO).
   void TlsStarted();
+  // Credentials to check (RFC 4954); the session waits for AuthResult().
+  std::optional<AuthRequest> TakeAuthRequest();
+  void AuthResult(bool ok);
+  const std::string& authenticated_user() const { return authenticated_; }
   bool tls_active() const { return config_.tls_active; }
   // The driver should close after sending the output (QUIT, error limit).
   bool closing() const { return phase_ == Phase::kClosed; }
@@ -108,6 +131,9 @@ class ServerSession {
   void Rcpt(absl::string_view arg);
   void Data();
   void Bdat(absl::string_view arg);
+  void Auth(absl::string_view arg);
+  void AuthResponse(absl::string_view line);
+  void Credentials(std::string user, std::string password);
   bool DataBytes();  // Consumes DATA input; true when the message ended.
   bool BdatBytes();  // Consumes a BDAT chunk; true when the chunk ended.
   void Append(absl::string_view bytes);  // To the message, within its limit.
@@ -127,6 +153,14 @@ class ServerSession {
   size_t declared_size_ = 0;
   bool too_big_ = false;
   std::optional<Message> ready_;
+  // AUTH state.
+  enum class AuthStage { kNone, kPlain, kLoginUser, kLoginPassword };
+  AuthStage auth_stage_ = AuthStage::kNone;
+  std::string login_user_;
+  std::string pending_user_;  // Whose credentials are being checked.
+  std::optional<AuthRequest> auth_request_;
+  std::string authenticated_;
+  int auth_failures_ = 0;
   // DATA state: at the start of a line; did the previous line end in CRLF
   // (only then can "." CRLF end the message).
   bool line_start_ = true;

@@ -328,6 +328,43 @@ class SmtpTest(unittest.TestCase):
         self.assertIn("tls.cert_file", r.stderr)
         self.assertIn(bad, r.stderr)
 
+    def test_submission_with_auth(self):
+        data = tempfile.mkdtemp(dir=TMP)
+        r = subprocess.run([PEREGRINE, "user", "add", "app", "--data-dir", data],
+                           input="correct-horse\n", capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d = Daemon(data=data)
+        try:
+            with smtplib.SMTP("127.0.0.1", d.submission, local_hostname="c.test",
+                              timeout=10) as s:
+                s.ehlo()
+                self.assertNotIn("auth", s.ehlo_resp.decode().lower())  # No TLS yet.
+                s.starttls(context=self.insecure())
+                s.ehlo()
+                self.assertIn("AUTH PLAIN LOGIN", s.ehlo_resp.decode())
+                with self.assertRaises(smtplib.SMTPAuthenticationError) as e:
+                    s.login("app", "wrong-password")
+                self.assertEqual(e.exception.smtp_code, 535)
+                s.login("app", "correct-horse")
+                s.sendmail("app@sender.test", ["x@anywhere.test"],
+                           "Subject: via submission\r\n\r\nhi\r\n")
+            with smtplib.SMTP_SSL("127.0.0.1", d.submissions, context=self.insecure(),
+                                  local_hostname="c.test", timeout=10) as s:
+                s.ehlo()
+                s.esmtp_features["auth"] = "LOGIN"  # Force AUTH LOGIN.
+                s.login("app", "correct-horse")
+                s.sendmail("app@sender.test", ["y@anywhere.test"], "Subject: 465\r\n\r\nhi\r\n")
+            self.assertEqual(d.stop(), 0)
+            log = open(os.path.join(d.data, "daemon.log")).read()
+            self.assertIn("auth failed client=127.0.0.1 user=app", log)
+            self.assertEqual(log.count("auth=app"), 2)
+            listing = d.queue("list")
+            self.assertIn("x@anywhere.test", listing)
+            self.assertIn("y@anywhere.test", listing)
+        finally:
+            if d.proc.poll() is None:
+                d.stop()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -1,5 +1,6 @@
 #include "mta/smtp/server_session.h"
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -402,6 +403,95 @@ TEST(ServerSessionTest, SubmissionNeedsTlsThenAuth) {
   config.tls_active = true;
   Outcome after_tls = Dialog(std::string(kHeader), config);
   EXPECT_THAT(after_tls.output, HasSubstr("530 5.7.0 Authentication required"));
+}
+
+SessionConfig Submission() {
+  SessionConfig c = Trusted();
+  c.relay_allowed = false;
+  c.tls_available = true;
+  c.tls_active = true;
+  c.auth_required = true;
+  c.auth_available = true;
+  return c;
+}
+
+// Runs a dialog, answering each credential check with `accept(user, pass)`.
+std::string AuthDialog(SessionConfig config, const std::string& input,
+                       std::function<bool(const AuthRequest&)> accept,
+                       std::vector<Message>* messages = nullptr) {
+  ServerSession s(config);
+  s.Start();
+  std::string out = s.TakeOutput();
+  s.Feed(input);
+  for (int i = 0; i < 20; ++i) {
+    out += s.TakeOutput();
+    if (auto req = s.TakeAuthRequest()) {
+      s.AuthResult(accept(*req));
+      continue;
+    }
+    if (auto m = s.TakeMessage()) {
+      if (messages) messages->push_back(*m);
+      s.MessageQueued(absl::OkStatus(), "Q1");
+      continue;
+    }
+    break;
+  }
+  return out + s.TakeOutput();
+}
+
+TEST(ServerSessionTest, AuthPlainThenSubmit) {
+  std::vector<Message> messages;
+  // "\0app\0secret" -> AGFwcABzZWNyZXQ=
+  std::string out = AuthDialog(
+      Submission(),
+      "EHLO c\r\nAUTH PLAIN AGFwcABzZWNyZXQ=\r\nMAIL FROM:<a@s.test>\r\n"
+      "RCPT TO:<b@d.test>\r\nDATA\r\nhi\r\n.\r\n",
+      [](const AuthRequest& r) {
+        return r.user == "app" && r.password == "secret";
+      },
+      &messages);
+  EXPECT_THAT(out, HasSubstr("250-AUTH PLAIN LOGIN\r\n"));
+  EXPECT_THAT(out, HasSubstr("235 2.7.0 Authentication successful\r\n"));
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0].auth_user, "app");  // And relay was allowed.
+}
+
+TEST(ServerSessionTest, AuthLoginChallenges) {
+  // "app" -> YXBw, "secret" -> c2VjcmV0
+  std::string out =
+      AuthDialog(Submission(), "EHLO c\r\nAUTH LOGIN\r\nYXBw\r\nc2VjcmV0\r\n",
+                 [](const AuthRequest& r) {
+                   return r.user == "app" && r.password == "secret";
+                 });
+  EXPECT_THAT(out, HasSubstr("334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 "));
+}
+
+TEST(ServerSessionTest, AuthFailuresAbortsAndLimits) {
+  std::string out = AuthDialog(
+      Submission(),
+      "EHLO c\r\nAUTH PLAIN\r\n*\r\nAUTH CRAM-MD5\r\n"
+      "AUTH PLAIN AGFwcAB3cm9uZw==\r\nAUTH PLAIN AGFwcAB3cm9uZw==\r\n"
+      "AUTH PLAIN AGFwcAB3cm9uZw==\r\nNOOP\r\n",
+      [](const AuthRequest&) { return false; });
+  EXPECT_THAT(out,
+              HasSubstr("334 \r\n501 5.7.0 Error: authentication aborted"));
+  EXPECT_THAT(
+      out, HasSubstr("504 5.5.4 Error: unsupported authentication mechanism"));
+  EXPECT_THAT(out, HasSubstr("535 5.7.8 Error: authentication failed"));
+  EXPECT_THAT(
+      out,
+      HasSubstr("421 4.7.0 mx.test Error: too many failed authentications"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("250 2.0.0 Ok\r\n")));  // No NOOP.
+}
+
+TEST(ServerSessionTest, NoAuthBeforeTls) {
+  SessionConfig config = Submission();
+  config.tls_active = false;
+  std::string out =
+      AuthDialog(config, "EHLO c\r\nAUTH PLAIN AGFwcABzZWNyZXQ=\r\n",
+                 [](const AuthRequest&) { return true; });
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("AUTH PLAIN LOGIN")));
+  EXPECT_THAT(out, HasSubstr("538 5.7.11 Encryption required"));
 }
 
 TEST(ParsePathTest, Paths) {
