@@ -102,16 +102,18 @@ bool ParseRecord(Reader& r, Record* rec) {
   size_t end = start + rdlength;
   (void)klass;
   switch (rec->type) {
-    case kA:
-      if (rdlength != 4) return false;
-      rec->address =
-          IpAddress::V4(reinterpret_cast<const uint8_t*>(r.Bytes(4).data()));
+    case kA: {
+      absl::string_view b = r.Bytes(4);
+      if (rdlength != 4 || b.size() != 4) return false;
+      rec->address = IpAddress::V4(reinterpret_cast<const uint8_t*>(b.data()));
       break;
-    case kAaaa:
-      if (rdlength != 16) return false;
-      rec->address =
-          IpAddress::V6(reinterpret_cast<const uint8_t*>(r.Bytes(16).data()));
+    }
+    case kAaaa: {
+      absl::string_view b = r.Bytes(16);
+      if (rdlength != 16 || b.size() != 16) return false;
+      rec->address = IpAddress::V6(reinterpret_cast<const uint8_t*>(b.data()));
       break;
+    }
     case kCname:
     case kPtr:
       rec->target = r.Name();

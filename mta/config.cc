@@ -401,6 +401,17 @@ const std::vector<Setting>& Schema() {
          return GetDuration(n, absl::Seconds(1), absl::Hours(1),
                             &c.smtp_command_timeout);
        }},
+      {"smtp", "max_connections", "1000",
+       "SMTP connections at once, all listeners; more get 421.",
+       [](const toml::node& n, Config& c) {
+         return GetInt(n, 1, 1000000, &c.smtp_max_connections);
+       }},
+      {"smtp", "max_connections_per_client", "50",
+       "Connections at once from one client address; trusted networks are\n"
+       "exempt (applications may open many).",
+       [](const toml::node& n, Config& c) {
+         return GetInt(n, 1, 1000000, &c.smtp_max_connections_per_client);
+       }},
       {"queue", "durability", "\"fsync\"",
        "\"fsync\": a message is on stable storage before the 250 reply.\n"
        "\"none\": UNSAFE, the queue is written but not synced; a power\n"

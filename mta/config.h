@@ -63,6 +63,8 @@ struct Config {
   uint64_t smtp_max_message_bytes = 0;
   int smtp_max_recipients = 1000;
   absl::Duration smtp_command_timeout;
+  int smtp_max_connections = 1000;
+  int smtp_max_connections_per_client = 50;
 
   // [queue]
   bool queue_fsync = true;  // durability = "fsync"; false: "none".

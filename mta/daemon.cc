@@ -207,6 +207,9 @@ absl::Status Daemon::Start() {
   if (absl::Status s = OpenQueue(); !s.ok()) return s;
   LoadDkim();
   if (absl::Status s = LoadTls(); !s.ok()) return s;
+  limiter_ = std::make_unique<ConnectionLimiter>(
+      config_.smtp_max_connections, config_.smtp_max_connections_per_client);
+  reception_.limiter = limiter_.get();
   reception_.queue = queue_.get();
   reception_.dkim = [this] { return dkim(); };
   reception_.tls = [this] { return tls(); };

@@ -79,6 +79,7 @@ class Daemon {
   int lock_fd_ = -1;
   std::unique_ptr<queue::RocksStore> queue_;
   Authenticator authenticator_;
+  std::unique_ptr<ConnectionLimiter> limiter_;
   ReceptionContext reception_;
   std::unique_ptr<shard::ShardGroup> group_;
   std::vector<std::unique_ptr<ShardState>> shards_;

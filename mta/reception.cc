@@ -22,6 +22,25 @@ std::string Domain(absl::string_view address) {
 }
 }  // namespace
 
+bool ConnectionLimiter::Acquire(const std::string& client, bool exempt) {
+  absl::MutexLock lock(&mu_);
+  if (total_ >= max_total_) return false;
+  if (!exempt) {
+    int& n = per_client_[client];
+    if (n >= max_per_client_) return false;
+    ++n;
+  }
+  ++total_;
+  return true;
+}
+
+void ConnectionLimiter::Release(const std::string& client) {
+  absl::MutexLock lock(&mu_);
+  --total_;
+  auto it = per_client_.find(client);
+  if (it != per_client_.end() && --it->second <= 0) per_client_.erase(it);
+}
+
 int ShardForDomain(absl::string_view domain, int shards) {
   if (shards <= 1) return 0;
   // absl::Hash is seeded per process; routing must not change across
@@ -77,6 +96,23 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
 
 void SmtpConnection::Begin() {
   ArmTimer();
+  if (context_.limiter != nullptr) {
+    bool trusted = false;
+    for (const shard::Cidr& net : context_.trusted_networks) {
+      if (net.Contains(peer_)) trusted = true;
+    }
+    if (!context_.limiter->Acquire(peer_.HostString(), trusted)) {
+      log::Warn(kLog, "too many connections: refused %s", peer_.HostString());
+      // Said in the clear even on port 465: the client gets a reason.
+      outbox_ =
+          absl::StrCat("421 4.7.0 ", context_.hostname,
+                       " Error: too many connections, try again later\r\n");
+      finishing_after_send_ = true;
+      SendPending();
+      return;
+    }
+    counted_ = true;
+  }
   if (mode_ == ListenMode::kSubmissions) {
     if (tls_context_ == nullptr) return Finish();  // Nothing to offer.
     // TLS first; the banner goes out once the handshake is done.
@@ -288,6 +324,10 @@ void SmtpConnection::Finish() {
     timer_ = 0;
   }
   if (conn_.closing()) return;
+  if (counted_) {
+    context_.limiter->Release(peer_.HostString());
+    counted_ = false;
+  }
   conn_.Close([this] {
     open_.fetch_sub(1, std::memory_order_relaxed);
     delete this;

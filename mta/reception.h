@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "dkim/signing_table.h"
 #include "mta/shard/address.h"
@@ -27,8 +29,29 @@
 
 namespace peregrine {
 
+// Counts connections overall and per client address, across shards.
+// Taken once per connection (accept and close), never per message, so a
+// mutex is fine here.
+class ConnectionLimiter {
+ public:
+  ConnectionLimiter(int max_total, int max_per_client)
+      : max_total_(max_total), max_per_client_(max_per_client) {}
+  // False (and nothing counted) when a limit is reached; `exempt` clients
+  // (trusted networks) only count against the total.
+  bool Acquire(const std::string& client, bool exempt);
+  void Release(const std::string& client);
+
+ private:
+  const int max_total_;
+  const int max_per_client_;
+  absl::Mutex mu_;
+  int total_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, int> per_client_ ABSL_GUARDED_BY(mu_);
+};
+
 // What every SMTP connection of the daemon shares; read-only once serving.
 struct ReceptionContext {
+  ConnectionLimiter* limiter = nullptr;
   queue::Store* queue = nullptr;
   std::function<std::shared_ptr<const dkim::SigningTable>()> dkim;
   // Checks AUTH credentials; `done` may run on another thread.
@@ -95,7 +118,9 @@ class SmtpConnection {
   bool enqueue_pending_ = false;
   bool auth_pending_ = false;
   bool finishing_ = false;
-  bool finishing_after_send_ = false;  // A TLS failure: send the alert, go.
+  bool finishing_after_send_ = false;
+  bool counted_ = false;  // Holds a slot of the ConnectionLimiter.  // A TLS
+                          // failure: send the alert, go.
   shard::Reactor::TimerId timer_ = 0;
 };
 

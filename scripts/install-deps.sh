@@ -14,6 +14,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
   # DKIM signatures are checked by an independent verifier, dkimpy.
   python3-dkim openssl
+  # libFuzzer targets run briefly in the test suite.
+  clang libclang-rt-14-dev
   # Resolver tests run an authoritative DNS server of their own on loopback.
   nsd
 )

@@ -360,6 +360,13 @@ TEST(MessageTest, GarbageIsRejectedNeverTrusted) {
   for (size_t cut = 0; cut < good.size(); ++cut) {
     EXPECT_FALSE(ParseResponse(good.substr(0, cut)).ok()) << cut;
   }
+  // An A record cut short (found by the fuzzer: it once read past the end).
+  std::string a = PacketBuilder()
+                      .Answer("a.test", kA, 300, PacketBuilder::A("192.0.2.1"))
+                      .Build();
+  for (size_t cut = 12; cut < a.size(); ++cut) {
+    EXPECT_FALSE(ParseResponse(a.substr(0, cut)).ok()) << cut;
+  }
   // A compression pointer to itself must not loop.
   std::string loop = good.substr(0, 12) + std::string("\xC0\x0C", 2) +
                      std::string("\x00\x0F\x00\x01", 4);

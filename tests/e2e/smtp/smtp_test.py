@@ -365,6 +365,24 @@ class SmtpTest(unittest.TestCase):
             if d.proc.poll() is None:
                 d.stop()
 
+    def test_connection_limits(self):
+        d = Daemon('[relay]\ntrusted_networks = ["10.0.0.0/8"]\n'
+                   '[smtp]\nmax_connections_per_client = 2\n')
+        try:
+            held = [socket.create_connection(("127.0.0.1", d.port), timeout=5)
+                    for _ in range(2)]
+            for c in held:
+                self.assertTrue(c.recv(512).startswith(b"220"))
+            with socket.create_connection(("127.0.0.1", d.port), timeout=5) as c:
+                self.assertTrue(c.recv(512).startswith(b"421 4.7.0"))
+            held[0].close()
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", d.port), timeout=5) as c:
+                self.assertTrue(c.recv(512).startswith(b"220"))
+            held[1].close()
+        finally:
+            d.stop()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
