@@ -16,6 +16,8 @@ PACKAGES=(
   python3-dkim openssl
   # libFuzzer targets run briefly in the test suite.
   clang libclang-rt-14-dev
+  # A real SMTP client for the end-to-end tests (with TLS support).
+  swaks libnet-ssleay-perl
   # Resolver tests run an authoritative DNS server of their own on loopback.
   nsd
 )

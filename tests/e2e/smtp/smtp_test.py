@@ -383,6 +383,46 @@ class SmtpTest(unittest.TestCase):
         finally:
             d.stop()
 
+    def test_swaks_pipelining_tls_and_auth(self):
+        data = tempfile.mkdtemp(dir=TMP)
+        subprocess.run([PEREGRINE, "user", "add", "app", "--data-dir", data],
+                       input="correct-horse\n", capture_output=True, text=True,
+                       check=True)
+        d = Daemon(data=data)
+
+        def swaks(*args):
+            return subprocess.run(["swaks", "--from", "app@sender.test",
+                                   "--to", "someone@dest.test", "--helo", "c.test",
+                                   "--timeout", "10", *args],
+                                  capture_output=True, text=True, timeout=60)
+        try:
+            r = swaks("--server", f"127.0.0.1:{d.port}", "--pipeline")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("queued as", r.stdout)
+            r = swaks("--server", f"127.0.0.1:{d.port}", "--tls")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("TLS started", r.stdout)
+            for mech in ("PLAIN", "LOGIN"):
+                r = swaks("--server", f"127.0.0.1:{d.submission}", "--tls",
+                          "--auth", mech, "--auth-user", "app",
+                          "--auth-password", "correct-horse")
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                self.assertIn("235 2.7.0", r.stdout)
+            r = swaks("--server", f"127.0.0.1:{d.submissions}", "--tls-on-connect",
+                      "--auth", "PLAIN", "--auth-user", "app",
+                      "--auth-password", "correct-horse")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            r = swaks("--server", f"127.0.0.1:{d.submission}", "--tls",
+                      "--auth", "PLAIN", "--auth-user", "app",
+                      "--auth-password", "wrong")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("535 5.7.8", r.stdout)
+            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.queue("list").count("someone@dest.test"), 5)
+        finally:
+            if d.proc.poll() is None:
+                d.stop()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
