@@ -219,6 +219,9 @@ absl::Status Daemon::Start() {
     authenticator_.Check(std::move(user), std::move(password), std::move(done));
   };
   reception_.has_users = [this] { return authenticator_.HasUsers(); };
+  reception_.resolver = [this](int shard) -> dns::Resolver* {
+    return shards_[shard]->resolver.get();
+  };
   reception_.trusted_networks = config_.trusted_networks;
   reception_.hostname = config_.EffectiveHostname();
   reception_.shards = static_cast<int>(shards_.size());
@@ -231,8 +234,8 @@ absl::Status Daemon::Start() {
   options.backend = config_.io_backend;
   options.idle_spin = config_.idle_spin;
   group_ = std::make_unique<shard::ShardGroup>(options);
-  absl::Status started = group_->Start(
-      [this](shard::Reactor& reactor) { StartAccepting(reactor.id()); });
+  absl::Status started =
+      group_->Start([this](shard::Reactor& reactor) { StartShard(reactor); });
   if (!started.ok()) {
     group_.reset();
     return absl::Status(started.code(),

@@ -113,6 +113,22 @@ void SmtpConnection::Begin() {
     }
     counted_ = true;
   }
+  // Look up the client's name now, while it says EHLO; a message that ends
+  // before the answer gets "unknown" in its Received field.
+  dns::Resolver* resolver =
+      context_.resolver ? context_.resolver(reactor_.id()) : nullptr;
+  auto ip = dns::IpAddress::Parse(peer_.HostString());
+  if (resolver != nullptr && ip.ok()) {
+    resolver->ForwardConfirmed(
+        *ip, [this, alive = alive_](absl::StatusOr<std::string> name) {
+          if (!*alive) return;
+          if (!name.ok()) {
+            log::Debug(kLog, "no verified name for %s: %s", peer_.HostString(),
+                       name.status().message());
+          }
+          client_name_ = name.ok() ? *name : "unknown";
+        });
+  }
   if (mode_ == ListenMode::kSubmissions) {
     if (tls_context_ == nullptr) return Finish();  // Nothing to offer.
     // TLS first; the banner goes out once the handshake is done.
@@ -214,7 +230,9 @@ void SmtpConnection::SendPending() {
 void SmtpConnection::Enqueue(smtp::Message m) {
   absl::Time now = absl::Now();
   std::string received = absl::StrCat(
-      "Received: from ", m.helo, " ([", peer_.HostString(), "])\r\n\t",
+      "Received: from ", m.helo, " (",
+      client_name_.empty() ? "unknown" : client_name_, " [", peer_.HostString(),
+      "])\r\n\t",
       tls_description_.empty()
           ? ""
           : absl::StrCat("(using ", tls_description_, ")\r\n\t"),
@@ -328,6 +346,7 @@ void SmtpConnection::Finish() {
     context_.limiter->Release(peer_.HostString());
     counted_ = false;
   }
+  *alive_ = false;  // A DNS answer may still come; it finds us gone.
   conn_.Close([this] {
     open_.fetch_sub(1, std::memory_order_relaxed);
     delete this;

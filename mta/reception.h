@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "dkim/signing_table.h"
+#include "dns/resolver.h"
 #include "mta/shard/address.h"
 #include "mta/shard/connection.h"
 #include "mta/smtp/server_session.h"
@@ -59,6 +60,9 @@ struct ReceptionContext {
                      absl::AnyInvocable<void(bool)> done)>
       authenticate;
   std::function<bool()> has_users;
+  // The resolver of a shard, for the client's verified PTR name (Received);
+  // nullptr: none.
+  std::function<dns::Resolver*(int shard)> resolver;
   // The TLS context in force (nullptr: no TLS); replaced on SIGHUP.
   std::function<std::shared_ptr<const tls::ServerContext>()> tls;
   std::vector<shard::Cidr> trusted_networks;
@@ -109,6 +113,9 @@ class SmtpConnection {
   std::shared_ptr<const tls::ServerContext> tls_context_;
   std::unique_ptr<tls::TlsSession> tls_;
   std::string tls_description_;  // Once TLS is up.
+  // The client's forward-confirmed PTR name, once known ("unknown" if none).
+  std::string client_name_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   smtp::ServerSession session_;
   char buffer_[16 * 1024];
   std::string outbox_;   // Replies waiting for the current write.

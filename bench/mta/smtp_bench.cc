@@ -121,9 +121,9 @@ class Client {
         }
         state_ = 2;
         expect_ = 3;
+        ++n_;
         return Send(absl::StrCat("MAIL FROM:<load@sender.test>\r\nRCPT TO:<r",
-                                 n_++, "@dest", n_ % 100,
-                                 ".test>\r\nDATA\r\n"));
+                                 n_, "@dest", n_ % 100, ".test>\r\nDATA\r\n"));
       case 2:  // 354.
         state_ = 3;
         expect_ = 1;

@@ -423,6 +423,56 @@ class SmtpTest(unittest.TestCase):
             if d.proc.poll() is None:
                 d.stop()
 
+    def test_received_names_the_verified_client(self):
+        work = tempfile.mkdtemp(dir=TMP)
+        port = free_port()
+        with open(os.path.join(work, "rev.zone"), "w") as f:
+            f.write("$TTL 300\n@ IN SOA ns.test. a.test. 1 3600 600 86400 60\n"
+                    "@ IN NS ns.test.\n1 IN PTR client.example.test.\n")
+        with open(os.path.join(work, "fwd.zone"), "w") as f:
+            f.write("$TTL 300\n@ IN SOA ns.test. a.test. 1 3600 600 86400 60\n"
+                    "@ IN NS ns.test.\nclient IN A 127.0.0.1\n")
+        with open(os.path.join(work, "nsd.conf"), "w") as f:
+            f.write(f"""server:
+  ip-address: 127.0.0.1@{port}
+  port: {port}
+  username: ""
+  chroot: ""
+  database: ""
+  zonelistfile: "{work}/zone.list"
+  xfrdfile: "{work}/xfrd.state"
+  pidfile: "{work}/nsd.pid"
+  logfile: "{work}/nsd.log"
+  xfrdir: "{work}"
+  server-count: 1
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: "0.0.127.in-addr.arpa."
+  zonefile: "{work}/rev.zone"
+zone:
+  name: "example.test."
+  zonefile: "{work}/fwd.zone"
+""")
+        nsd = subprocess.Popen(["/usr/sbin/nsd", "-d", "-c", os.path.join(work, "nsd.conf")])
+        d = None
+        try:
+            time.sleep(0.5)
+            d = Daemon(f'[dns]\nservers = ["127.0.0.1:{port}"]\n')
+            with d.smtp() as s:
+                time.sleep(0.3)  # The PTR check runs while the client talks.
+                s.sendmail("a@s.test", ["b@d.test"], "Subject: ptr\r\n\r\nx\r\n")
+            self.assertEqual(d.stop(), 0)
+            ident = d.queue("list").split()[0]
+            self.assertIn("(client.example.test [127.0.0.1])",
+                          d.queue("show", ident, "--body"))
+        finally:
+            if d is not None and d.proc.poll() is None:
+                d.stop()
+            nsd.terminate()
+            nsd.wait()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
