@@ -401,6 +401,12 @@ const std::vector<Setting>& Schema() {
          return GetDuration(n, absl::Seconds(1), absl::Hours(1),
                             &c.smtp_command_timeout);
        }},
+      {"smtp", "received_shows_auth_user", "false",
+       "Name the authenticated user in the Received field (off: who sent\n"
+       "through which account stays in the log only).",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.smtp_received_shows_auth_user);
+       }},
       {"smtp", "max_connections", "1000",
        "SMTP connections at once, all listeners; more get 421.",
        [](const toml::node& n, Config& c) {

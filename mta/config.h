@@ -64,6 +64,7 @@ struct Config {
   int smtp_max_recipients = 1000;
   absl::Duration smtp_command_timeout;
   int smtp_max_connections = 1000;
+  bool smtp_received_shows_auth_user = false;
   int smtp_max_connections_per_client = 50;
 
   // [queue]

@@ -228,6 +228,7 @@ absl::Status Daemon::Start() {
   reception_.max_message_bytes = config_.smtp_max_message_bytes;
   reception_.max_recipients = static_cast<size_t>(config_.smtp_max_recipients);
   reception_.command_timeout = config_.smtp_command_timeout;
+  reception_.received_shows_auth_user = config_.smtp_received_shows_auth_user;
 
   shard::ShardGroup::Options options;
   options.shards = static_cast<int>(shards_.size());

@@ -83,7 +83,10 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         c.tls_active = mode == ListenMode::kSubmissions;
         // Submission is for authenticated clients only, wherever they are.
         c.auth_required = mode != ListenMode::kRelay;
-        c.auth_available = context.has_users && context.has_users();
+        // Submission always offers AUTH (it is the only way in there);
+        // the relay port only once there are users.
+        c.auth_available = mode != ListenMode::kRelay ||
+                           (context.has_users && context.has_users());
         if (mode == ListenMode::kRelay) {
           for (const shard::Cidr& net : context.trusted_networks) {
             if (net.Contains(peer)) c.relay_allowed = true;
@@ -236,9 +239,12 @@ void SmtpConnection::Enqueue(smtp::Message m) {
       tls_description_.empty()
           ? ""
           : absl::StrCat("(using ", tls_description_, ")\r\n\t"),
+      context_.received_shows_auth_user && !m.auth_user.empty()
+          ? absl::StrCat("(authenticated as ", m.auth_user, ")\r\n\t")
+          : "",
       "by ", context_.hostname, " (Peregrine) with ",
       m.smtputf8 ? "UTF8SMTP" : "ESMTP", tls_description_.empty() ? "" : "S",
-      ";\r\n\t",
+      m.auth_user.empty() ? "" : "A", ";\r\n\t",
       absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", now, absl::UTCTimeZone()),
       "\r\n");
   std::string body = received + m.data;

@@ -71,6 +71,8 @@ struct ReceptionContext {
   size_t max_message_bytes = 25 * 1024 * 1024;
   size_t max_recipients = 1000;
   absl::Duration command_timeout = absl::Minutes(5);
+  // Name the authenticated user in Received (off: it is private).
+  bool received_shows_auth_user = false;
 };
 
 // The shard that owns a recipient domain's site until MX rollup (delivery)

@@ -270,6 +270,8 @@ class SmtpTest(unittest.TestCase):
                 s.rset()
                 s.starttls(context=self.insecure())
                 s.ehlo()
+                # AUTH is offered after STARTTLS even with no users yet.
+                self.assertIn("AUTH PLAIN LOGIN", s.ehlo_resp.decode())
                 self.assertEqual(s.mail("a@s.test")[0], 530)
             self.assertEqual(d.stop(), 0)
             self.assertTrue(os.path.exists(os.path.join(d.data, "tls", "self-signed.crt")))
@@ -333,7 +335,7 @@ class SmtpTest(unittest.TestCase):
         r = subprocess.run([PEREGRINE, "user", "add", "app", "--data-dir", data],
                            input="correct-horse\n", capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
-        d = Daemon(data=data)
+        d = Daemon("[smtp]\nreceived_shows_auth_user = true\n", data=data)
         try:
             with smtplib.SMTP("127.0.0.1", d.submission, local_hostname="c.test",
                               timeout=10) as s:
@@ -361,6 +363,10 @@ class SmtpTest(unittest.TestCase):
             listing = d.queue("list")
             self.assertIn("x@anywhere.test", listing)
             self.assertIn("y@anywhere.test", listing)
+            ident = listing.split()[0]
+            body = d.queue("show", ident, "--body")
+            self.assertIn("(authenticated as app)", body)
+            self.assertIn("with ESMTPSA", body)
         finally:
             if d.proc.poll() is None:
                 d.stop()
