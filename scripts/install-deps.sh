@@ -18,6 +18,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # A real SMTP client for the end-to-end tests (with TLS support).
   swaks libnet-ssleay-perl
+  # Postfix only for its smtp-source load generator (see below).
+  postfix
   # Resolver tests run an authoritative DNS server of their own on loopback.
   nsd
 )
@@ -45,5 +47,11 @@ fi
 
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Postfix is installed for smtp-source only: "No configuration" leaves it
+# unconfigured, so it does not become this machine's mail server.
+if [[ " ${missing[*]} " == *" postfix "* ]]; then
+  echo "postfix postfix/main_mailer_type select No configuration" |
+    $SUDO debconf-set-selections
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

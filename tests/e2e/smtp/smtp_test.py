@@ -479,6 +479,21 @@ zone:
             nsd.terminate()
             nsd.wait()
 
+    def test_load_from_postfix_smtp_source(self):
+        d = Daemon()
+        try:
+            r = subprocess.run(["/usr/sbin/smtp-source", "-s", "20", "-m", "2000",
+                                "-l", "10240", "-d", "-N", "-f", "load@sender.test",
+                                "-t", "rcpt@dest.test", f"127.0.0.1:{d.port}"],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(d.stop(), 0)
+            stats = d.queue("stats")
+            self.assertIn("messages 2000, recipients 2000", stats)
+        finally:
+            if d.proc.poll() is None:
+                d.stop()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
