@@ -365,6 +365,12 @@ const std::vector<Setting>& Schema() {
          c.users_file = *s;
          return absl::OkStatus();
        }},
+      {"auth", "allow_without_tls", "false",
+       "Offer AUTH on connections without TLS. Leave it off: passwords\n"
+       "would cross the network in the clear (538 is answered instead).",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.auth_without_tls);
+       }},
       {"tls", "cert_file", "\"\"",
        "PEM certificate chain for STARTTLS and port 465 (e.g. Let's\n"
        "Encrypt's fullchain.pem). Empty: a self-signed certificate is made in\n"

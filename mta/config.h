@@ -51,6 +51,7 @@ struct Config {
 
   // [auth]
   std::string users_file;  // Empty: data_dir/users.
+  bool auth_without_tls = false;
   std::string UsersFilePath() const {
     return users_file.empty() ? data_dir + "/users" : users_file;
   }

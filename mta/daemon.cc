@@ -229,6 +229,13 @@ absl::Status Daemon::Start() {
   reception_.max_recipients = static_cast<size_t>(config_.smtp_max_recipients);
   reception_.command_timeout = config_.smtp_command_timeout;
   reception_.received_shows_auth_user = config_.smtp_received_shows_auth_user;
+  reception_.auth_without_tls = config_.auth_without_tls;
+  if (config_.auth_without_tls) {
+    log::Warn(kLog,
+              "%s: AUTH is offered without TLS; passwords can be read "
+              "on the network",
+              config_.Where("auth.allow_without_tls"));
+  }
 
   shard::ShardGroup::Options options;
   options.shards = static_cast<int>(shards_.size());

@@ -87,6 +87,7 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         // the relay port only once there are users.
         c.auth_available = mode != ListenMode::kRelay ||
                            (context.has_users && context.has_users());
+        c.auth_without_tls = context.auth_without_tls;
         if (mode == ListenMode::kRelay) {
           for (const shard::Cidr& net : context.trusted_networks) {
             if (net.Contains(peer)) c.relay_allowed = true;

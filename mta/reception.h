@@ -73,6 +73,7 @@ struct ReceptionContext {
   absl::Duration command_timeout = absl::Minutes(5);
   // Name the authenticated user in Received (off: it is private).
   bool received_shows_auth_user = false;
+  bool auth_without_tls = false;
 };
 
 // The shard that owns a recipient domain's site until MX rollup (delivery)

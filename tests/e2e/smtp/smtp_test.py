@@ -479,6 +479,22 @@ zone:
             nsd.terminate()
             nsd.wait()
 
+    def test_auth_without_tls_only_when_configured(self):
+        data = tempfile.mkdtemp(dir=TMP)
+        subprocess.run([PEREGRINE, "user", "add", "app", "--data-dir", data],
+                       input="correct-horse\n", capture_output=True, text=True,
+                       check=True)
+        d = Daemon("[auth]\nallow_without_tls = true\n", data=data)
+        try:
+            with smtplib.SMTP("127.0.0.1", d.submission, local_hostname="c.test",
+                              timeout=10) as s:
+                s.ehlo()
+                self.assertIn("AUTH PLAIN LOGIN", s.ehlo_resp.decode())
+                s.login("app", "correct-horse")
+                s.sendmail("app@sender.test", ["z@d.test"], "Subject: p\r\n\r\nx\r\n")
+        finally:
+            d.stop()
+
     def test_load_from_postfix_smtp_source(self):
         d = Daemon()
         try:
