@@ -13,8 +13,8 @@
 //  - Results follow the syscalls: >= 0 on success (bytes, new fd, revents),
 //    -errno on failure; Recv returns 0 at end of stream.
 //  - At most one read-side (Accept, Recv, PollIn) and one write-side (Send,
-//    Connect, PollOut) operation may be pending per fd. Buffers must stay valid until
-//    the callback has run.
+//    Connect, PollOut) operation may be pending per fd. Buffers must stay valid
+//    until the callback has run.
 //  - Close(fd) cancels what is pending (callbacks get -ECANCELED unless they
 //    had already finished), closes the fd, and then runs `done`: the owner
 //    frees its buffers there.

@@ -128,7 +128,8 @@ TEST_P(BackendTest, PollInAndPollOutReportReadiness) {
   EXPECT_TRUE(in & POLLIN) << in;
   bool closed = false;
   (*backend)->Close(sv[0], [&] { closed = true; });
-  for (int i = 0; i < 10 && !closed; ++i) (*backend)->Poll(absl::ZeroDuration());
+  for (int i = 0; i < 10 && !closed; ++i)
+    (*backend)->Poll(absl::ZeroDuration());
   EXPECT_TRUE(closed);
   ::close(sv[1]);
 }
