@@ -18,5 +18,6 @@ run() {
 }
 
 run server_session_fuzz tests/fuzz/server_session_fuzz.cc mta/smtp/server_session.cc
+run client_session_fuzz tests/fuzz/client_session_fuzz.cc mta/smtp/client_session.cc
 run dns_message_fuzz tests/fuzz/dns_message_fuzz.cc dns/message.cc
 echo "fuzzing done"
