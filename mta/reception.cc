@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
+#include "mta/delivery/routing.h"
 #include "mta/shard/socket.h"
 
 namespace peregrine {
@@ -42,15 +43,8 @@ void ConnectionLimiter::Release(const std::string& client) {
 }
 
 int ShardForDomain(absl::string_view domain, int shards) {
-  if (shards <= 1) return 0;
-  // absl::Hash is seeded per process; routing must not change across
-  // restarts, so use a fixed hash (FNV-1a).
-  uint64_t h = 1469598103934665603ull;
-  for (char c : domain) {
-    h ^= static_cast<uint8_t>(absl::ascii_tolower(c));
-    h *= 1099511628211ull;
-  }
-  return static_cast<int>(h % static_cast<uint64_t>(shards));
+  // Until delivery resolves MX records, a domain is its own site.
+  return delivery::ShardForSite(absl::AsciiStrToLower(domain), shards);
 }
 
 void SmtpConnection::Start(shard::Reactor& reactor, int fd,
