@@ -116,7 +116,10 @@ void SmtpConnection::Begin() {
   dns::Resolver* resolver =
       context_.resolver ? context_.resolver(reactor_.id()) : nullptr;
   auto ip = dns::IpAddress::Parse(peer_.HostString());
-  if (resolver != nullptr && ip.ok()) {
+  std::string host = peer_.HostString();
+  if (host == "127.0.0.1" || host == "::1" || host == "::ffff:127.0.0.1") {
+    client_name_ = "localhost";  // Local: no DNS query for that.
+  } else if (resolver != nullptr && ip.ok()) {
     resolver->ForwardConfirmed(
         *ip, [this, alive = alive_](absl::StatusOr<std::string> name) {
           if (!*alive) return;

@@ -82,6 +82,10 @@ relay = "127.0.0.1:{relay}"
 submission = "127.0.0.1:{ports.get('submission', free_port())}"
 submissions = "127.0.0.1:{ports.get('submissions', free_port())}"
 admin = "127.0.0.1:{ports.get('admin', free_port())}"
+
+[dns]
+# Tests never send DNS beyond loopback: a dead local port.
+servers = ["127.0.0.1:{free_port()}"]
 """)
 
 

@@ -49,6 +49,11 @@ submissions = "127.0.0.1:{self.submissions}"
 admin = []
 {extra}
 """)
+        if "[dns]" not in extra:
+            # Tests never send DNS beyond loopback: a dead local port.
+            with open(self.cfg, "a") as f:
+                f.write(f'\n[dns]\nservers = ["127.0.0.1:{free_port()}"]\n'
+                        'timeout = "200ms"\ntries = 1\n')
         self.start()
 
     def start(self):
@@ -434,10 +439,10 @@ class SmtpTest(unittest.TestCase):
         port = free_port()
         with open(os.path.join(work, "rev.zone"), "w") as f:
             f.write("$TTL 300\n@ IN SOA ns.test. a.test. 1 3600 600 86400 60\n"
-                    "@ IN NS ns.test.\n1 IN PTR client.example.test.\n")
+                    "@ IN NS ns.test.\n2 IN PTR client.example.test.\n")
         with open(os.path.join(work, "fwd.zone"), "w") as f:
             f.write("$TTL 300\n@ IN SOA ns.test. a.test. 1 3600 600 86400 60\n"
-                    "@ IN NS ns.test.\nclient IN A 127.0.0.1\n")
+                    "@ IN NS ns.test.\nclient IN A 127.0.0.2\n")
         with open(os.path.join(work, "nsd.conf"), "w") as f:
             f.write(f"""server:
   ip-address: 127.0.0.1@{port}
@@ -466,12 +471,14 @@ zone:
         try:
             time.sleep(0.5)
             d = Daemon(f'[dns]\nservers = ["127.0.0.1:{port}"]\n')
-            with d.smtp() as s:
+            # From 127.0.0.2: 127.0.0.1 is "localhost" without a lookup.
+            with smtplib.SMTP("127.0.0.1", d.port, local_hostname="c.test",
+                              source_address=("127.0.0.2", 0), timeout=10) as s:
                 time.sleep(0.3)  # The PTR check runs while the client talks.
                 s.sendmail("a@s.test", ["b@d.test"], "Subject: ptr\r\n\r\nx\r\n")
             self.assertEqual(d.stop(), 0)
             ident = d.queue("list").split()[0]
-            self.assertIn("(client.example.test [127.0.0.1])",
+            self.assertIn("(client.example.test [127.0.0.2])",
                           d.queue("show", ident, "--body"))
         finally:
             if d is not None and d.proc.poll() is None:
