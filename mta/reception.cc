@@ -66,6 +66,12 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
       context_(context),
       open_(open),
       mode_(mode),
+      trusted_([&] {
+        for (const shard::Cidr& net : context.trusted_networks) {
+          if (net.Contains(peer)) return true;
+        }
+        return false;
+      }()),
       tls_context_(context.tls ? context.tls() : nullptr),
       session_([&] {
         smtp::SessionConfig c;
@@ -82,11 +88,7 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         c.auth_available = mode != ListenMode::kRelay ||
                            (context.has_users && context.has_users());
         c.auth_without_tls = context.auth_without_tls;
-        if (mode == ListenMode::kRelay) {
-          for (const shard::Cidr& net : context.trusted_networks) {
-            if (net.Contains(peer)) c.relay_allowed = true;
-          }
-        }
+        c.relay_allowed = mode == ListenMode::kRelay && trusted_;
         return c;
       }()) {
   open_.fetch_add(1, std::memory_order_relaxed);
@@ -95,11 +97,7 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
 void SmtpConnection::Begin() {
   ArmTimer();
   if (context_.limiter != nullptr) {
-    bool trusted = false;
-    for (const shard::Cidr& net : context_.trusted_networks) {
-      if (net.Contains(peer_)) trusted = true;
-    }
-    if (!context_.limiter->Acquire(peer_.HostString(), trusted)) {
+    if (!context_.limiter->Acquire(peer_.HostString(), trusted_)) {
       log::Warn(kLog, "too many connections: refused %s", peer_.HostString());
       // Said in the clear even on port 465: the client gets a reason.
       outbox_ =

@@ -113,6 +113,7 @@ class SmtpConnection {
   const ReceptionContext& context_;
   std::atomic<int>& open_;
   const ListenMode mode_;
+  const bool trusted_;  // The client is in a trusted network.
   std::shared_ptr<const tls::ServerContext> tls_context_;
   std::unique_ptr<tls::TlsSession> tls_;
   std::string tls_description_;  // Once TLS is up.

@@ -11,6 +11,7 @@
 // BM_EchoCompare/<bytes>: io_uring and epoll alternately in one run;
 //   counter ratio_uring_vs_epoll = io_uring echoes/s over epoll echoes/s.
 #include <atomic>
+#include <memory>
 
 #include "absl/synchronization/notification.h"
 #include "benchmark/benchmark.h"
@@ -20,15 +21,23 @@
 namespace peregrine::shard {
 namespace {
 
-void BM_CrossShardThroughput(benchmark::State& state) {
-  const int batch = static_cast<int>(state.range(0));
+// Two shards (one sends, one receives), or nullptr with the error reported.
+std::unique_ptr<ShardGroup> StartTwoShards(benchmark::State& state) {
   ShardGroup::Options options;
   options.shards = 2;
-  ShardGroup group(options);
-  if (!group.Start().ok()) {
+  auto group = std::make_unique<ShardGroup>(options);
+  if (!group->Start().ok()) {
     state.SkipWithError("cannot start shards");
-    return;
+    return nullptr;
   }
+  return group;
+}
+
+void BM_CrossShardThroughput(benchmark::State& state) {
+  const int batch = static_cast<int>(state.range(0));
+  auto started = StartTwoShards(state);
+  if (started == nullptr) return;
+  ShardGroup& group = *started;
   constexpr int kPerIteration = 1 << 20;
   uint64_t received = 0;  // Touched only on shard 1.
   for (auto _ : state) {
@@ -75,13 +84,9 @@ BENCHMARK(BM_CrossShardThroughput)
     ->Unit(benchmark::kMillisecond);
 
 void BM_CrossShardRoundTrip(benchmark::State& state) {
-  ShardGroup::Options options;
-  options.shards = 2;
-  ShardGroup group(options);
-  if (!group.Start().ok()) {
-    state.SkipWithError("cannot start shards");
-    return;
-  }
+  auto started = StartTwoShards(state);
+  if (started == nullptr) return;
+  ShardGroup& group = *started;
   constexpr int kTrips = 10000;
   for (auto _ : state) {
     absl::Notification done;

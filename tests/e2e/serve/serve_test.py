@@ -16,15 +16,8 @@ import tempfile
 import time
 import unittest
 
-PEREGRINE = os.path.abspath("mta/peregrine")
-NO_IO_URING = os.path.abspath("tests/e2e/no_io_uring")
-TMP = os.environ.get("TEST_TMPDIR", tempfile.gettempdir())
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, "tests/e2e")
+from e2e_lib import NO_IO_URING, PEREGRINE, TMP, free_port  # noqa: E402
 
 
 class Daemon:

@@ -14,6 +14,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,14 +22,8 @@ import unittest
 
 import dkim
 
-PEREGRINE = os.path.abspath("mta/peregrine")
-TMP = os.environ.get("TEST_TMPDIR", tempfile.gettempdir())
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, "tests/e2e")
+from e2e_lib import PEREGRINE, TMP, free_port  # noqa: E402
 
 
 class Daemon:
