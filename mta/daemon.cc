@@ -474,6 +474,7 @@ void Daemon::BeginDrain() {
         group_->reactor(i).io().Close(l.fd, [] {});
         l.fd = -1;
       }
+      SmtpConnection::ShutdownAll();
     });
   }
 }

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -41,6 +42,9 @@ void ConnectionLimiter::Release(const std::string& client) {
   auto it = per_client_.find(client);
   if (it != per_client_.end() && --it->second <= 0) per_client_.erase(it);
 }
+
+// The connections of this shard's thread, for a drain.
+thread_local absl::flat_hash_set<SmtpConnection*> live_connections;
 
 int ShardForDomain(absl::string_view domain, int shards) {
   // Until delivery resolves MX records, a domain is its own site.
@@ -92,6 +96,22 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         return c;
       }()) {
   open_.fetch_add(1, std::memory_order_relaxed);
+  live_connections.insert(this);
+}
+
+void SmtpConnection::ShutdownAll() {
+  std::vector<SmtpConnection*> all(live_connections.begin(),
+                                   live_connections.end());
+  for (SmtpConnection* c : all) c->Shutdown();
+}
+
+void SmtpConnection::Shutdown() {
+  if (finishing_ || !live_connections.contains(this)) return;
+  if (tls_ != nullptr && !tls_->handshake_done()) {
+    return Finish();  // In a TLS handshake: nothing can be said in SMTP.
+  }
+  session_.Shutdown();
+  Pump();
 }
 
 void SmtpConnection::Begin() {
@@ -349,6 +369,7 @@ void SmtpConnection::Finish() {
     counted_ = false;
   }
   *alive_ = false;  // A DNS answer may still come; it finds us gone.
+  live_connections.erase(this);
   conn_.Close([this] {
     open_.fetch_sub(1, std::memory_order_relaxed);
     delete this;

@@ -91,6 +91,9 @@ class SmtpConnection {
   static void Start(shard::Reactor& reactor, int fd,
                     const ReceptionContext& context, std::atomic<int>& open,
                     ListenMode mode);
+  // Drain, on the calling shard: idle connections get 421 and close now,
+  // busy ones once their current message is answered.
+  static void ShutdownAll();
 
  private:
   SmtpConnection(shard::Reactor& reactor, int fd,
@@ -106,6 +109,7 @@ class SmtpConnection {
   void Authenticate(smtp::AuthRequest request);
   void ArmTimer();
   void Finish();
+  void Shutdown();
 
   shard::Reactor& reactor_;
   shard::Connection conn_;
@@ -130,8 +134,7 @@ class SmtpConnection {
   bool auth_pending_ = false;
   bool finishing_ = false;
   bool finishing_after_send_ = false;
-  bool counted_ = false;  // Holds a slot of the ConnectionLimiter.  // A TLS
-                          // failure: send the alert, go.
+  bool counted_ = false;  // Holds a slot of the ConnectionLimiter.
   shard::Reactor::TimerId timer_ = 0;
 };
 

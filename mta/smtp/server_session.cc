@@ -114,6 +114,20 @@ void ServerSession::TimedOut() {
   phase_ = Phase::kClosed;
 }
 
+void ServerSession::Shutdown() {
+  shutting_down_ = true;
+  if (phase_ == Phase::kCommand && !have_mail_ &&
+      auth_stage_ == AuthStage::kNone) {
+    ShutdownNow();
+  }
+}
+
+void ServerSession::ShutdownNow() {
+  Reply(absl::StrCat("421 4.3.2 ", config_.hostname,
+                     " Service shutting down, closing connection"));
+  phase_ = Phase::kClosed;
+}
+
 void ServerSession::ResetTransaction() {
   have_mail_ = false;
   message_ = Message{};
@@ -169,6 +183,7 @@ void ServerSession::Process() {
 
 void ServerSession::Command(absl::string_view line) {
   if (auth_stage_ != AuthStage::kNone) return AuthResponse(line);
+  if (shutting_down_ && !have_mail_) return ShutdownNow();
   size_t space = line.find(' ');
   std::string verb = absl::AsciiStrToUpper(line.substr(0, space));
   absl::string_view arg =
@@ -643,6 +658,7 @@ void ServerSession::MessageQueued(const absl::Status& status,
   }
   ResetTransaction();
   phase_ = Phase::kCommand;
+  if (shutting_down_) return ShutdownNow();
   Process();  // What the client pipelined after the message.
 }
 

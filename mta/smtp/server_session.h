@@ -119,6 +119,10 @@ class ServerSession {
   Phase phase() const { return phase_; }
   // Idle too long (RFC 5321 §4.5.3.2): say so and close.
   void TimedOut();
+  // The daemon is stopping: between transactions the session says 421 and
+  // closes now; in the middle of one it does so once that message has been
+  // answered, so a message being sent is not cut off.
+  void Shutdown();
 
  private:
   void Process();
@@ -126,6 +130,7 @@ class ServerSession {
   void Reply(absl::string_view text);  // One line, without CRLF.
   void Error(absl::string_view text);  // A reply that counts as an error.
   void ResetTransaction();
+  void ShutdownNow();
   void Ehlo(absl::string_view arg, bool extended);
   void Mail(absl::string_view arg);
   void Rcpt(absl::string_view arg);
@@ -148,6 +153,7 @@ class ServerSession {
 
   std::string helo_;
   bool ehlo_ = false;
+  bool shutting_down_ = false;
   bool have_mail_ = false;
   Message message_;
   size_t declared_size_ = 0;

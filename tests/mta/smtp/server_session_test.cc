@@ -367,6 +367,35 @@ TEST(ServerSessionTest, RsetNoopVrfyHelpQuitAndTimeout) {
   EXPECT_TRUE(s.closing());
 }
 
+TEST(ServerSessionTest, ShutdownClosesIdleSessionsAtOnce) {
+  ServerSession s(Trusted());
+  s.Start();
+  s.Feed("EHLO c\r\n");
+  s.TakeOutput();
+  s.Shutdown();
+  EXPECT_THAT(s.TakeOutput(), HasSubstr("421 4.3.2 mx.test Service shutting "
+                                        "down, closing connection"));
+  EXPECT_TRUE(s.closing());
+}
+
+TEST(ServerSessionTest, ShutdownLetsTheMessageInFlightFinish) {
+  ServerSession s(Trusted());
+  s.Start();
+  s.Feed("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n");
+  s.TakeOutput();
+  s.Shutdown();
+  EXPECT_FALSE(s.closing());
+  s.Feed("DATA\r\n");
+  EXPECT_THAT(s.TakeOutput(), HasSubstr("354"));
+  s.Feed("Subject: x\r\n\r\nbody\r\n.\r\nMAIL FROM:<e@b.test>\r\n");
+  ASSERT_TRUE(s.TakeMessage().has_value());
+  s.MessageQueued(absl::OkStatus(), "Q1");
+  std::string out = s.TakeOutput();
+  EXPECT_THAT(out, HasSubstr("250 2.0.0 Ok: queued as Q1"));
+  EXPECT_THAT(out, HasSubstr("421 4.3.2"));
+  EXPECT_TRUE(s.closing());
+}
+
 TEST(ServerSessionTest, StartTlsDropsPipelinedCommandsAndStartsOver) {
   SessionConfig config = Trusted();
   config.tls_available = true;
