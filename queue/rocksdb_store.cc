@@ -452,6 +452,12 @@ void RocksStore::Update(RecipientUpdate update, Done done) {
     work_.Signal();
     return;
   }
+  {
+    absl::MutexLock claims_lock(&floor_mu_);
+    auto c = claims_.find(before.spec.shard);
+    if (c != claims_.end())
+      c->second.claimed.erase({before.message, before.index});
+  }
   Live& l = it->second;
   batch_.Delete(schedule_,
                 codec::ScheduleKey(before.spec.shard, before.next_attempt,
@@ -553,6 +559,8 @@ void RocksStore::CommitterMain() {
         for (auto [shard, when] : scheduled) {
           auto [it, inserted] = scheduled_min_.try_emplace(shard, when);
           if (!inserted) it->second = std::min(it->second, when);
+          Claims& c = claims_[shard];
+          c.rewind = std::min(c.rewind, when);
         }
       }
     }
@@ -639,6 +647,72 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Due(int shard,
     floor_[s] = first_live;
   }
   return out;
+}
+
+absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Claim(int shard,
+                                                               absl::Time now,
+                                                               size_t limit) {
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return Down();
+  if (shard < 0 || shard >= options_.shards) {
+    return absl::InvalidArgumentError("queue: no such shard");
+  }
+  uint16_t s = static_cast<uint16_t>(shard);
+  absl::Time from;
+  {
+    absl::MutexLock lock(&floor_mu_);
+    Claims& c = claims_[s];
+    from = std::min(c.from, c.rewind);
+    c.rewind = absl::InfiniteFuture();
+  }
+  std::string upper = codec::ScheduleSeek(s, now + absl::Microseconds(1));
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, schedule_));
+  std::vector<RecipientRecord> out;
+  std::string value;
+  absl::Time next_from = now;  // Unless the limit stops the scan early.
+  for (it->Seek(codec::ScheduleSeek(s, from)); it->Valid(); it->Next()) {
+    uint16_t key_shard;
+    absl::Time when;
+    MessageId id;
+    uint32_t index;
+    if (!codec::ParseScheduleKey(Sv(it->key()), &key_shard, &when, &id,
+                                 &index) ||
+        key_shard != s) {
+      break;
+    }
+    if (out.size() >= limit) {
+      next_from = when;
+      break;
+    }
+    {
+      absl::MutexLock lock(&floor_mu_);
+      if (claims_[s].claimed.contains({id, index})) continue;
+    }
+    rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), recipients_,
+                                  codec::RecipientKey(id, index), &value);
+    if (st.IsNotFound()) continue;
+    if (!st.ok()) return FromRocks(st, "read");
+    auto rec = codec::DecodeRecipient(id, index, value);
+    if (!rec.ok()) return rec.status();
+    if (IsFinal(rec->state) || rec->next_attempt != when) continue;
+    out.push_back(*std::move(rec));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  absl::MutexLock lock(&floor_mu_);
+  Claims& c = claims_[s];
+  c.from = next_from;
+  for (const RecipientRecord& r : out) c.claimed.insert({r.message, r.index});
+  return out;
+}
+
+void RocksStore::Unclaim(const RecipientRecord& record) {
+  absl::MutexLock lock(&floor_mu_);
+  Claims& c = claims_[record.spec.shard];
+  c.claimed.erase({record.message, record.index});
+  c.rewind = std::min(c.rewind, record.next_attempt);
 }
 
 absl::StatusOr<StoredMessage> RocksStore::Read(MessageId id, bool with_body) {

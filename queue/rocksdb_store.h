@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "queue/store.h"
 #include "rocksdb/db.h"
@@ -62,6 +63,9 @@ class RocksStore final : public Store {
   void Update(RecipientUpdate update, Done done) override;
   absl::StatusOr<std::vector<RecipientRecord>> Due(int shard, absl::Time now,
                                                    size_t limit) override;
+  absl::StatusOr<std::vector<RecipientRecord>> Claim(int shard, absl::Time now,
+                                                     size_t limit) override;
+  void Unclaim(const RecipientRecord& record) override;
   absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) override;
   absl::StatusOr<QueueCounts> Counts() override;
   absl::StatusOr<std::vector<StoredMessage>> List(
@@ -152,6 +156,16 @@ class RocksStore final : public Store {
   absl::flat_hash_map<uint16_t, absl::Time> floor_ ABSL_GUARDED_BY(floor_mu_);
   absl::flat_hash_map<uint16_t, absl::Time> scheduled_min_
       ABSL_GUARDED_BY(floor_mu_);
+
+  // Claim(): per shard, where the next scan starts (everything before it
+  // was claimed or is stale), an earlier point to go back to when entries
+  // were written there since, and what is claimed.
+  struct Claims {
+    absl::Time from = absl::InfinitePast();
+    absl::Time rewind = absl::InfiniteFuture();
+    absl::flat_hash_set<std::pair<MessageId, uint32_t>> claimed;
+  };
+  absl::flat_hash_map<uint16_t, Claims> claims_ ABSL_GUARDED_BY(floor_mu_);
 
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> commits_{0};

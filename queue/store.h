@@ -48,6 +48,15 @@ class Store {
                                                            absl::Time now,
                                                            size_t limit) = 0;
 
+  // The delivery scheduler's Due(): like Due(), but a recipient returned
+  // once is not returned again by this process until Update() moves it or
+  // Unclaim() gives it back, so in-flight work is not fetched twice and
+  // the scan need not walk over it. A restart forgets every claim.
+  virtual absl::StatusOr<std::vector<RecipientRecord>> Claim(int shard,
+                                                             absl::Time now,
+                                                             size_t limit) = 0;
+  virtual void Unclaim(const RecipientRecord& record) = 0;
+
   virtual absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) = 0;
 
   // For operators (CLI, admin API): whole-queue scans.

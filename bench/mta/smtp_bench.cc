@@ -48,6 +48,11 @@ class DiscardStore : public queue::Store {
                                                           size_t) override {
     return std::vector<queue::RecipientRecord>{};
   }
+  absl::StatusOr<std::vector<queue::RecipientRecord>> Claim(int, absl::Time,
+                                                            size_t) override {
+    return std::vector<queue::RecipientRecord>{};
+  }
+  void Unclaim(const queue::RecipientRecord&) override {}
   absl::StatusOr<queue::StoredMessage> Read(queue::MessageId, bool) override {
     return absl::NotFoundError("discarded");
   }

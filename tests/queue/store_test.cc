@@ -187,6 +187,49 @@ TEST(StoreTest, DeferredRecipientComesBackAtItsTime) {
   EXPECT_EQ(m->recipients[0].attempts, 1u);
 }
 
+TEST(StoreTest, ClaimReturnsEachRecipientOnceUntilItMoves) {
+  auto store = OpenOrDie(Options(TempPath("claim")));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(
+        EnqueueSync(*store, Message({{absl::StrCat("u", i, "@a.test"), 1}}))
+            .ok());
+  }
+  absl::Time now = absl::Now();
+  auto first = *store->Claim(1, now, 3);
+  ASSERT_EQ(first.size(), 3u);
+  auto second = *store->Claim(1, now, 10);
+  ASSERT_EQ(second.size(), 2u);  // Only the ones not claimed yet.
+  EXPECT_NE(second[0].message, first[2].message);
+  EXPECT_TRUE(store->Claim(1, now, 10)->empty());
+  // Due() still sees them all: claims only steer the scheduler.
+  EXPECT_EQ(store->Due(1, now, 10)->size(), 5u);
+
+  // Deferred: comes back at its new time, once.
+  absl::Time later = now + absl::Minutes(10);
+  ASSERT_TRUE(UpdateSync(*store, Outcome(first[0], RecipientState::kDeferred,
+                                         later, "451 try later"))
+                  .ok());
+  EXPECT_TRUE(store->Claim(1, now + absl::Minutes(5), 10)->empty());
+  auto back = *store->Claim(1, later, 10);
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0].message, first[0].message);
+  EXPECT_EQ(back[0].attempts, 1u);
+
+  // Given back: claimable again.
+  store->Unclaim(first[1]);
+  auto again = *store->Claim(1, later, 10);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].message, first[1].message);
+
+  // Queued after the scan moved on, with an earlier time: still found.
+  ASSERT_TRUE(EnqueueSync(*store, Message({{"late@a.test", 1}})).ok());
+  EXPECT_EQ(store->Claim(1, later, 10)->size(), 1u);
+  // Delivered: gone for good.
+  ASSERT_TRUE(
+      UpdateSync(*store, Outcome(second[0], RecipientState::kDelivered)).ok());
+  EXPECT_TRUE(store->Claim(1, later + absl::Hours(1), 10)->empty());
+}
+
 TEST(StoreTest, BodyGoesOnlyWithTheLastRecipientAcrossShards) {
   auto store = OpenOrDie(Options(TempPath("last")));
   auto id =
