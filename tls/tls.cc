@@ -128,6 +128,63 @@ std::unique_ptr<TlsSession> TlsSession::Server(
   return s;
 }
 
+absl::StatusOr<std::shared_ptr<const ClientContext>> ClientContext::Create(
+    const std::string& ca_file) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("TLS client context: ", OpenSslErrors()));
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  // Without a trust store nothing verifies; opportunistic TLS still works.
+  if (ca_file.empty()) {
+    SSL_CTX_set_default_verify_paths(ctx);
+  } else if (SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr) !=
+             1) {
+    SSL_CTX_free(ctx);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read CA certificates from ", ca_file, ": ", OpenSslErrors()));
+  }
+  return std::shared_ptr<const ClientContext>(new ClientContext(ctx));
+}
+
+ClientContext::~ClientContext() { SSL_CTX_free(ctx_); }
+
+std::unique_ptr<TlsSession> TlsSession::Client(
+    std::shared_ptr<const ClientContext> context, const std::string& host,
+    bool verify) {
+  std::unique_ptr<TlsSession> s(new TlsSession);
+  s->client_context_ = std::move(context);
+  s->ssl_ = SSL_new(s->client_context_->ctx());
+  s->in_ = BIO_new(BIO_s_mem());
+  s->out_ = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(s->in_, -1);
+  SSL_set_bio(s->ssl_, s->in_, s->out_);
+  SSL_set_connect_state(s->ssl_);
+  if (!host.empty()) {
+    SSL_set_tlsext_host_name(s->ssl_, host.c_str());
+    SSL_set1_host(s->ssl_, host.c_str());
+  }
+  SSL_set_verify(s->ssl_, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+  return s;
+}
+
+absl::Status TlsSession::Begin() {
+  std::string ignored;
+  return Advance(&ignored);
+}
+
+bool TlsSession::Verified(std::string* why) const {
+  if (SSL_get0_peer_certificate(ssl_) == nullptr) {
+    if (why != nullptr) *why = "no certificate";
+    return false;
+  }
+  long result = SSL_get_verify_result(ssl_);
+  if (result == X509_V_OK) return true;
+  if (why != nullptr) *why = X509_verify_cert_error_string(result);
+  return false;
+}
+
 TlsSession::~TlsSession() { SSL_free(ssl_); }
 
 absl::Status TlsSession::Advance(std::string* plaintext) {

@@ -40,10 +40,31 @@ class ServerContext {
 absl::StatusOr<std::pair<std::string, std::string>> EnsureSelfSigned(
     const std::string& data_dir, const std::string& hostname);
 
+// For delivery: TLS 1.2 minimum, the system's trust store
+// (/etc/ssl/certs) for sessions that verify.
+class ClientContext {
+ public:
+  // `ca_file`: PEM certificates to trust instead of the system's.
+  static absl::StatusOr<std::shared_ptr<const ClientContext>> Create(
+      const std::string& ca_file = "");
+  ~ClientContext();
+  SSL_CTX* ctx() const { return ctx_; }
+
+ private:
+  explicit ClientContext(SSL_CTX* ctx) : ctx_(ctx) {}
+  SSL_CTX* ctx_;
+};
+
 class TlsSession {
  public:
   static std::unique_ptr<TlsSession> Server(
       std::shared_ptr<const ServerContext> context);
+  // The client side towards `host` (SNI). `verify`: the handshake fails
+  // unless the chain is trusted and names `host` (RFC 6125); otherwise any
+  // certificate is taken and Verified() tells what it was worth.
+  static std::unique_ptr<TlsSession> Client(
+      std::shared_ptr<const ClientContext> context, const std::string& host,
+      bool verify);
   ~TlsSession();
 
   // Ciphertext from the peer; appends whatever plaintext it yields. An
@@ -57,12 +78,18 @@ class TlsSession {
   bool handshake_done() const { return SSL_is_init_finished(ssl_); }
   // "TLSv1.3 TLS_AES_256_GCM_SHA384" once the handshake is done.
   std::string Description() const;
+  // Client side: the peer's certificate chain is trusted and names the
+  // host; else why not ("self-signed certificate", ...).
+  bool Verified(std::string* why = nullptr) const;
+  // Ciphertext to send before any input (the client's hello).
+  absl::Status Begin();
 
  private:
   TlsSession() = default;
   absl::Status Advance(std::string* plaintext);
 
   std::shared_ptr<const ServerContext> context_;
+  std::shared_ptr<const ClientContext> client_context_;
   SSL* ssl_ = nullptr;
   BIO* in_ = nullptr;   // Owned by ssl_.
   BIO* out_ = nullptr;  // Owned by ssl_.
