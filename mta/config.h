@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "base/log.h"
 #include "dkim/signing_table.h"
+#include "mta/delivery/policy.h"
 #include "mta/shard/address.h"
 #include "mta/shard/io_backend.h"
 
@@ -82,6 +83,11 @@ struct Config {
   absl::Duration dns_timeout;
   int dns_tries = 2;
   int dns_cache_entries = 10000;
+
+  // [delivery], [smarthost]
+  delivery::DeliveryOptions delivery;
+  absl::Duration delivery_backoff_pause = absl::Minutes(5);
+  double delivery_backoff_factor = 0.5;
 
   // Where the settings came from: a path, or "built-in defaults".
   std::string source;

@@ -237,11 +237,14 @@ absl::Status Daemon::Start() {
               config_.Where("auth.allow_without_tls"));
   }
 
+  if (absl::Status s = PrepareDelivery(); !s.ok()) return s;
+
   shard::ShardGroup::Options options;
   options.shards = static_cast<int>(shards_.size());
   options.backend = config_.io_backend;
   options.idle_spin = config_.idle_spin;
   group_ = std::make_unique<shard::ShardGroup>(options);
+  if (delivery_ != nullptr) delivery_->group = group_.get();
   absl::Status started =
       group_->Start([this](shard::Reactor& reactor) { StartShard(reactor); });
   if (!started.ok()) {
@@ -289,7 +292,69 @@ void Daemon::StartShard(shard::Reactor& reactor) {
     log::Error(kLog, "shard %d: DNS resolver: %s", reactor.id(),
                resolver.status().message());
   }
+  if (delivery_ != nullptr) {
+    auto& engine = delivery_->engines[reactor.id()];
+    engine = std::make_unique<delivery::DeliveryShard>(reactor, *delivery_);
+    engine->Start();
+  }
   StartAccepting(reactor.id());
+}
+
+absl::Status Daemon::PrepareDelivery() {
+  const delivery::DeliveryOptions& d = config_.delivery;
+  if (!d.enabled) {
+    log::Warn(kLog, "%s: delivery is off; mail stays in the queue",
+              config_.Where("delivery.enabled"));
+    return absl::OkStatus();
+  }
+  auto tls = tls::ClientContext::Create(d.ca_file);
+  if (!tls.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_.Where("delivery.ca_file"), ": ", tls.status().message()));
+  }
+  delivery_ = std::make_unique<delivery::EngineContext>();
+  delivery_->queue = queue_.get();
+  delivery_->options = d;
+  delivery_->helo = d.helo.empty() ? config_.EffectiveHostname() : d.helo;
+  delivery_->tls = *tls;
+  delivery_->resolver = [this](int shard) -> dns::Resolver* {
+    return shards_[shard]->resolver.get();
+  };
+  delivery_->engines.resize(shards_.size());
+  if (d.smarthost.host.empty()) {
+    log::Info(kLog, "delivery: by MX on port %d as %s, TLS %s", d.port,
+              delivery_->helo, delivery::TlsModeName(d.defaults.tls));
+  } else {
+    const delivery::Smarthost& s = d.smarthost;
+    log::Info(kLog, "delivery: %s through smarthost %s:%d (TLS %s%s%s)",
+              s.domains.empty()
+                  ? "all mail"
+                  : absl::StrCat("mail for ", absl::StrJoin(s.domains, ", ")),
+              s.host, s.port,
+              s.tls == delivery::SmarthostTls::kImplicit   ? "implicit"
+              : s.tls == delivery::SmarthostTls::kStartTls ? "STARTTLS"
+                                                           : "off",
+              s.user.empty() ? "" : ", AUTH as ", s.user);
+    if (s.port == 465 && s.tls != delivery::SmarthostTls::kImplicit) {
+      log::Warn(kLog,
+                "%s: port 465 expects implicit TLS; you probably want "
+                "smarthost.tls = \"implicit\"",
+                config_.Where("smarthost.tls"));
+    }
+    if (s.port == 587 && s.tls == delivery::SmarthostTls::kImplicit) {
+      log::Warn(kLog,
+                "%s: port 587 speaks plain SMTP first; you probably want "
+                "smarthost.tls = \"starttls\"",
+                config_.Where("smarthost.tls"));
+    }
+    if (!s.user.empty() && s.tls == delivery::SmarthostTls::kNone) {
+      log::Warn(kLog,
+                "%s: the smarthost password would cross the network "
+                "in the clear",
+                config_.Where("smarthost.tls"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 void Daemon::StartAccepting(int shard) {
@@ -464,6 +529,11 @@ int Daemon::OpenConnections() const {
   for (const auto& state : shards_) {
     total += state->open_connections.load(std::memory_order_relaxed);
   }
+  if (delivery_ != nullptr) {
+    for (const auto& engine : delivery_->engines) {
+      if (engine != nullptr) total += engine->open_connections();
+    }
+  }
   return total;
 }
 
@@ -475,6 +545,9 @@ void Daemon::BeginDrain() {
         l.fd = -1;
       }
       SmtpConnection::ShutdownAll();
+      if (delivery_ != nullptr && delivery_->engines[i] != nullptr) {
+        delivery_->engines[i]->BeginDrain();
+      }
     });
   }
 }
@@ -583,6 +656,9 @@ int Daemon::Run() {
   }
   group_->Stop();
   group_->Join();
+  // Connections still open at a drain timeout are dropped with the
+  // process; what they carried stays queued and is tried again.
+  if (delivery_ != nullptr) delivery_->engines.clear();
   group_.reset();
   queue_.reset();  // Writes what is pending, then closes.
   log::Info(kLog, "stopped");

@@ -24,6 +24,7 @@
 #include "dns/caching_resolver.h"
 #include "mta/auth.h"
 #include "mta/config.h"
+#include "mta/delivery/engine.h"
 #include "mta/reception.h"
 #include "mta/shard/shard_group.h"
 #include "queue/rocksdb_store.h"
@@ -62,6 +63,8 @@ class Daemon {
   void StartAccepting(int shard);
   // Per shard: its resolver, on its own thread.
   void StartShard(shard::Reactor& reactor);
+  // The outbound engine's shared context (none when delivery is off).
+  absl::Status PrepareDelivery();
   void BeginDrain();
   void Reload();
   // (Re)reads every DKIM key file and logs what each key will do.
@@ -81,6 +84,7 @@ class Daemon {
   Authenticator authenticator_;
   std::unique_ptr<ConnectionLimiter> limiter_;
   ReceptionContext reception_;
+  std::unique_ptr<delivery::EngineContext> delivery_;
   std::unique_ptr<shard::ShardGroup> group_;
   std::vector<std::unique_ptr<ShardState>> shards_;
   std::vector<Bound> bound_;

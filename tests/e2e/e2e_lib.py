@@ -3,8 +3,12 @@
 Tests run from the runfiles root, so paths are relative to the repository.
 """
 import os
+import signal
+import smtplib
 import socket
+import subprocess
 import tempfile
+import time
 
 PEREGRINE = os.path.abspath("mta/peregrine")
 NO_IO_URING = os.path.abspath("tests/e2e/no_io_uring")
@@ -16,3 +20,149 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Daemon:
+    def __init__(self, extra="", data=None):
+        self.port = free_port()
+        self.data = data or tempfile.mkdtemp(dir=TMP)
+        self.cfg = os.path.join(self.data, "peregrine.toml")
+        self.submission = free_port()
+        self.submissions = free_port()
+        with open(self.cfg, "w") as f:
+            f.write(f"""
+[server]
+shards = 2
+[listen]
+relay = "127.0.0.1:{self.port}"
+submission = "127.0.0.1:{self.submission}"
+submissions = "127.0.0.1:{self.submissions}"
+admin = []
+{extra}
+""")
+        if "[delivery]" not in extra:
+            # Reception tests keep their mail in the queue to look at it.
+            with open(self.cfg, "a") as f:
+                f.write("\n[delivery]\nenabled = false\n")
+        if "[dns]" not in extra:
+            # Tests never send DNS beyond loopback: a dead local port.
+            with open(self.cfg, "a") as f:
+                f.write(f'\n[dns]\nservers = ["127.0.0.1:{free_port()}"]\n'
+                        'timeout = "200ms"\ntries = 1\n')
+        self.start()
+
+    def start(self):
+        self.log = open(os.path.join(self.data, "daemon.log"), "a")
+        self.proc = subprocess.Popen(
+            [PEREGRINE, "serve", "--config", self.cfg, "--data-dir", self.data],
+            stderr=self.log, stdout=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("daemon did not start")
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=15)
+        self.log.close()
+        return code
+
+    def queue(self, *args):
+        r = subprocess.run([PEREGRINE, "queue", *args, "--data-dir", self.data],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def smtp(self):
+        return smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.test",
+                            timeout=10)
+
+
+class Nsd:
+    """NSD on a loopback port serving the given zones {origin: records}.
+
+    Records are zone-file lines below the SOA and NS, e.g.
+    "@ IN MX 10 mx1.dest.test." and "mx1 IN A 127.0.0.1".
+    """
+
+    def __init__(self, zones):
+        self.work = tempfile.mkdtemp(dir=TMP)
+        self.port = free_port()
+        conf = f"""server:
+  ip-address: 127.0.0.1@{self.port}
+  port: {self.port}
+  username: ""
+  chroot: ""
+  database: ""
+  zonelistfile: "{self.work}/zone.list"
+  xfrdfile: "{self.work}/xfrd.state"
+  pidfile: "{self.work}/nsd.pid"
+  logfile: "{self.work}/nsd.log"
+  xfrdir: "{self.work}"
+  server-count: 1
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+"""
+        for i, (origin, records) in enumerate(zones.items()):
+            path = os.path.join(self.work, f"zone{i}")
+            with open(path, "w") as f:
+                f.write("$TTL 300\n@ IN SOA ns.test. a.test. 1 3600 600 86400 60\n"
+                        "@ IN NS ns.test.\n" + "\n".join(records) + "\n")
+            conf += f'zone:\n  name: "{origin}."\n  zonefile: "{path}"\n'
+        with open(os.path.join(self.work, "nsd.conf"), "w") as f:
+            f.write(conf)
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/nsd", "-d", "-c", os.path.join(self.work, "nsd.conf")])
+        deadline = time.time() + 10
+        while time.time() < deadline and not os.path.exists(
+                os.path.join(self.work, "nsd.pid")):
+            time.sleep(0.05)
+        time.sleep(0.2)
+
+    def dns_config(self):
+        return (f'[dns]\nservers = ["127.0.0.1:{self.port}"]\n'
+                'timeout = "1s"\ntries = 2\n')
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Sink:
+    """Postfix's smtp-sink on a loopback address, each message dumped to a
+    file in `self.dir`; `options` are its fault switches (-r connect, ...)."""
+
+    def __init__(self, *options, host="127.0.0.1", port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(dir=TMP)
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/smtp-sink", "-u", "root", "-d",
+             os.path.join(self.dir, "%H%M%S."), *options,
+             f"{host}:{self.port}", "256"],
+            stdout=subprocess.DEVNULL, stderr=open(self.dir + ".log", "w"))
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection((host, self.port), 0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("smtp-sink did not start")
+
+    def messages(self):
+        return [os.path.join(self.dir, f) for f in os.listdir(self.dir)]
+
+    def wait_for(self, count, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(self.messages()) < count:
+            time.sleep(0.1)
+        return len(self.messages())
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()

@@ -23,63 +23,7 @@ import unittest
 import dkim
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import PEREGRINE, TMP, free_port  # noqa: E402
-
-
-class Daemon:
-    def __init__(self, extra="", data=None):
-        self.port = free_port()
-        self.data = data or tempfile.mkdtemp(dir=TMP)
-        self.cfg = os.path.join(self.data, "peregrine.toml")
-        self.submission = free_port()
-        self.submissions = free_port()
-        with open(self.cfg, "w") as f:
-            f.write(f"""
-[server]
-shards = 2
-[listen]
-relay = "127.0.0.1:{self.port}"
-submission = "127.0.0.1:{self.submission}"
-submissions = "127.0.0.1:{self.submissions}"
-admin = []
-{extra}
-""")
-        if "[dns]" not in extra:
-            # Tests never send DNS beyond loopback: a dead local port.
-            with open(self.cfg, "a") as f:
-                f.write(f'\n[dns]\nservers = ["127.0.0.1:{free_port()}"]\n'
-                        'timeout = "200ms"\ntries = 1\n')
-        self.start()
-
-    def start(self):
-        self.log = open(os.path.join(self.data, "daemon.log"), "a")
-        self.proc = subprocess.Popen(
-            [PEREGRINE, "serve", "--config", self.cfg, "--data-dir", self.data],
-            stderr=self.log, stdout=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("daemon did not start")
-
-    def stop(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=15)
-        self.log.close()
-        return code
-
-    def queue(self, *args):
-        r = subprocess.run([PEREGRINE, "queue", *args, "--data-dir", self.data],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
-        return r.stdout
-
-    def smtp(self):
-        return smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.test",
-                            timeout=10)
+from e2e_lib import PEREGRINE, TMP, Daemon, free_port  # noqa: E402
 
 
 def raw_dialog(port, data, wait=0.5):
