@@ -833,7 +833,7 @@ const std::vector<Setting>& Schema() {
       {"delivery", "max_age", "\"5d\"",
        "Mail still undelivered after this expires (a permanent failure).",
        [](const toml::node& n, Config& c) {
-         return GetDuration(n, absl::Minutes(1), absl::Hours(24 * 60),
+         return GetDuration(n, absl::Seconds(1), absl::Hours(24 * 60),
                             &c.delivery.retry.max_age);
        }},
       {"delivery", "max_connections", "20",
@@ -1216,6 +1216,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text,
     r.pause = config.delivery_backoff_pause;
     r.rate_factor = config.delivery_backoff_factor;
   }
+  config.delivery.on_421.pause = config.delivery_backoff_pause;
+  config.delivery.on_421.rate_factor = config.delivery_backoff_factor;
   if (errors.empty()) CrossCheck(config, errors);
   if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
     errors.push_back(absl::StrCat(

@@ -48,6 +48,12 @@ std::string SmarthostHint(const Smarthost& s, smtp::ClientSession::Phase phase,
         "': check smarthost.user and smarthost.password (Gmail and Office "
         "365 want an app password when two-step verification is on)");
   }
+  if (absl::StrContains(failure, "Connection refused")) {
+    return absl::StrCat(where,
+                        " refused the connection: is smarthost.host right, "
+                        "and does the relay listen on port ",
+                        s.port, "?");
+  }
   if (absl::StrContains(failure, "timed out")) {
     if (s.tls == SmarthostTls::kStartTls && s.port == 465) {
       return absl::StrCat(where,
@@ -615,7 +621,8 @@ DeliveryShard::DeliveryShard(shard::Reactor& reactor, EngineContext& context)
       rng_(static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) +
            static_cast<uint64_t>(reactor.id())),
       retry_(context.options.retry) {
-  auto rules = BackoffRules::Create(context.options.backoff);
+  auto rules =
+      BackoffRules::Create(context.options.backoff, context.options.on_421);
   if (rules.ok()) {
     backoff_ = std::make_unique<BackoffRules>(*std::move(rules));
   } else {
@@ -668,6 +675,8 @@ void DeliveryShard::Poll() {
       std::unique_ptr<Job> job;
       for (queue::RecipientRecord& r : *due) {
         std::string domain = absl::AsciiStrToLower(r.domain());
+        // Through a smarthost, one transaction carries every domain.
+        if (context_.options.smarthost.Covers(domain)) domain.clear();
         if (job != nullptr &&
             (job->message != r.message || job->domain != domain)) {
           Route(std::move(job));
@@ -718,8 +727,13 @@ void DeliveryShard::Route(std::unique_ptr<Job> job) {
                                          std::move(own->mx), own->smarthost);
     });
   };
-  if (options.smarthost.Covers(job->domain)) {
+  bool relayed = job->domain.empty() ? !options.smarthost.host.empty()
+                                     : options.smarthost.Covers(job->domain);
+  if (relayed) {
     return hand_over(std::move(job), "smarthost", {}, true);
+  }
+  if (job->domain.empty()) {
+    return DeferAll(*job, "553 5.1.3 the address has no domain", true);
   }
   dns::Resolver* resolver = context_.resolver(reactor_.id());
   if (resolver == nullptr) {
@@ -872,23 +886,27 @@ bool DeliveryShard::GiveJob(Site& site, OutboundConnection* conn) {
 
 void DeliveryShard::ConnectionGone(Site& site, OutboundConnection* conn,
                                    bool ever_ready, const std::string& failure,
-                                   bool permanent) {
+                                   bool /*permanent*/) {
   if (conn->connecting_counted_) --site.connecting;
   site.window.Release();
   if (!failure.empty() && !ever_ready) {
+    std::string why = failure;
+    if (site.smarthost && !absl::StartsWith(failure, "smarthost ")) {
+      why = SmarthostHint(context_.options.smarthost,
+                          smtp::ClientSession::Phase::kGreeting, failure);
+    }
     site.window.OnFailure();
-    log::Warn(kLog, "site %s: %s", site.key, failure);
+    log::Warn(kLog, "site %s: %s", site.key, why);
     // No connection to this site works: what waits here is deferred
-    // (Postfix's dead destination); a permanent refusal fails it.
+    // (Postfix's dead destination). Never bounced for a connection-level
+    // refusal, even a 5xx greeting: that is how Postfix treats it too
+    // (smtp_skip_5xx_greeting), and a misconfiguration loses no mail.
     if (site.window.in_flight() == 0) {
       std::deque<std::unique_ptr<Job>> ready;
       ready.swap(site.ready);
-      std::string reply = permanent
-                              ? failure
-                              : (absl::StartsWith(failure, "4")
-                                     ? failure
-                                     : absl::StrCat("451 4.4.1 ", failure));
-      for (auto& job : ready) DeferAll(*job, reply, permanent);
+      std::string reply =
+          absl::StartsWith(why, "4") ? why : absl::StrCat("451 4.4.1 ", why);
+      for (auto& job : ready) DeferAll(*job, reply, false);
     }
   }
   Pump(site);

@@ -95,6 +95,7 @@ struct DeliveryOptions {
   SiteOptions defaults;
   std::vector<SiteRule> rules;
   std::vector<BackoffRule> backoff;
+  BackoffRule on_421 = {"", absl::Minutes(5), 0.5};  // No pattern matched.
   std::vector<Source> sources;
   Smarthost smarthost;
   // Recipients a shard holds in memory waiting for a connection.

@@ -110,8 +110,9 @@ BackoffRules::BackoffRules(BackoffRules&&) = default;
 BackoffRules::~BackoffRules() = default;
 
 absl::StatusOr<BackoffRules> BackoffRules::Create(
-    std::vector<BackoffRule> rules) {
+    std::vector<BackoffRule> rules, BackoffRule on_421) {
   BackoffRules out;
+  out.on_421_ = std::move(on_421);
   for (const BackoffRule& rule : rules) {
     RE2::Options options;
     options.set_case_sensitive(false);
@@ -137,7 +138,7 @@ std::optional<Backoff> BackoffRules::Match(int code,
     }
   }
   if (code == 421) {
-    return Backoff{absl::Minutes(1), 0.5,
+    return Backoff{on_421_.pause, on_421_.rate_factor,
                    "421: the server closes the connection"};
   }
   return std::nullopt;

@@ -106,7 +106,11 @@ struct Backoff {
 class BackoffRules {
  public:
   // Fails naming the pattern that does not compile.
-  static absl::StatusOr<BackoffRules> Create(std::vector<BackoffRule> rules);
+  // `on_421`: the pause and rate factor a 421 reply brings when no
+  // pattern matches.
+  static absl::StatusOr<BackoffRules> Create(std::vector<BackoffRule> rules,
+                                             BackoffRule on_421 = {
+                                                 "", absl::Minutes(1), 0.5});
   BackoffRules(BackoffRules&&);
   ~BackoffRules();
   // What a reply asks for: 421 always pauses; other replies when their text
@@ -116,6 +120,7 @@ class BackoffRules {
  private:
   BackoffRules() = default;
   std::vector<BackoffRule> rules_;
+  BackoffRule on_421_;
   std::vector<std::unique_ptr<re2::RE2>> compiled_;
 };
 

@@ -160,7 +160,8 @@ void ClientSession::OnReply(const Reply& reply) {
       starttls_ = false;  // Opportunistic: go on in the clear.
       return AfterHello();
     case Phase::kAuth:
-      if (reply.code == 235) {
+      // 235 (RFC 4954); some servers (smtp-sink) say 250: also success.
+      if (reply.code / 100 == 2) {
         phase_ = Phase::kReady;
         return;
       }

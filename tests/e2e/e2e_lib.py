@@ -140,11 +140,12 @@ class Sink:
     def __init__(self, *options, host="127.0.0.1", port=None):
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(dir=TMP)
+        self.log = open(self.dir + ".log", "w")
         self.proc = subprocess.Popen(
             ["/usr/sbin/smtp-sink", "-u", "root", "-d",
              os.path.join(self.dir, "%H%M%S."), *options,
              f"{host}:{self.port}", "256"],
-            stdout=subprocess.DEVNULL, stderr=open(self.dir + ".log", "w"))
+            stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
@@ -166,3 +167,4 @@ class Sink:
     def stop(self):
         self.proc.terminate()
         self.proc.wait()
+        self.log.close()

@@ -23,9 +23,13 @@ def send(d, recipients, count=1, subject="hello", body="test\r\n"):
                        f"Subject: {subject} {i}\r\n\r\n{body}")
 
 
-def log_of(d):
-    with open(os.path.join(d.data, "daemon.log")) as f:
+def read(path):
+    with open(path, errors="replace") as f:
         return f.read()
+
+
+def log_of(d):
+    return read(os.path.join(d.data, "daemon.log"))
 
 
 def wait_log(d, pattern, count=1, timeout=30):
@@ -57,19 +61,231 @@ class DeliveryTest(unittest.TestCase):
             log = log_of(d)
             self.assertIn("host=mx1.dest.test[127.0.0.1]", log)
             self.assertRegex(log, r'reply="250 ')
-            dump = open(sink.messages()[0], errors="replace").read()
+            dump = read(sink.messages()[0])
             self.assertIn("Subject: hello", dump)
             self.assertEqual(d.stop(), 0)
             self.assertEqual(d.queue("list").strip(), "", "queue not empty")
         except BaseException:
             print(log_of(d))
-            print(open(sink.dir + ".log").read())
+            print(read(sink.dir + ".log"))
             raise
         finally:
             if d.proc.poll() is None:
                 d.stop()
             nsd.stop()
             sink.stop()
+
+
+    def run_case(self, zones, sinks, extra, body):
+        """Starts NSD with `zones`, the daemon on the first sink's port,
+        runs body(d), and prints the logs when it fails."""
+        nsd = Nsd(zones)
+        d = self.daemon(nsd, sinks[0].port, extra)
+        try:
+            body(d)
+        except BaseException:
+            print(log_of(d))
+            for s in sinks:
+                print(read(s.dir + ".log"))
+            raise
+        finally:
+            if d.proc.poll() is None:
+                d.stop()
+            nsd.stop()
+            for s in sinks:
+                s.stop()
+
+    def test_next_mx_after_refused_connect_and_4xx_greeting(self):
+        port = free_port()
+        good = Sink(port=port)
+        greylist = Sink("-r", "connect", host="127.0.0.3", port=port)
+        zones = {"dest.test": ["@ IN MX 10 down.dest.test.",
+                               "@ IN MX 20 grey.dest.test.",
+                               "@ IN MX 30 good.dest.test.",
+                               "down IN A 127.0.0.2",  # Nothing listens.
+                               "grey IN A 127.0.0.3",
+                               "good IN A 127.0.0.1"]}
+
+        def body(d):
+            send(d, ["x@dest.test"], count=2)
+            self.assertEqual(good.wait_for(2), 2)
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<x@dest.test> "
+                                        r"host=good.dest.test\[127.0.0.1\]", 2))
+            log = log_of(d)
+            self.assertNotIn("deferred", log)
+            self.assertEqual(greylist.messages(), [])
+        self.run_case(zones, [good, greylist], "", body)
+
+    def test_replies_per_recipient_and_their_outcomes(self):
+        # 5xx on RCPT: failed at once and gone from the queue; 4xx: deferred
+        # and tried again on the retry schedule until max_age expires it.
+        hard = Sink("-f", "rcpt")
+        soft = Sink("-r", "rcpt", host="127.0.0.3", port=hard.port)
+        zones = {"hard.test": ["@ IN MX 10 mx.hard.test.",
+                               "mx IN A 127.0.0.1"],
+                 "soft.test": ["@ IN MX 10 mx.soft.test.",
+                               "mx IN A 127.0.0.3"],
+                 "nullmx.test": ["@ IN MX 0 ."]}
+
+        def body(d):
+            send(d, ["h@hard.test", "s@soft.test", "n@nullmx.test"])
+            self.assertTrue(wait_log(d, r"failed id=\S+ to=<h@hard.test> "
+                                        r'attempts=1 reply="5\d\d '))
+            self.assertTrue(wait_log(d, r"failed id=\S+ to=<n@nullmx.test> "
+                                        r'attempts=1 reply="556 5.1.10 '))
+            self.assertTrue(wait_log(d, r"deferred id=\S+ to=<s@soft.test> "
+                                        r'attempts=1 next=\S+ reply="4\d\d '))
+            self.assertTrue(wait_log(d, r"deferred id=\S+ to=<s@soft.test> "
+                                        r"attempts=2 "))
+            self.assertTrue(wait_log(d, r"expired id=\S+ to=<s@soft.test>",
+                                     timeout=20))
+            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.queue("list").strip(), "")
+        self.run_case(zones, [hard, soft], 'max_age = "4s"\n', body)
+
+    def test_421_defers_and_backs_off_the_site(self):
+        sink = Sink("-Q", "mail")
+        zones = {"dest.test": ["@ IN MX 10 mx.dest.test.",
+                               "mx IN A 127.0.0.1"]}
+
+        def body(d):
+            send(d, ["a@dest.test"])
+            self.assertTrue(wait_log(d, r"deferred id=\S+ to=<a@dest.test> "
+                                        r'attempts=1 next=\S+ reply="421 '))
+            self.assertTrue(wait_log(d, r"site mx.dest.test: backing off for "
+                                        r"2s at 50% of its rates"))
+        self.run_case(zones, [sink], 'backoff_pause = "2s"\n', body)
+
+    def test_old_servers_helo_and_no_pipelining(self):
+        port = free_port()
+        helo_only = Sink("-e", port=port)
+        no_pipelining = Sink("-p", host="127.0.0.3", port=port)
+        zones = {"old.test": ["@ IN MX 10 mx.old.test.",
+                              "mx IN A 127.0.0.1"],
+                 "slow.test": ["@ IN MX 10 mx.slow.test.",
+                               "mx IN A 127.0.0.3"]}
+
+        def body(d):
+            send(d, ["a@old.test", "b@old.test", "c@slow.test",
+                     "d@slow.test"], count=3)
+            self.assertEqual(helo_only.wait_for(3), 3)
+            self.assertEqual(no_pipelining.wait_for(3), 3)
+            self.assertTrue(wait_log(d, r"delivered id=", 12))
+            self.assertNotIn("deferred", log_of(d))
+        self.run_case(zones, [helo_only, no_pipelining], "", body)
+
+    def test_suspended_site_keeps_its_mail(self):
+        sink = Sink()
+        zones = {"dest.test": ["@ IN MX 10 mx.dest.test.",
+                               "mx IN A 127.0.0.1"]}
+
+        def body(d):
+            send(d, ["a@dest.test"])
+            self.assertTrue(wait_log(d, r"deferred id=\S+ to=<a@dest.test> "
+                                        r".*suspended"))
+            self.assertEqual(sink.messages(), [])
+        self.run_case(zones, [sink], '[[delivery.sites]]\n'
+                      'domains = ["dest.test"]\nsuspended = true\n', body)
+
+    def test_rate_limit_spreads_200_messages_over_10_seconds(self):
+        sink = Sink()
+        zones = {"dest.test": ["@ IN MX 10 mx.dest.test.",
+                               "mx IN A 127.0.0.1"]}
+
+        def body(d):
+            send(d, ["a@dest.test"], count=200)
+            self.assertEqual(sink.wait_for(200, timeout=40), 200)
+            times = sorted(os.path.getmtime(f) for f in sink.messages())
+            spread = times[-1] - times[0]
+            print(f"200 messages at 20/s arrived over {spread:.1f} s")
+            # A burst of up to 20 goes at once: about 9 s; generous bounds.
+            self.assertGreater(spread, 7)
+            self.assertLess(spread, 20)
+        self.run_case(zones, [sink], '[[delivery.sites]]\n'
+                      'mx_suffixes = ["dest.test"]\nmessage_rate = "20/s"\n',
+                      body)
+
+    def test_smarthost_with_auth(self):
+        relay = Sink()
+        zones = {}
+
+        def body(d):
+            send(d, ["a@anywhere.test", "b@anywhere.test"])
+            self.assertEqual(relay.wait_for(1), 1)
+            time.sleep(0.5)
+            self.assertEqual(len(relay.messages()), 1)  # One transaction.
+            dump = read(relay.messages()[0])
+            self.assertIn("a@anywhere.test", dump)
+            self.assertIn("b@anywhere.test", dump)
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@anywhere.test>"
+                                        r" host=127.0.0.1\[127.0.0.1\]"))
+        self.run_case(zones, [relay],
+                      f'[smarthost]\nhost = "127.0.0.1"\nport = {relay.port}\n'
+                      'tls = "none"\nuser = "app"\npassword = "secret"\n', body)
+
+    def test_smarthost_failures_are_explained(self):
+        relay = Sink("-f", "auth")
+
+        def body(d):
+            send(d, ["a@anywhere.test"])
+            self.assertTrue(wait_log(d, r"refused the login for user 'app'.*"
+                                        r"app password"))
+            self.assertTrue(wait_log(d, r"deferred id=\S+ to=<a@anywhere"))
+        self.run_case({}, [relay],
+                      f'[smarthost]\nhost = "127.0.0.1"\nport = {relay.port}\n'
+                      'tls = "none"\nuser = "app"\npassword = "wrong"\n', body)
+
+    def test_smarthost_timeout_names_the_firewall(self):
+        # Nothing answers on 127.0.0.2:PORT; a short connect timeout.
+        port = free_port()
+        sink = Sink(port=port)  # Unused: on 127.0.0.1 only.
+
+        def body(d):
+            send(d, ["a@anywhere.test"])
+            self.assertTrue(wait_log(d, r"smarthost 127.0.0.2:\d+.*"
+                                        r"(refused|firewall)"))
+        self.run_case({}, [sink],
+                      f'[smarthost]\nhost = "127.0.0.2"\nport = {port}\n'
+                      'tls = "none"\n', body)
+
+    def test_tls_policies_against_a_peregrine_with_a_self_signed_cert(self):
+        # The destination is another Peregrine (reception only) with its
+        # self-signed certificate: opportunistic and required deliver over
+        # TLS (unverified); verify refuses it.
+        dest = Daemon()
+        zones = {"open.test": ["@ IN MX 10 mx.open.test.",
+                               "mx IN A 127.0.0.1"],
+                 "must.test": ["@ IN MX 10 mx.must.test.",
+                               "mx IN A 127.0.0.1"],
+                 "check.test": ["@ IN MX 10 mx.check.test.",
+                                "mx IN A 127.0.0.1"]}
+        nsd = Nsd(zones)
+        d = self.daemon(nsd, dest.port,
+                        '[[delivery.sites]]\ndomains = ["must.test"]\n'
+                        'tls = "required"\n'
+                        '[[delivery.sites]]\ndomains = ["check.test"]\n'
+                        'tls = "verify"\n')
+        try:
+            send(d, ["a@open.test", "b@must.test", "c@check.test"])
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@open.test> "
+                                        r"\S+ tls=TLSv1.3 \S+ unverified"))
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<b@must.test> "
+                                        r"\S+ tls=TLSv1.3 \S+ unverified"))
+            self.assertTrue(wait_log(d, r"deferred id=\S+ to=<c@check.test> "
+                                        r".*certificate verify failed"))
+            self.assertEqual(dest.stop(), 0)
+            listing = dest.queue("list")
+            self.assertIn("a@open.test", listing)
+            self.assertIn("b@must.test", listing)
+            self.assertNotIn("c@check.test", listing)
+        except BaseException:
+            print(log_of(d))
+            raise
+        finally:
+            for p in (d, dest):
+                if p.proc.poll() is None:
+                    p.stop()
+            nsd.stop()
 
 
 if __name__ == "__main__":
