@@ -117,6 +117,85 @@ TEST(ConfigTest, QueueSettings) {
   EXPECT_EQ(parsed->queue_block_cache_bytes, 1610612736u);
 }
 
+TEST(ConfigTest, DeliveryDefaults) {
+  const delivery::DeliveryOptions& d = DefaultConfig().delivery;
+  EXPECT_TRUE(d.enabled);
+  EXPECT_EQ(d.port, 25);
+  EXPECT_EQ(d.defaults.tls, delivery::TlsMode::kOpportunistic);
+  EXPECT_EQ(d.defaults.max_connections, 20);
+  EXPECT_EQ(d.retry.first, absl::Minutes(5));
+  EXPECT_EQ(d.retry.max_delay, absl::Hours(4));
+  EXPECT_EQ(d.retry.max_age, absl::Hours(24 * 5));
+  EXPECT_EQ(d.backoff.size(), 3u);
+  EXPECT_TRUE(d.smarthost.host.empty());
+  EXPECT_TRUE(d.rules.empty());
+}
+
+TEST(ConfigTest, DeliverySitesSourcesAndSmarthost) {
+  auto parsed = ParseConfig(
+      "[delivery]\nport = 2526\ntls = \"required\"\nmessage_rate = \"100/m\"\n"
+      "backoff_pause = \"30s\"\nbackoff_rate_factor = 0.25\n"
+      "[[delivery.sites]]\nmx_suffixes = [\".google.com\"]\n"
+      "max_connections = 7\nmessage_rate = \"20/s\"\npool = \"warm\"\n"
+      "[[delivery.sites]]\ndomains = [\"example.com\"]\ntls = \"verify\"\n"
+      "suspended = true\n"
+      "[[delivery.sources]]\nname = \"a\"\naddress = \"192.0.2.10\"\n"
+      "ehlo = \"mta1.example.net\"\npool = \"warm\"\nweight = 3\n"
+      "[smarthost]\nhost = \"smtp.example.net\"\nport = 465\n"
+      "tls = \"implicit\"\nuser = \"u\"\npassword = \"p\"\n"
+      "domains = [\"*.corp.test\"]\n",
+      "d.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const delivery::DeliveryOptions& d = parsed->delivery;
+  EXPECT_EQ(d.port, 2526);
+  EXPECT_EQ(d.defaults.tls, delivery::TlsMode::kRequired);
+  EXPECT_EQ(d.defaults.message_rate, "100/m");
+  ASSERT_EQ(d.rules.size(), 2u);
+  EXPECT_EQ(d.rules[0].max_connections, 7);
+  EXPECT_EQ(d.rules[0].pool, "warm");
+  EXPECT_EQ(d.rules[0].line, 7);
+  EXPECT_EQ(d.rules[1].tls, delivery::TlsMode::kVerify);
+  EXPECT_EQ(d.rules[1].suspended, true);
+  ASSERT_EQ(d.sources.size(), 1u);
+  EXPECT_EQ(d.sources[0].address, "192.0.2.10");
+  EXPECT_EQ(d.sources[0].weight, 3);
+  EXPECT_EQ(d.smarthost.tls, delivery::SmarthostTls::kImplicit);
+  EXPECT_TRUE(d.smarthost.Covers("a.corp.test"));
+  EXPECT_FALSE(d.smarthost.Covers("corp.test.evil"));
+  for (const auto& rule : d.backoff) {
+    EXPECT_EQ(rule.pause, absl::Seconds(30));
+    EXPECT_EQ(rule.rate_factor, 0.25);
+  }
+  EXPECT_EQ(d.on_421.pause, absl::Seconds(30));
+}
+
+TEST(ConfigTest, DeliveryMistakesAreNamed) {
+  auto error = [](const std::string& text) {
+    auto parsed = ParseConfig(text, "bad.toml");
+    return parsed.ok() ? std::string("parsed")
+                       : std::string(parsed.status().message());
+  };
+  EXPECT_THAT(error("[delivery]\ntls = \"always\"\n"),
+              HasSubstr("\"none\", \"opportunistic\", \"required\" or "
+                        "\"verify\""));
+  EXPECT_THAT(error("[delivery]\nmessage_rate = \"fast\"\n"),
+              HasSubstr("\"20/s\""));
+  EXPECT_THAT(error("[[delivery.sites]]\nmax_connections = 3\n"),
+              HasSubstr("matches nothing"));
+  EXPECT_THAT(error("[[delivery.sites]]\ndomains = [\"a.test\"]\n"
+                    "max_conections = 3\n"),
+              HasSubstr("entry 1 (line 1): max_conections: unknown key"));
+  EXPECT_THAT(error("[[delivery.sites]]\ndomains = [\"a.test\"]\n"
+                    "pool = \"nowhere\"\n"),
+              HasSubstr("pool 'nowhere' has no [[delivery.sources]]"));
+  EXPECT_THAT(error("[[delivery.sources]]\nname = \"x\"\naddress = \"mta1\"\n"),
+              HasSubstr("a local IP address"));
+  EXPECT_THAT(error("[delivery]\nbackoff_patterns = [\"(unclosed\"]\n"),
+              HasSubstr("(unclosed"));
+  EXPECT_THAT(error("[smarthost]\ntls = \"ssl\"\n"),
+              HasSubstr("\"starttls\", \"implicit\" or \"none\""));
+}
+
 TEST(ConfigTest, PrintedDefaultsParseBackToTheDefaults) {
   std::string text = DefaultConfigToml();
   auto parsed = ParseConfig(text, "defaults.toml");
