@@ -205,6 +205,24 @@ class DeliveryTest(unittest.TestCase):
                       'mx_suffixes = ["dest.test"]\nmessage_rate = "20/s"\n',
                       body)
 
+    def test_egress_source_address_and_ehlo_name(self):
+        sink = Sink()
+        zones = {"dest.test": ["@ IN MX 10 mx.dest.test.",
+                               "mx IN A 127.0.0.1"]}
+
+        def body(d):
+            send(d, ["a@dest.test"])
+            self.assertEqual(sink.wait_for(1), 1)
+            dump = read(sink.messages()[0])
+            self.assertIn("X-Client-Addr: 127.0.0.5", dump)
+            self.assertIn("X-Helo-Args: out5.example.test", dump)
+        self.run_case(zones, [sink],
+                      '[[delivery.sources]]\nname = "five"\n'
+                      'address = "127.0.0.5"\nehlo = "out5.example.test"\n'
+                      'pool = "warm"\n'
+                      '[[delivery.sites]]\ndomains = ["dest.test"]\n'
+                      'pool = "warm"\n', body)
+
     def test_smarthost_with_auth(self):
         relay = Sink()
         zones = {}
