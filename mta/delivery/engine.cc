@@ -271,6 +271,7 @@ class OutboundConnection {
   }
 
   void Connected() {
+    log::Debug(kLog, "site %s: connected to %s", site_.key, Peer());
     smtp::ClientConfig c;
     c.helo =
         source_ != nullptr && !source_->ehlo.empty()
@@ -308,6 +309,7 @@ class OutboundConnection {
     tls_.reset();
     tls_description_.clear();
     if (implicit_tls_) StartTls();
+    if (closing_) return;
     ArmTimer(options_.greeting_timeout);
     SendPending();
     ReadMore();
@@ -323,6 +325,7 @@ class OutboundConnection {
   }
 
   void ArmTimer(absl::Duration d) {
+    if (closing_) return;
     if (timer_ != 0) reactor_.CancelTimer(timer_);
     timer_ = reactor_.AddTimer(d, [this] {
       timer_ = 0;
@@ -376,17 +379,23 @@ class OutboundConnection {
   }
 
   // Moves the session along: output out, results to the queue, work in.
+  // The session's commands to the outgoing buffer (encrypted once TLS is
+  // up); false when TLS failed.
+  bool TakeCommands() {
+    std::string commands = session_->TakeOutput();
+    if (commands.empty()) return true;
+    if (tls_ != nullptr && tls_->handshake_done()) {
+      if (!tls_->Write(commands).ok()) return false;
+      out_ += tls_->TakeCiphertext();
+    } else {
+      out_ += commands;
+    }
+    return true;
+  }
+
   void Pump() {
     if (session_ == nullptr) return;
-    std::string commands = session_->TakeOutput();
-    if (!commands.empty()) {
-      if (tls_ != nullptr && tls_->handshake_done()) {
-        if (!tls_->Write(commands).ok()) return Broken("TLS write failed");
-        out_ += tls_->TakeCiphertext();
-      } else {
-        out_ += commands;
-      }
-    }
+    if (!TakeCommands()) return Broken("TLS write failed");
     if (session_->phase() == Phase::kTlsHandshake && tls_ == nullptr) {
       StartTls();
     }
@@ -403,6 +412,7 @@ class OutboundConnection {
       timer_ = 0;
       waiting_for_work_ = true;
       if (!engine_.GiveJob(site_, this)) {
+        if (engine_.draining_) return Leave();
         site_.idle.push_back(this);
         Idle();
       }
@@ -413,6 +423,8 @@ class OutboundConnection {
     ArmTimer(phase == Phase::kGreeting ? options_.greeting_timeout
              : phase == Phase::kData   ? options_.data_timeout
                                        : options_.command_timeout);
+    // What Result() added (QUIT after the last message).
+    if (!TakeCommands()) return Broken("TLS write failed");
     SendPending();
   }
 
@@ -483,6 +495,7 @@ class OutboundConnection {
   // pending takes this reason.
   void Broken(std::string why) {
     if (closing_) return;
+    log::Debug(kLog, "site %s: %s", site_.key, why);
     if (job_ != nullptr) {
       Job& job = *job_;
       std::string reply = absl::StrCat("451 4.4.2 ", why);
@@ -498,6 +511,8 @@ class OutboundConnection {
   // The session ended (QUIT done, or a failure it reported).
   void Closed() {
     if (closing_ || writing_) return;  // After the last write.
+    log::Debug(kLog, "site %s: session with %s over (%s)", site_.key, Peer(),
+               session_->failure().ToString());
     if (job_ != nullptr) {
       // The session failed before the message had results: rare.
       for (const queue::RecipientRecord& r : job_->recipients) {
@@ -555,6 +570,8 @@ class OutboundConnection {
 
   // The end: tells the site, then frees itself.
   void Gone(std::string failure = "") {
+    log::Debug(kLog, "site %s: connection gone after %d messages%s%s",
+               site_.key, messages_, failure.empty() ? "" : ": ", failure);
     *alive_ = false;
     CancelIdle();
     if (timer_ != 0) reactor_.CancelTimer(timer_);

@@ -23,7 +23,7 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, extra="", data=None):
+    def __init__(self, extra="", data=None, server=""):
         self.port = free_port()
         self.data = data or tempfile.mkdtemp(dir=TMP)
         self.cfg = os.path.join(self.data, "peregrine.toml")
@@ -33,6 +33,7 @@ class Daemon:
             f.write(f"""
 [server]
 shards = 2
+{server}
 [listen]
 relay = "127.0.0.1:{self.port}"
 submission = "127.0.0.1:{self.submission}"

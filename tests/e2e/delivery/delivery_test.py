@@ -7,6 +7,7 @@ DNS server is the NSD started here.
 """
 import os
 import re
+import signal
 import smtplib
 import sys
 import time
@@ -222,6 +223,51 @@ class DeliveryTest(unittest.TestCase):
                       'pool = "warm"\n'
                       '[[delivery.sites]]\ndomains = ["dest.test"]\n'
                       'pool = "warm"\n', body)
+
+    def test_drain_finishes_the_transaction_in_flight(self):
+        sink = Sink("-w", "2")  # Answers DATA after 2 s.
+        zones = {"dest.test": ["@ IN MX 10 mx.dest.test.",
+                               "mx IN A 127.0.0.1"]}
+
+        def body(d):
+            send(d, ["a@dest.test"])
+            self.assertTrue(wait_log(d, r"received id="))
+            time.sleep(0.8)  # The transaction is under way.
+            started = time.time()
+            self.assertEqual(d.stop(), 0)
+            self.assertLess(time.time() - started, 10)
+            self.assertRegex(log_of(d), r"delivered id=\S+ to=<a@dest.test>")
+            self.assertEqual(d.queue("list").strip(), "")
+        self.run_case(zones, [sink], "", body)
+
+    def test_kill_9_during_delivery_loses_nothing(self):
+        slow = Sink("-w", "30")
+        zones = {"dest.test": ["@ IN MX 10 mx.dest.test.",
+                               "mx IN A 127.0.0.1"]}
+        nsd = Nsd(zones)
+        d = self.daemon(nsd, slow.port)
+        try:
+            send(d, ["a@dest.test"])
+            time.sleep(1)
+            d.stop(signal.SIGKILL)
+            slow.stop()
+            good = Sink(port=slow.port)
+            try:
+                # Same data directory: the message is still queued.
+                d2 = Daemon(nsd.dns_config() +
+                            f"[delivery]\nport = {good.port}\n", data=d.data)
+                try:
+                    self.assertEqual(good.wait_for(1), 1)
+                    self.assertTrue(wait_log(d2, r"delivered id=\S+ "
+                                                 r"to=<a@dest.test>"))
+                finally:
+                    d2.stop()
+            finally:
+                good.stop()
+        finally:
+            if d.proc.poll() is None:
+                d.stop()
+            nsd.stop()
 
     def test_smarthost_with_auth(self):
         relay = Sink()
