@@ -18,10 +18,14 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # A real SMTP client for the end-to-end tests (with TLS support).
   swaks libnet-ssleay-perl
-  # Postfix only for its smtp-source load generator (see below).
+  # Postfix only for its smtp-source load generator and smtp-sink
+  # destination (see below).
   postfix
   # Resolver tests run an authoritative DNS server of their own on loopback.
   nsd
+  # The delivery test on built-in defaults runs in a network namespace of
+  # its own (unshare, ip).
+  util-linux iproute2
 )
 
 missing=()

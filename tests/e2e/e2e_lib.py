@@ -90,9 +90,9 @@ class Nsd:
     "@ IN MX 10 mx1.dest.test." and "mx1 IN A 127.0.0.1".
     """
 
-    def __init__(self, zones):
+    def __init__(self, zones, port=None):
         self.work = tempfile.mkdtemp(dir=TMP)
-        self.port = free_port()
+        self.port = port or free_port()
         conf = f"""server:
   ip-address: 127.0.0.1@{self.port}
   port: {self.port}
