@@ -26,6 +26,8 @@ PACKAGES=(
   # The delivery test on built-in defaults runs in a network namespace of
   # its own (unshare, ip).
   util-linux iproute2
+  # The system trust store, for delivery.tls = "verify".
+  ca-certificates
 )
 
 missing=()
