@@ -205,6 +205,11 @@ TEST(ClientSessionTest, SmarthostAuthAndItsFailureDefers) {
   EXPECT_EQ(s.TakeOutput(), "AUTH PLAIN AGFwcABzZWNyZXQ=\r\n");
   s.Feed("235 2.7.0 ok\r\n");
   EXPECT_EQ(s.phase(), Phase::kReady);
+  // Some servers (Postfix's smtp-sink) say 250: success too.
+  ClientSession lenient = Ready(c, "250-relay\r\n250 AUTH PLAIN\r\n");
+  lenient.TakeOutput();
+  lenient.Feed("250 2.0.0 Ok\r\n");
+  EXPECT_EQ(lenient.phase(), Phase::kReady);
 
   ClientSession bad = Ready(c, "250-relay\r\n250 AUTH PLAIN\r\n");
   bad.TakeOutput();
