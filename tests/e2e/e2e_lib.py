@@ -145,7 +145,8 @@ class Sink:
         self.proc = subprocess.Popen(
             ["/usr/sbin/smtp-sink", "-u", "root", "-d",
              os.path.join(self.dir, "%H%M%S."), *options,
-             f"{host}:{self.port}", "256"],
+             *(["-6", f"[{host}]:{self.port}"] if ":" in host
+               else [f"{host}:{self.port}"]), "256"],
             stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import sys
 import time
 import unittest
@@ -116,6 +117,25 @@ class DeliveryTest(unittest.TestCase):
             self.assertNotIn("deferred", log)
             self.assertEqual(greylist.messages(), [])
         self.run_case(zones, [good, greylist], "", body)
+
+    def test_ipv6_mx_address(self):
+        # The MX host has only an AAAA record; the sink listens on ::1.
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            self.skipTest("no IPv6 loopback on this machine")
+        port = free_port()
+        v6 = Sink(host="::1", port=port)
+        zones = {"six.test": ["@ IN MX 10 mx.six.test.",
+                              "mx IN AAAA ::1"]}
+
+        def body(d):
+            send(d, ["a@six.test"])
+            self.assertEqual(v6.wait_for(1), 1)
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@six.test> "
+                                        r"host=mx.six.test\[::1\]"))
+        self.run_case(zones, [v6], "", body)
 
     def test_replies_per_recipient_and_their_outcomes(self):
         # 5xx on RCPT: failed at once and gone from the queue; 4xx: deferred
