@@ -107,6 +107,13 @@ struct Site {
   absl::Time reduced_until = absl::InfinitePast();
   shard::Reactor::TimerId wake = 0;
   absl::Time wake_at = absl::InfiniteFuture();
+  absl::Time last_used = absl::InfinitePast();  // Last job added.
+
+  // Nothing waits, nothing is open, no back-off in force.
+  bool Quiet(absl::Time now) const {
+    return ready.empty() && window.in_flight() == 0 && connecting == 0 &&
+           idle.empty() && wake == 0 && now >= reduced_until;
+  }
 };
 
 // --- One outbound connection ------------------------------------------------
@@ -210,6 +217,7 @@ class OutboundConnection {
   }
 
   void NextAddress() {
+    plaintext_fallback_ = false;
     ++address_index_;
     if (address_index_ >= addresses_.size()) {
       ++host_index_;
@@ -294,7 +302,8 @@ class OutboundConnection {
           c.tls = smtp::TlsPolicy::kNone;
           break;
         case TlsMode::kOpportunistic:
-          c.tls = smtp::TlsPolicy::kOpportunistic;
+          c.tls = plaintext_fallback_ ? smtp::TlsPolicy::kNone
+                                      : smtp::TlsPolicy::kOpportunistic;
           break;
         case TlsMode::kRequired:
           c.tls = smtp::TlsPolicy::kRequired;
@@ -535,6 +544,11 @@ class OutboundConnection {
     // Refused at the greeting, TLS or hello: the next host may do better
     // (one smarthost: nothing else to try).
     bool retry_next = !ever_ready_ && !failure_.empty() && !site_.smarthost;
+    // Opportunistic TLS that fails its handshake: the same host again in
+    // plain text, as Postfix does, rather than no delivery at all.
+    bool again_in_plaintext =
+        retry_next && last_phase_ == Phase::kTlsHandshake &&
+        site_.options.tls == TlsMode::kOpportunistic && !plaintext_fallback_;
     if (!failure_.empty()) {
       if (site_.smarthost) {
         failure_ = SmarthostHint(options_.smarthost, last_phase_, failure_);
@@ -543,12 +557,20 @@ class OutboundConnection {
       }
       last_error_ = failure_;
     }
-    CloseSocket([this, retry_next] {
+    if (again_in_plaintext) {
+      log::Info(kLog, "site %s: %s; trying again without TLS", site_.key,
+                failure_);
+    }
+    CloseSocket([this, retry_next, again_in_plaintext] {
       if (retry_next) {
         closing_ = false;
         failure_.clear();
         session_.reset();
         last_phase_ = Phase::kGreeting;
+        if (again_in_plaintext) {
+          plaintext_fallback_ = true;
+          return TryAddress();
+        }
         return NextAddress();
       }
       Gone(failure_);
@@ -620,7 +642,8 @@ class OutboundConnection {
   bool ever_ready_ = false;
   bool waiting_for_work_ = false;
   bool permanent_ = false;
-  bool connecting_counted_ = true;  // In the site's `connecting`.
+  bool connecting_counted_ = true;   // In the site's `connecting`.
+  bool plaintext_fallback_ = false;  // This address, again without TLS.
   Phase last_phase_ = Phase::kGreeting;
   std::string failure_;
   int messages_ = 0;
@@ -673,8 +696,24 @@ void DeliveryShard::BeginDrain() {
   });
 }
 
+void DeliveryShard::SweepSites() {
+  // Sites come and go with the mail: forget the ones quiet for a while.
+  absl::Time now = absl::Now();
+  if (now - last_sweep_ < absl::Minutes(1)) return;
+  last_sweep_ = now;
+  for (auto it = sites_.begin(); it != sites_.end();) {
+    const Site& site = *it->second;
+    if (site.Quiet(now) && now - site.last_used > absl::Minutes(10)) {
+      sites_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void DeliveryShard::Poll() {
   if (draining_) return;
+  SweepSites();
   int room = context_.options.max_pending_per_shard - outstanding();
   size_t claimed = 0;
   constexpr size_t kBatch = 2000;
@@ -803,6 +842,7 @@ void DeliveryShard::AddToSite(std::unique_ptr<Job> job, std::string site_key,
     it = sites_.emplace(site_key, std::move(site)).first;
   }
   Site& site = *it->second;
+  site.last_used = absl::Now();
   if (site.options.suspended) {
     return DeferAll(*job, "451 4.4.5 delivery to this site is suspended",
                     false);

@@ -92,6 +92,7 @@ class DeliveryShard {
   friend class OutboundConnection;
 
   void Poll();
+  void SweepSites();
   void Route(std::unique_ptr<Job> job);
   void AddToSite(std::unique_ptr<Job> job, std::string site_key,
                  std::vector<dns::MxHost> mx, bool smarthost);
@@ -128,6 +129,7 @@ class DeliveryShard {
   RetrySchedule retry_;
   bool draining_ = false;
   shard::Reactor::TimerId poll_timer_ = 0;
+  absl::Time last_sweep_ = absl::InfinitePast();
   std::atomic<int> open_{0};
   std::atomic<int> outstanding_{0};
 };

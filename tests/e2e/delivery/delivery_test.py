@@ -11,6 +11,7 @@ import signal
 import smtplib
 import socket
 import sys
+import threading
 import time
 import unittest
 
@@ -41,6 +42,69 @@ def wait_log(d, pattern, count=1, timeout=30):
             return True
         time.sleep(0.1)
     return False
+
+
+class BrokenTlsServer:
+    """An SMTP server on loopback that offers STARTTLS, then answers the
+    TLS handshake with garbage; without STARTTLS it takes mail."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.messages = 0
+        self.starttls = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,),
+                             daemon=True).start()
+
+    def session(self, conn):
+        f = conn.makefile("rwb")
+
+        def say(line):
+            f.write(line.encode() + b"\r\n")
+            f.flush()
+        try:
+            say("220 broken.test ESMTP")
+            while True:
+                line = f.readline().decode().strip().upper()
+                if not line:
+                    return
+                if line.startswith("EHLO"):
+                    say("250-broken.test")
+                    say("250 STARTTLS")
+                elif line == "STARTTLS":
+                    self.starttls += 1
+                    say("220 go ahead")
+                    f.write(b"this is not TLS at all\r\n" * 4)
+                    f.flush()
+                    return
+                elif line == "DATA":
+                    say("354 go on")
+                    while f.readline().rstrip(b"\r\n") != b".":
+                        pass
+                    self.messages += 1
+                    say("250 2.0.0 taken")
+                elif line == "QUIT":
+                    say("221 bye")
+                    return
+                else:
+                    say("250 ok")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.sock.close()
 
 
 class DeliveryTest(unittest.TestCase):
@@ -225,6 +289,26 @@ class DeliveryTest(unittest.TestCase):
         self.run_case(zones, [sink], '[[delivery.sites]]\n'
                       'mx_suffixes = ["dest.test"]\nmessage_rate = "20/s"\n',
                       body)
+
+    def test_opportunistic_tls_falls_back_to_plain_text(self):
+        server = BrokenTlsServer()
+        nsd = Nsd({"dest.test": ["@ IN MX 10 mx.dest.test.",
+                                 "mx IN A 127.0.0.1"]})
+        d = self.daemon(nsd, server.port)
+        try:
+            send(d, ["a@dest.test"])
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@dest.test> "
+                                        r"\S+ tls=none"))
+            self.assertEqual(server.starttls, 1)
+            self.assertEqual(server.messages, 1)
+            self.assertIn("trying again without TLS", log_of(d))
+        except BaseException:
+            print(log_of(d))
+            raise
+        finally:
+            d.stop()
+            nsd.stop()
+            server.stop()
 
     def test_egress_source_address_and_ehlo_name(self):
         sink = Sink()
