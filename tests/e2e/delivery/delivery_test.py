@@ -6,6 +6,7 @@ Nothing leaves 127.0.0.0/8: MX hosts resolve to 127.0.0.x, and the daemon's
 DNS server is the NSD started here.
 """
 import os
+import random
 import re
 import signal
 import smtplib
@@ -372,6 +373,71 @@ class DeliveryTest(unittest.TestCase):
             if d.proc.poll() is None:
                 d.stop()
             nsd.stop()
+
+    def test_kill_9_during_injection_then_each_delivered_once(self):
+        # Mail acknowledged with 250 survives kill -9 at random moments
+        # (delivery held meanwhile) and is then delivered exactly once.
+        sink = Sink()
+        nsd = Nsd({"dest.test": ["@ IN MX 10 mx.dest.test.",
+                                 "mx IN A 127.0.0.1"]})
+        held = nsd.dns_config() + "[delivery]\nenabled = false\n"
+        d = Daemon(held)
+        acked, unsure = [], []
+        rng = random.Random(7)
+        n = 0
+        try:
+            for crash in range(3):
+                deadline = time.time() + rng.uniform(0.3, 1.0)
+                killer = threading.Timer(deadline - time.time(),
+                                         d.proc.kill)
+                killer.start()
+                try:
+                    while d.proc.poll() is None and n < 3000:
+                        n += 1
+                        subject = f"crash-test-{n:05d}"
+                        try:
+                            with smtplib.SMTP("127.0.0.1", d.port,
+                                              timeout=5) as s:
+                                s.sendmail("a@src.test", ["x@dest.test"],
+                                           f"Subject: {subject}\r\n\r\n"
+                                           + "body line\r\n" * 50)
+                            acked.append(subject)
+                        except (OSError, smtplib.SMTPException):
+                            unsure.append(subject)
+                            break
+                finally:
+                    killer.cancel()
+                d.proc.wait()
+                d.log.close()
+                d = Daemon(held, data=d.data)
+            d.stop()
+            d = Daemon(nsd.dns_config() +
+                       f"[delivery]\nport = {sink.port}\n", data=d.data)
+            self.assertGreater(len(acked), 10)
+            sink.wait_for(len(acked), timeout=60)
+            time.sleep(1)
+            seen = {}
+            for path in sink.messages():
+                m = re.search(r"Subject: (crash-test-\d+)", read(path))
+                if m:
+                    seen[m.group(1)] = seen.get(m.group(1), 0) + 1
+            missing = [a for a in acked if a not in seen]
+            twice = [k for k, v in seen.items() if v > 1]
+            strangers = [k for k in seen if k not in acked and
+                         k not in unsure]
+            print(f"acknowledged {len(acked)}, unsure {len(unsure)}, "
+                  f"arrived {len(seen)}")
+            self.assertEqual(missing, [])
+            self.assertEqual(twice, [])
+            self.assertEqual(strangers, [])
+        except BaseException:
+            print(log_of(d))
+            raise
+        finally:
+            if d.proc.poll() is None:
+                d.stop()
+            nsd.stop()
+            sink.stop()
 
     def test_smarthost_with_auth(self):
         relay = Sink()
