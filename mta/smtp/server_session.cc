@@ -1,6 +1,7 @@
 #include "mta/smtp/server_session.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -415,6 +416,23 @@ void ServerSession::Data() {
   previous_crlf_ = true;
 }
 
+namespace {
+
+// The first CR or LF at or after `from` (npos: none). Two vectorized
+// memchr calls; std::string::find_first_of tests every byte against the
+// set one by one.
+size_t LineEnd(const std::string& s, size_t from) {
+  const char* begin = s.data() + from;
+  size_t len = s.size() - from;
+  const void* lf = memchr(begin, '\n', len);
+  size_t span = lf ? static_cast<const char*>(lf) - begin : len;
+  const void* cr = memchr(begin, '\r', span);
+  if (cr != nullptr) return from + (static_cast<const char*>(cr) - begin);
+  return lf ? from + span : std::string::npos;
+}
+
+}  // namespace
+
 bool ServerSession::DataBytes() {
   size_t p = 0;
   bool ended = false;
@@ -432,7 +450,7 @@ bool ServerSession::DataBytes() {
       }
       ++p;  // Dot-unstuffing: drop the leading dot of a line.
     }
-    size_t end = in_.find_first_of("\r\n", p);
+    size_t end = LineEnd(in_, p);
     if (end == std::string::npos) {
       Append(absl::string_view(in_).substr(p));
       line_start_ = false;
@@ -447,10 +465,14 @@ bool ServerSession::DataBytes() {
       break;
     }
     bool crlf = in_[end] == '\r' && in_[end + 1] == '\n';
-    Append(absl::string_view(in_).substr(p, end - p));
-    // A bare LF or bare CR ends a line too: normalized to CRLF, and never
-    // the start of an end-of-data marker.
-    Append("\r\n");
+    if (crlf) {
+      Append(absl::string_view(in_).substr(p, end + 2 - p));  // With CRLF.
+    } else {
+      // A bare LF or bare CR ends a line too: normalized to CRLF, and never
+      // the start of an end-of-data marker.
+      Append(absl::string_view(in_).substr(p, end - p));
+      Append("\r\n");
+    }
     previous_crlf_ = crlf;
     line_start_ = true;
     p = end + (crlf ? 2 : 1);
