@@ -1259,8 +1259,11 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
 }
 
 bool IsReloadable(absl::string_view key) {
+  if (key == "delivery.enabled" || key == "delivery.ca_file") return false;
   return key == "server.log_level" || absl::StartsWith(key, "dkim.") ||
-         absl::StartsWith(key, "tls.") || absl::StartsWith(key, "auth.");
+         absl::StartsWith(key, "tls.") || absl::StartsWith(key, "auth.") ||
+         absl::StartsWith(key, "delivery.") ||
+         absl::StartsWith(key, "smarthost.");
 }
 
 }  // namespace peregrine

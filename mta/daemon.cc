@@ -601,6 +601,30 @@ void Daemon::Reload() {
   LoadDkim();
   config_.users_file = fresh->users_file;
   LoadUsers();
+  bool delivery_changed = false;
+  for (const auto& [key, value] : fresh->values) {
+    if ((absl::StartsWith(key, "delivery.") ||
+         absl::StartsWith(key, "smarthost.")) &&
+        IsReloadable(key) && config_.values[key] != value) {
+      config_.values[key] = value;
+      delivery_changed = true;
+    }
+  }
+  if (delivery_changed && delivery_ != nullptr) {
+    // The parts that need a restart (enabled, ca_file) stay as they were.
+    delivery::DeliveryOptions options = fresh->delivery;
+    options.enabled = config_.delivery.enabled;
+    options.ca_file = config_.delivery.ca_file;
+    config_.delivery = options;
+    auto shared = std::make_shared<const delivery::DeliveryOptions>(options);
+    for (int i = 0; i < group_->size(); ++i) {
+      group_->SubmitTo(i, [this, i, shared] {
+        if (delivery_->engines[i] != nullptr) {
+          delivery_->engines[i]->Reload(shared);
+        }
+      });
+    }
+  }
   // Certificates too are read again (renewed by certbot, say); a bad one
   // keeps the old context in force.
   if (absl::Status s = LoadTls(); !s.ok()) {

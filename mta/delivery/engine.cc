@@ -84,8 +84,10 @@ std::string SmarthostHint(const Smarthost& s, smtp::ClientSession::Phase phase,
 // --- Sites -----------------------------------------------------------------
 
 struct Site {
-  Site(std::string k, std::vector<dns::MxHost> hosts, bool relay, SiteOptions o)
+  Site(std::string k, std::string first_domain, std::vector<dns::MxHost> hosts,
+       bool relay, SiteOptions o)
       : key(std::move(k)),
+        domain(std::move(first_domain)),
         mx(std::move(hosts)),
         smarthost(relay),
         options(std::move(o)),
@@ -94,6 +96,7 @@ struct Site {
         window(options.initial_connections, options.max_connections) {}
 
   std::string key;
+  std::string domain;  // The first domain routed here: for its rules.
   std::vector<dns::MxHost> mx;
   bool smarthost;
   SiteOptions options;
@@ -123,7 +126,8 @@ class OutboundConnection {
   OutboundConnection(DeliveryShard& engine, Site& site)
       : engine_(engine),
         site_(site),
-        options_(engine.context_.options),
+        options_holder_(engine.options_),
+        options_(*options_holder_),
         reactor_(engine.reactor_) {}
 
   void Begin() {
@@ -613,6 +617,7 @@ class OutboundConnection {
 
   DeliveryShard& engine_;
   Site& site_;
+  std::shared_ptr<const DeliveryOptions> options_holder_;  // As it began.
   const DeliveryOptions& options_;
   shard::Reactor& reactor_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
@@ -661,12 +666,33 @@ DeliveryShard::DeliveryShard(shard::Reactor& reactor, EngineContext& context)
       rng_(static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) +
            static_cast<uint64_t>(reactor.id())),
       retry_(context.options.retry) {
-  auto rules =
-      BackoffRules::Create(context.options.backoff, context.options.on_421);
+  Reload(std::make_shared<const DeliveryOptions>(context.options));
+}
+
+void DeliveryShard::Reload(std::shared_ptr<const DeliveryOptions> options) {
+  options_ = std::move(options);
+  retry_ = RetrySchedule(options_->retry);
+  auto rules = BackoffRules::Create(options_->backoff, options_->on_421);
   if (rules.ok()) {
     backoff_ = std::make_unique<BackoffRules>(*std::move(rules));
   } else {
     log::Error(kLog, "back-off rules: %s", rules.status().message());
+  }
+  for (auto& [key, site] : sites_) {
+    SiteOptions fresh = site->smarthost
+                            ? options_->defaults
+                            : ResolveSite(*options_, site->domain, site->mx);
+    if (fresh.message_rate != site->options.message_rate) {
+      site->message_rate = *TokenBucket::Parse(fresh.message_rate);
+    }
+    if (fresh.connection_rate != site->options.connection_rate) {
+      site->connection_rate = *TokenBucket::Parse(fresh.connection_rate);
+    }
+    site->window.SetMax(fresh.max_connections);
+    bool resumed = site->options.suspended && !fresh.suspended;
+    site->options = std::move(fresh);
+    if (resumed) log::Info(kLog, "site %s: resumed", site->key);
+    Pump(*site);
   }
 }
 
@@ -714,7 +740,7 @@ void DeliveryShard::SweepSites() {
 void DeliveryShard::Poll() {
   if (draining_) return;
   SweepSites();
-  int room = context_.options.max_pending_per_shard - outstanding();
+  int room = options_->max_pending_per_shard - outstanding();
   size_t claimed = 0;
   constexpr size_t kBatch = 2000;
   if (room > 0) {
@@ -732,7 +758,7 @@ void DeliveryShard::Poll() {
       for (queue::RecipientRecord& r : *due) {
         std::string domain = absl::AsciiStrToLower(r.domain());
         // Through a smarthost, one transaction carries every domain.
-        if (context_.options.smarthost.Covers(domain)) domain.clear();
+        if (options_->smarthost.Covers(domain)) domain.clear();
         if (job != nullptr &&
             (job->message != r.message || job->domain != domain)) {
           Route(std::move(job));
@@ -758,7 +784,7 @@ void DeliveryShard::Poll() {
 }
 
 void DeliveryShard::Route(std::unique_ptr<Job> job) {
-  const DeliveryOptions& options = context_.options;
+  const DeliveryOptions& options = *options_;
   auto hand_over = [this](std::unique_ptr<Job> job, std::string key,
                           std::vector<dns::MxHost> mx, bool smarthost) {
     int owner = ShardForSite(key, context_.group->size());
@@ -821,7 +847,7 @@ void DeliveryShard::Route(std::unique_ptr<Job> job) {
         }
         // A rule naming this domain gives it limits of its own: its own site.
         bool own_site = false;
-        for (const SiteRule& r : context_.options.rules) {
+        for (const SiteRule& r : options_->rules) {
           if (!r.domains.empty() && r.Matches(job->domain, {})) own_site = true;
         }
         std::string key =
@@ -834,11 +860,10 @@ void DeliveryShard::AddToSite(std::unique_ptr<Job> job, std::string site_key,
                               std::vector<dns::MxHost> mx, bool smarthost) {
   auto it = sites_.find(site_key);
   if (it == sites_.end()) {
-    SiteOptions options = smarthost
-                              ? context_.options.defaults
-                              : ResolveSite(context_.options, job->domain, mx);
-    auto site = std::make_unique<Site>(site_key, std::move(mx), smarthost,
-                                       std::move(options));
+    SiteOptions options = smarthost ? options_->defaults
+                                    : ResolveSite(*options_, job->domain, mx);
+    auto site = std::make_unique<Site>(site_key, job->domain, std::move(mx),
+                                       smarthost, std::move(options));
     it = sites_.emplace(site_key, std::move(site)).first;
   }
   Site& site = *it->second;
@@ -949,7 +974,7 @@ void DeliveryShard::ConnectionGone(Site& site, OutboundConnection* conn,
   if (!failure.empty() && !ever_ready) {
     std::string why = failure;
     if (site.smarthost && !absl::StartsWith(failure, "smarthost ")) {
-      why = SmarthostHint(context_.options.smarthost,
+      why = SmarthostHint(options_->smarthost,
                           smtp::ClientSession::Phase::kGreeting, failure);
     }
     site.window.OnFailure();

@@ -53,6 +53,7 @@ struct EngineContext {
   std::function<dns::Resolver*(int shard)> resolver;
   // Per shard, once started.
   std::vector<std::unique_ptr<DeliveryShard>> engines;
+  // Each shard's engine copies `options` at start; Reload() replaces it.
   // How often each shard looks for due recipients.
   absl::Duration poll_interval = absl::Milliseconds(100);
 };
@@ -81,6 +82,10 @@ class DeliveryShard {
   // Stops taking new work; idle connections say QUIT, busy ones after
   // their message. Safe from any thread (posts to the shard).
   void BeginDrain();
+  // On the shard's thread: new limits, rules, sources and smarthost (SIGHUP).
+  // Sites take their new options at once; open connections finish as they
+  // began.
+  void Reload(std::shared_ptr<const DeliveryOptions> options);
   // Outbound connections open now (any thread).
   int open_connections() const { return open_.load(std::memory_order_relaxed); }
   // Recipients this shard claimed that have no outcome yet (any thread).
@@ -123,6 +128,7 @@ class DeliveryShard {
 
   shard::Reactor& reactor_;
   EngineContext& context_;
+  std::shared_ptr<const DeliveryOptions> options_;
   std::unique_ptr<BackoffRules> backoff_;
   absl::flat_hash_map<std::string, std::unique_ptr<Site>> sites_;
   std::mt19937_64 rng_;

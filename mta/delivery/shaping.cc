@@ -87,6 +87,11 @@ void ConcurrencyWindow::OnSuccess() {
   window_ = std::min<double>(max_, window_ + 1.0 / window_);
 }
 
+void ConcurrencyWindow::SetMax(int max) {
+  max_ = std::max(1, max);
+  window_ = std::min<double>(window_, max_);
+}
+
 void ConcurrencyWindow::OnFailure() { window_ = std::max(1.0, window_ / 2); }
 
 std::optional<absl::Time> RetrySchedule::Next(uint32_t attempts,

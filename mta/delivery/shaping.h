@@ -58,6 +58,8 @@ class ConcurrencyWindow {
   ConcurrencyWindow(int initial, int max);
   int limit() const { return static_cast<int>(window_); }
   int in_flight() const { return in_flight_; }
+  // A new maximum (configuration reloaded); the window shrinks to it.
+  void SetMax(int max);
   bool TryAcquire();
   void Release();
   // One delivery went well: the window grows by one per window's worth of
@@ -68,7 +70,7 @@ class ConcurrencyWindow {
 
  private:
   double window_;
-  const int max_;
+  int max_;
   int in_flight_ = 0;
 };
 

@@ -393,9 +393,14 @@ TEST(ConfigTest, MissingFileIsAnErrorNamingIt) {
               HasSubstr("/nonexistent/peregrine.toml: cannot read"));
 }
 
-TEST(ConfigTest, OnlyLogLevelAndDkimAreReloadable) {
+TEST(ConfigTest, WhatSighupMayChange) {
   EXPECT_TRUE(IsReloadable("server.log_level"));
   EXPECT_TRUE(IsReloadable("dkim.canonicalization"));
+  EXPECT_TRUE(IsReloadable("delivery.sites"));
+  EXPECT_TRUE(IsReloadable("delivery.message_rate"));
+  EXPECT_TRUE(IsReloadable("smarthost.host"));
+  EXPECT_FALSE(IsReloadable("delivery.enabled"));
+  EXPECT_FALSE(IsReloadable("delivery.ca_file"));
   EXPECT_FALSE(IsReloadable("server.shards"));
   EXPECT_FALSE(IsReloadable("listen.relay"));
 }

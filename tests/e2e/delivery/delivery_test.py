@@ -260,7 +260,7 @@ class DeliveryTest(unittest.TestCase):
             self.assertNotIn("deferred", log_of(d))
         self.run_case(zones, [helo_only, no_pipelining], "", body)
 
-    def test_suspended_site_keeps_its_mail(self):
+    def test_suspended_site_keeps_its_mail_until_resumed_by_sighup(self):
         sink = Sink()
         zones = {"dest.test": ["@ IN MX 10 mx.dest.test.",
                                "mx IN A 127.0.0.1"]}
@@ -270,6 +270,15 @@ class DeliveryTest(unittest.TestCase):
             self.assertTrue(wait_log(d, r"deferred id=\S+ to=<a@dest.test> "
                                         r".*suspended"))
             self.assertEqual(sink.messages(), [])
+            # Resumed by editing the file and SIGHUP: no restart.
+            with open(d.cfg) as f:
+                text = f.read()
+            with open(d.cfg, "w") as f:
+                f.write(text.replace("suspended = true", "suspended = false"))
+            d.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(wait_log(d, r"applied: delivery.sites"))
+            self.assertEqual(sink.wait_for(1), 1)
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@dest.test>"))
         self.run_case(zones, [sink], '[[delivery.sites]]\n'
                       'domains = ["dest.test"]\nsuspended = true\n', body)
 
