@@ -54,15 +54,19 @@ std::string SmarthostHint(const Smarthost& s, smtp::ClientSession::Phase phase,
                         "and does the relay listen on port ",
                         s.port, "?");
   }
-  if (absl::StrContains(failure, "timed out")) {
-    if (s.tls == SmarthostTls::kStartTls && s.port == 465) {
-      return absl::StrCat(where,
-                          " said nothing: port 465 expects implicit TLS; set "
-                          "smarthost.tls = \"implicit\"");
-    }
+  if (absl::StrContains(failure, "connection timed out")) {
     return absl::StrCat(where, ": connection timed out; is outbound port ",
                         s.port,
                         " blocked by a firewall or by your VPS provider?");
+  }
+  if (absl::StrContains(failure, "timed out") &&
+      phase == smtp::ClientSession::Phase::kGreeting &&
+      s.tls != SmarthostTls::kImplicit) {
+    return absl::StrCat(
+        where,
+        " accepted the connection but sent no greeting: it probably "
+        "expects TLS from the first byte (usual on port 465); set "
+        "smarthost.tls = \"implicit\"");
   }
   if (s.tls == SmarthostTls::kImplicit &&
       (absl::StrContains(failure, "wrong version number") ||

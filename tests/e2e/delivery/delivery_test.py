@@ -11,13 +11,16 @@ import re
 import signal
 import smtplib
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import Daemon, Nsd, Sink, free_port  # noqa: E402
+from e2e_lib import (PEREGRINE, TMP, Daemon, Nsd, Sink,  # noqa: E402
+                     free_port)
 
 
 def send(d, recipients, count=1, subject="hello", body="test\r\n"):
@@ -477,6 +480,66 @@ class DeliveryTest(unittest.TestCase):
         self.run_case({}, [relay],
                       f'[smarthost]\nhost = "127.0.0.1"\nport = {relay.port}\n'
                       'tls = "none"\nuser = "app"\npassword = "wrong"\n', body)
+
+    def test_smarthost_tls_modes_against_a_peregrine_relay(self):
+        # The relay is another Peregrine with a user: implicit TLS on its
+        # 465-style port and STARTTLS on its 587-style port both work with
+        # AUTH; each mode against the other port is explained.
+        data = tempfile.mkdtemp(dir=TMP)
+        subprocess.run([PEREGRINE, "user", "add", "app", "--data-dir", data],
+                       input="correct-horse\n", capture_output=True,
+                       text=True, check=True)
+        relay = Daemon(data=data)
+        nsd = Nsd({})
+        cases = [
+            ("implicit", relay.submissions, "delivered id=\\S+ to=<a@x.test>"),
+            ("starttls", relay.submission, "delivered id=\\S+ to=<a@x.test>"),
+            ("starttls", relay.submissions,
+             "sent no greeting: it probably expects TLS from the first byte"),
+            ("implicit", relay.submission,
+             "speaks plain SMTP first: .*starttls"),
+        ]
+        try:
+            for mode, port, expect in cases:
+                d = Daemon(nsd.dns_config() +
+                           '[delivery]\ncommand_timeout = "2s"\n'
+                           'retry_first = "1m"\n'
+                           f'[smarthost]\nhost = "127.0.0.1"\nport = {port}\n'
+                           f'tls = "{mode}"\nverify = false\n'
+                           'user = "app"\npassword = "correct-horse"\n')
+                try:
+                    send(d, ["a@x.test"])
+                    self.assertTrue(wait_log(d, expect, timeout=15),
+                                    f"{mode} on {port}: {log_of(d)}")
+                finally:
+                    d.stop()
+            self.assertEqual(relay.stop(), 0)
+            listing = relay.queue("list")
+            self.assertEqual(listing.count("a@x.test"), 2, listing)
+        finally:
+            if relay.proc.poll() is None:
+                relay.stop()
+            nsd.stop()
+
+    def test_message_too_large_for_the_relay_fails_with_the_reason(self):
+        relay = Daemon('[smtp]\nmax_message_size = "2KiB"\n')
+        nsd = Nsd({})
+        d = Daemon(nsd.dns_config() + "[delivery]\n" +
+                   f'[smarthost]\nhost = "127.0.0.1"\nport = {relay.port}\n'
+                   'tls = "none"\n')
+        try:
+            send(d, ["big@x.test"], body="x" * 70 + "\r\n" * 100 +
+                 ("y" * 70 + "\r\n") * 60)
+            self.assertTrue(wait_log(d, r"failed id=\S+ to=<big@x.test> "
+                                        r'attempts=1 reply="552 5.3.4 .*'
+                                        r"refuses messages this large"))
+        except BaseException:
+            print(log_of(d))
+            raise
+        finally:
+            d.stop()
+            relay.stop()
+            nsd.stop()
 
     def test_smarthost_timeout_names_the_firewall(self):
         # Nothing answers on 127.0.0.2:PORT; a short connect timeout.
