@@ -452,12 +452,19 @@ void RocksStore::Update(RecipientUpdate update, Done done) {
     work_.Signal();
     return;
   }
-  {
-    absl::MutexLock claims_lock(&floor_mu_);
-    auto c = claims_.find(before.spec.shard);
-    if (c != claims_.end())
-      c->second.claimed.erase({before.message, before.index});
-  }
+  // The claim goes once this batch is on disk (or failed): until then a
+  // scan would still find the old schedule entry and the old record, and
+  // hand the recipient out a second time.
+  done = [this, shard = before.spec.shard, id = before.message,
+          index = before.index,
+          done = std::move(done)](absl::Status s) mutable {
+    {
+      absl::MutexLock claims_lock(&floor_mu_);
+      auto c = claims_.find(shard);
+      if (c != claims_.end()) c->second.claimed.erase({id, index});
+    }
+    done(std::move(s));
+  };
   Live& l = it->second;
   batch_.Delete(schedule_,
                 codec::ScheduleKey(before.spec.shard, before.next_attempt,

@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -228,6 +229,41 @@ TEST(StoreTest, ClaimReturnsEachRecipientOnceUntilItMoves) {
   ASSERT_TRUE(
       UpdateSync(*store, Outcome(second[0], RecipientState::kDelivered)).ok());
   EXPECT_TRUE(store->Claim(1, later + absl::Hours(1), 10)->empty());
+}
+
+TEST(StoreTest, ClaimNeverHandsOutARecipientWhoseUpdateIsInFlight) {
+  // Until an outcome is on disk, the old schedule entry and record are
+  // still there: the claim must hold until then, or the recipient is
+  // delivered twice. A scan goes back over claimed entries whenever an
+  // earlier time is (re)scheduled: concurrent enqueues stamped out of
+  // order, or an Unclaim as here.
+  auto store = OpenOrDie(Options(TempPath("claim-race")));
+  constexpr int kMessages = 300;
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_TRUE(
+        EnqueueSync(*store, Message({{absl::StrCat("u", i, "@a.test"), 1},
+                                     {absl::StrCat("v", i, "@a.test"), 1}}))
+            .ok());
+  }
+  auto claimed = *store->Claim(1, absl::Now(), 10 * kMessages);
+  ASSERT_EQ(claimed.size(), 2u * kMessages);
+  std::atomic<int> done{0};
+  for (size_t i = 1; i < claimed.size(); ++i) {
+    // Half delivered (the message goes with its last), half deferred.
+    RecipientState state =
+        i % 2 ? RecipientState::kDelivered : RecipientState::kDeferred;
+    store->Update(Outcome(claimed[i], state, absl::Now() + absl::Hours(1)),
+                  [&done](absl::Status) { done.fetch_add(1); });
+  }
+  // The earliest one is given back: the next scan starts before them all.
+  store->Unclaim(claimed[0]);
+  auto again = *store->Claim(1, absl::Now(), 10 * kMessages);
+  ASSERT_FALSE(again.empty());
+  EXPECT_EQ(again[0].message, claimed[0].message);
+  EXPECT_EQ(again.size(), 1u) << "handed out again while being updated";
+  while (done.load() < static_cast<int>(claimed.size()) - 1) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
 }
 
 TEST(StoreTest, BodyGoesOnlyWithTheLastRecipientAcrossShards) {
