@@ -415,6 +415,9 @@ class OutboundConnection {
     if (!TakeCommands()) return Broken("TLS write failed");
     if (session_->phase() == Phase::kTlsHandshake && tls_ == nullptr) {
       StartTls();
+      if (closing_) return;
+      std::string early = session_->TakeTlsBytes();
+      if (!early.empty()) return OnBytes(early);
     }
     if (auto result = session_->TakeResult()) Result(*result);
     Phase phase = session_->phase();

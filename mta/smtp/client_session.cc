@@ -73,7 +73,13 @@ void ClientSession::Feed(absl::string_view bytes) {
   if (phase_ == Phase::kClosed) return;
   in_.append(bytes.data(), bytes.size());
   Reply reply;
-  while (phase_ != Phase::kClosed && NextReply(&reply)) OnReply(reply);
+  // After "220" to STARTTLS the rest is the server's TLS, not SMTP: a
+  // reply "pipelined" behind it would be injected in the clear.
+  while (phase_ != Phase::kClosed && phase_ != Phase::kTlsHandshake &&
+         NextReply(&reply)) {
+    OnReply(reply);
+  }
+  if (phase_ == Phase::kTlsHandshake) return;
   if (phase_ != Phase::kClosed && in_.size() > kMaxReplyBytes) {
     Fail(Made(0, "4.5.0", "server reply too long"));
   }
@@ -291,8 +297,15 @@ void ClientSession::AfterHello() {
   phase_ = Phase::kReady;
 }
 
+std::string ClientSession::TakeTlsBytes() {
+  std::string out;
+  if (phase_ == Phase::kTlsHandshake) out.swap(in_);
+  return out;
+}
+
 void ClientSession::TlsStarted() {
   if (phase_ != Phase::kTlsHandshake) return;
+  in_.clear();  // Nothing from before TLS counts after it.
   tls_active_ = true;
   esmtp_ = true;
   phase_ = Phase::kHello;

@@ -93,6 +93,10 @@ class ClientSession {
   // TLS: when phase() is kTlsHandshake the driver starts TLS, then calls
   // TlsStarted(); the session says EHLO again.
   void TlsStarted();
+  // In kTlsHandshake: bytes that came after the 220, which belong to TLS
+  // (the driver feeds them to its TLS session; plain text there fails the
+  // handshake).
+  std::string TakeTlsBytes();
   bool tls_active() const { return tls_active_; }
 
   // In kReady only.

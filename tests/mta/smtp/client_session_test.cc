@@ -197,6 +197,22 @@ TEST(ClientSessionTest, StartTlsOpportunisticAndRequired) {
   EXPECT_THAT(required.failure().text, HasSubstr("TLS is required"));
 }
 
+TEST(ClientSessionTest, RepliesInjectedAfterStartTlsAreNotSmtp) {
+  ClientConfig c = Plain();
+  c.tls = TlsPolicy::kOpportunistic;
+  ClientSession s = Ready(c, "250-mx\r\n250 STARTTLS\r\n");
+  s.TakeOutput();
+  // A man in the middle appends replies to the 220, in the clear.
+  s.Feed("220 go\r\n250 2.0.0 injected\r\n");
+  EXPECT_EQ(s.phase(), Phase::kTlsHandshake);
+  EXPECT_EQ(s.TakeTlsBytes(), "250 2.0.0 injected\r\n");  // For TLS.
+  EXPECT_EQ(s.TakeTlsBytes(), "");
+  s.Feed("more");  // Still not read as SMTP.
+  EXPECT_EQ(s.phase(), Phase::kTlsHandshake);
+  s.TlsStarted();
+  EXPECT_EQ(s.TakeOutput(), "EHLO out.peregrine.test\r\n");
+}
+
 TEST(ClientSessionTest, SmarthostAuthAndItsFailureDefers) {
   ClientConfig c = Plain();
   c.auth_user = "app";
