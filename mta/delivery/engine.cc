@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -21,6 +22,8 @@ namespace peregrine::delivery {
 namespace {
 
 constexpr char kLog[] = "delivery";
+// How long an MX host whose connect failed is tried after the others.
+constexpr absl::Duration kHostDownFor = absl::Minutes(2);
 
 std::string Quoted(absl::string_view text) {
   std::string out;
@@ -115,6 +118,8 @@ struct Site {
   shard::Reactor::TimerId wake = 0;
   absl::Time wake_at = absl::InfiniteFuture();
   absl::Time last_used = absl::InfinitePast();  // Last job added.
+  // MX hosts whose connect failed lately: tried after the others.
+  absl::flat_hash_map<std::string, absl::Time> host_down_until;
 
   // Nothing waits, nothing is open, no back-off in force.
   bool Quiet(absl::Time now) const {
@@ -142,6 +147,14 @@ class OutboundConnection {
     } else {
       for (const dns::MxHost& h : site_.mx) hosts_.push_back(h.host);
       port_ = options_.port;
+      // Hosts that refused or timed out lately go last, in their order:
+      // a dead first MX does not cost every new connection a timeout.
+      absl::Time now = absl::Now();
+      std::stable_partition(
+          hosts_.begin(), hosts_.end(), [&](const std::string& host) {
+            auto it = site_.host_down_until.find(host);
+            return it == site_.host_down_until.end() || it->second <= now;
+          });
     }
     ResolveHost();
   }
@@ -276,10 +289,16 @@ class OutboundConnection {
       if (!*alive || conn_ == nullptr || conn_->closing()) return;
       if (result < 0) {
         last_error_ = absl::StrCat(Peer(), ": connect: ", strerror(-result));
+        MarkHostDown();
         return CloseSocket([this] { NextAddress(); });
       }
       Connected();
     });
+  }
+
+  void MarkHostDown() {
+    if (site_.smarthost) return;
+    site_.host_down_until[hosts_[host_index_]] = absl::Now() + kHostDownFor;
   }
 
   std::string Peer() const {
@@ -350,6 +369,7 @@ class OutboundConnection {
       if (connecting()) {
         // The connect callback sees -ECANCELED and ignores it.
         last_error_ = absl::StrCat(Peer(), ": connection timed out");
+        MarkHostDown();
         return CloseSocket([this] { NextAddress(); });
       }
       Broken(absl::StrCat("timed out waiting for ", Peer()));

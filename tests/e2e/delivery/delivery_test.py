@@ -35,6 +35,13 @@ def read(path):
         return f.read()
 
 
+def seconds(duration):
+    """absl's "105ms", "2.103s" or "1m2s" (short ones only) in seconds."""
+    if duration.endswith("ms"):
+        return float(duration[:-2]) / 1000
+    return float(duration[:-1])
+
+
 def log_of(d):
     return read(os.path.join(d.data, "daemon.log"))
 
@@ -204,6 +211,50 @@ class DeliveryTest(unittest.TestCase):
             self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@six.test> "
                                         r"host=mx.six.test\[::1\]"))
         self.run_case(zones, [v6], "", body)
+
+    def test_a_dead_first_mx_is_tried_last_for_a_while(self):
+        # A listener whose accept queue is full drops SYNs: connects to it
+        # hang until connect_timeout, like a blackholed host.
+        port = free_port()
+        hole = socket.socket()
+        hole.bind(("127.0.0.2", port))
+        hole.listen(0)
+        fillers = []
+        for _ in range(4):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.2", port))
+            fillers.append(f)
+        time.sleep(0.2)
+        sink = Sink(port=port)
+        zones = {"dest.test": ["@ IN MX 10 dead.dest.test.",
+                               "@ IN MX 20 live.dest.test.",
+                               "dead IN A 127.0.0.2",
+                               "live IN A 127.0.0.1"]}
+
+        def body(d):
+            send(d, ["a@dest.test"])
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@dest.test> "
+                                        r"host=live.dest.test"))
+            first = re.findall(r"delay=(\S+)", log_of(d))[0]
+            time.sleep(2)  # The idle connection has gone.
+            send(d, ["b@dest.test"])
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<b@dest.test> "
+                                        r"host=live.dest.test"))
+            second = re.findall(r"to=<b@dest.test> .* delay=(\S+)",
+                                log_of(d))[0]
+            print(f"first delivery {first} (through a connect timeout), "
+                  f"second {second}")
+            self.assertGreaterEqual(seconds(first), 1.9)  # The timeout.
+            self.assertLess(seconds(second), 1.0)
+        try:
+            # connect_timeout is 2s; a hole that accepts after all would
+            # hit the greeting timeout instead.
+            self.run_case(zones, [sink], 'command_timeout = "2s"\n', body)
+        finally:
+            for f in fillers:
+                f.close()
+            hole.close()
 
     def test_replies_per_recipient_and_their_outcomes(self):
         # 5xx on RCPT: failed at once and gone from the queue; 4xx: deferred
