@@ -83,12 +83,20 @@ def main():
     ap.add_argument("--domains", type=int, default=100)
     ap.add_argument("--size", type=int, default=10 * 1024)
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--shared-mx", action="store_true",
+                    help="every domain's MX is one host (one site)")
     args = ap.parse_args()
     per_domain = args.messages // args.domains
     total = per_domain * args.domains
 
-    zones = {f"d{i}.test": ["@ IN MX 10 mx.d%d.test." % i,
-                            "mx IN A 127.0.0.1"] for i in range(args.domains)}
+    if args.shared_mx:
+        zones = {f"d{i}.test": ["@ IN MX 10 mx.shared.test."]
+                 for i in range(args.domains)}
+        zones["shared.test"] = ["mx IN A 127.0.0.1"]
+    else:
+        zones = {f"d{i}.test": ["@ IN MX 10 mx.d%d.test." % i,
+                                "mx IN A 127.0.0.1"]
+                 for i in range(args.domains)}
     nsd = Nsd(zones)
     sink = CountingSink()
     d = None
@@ -123,7 +131,7 @@ def main():
         leftover = d.queue("list").strip()
 
         print(f"messages: {total} x {args.size} bytes over {args.domains} "
-              f"domains")
+              f"domains" + (" sharing one MX host" if args.shared_mx else ""))
         print(f"ceiling (smtp-source -> smtp-sink): {ceiling:.0f} msgs/s "
               f"({ceiling_s:.2f} s)")
         print(f"peregrine (smtp-source -> peregrine -> smtp-sink): "
