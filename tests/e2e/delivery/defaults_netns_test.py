@@ -103,6 +103,12 @@ if __name__ == "__main__":
         if os.geteuid() != 0:
             print("needs root for its network namespace; skipped")
             sys.exit(0)
+        probe = subprocess.run(["unshare", "--net", "--mount", "true"],
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            print("cannot make a network namespace here "
+                  f"({probe.stderr.strip()}); skipped")
+            sys.exit(0)
         env = dict(os.environ, PEREGRINE_IN_NETNS="1")
         sys.exit(subprocess.run(["unshare", "--net", "--mount", sys.executable,
                                  __file__], env=env).returncode)
