@@ -18,6 +18,8 @@ import threading
 import time
 import unittest
 
+import dkim
+
 sys.path.insert(0, "tests/e2e")
 from e2e_lib import (PEREGRINE, TMP, Daemon, Nsd, Sink,  # noqa: E402
                      free_port)
@@ -171,6 +173,39 @@ class DeliveryTest(unittest.TestCase):
             nsd.stop()
             for s in sinks:
                 s.stop()
+
+    def test_signed_at_reception_verifies_at_the_destination(self):
+        key = os.path.join(tempfile.mkdtemp(dir=TMP), "s1.key")
+        out = subprocess.run([PEREGRINE, "dkim", "keygen", "--domain",
+                              "src.test", "--selector", "s1", "--out", key],
+                             capture_output=True, text=True, check=True).stdout
+        record = "".join(re.findall(r'"([^"]*)"', re.search(
+            r"^  Value: (.*)$", out, re.M).group(1)))
+        sink = Sink()
+        zones = {"dest.test": ["@ IN MX 10 mx.dest.test.",
+                               "mx IN A 127.0.0.1"]}
+
+        def body(d):
+            with d.smtp() as s:
+                s.sendmail("a@src.test", ["b@dest.test"],
+                           "From: A <a@src.test>\r\nTo: b@dest.test\r\n"
+                           "Subject: signed and delivered\r\n\r\n"
+                           "Hello,\r\n.leading dot\r\n\r\nbye\r\n")
+            self.assertEqual(sink.wait_for(1), 1)
+            with open(sink.messages()[0], "rb") as f:
+                dump = f.read()
+            # smtp-sink puts its own fields (X-Client-Addr, Received) first;
+            # unsigned, they do not matter to the signature.
+            message = dump.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            self.assertEqual(message.count(b"DKIM-Signature:"), 1)
+            self.assertIn(b"\r\n.leading dot\r\n", message)  # Unstuffed.
+            self.assertTrue(
+                dkim.verify(message,
+                            dnsfunc=lambda name, timeout=5: record.encode()),
+                message.decode(errors="replace"))
+        self.run_case(zones, [sink],
+                      f'[[dkim.keys]]\ndomain = "src.test"\n'
+                      f'selector = "s1"\nkey_file = "{key}"\n', body)
 
     def test_next_mx_after_refused_connect_and_4xx_greeting(self):
         port = free_port()
