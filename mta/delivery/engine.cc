@@ -194,6 +194,7 @@ class OutboundConnection {
     CancelIdle();
     auto& idle = site_.idle;
     idle.erase(std::remove(idle.begin(), idle.end(), this), idle.end());
+    if (closing_) return;  // Already on its way out.
     if (session_ != nullptr &&
         session_->phase() != smtp::ClientSession::Phase::kClosed) {
       session_->Quit();
@@ -431,7 +432,7 @@ class OutboundConnection {
   }
 
   void Pump() {
-    if (session_ == nullptr) return;
+    if (session_ == nullptr || closing_) return;
     if (!TakeCommands()) return Broken("TLS write failed");
     if (session_->phase() == Phase::kTlsHandshake && tls_ == nullptr) {
       StartTls();
@@ -451,6 +452,7 @@ class OutboundConnection {
       if (timer_ != 0) reactor_.CancelTimer(timer_);
       timer_ = 0;
       waiting_for_work_ = true;
+      if (messages_ >= site_.options.messages_per_connection) return Leave();
       if (!engine_.GiveJob(site_, this)) {
         if (engine_.draining_) return Leave();
         site_.idle.push_back(this);
@@ -570,6 +572,8 @@ class OutboundConnection {
   void Finish() {
     closing_ = true;
     CancelIdle();
+    auto& idle = site_.idle;
+    idle.erase(std::remove(idle.begin(), idle.end(), this), idle.end());
     if (timer_ != 0) reactor_.CancelTimer(timer_);
     timer_ = 0;
     // Refused at the greeting, TLS or hello: the next host may do better
