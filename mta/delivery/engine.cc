@@ -582,7 +582,9 @@ class OutboundConnection {
     // Opportunistic TLS that fails its handshake: the same host again in
     // plain text, as Postfix does, rather than no delivery at all.
     bool again_in_plaintext =
-        retry_next && last_phase_ == Phase::kTlsHandshake &&
+        retry_next &&
+        (last_phase_ == Phase::kTlsHandshake ||
+         (session_ != nullptr && session_->phase() == Phase::kTlsHandshake)) &&
         site_.options.tls == TlsMode::kOpportunistic && !plaintext_fallback_;
     if (!failure_.empty()) {
       if (site_.smarthost) {

@@ -61,7 +61,9 @@ class BrokenTlsServer:
     """An SMTP server on loopback that offers STARTTLS, then answers the
     TLS handshake with garbage; without STARTTLS it takes mail."""
 
-    def __init__(self):
+    def __init__(self, coalesce):
+        # coalesce: the garbage goes in the same write as the 220.
+        self.coalesce = coalesce
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -96,7 +98,10 @@ class BrokenTlsServer:
                     say("250 STARTTLS")
                 elif line == "STARTTLS":
                     self.starttls += 1
-                    say("220 go ahead")
+                    f.write(b"220 go ahead\r\n")
+                    if not self.coalesce:
+                        f.flush()
+                        time.sleep(0.1)
                     f.write(b"this is not TLS at all\r\n" * 4)
                     f.flush()
                     return
@@ -390,14 +395,19 @@ class DeliveryTest(unittest.TestCase):
                       body)
 
     def test_opportunistic_tls_falls_back_to_plain_text(self):
-        server = BrokenTlsServer()
+        for coalesce in (True, False):
+            with self.subTest(coalesce=coalesce):
+                self.tls_fallback(coalesce)
+
+    def tls_fallback(self, coalesce):
+        server = BrokenTlsServer(coalesce)
         nsd = Nsd({"dest.test": ["@ IN MX 10 mx.dest.test.",
                                  "mx IN A 127.0.0.1"]})
         d = self.daemon(nsd, server.port)
         try:
             send(d, ["a@dest.test"])
             self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@dest.test> "
-                                        r"\S+ tls=none"))
+                                        r"\S+ tls=none attempts=1 "))
             self.assertEqual(server.starttls, 1)
             self.assertEqual(server.messages, 1)
             self.assertIn("trying again without TLS", log_of(d))
