@@ -780,8 +780,15 @@ void DeliveryShard::Poll() {
     auto due = context_.queue->Claim(reactor_.id(), absl::Now(),
                                      std::min<size_t>(room, kBatch));
     if (!due.ok()) {
-      log::Warn(kLog, "shard %d: reading due recipients: %s", reactor_.id(),
-                due.status().message());
+      // The queue is down (it reopens itself): say so, then wait a while
+      // rather than asking (and logging) ten times a second.
+      log::Warn(kLog, "shard %d: reading due recipients: %s; retrying in 5s",
+                reactor_.id(), due.status().message());
+      poll_timer_ = reactor_.AddTimer(absl::Seconds(5), [this] {
+        poll_timer_ = 0;
+        Poll();
+      });
+      return;
     } else {
       claimed = due->size();
       outstanding_.fetch_add(static_cast<int>(claimed),
