@@ -201,7 +201,8 @@ struct QueueArgs {
   bool body = false;
 };
 
-// Opens the queue of a stopped daemon (RocksDB's lock refuses a running one).
+// Opens the queue of a stopped daemon, or a read-only view of a running
+// daemon's queue.
 absl::StatusOr<std::unique_ptr<queue::RocksStore>> OpenQueueForCli(
     const QueueArgs& a) {
   absl::StatusOr<Config> config =
@@ -215,7 +216,18 @@ absl::StatusOr<std::unique_ptr<queue::RocksStore>> OpenQueueForCli(
         absl::StrCat("no queue at ", options.path, " (wrong --data-dir?)"));
   }
   options.shards = 65535;  // Keep every recipient where it is.
-  return queue::RocksStore::Open(options);
+  auto store = queue::RocksStore::Open(options);
+  if (store.ok() || !absl::StrContains(store.status().message(), "lock")) {
+    return store;
+  }
+  // A running daemon holds the queue: look at it read-only, as it is now.
+  options.read_only = true;
+  auto view = queue::RocksStore::Open(options);
+  if (view.ok()) {
+    std::cerr << "(the daemon is running: a read-only view of its queue as "
+                 "of now)\n";
+  }
+  return view;
 }
 
 void PrintMessage(const queue::StoredMessage& m, std::ostream& out) {
@@ -453,8 +465,8 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
                    "Signature time, Unix seconds (default now)");
 
   QueueArgs queue_args;
-  CLI::App* queue_cmd =
-      app.add_subcommand("queue", "Inspect the queue of a stopped daemon");
+  CLI::App* queue_cmd = app.add_subcommand(
+      "queue", "Inspect the queue (a read-only view while the daemon runs)");
   queue_cmd->require_subcommand(1);
   for (CLI::App* sub :
        {queue_cmd->add_subcommand("stats", "Counts by state and domain"),

@@ -3,6 +3,10 @@
 #include <sys/statvfs.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <map>
 
 #include "absl/strings/ascii.h"
@@ -86,6 +90,7 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
     absl::MutexLock lock(&store->db_mu_);
     if (absl::Status s = store->OpenDb(); !s.ok()) return s;
   }
+  if (store->options_.read_only) return store;  // No recovery, no writes.
   RecoveryStats local;
   if (absl::Status s = store->Recover(stats ? stats : &local); !s.ok()) {
     return s;
@@ -133,8 +138,22 @@ absl::Status RocksStore::OpenDb() {
       {"schedule", small},
   };
   rocksdb::DB* db = nullptr;
-  rocksdb::Status s =
-      rocksdb::DB::Open(db_options, options_.path, families, &handles_, &db);
+  rocksdb::Status s;
+  if (options_.read_only) {
+    // A secondary instance keeps its own small info log and state here.
+    char dir[] = "/tmp/peregrine-queue-view.XXXXXX";
+    if (mkdtemp(dir) == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot make a directory in /tmp: ", strerror(errno)));
+    }
+    secondary_dir_ = dir;
+    db_options.max_open_files = -1;  // Required by secondary mode.
+    s = rocksdb::DB::OpenAsSecondary(db_options, options_.path, secondary_dir_,
+                                     families, &handles_, &db);
+    if (s.ok()) s = db->TryCatchUpWithPrimary();
+  } else {
+    s = rocksdb::DB::Open(db_options, options_.path, families, &handles_, &db);
+  }
   if (!s.ok()) {
     std::string hint;
     if (s.IsIOError() && absl::StrContains(s.ToString(), "lock")) {
@@ -163,6 +182,10 @@ RocksStore::~RocksStore() {
   }
   absl::MutexLock lock(&db_mu_);
   CloseDb();
+  if (!secondary_dir_.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(secondary_dir_, ignored);
+  }
 }
 
 void RocksStore::CloseDb() {
@@ -347,6 +370,9 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
     Refuse(std::move(status),
            [done = std::move(done)](absl::Status s) mutable { done(s); });
   };
+  if (options_.read_only) {  // No committer thread: answer here.
+    return done(absl::FailedPreconditionError("queue: opened read-only"));
+  }
   if (message.recipients.empty()) {
     return fail(absl::InvalidArgumentError("queue: message has no recipients"));
   }
@@ -417,6 +443,9 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
 
 void RocksStore::Update(RecipientUpdate update, Done done) {
   const RecipientRecord& before = update.before;
+  if (options_.read_only) {  // No committer thread: answer here.
+    return done(absl::FailedPreconditionError("queue: opened read-only"));
+  }
   if (update.state == RecipientState::kQueued) {
     return Refuse(absl::InvalidArgumentError(
                       "queue: an attempt cannot make a recipient 'queued'"),

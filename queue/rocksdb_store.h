@@ -48,6 +48,10 @@ struct RocksStoreOptions {
   // Free bytes of the queue's file system; default statvfs(path). Tests
   // replace it.
   std::function<uint64_t()> free_bytes;
+  // Inspection of a queue another process (a running daemon) has open:
+  // RocksDB's secondary mode, caught up once at open. Nothing is written;
+  // Enqueue and Update are refused.
+  bool read_only = false;
   // Tests inject storage faults through a custom Env.
   rocksdb::Env* env = nullptr;
 };
@@ -167,6 +171,7 @@ class RocksStore final : public Store {
   };
   absl::flat_hash_map<uint16_t, Claims> claims_ ABSL_GUARDED_BY(floor_mu_);
 
+  std::string secondary_dir_;  // read_only: the secondary's own files.
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> commits_{0};
   absl::Time last_space_check_;

@@ -266,6 +266,27 @@ TEST(StoreTest, ClaimNeverHandsOutARecipientWhoseUpdateIsInFlight) {
   }
 }
 
+TEST(StoreTest, ReadOnlyViewOfAQueueInUse) {
+  std::string path = TempPath("view");
+  auto store = OpenOrDie(Options(path));
+  auto id = EnqueueSync(*store, Message({{"bob@a.test", 1}}));
+  ASSERT_TRUE(id.ok());
+  RocksStoreOptions o = Options(path);
+  o.read_only = true;
+  auto view = RocksStore::Open(o);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ((*view)->Counts()->messages, 1u);
+  auto m = (*view)->Read(*id, /*with_body=*/true);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_FALSE(m->body.empty());
+  absl::Status refused;
+  (*view)->Enqueue(Message({{"eve@a.test", 1}}),
+                   [&](absl::StatusOr<MessageId> r) { refused = r.status(); });
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  view->reset();
+  EXPECT_EQ(store->Counts()->messages, 1u);  // The owner is untouched.
+}
+
 TEST(StoreTest, BodyGoesOnlyWithTheLastRecipientAcrossShards) {
   auto store = OpenOrDie(Options(TempPath("last")));
   auto id =

@@ -315,6 +315,31 @@ class SmtpTest(unittest.TestCase):
             if d.proc.poll() is None:
                 d.stop()
 
+    def test_queue_can_be_inspected_while_the_daemon_runs(self):
+        d = Daemon()
+        try:
+            with d.smtp() as s:
+                for i in range(3):
+                    s.sendmail("a@src.test", [f"r{i}@live.test"],
+                               f"Subject: live {i}\r\n\r\nx\r\n")
+            r = subprocess.run([PEREGRINE, "queue", "list", "--data-dir",
+                                d.data], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("read-only view", r.stderr)
+            for i in range(3):
+                self.assertIn(f"r{i}@live.test", r.stdout)
+            stats = subprocess.run([PEREGRINE, "queue", "stats",
+                                    "--data-dir", d.data],
+                                   capture_output=True, text=True, timeout=30)
+            self.assertEqual(stats.returncode, 0, stats.stderr)
+            self.assertIn("live.test", stats.stdout)
+            self.assertEqual(d.stop(), 0)  # The view changed nothing.
+            self.assertEqual(d.queue("list").count("@live.test"), 3)
+        finally:
+            if d.proc.poll() is None:
+                d.stop()
+
     def test_connection_limits(self):
         d = Daemon('[relay]\ntrusted_networks = ["10.0.0.0/8"]\n'
                    '[smtp]\nmax_connections_per_client = 2\n')
