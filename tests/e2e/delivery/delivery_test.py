@@ -212,6 +212,17 @@ class DeliveryTest(unittest.TestCase):
                       f'[[dkim.keys]]\ndomain = "src.test"\n'
                       f'selector = "s1"\nkey_file = "{key}"\n', body)
 
+    def test_implicit_mx_when_the_domain_has_only_an_address(self):
+        sink = Sink()
+        zones = {"plain.test": ["@ IN A 127.0.0.1"]}  # No MX record.
+
+        def body(d):
+            send(d, ["a@plain.test"])
+            self.assertEqual(sink.wait_for(1), 1)
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@plain.test> "
+                                        r"host=plain.test\[127.0.0.1\]"))
+        self.run_case(zones, [sink], "", body)
+
     def test_next_mx_after_refused_connect_and_4xx_greeting(self):
         port = free_port()
         good = Sink(port=port)
