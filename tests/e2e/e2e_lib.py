@@ -15,11 +15,20 @@ NO_IO_URING = os.path.abspath("tests/e2e/no_io_uring")
 TMP = os.environ.get("TEST_TMPDIR", tempfile.gettempdir())
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and not
+    one this process handed out before (the kernel may offer the same free
+    port twice in a row, which would give two listeners one port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class Daemon:
