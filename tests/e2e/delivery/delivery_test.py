@@ -196,7 +196,7 @@ class DeliveryTest(unittest.TestCase):
                            "From: A <a@src.test>\r\nTo: b@dest.test\r\n"
                            "Subject: signed and delivered\r\n\r\n"
                            "Hello,\r\n.leading dot\r\n\r\nbye\r\n")
-            self.assertEqual(sink.wait_for(1), 1)
+            self.assertTrue(wait_log(d, r"delivered id="))  # File complete.
             with open(sink.messages()[0], "rb") as f:
                 dump = f.read()
             # smtp-sink puts its own fields (X-Client-Addr, Received) first;
@@ -437,7 +437,8 @@ class DeliveryTest(unittest.TestCase):
 
         def body(d):
             send(d, ["a@dest.test"])
-            self.assertEqual(sink.wait_for(1), 1)
+            # The sink makes its file at MAIL and fills it before its 250.
+            self.assertTrue(wait_log(d, r"delivered id="))
             dump = read(sink.messages()[0])
             self.assertIn("X-Client-Addr: 127.0.0.5", dump)
             self.assertIn("X-Helo-Args: out5.example.test", dump)
@@ -534,7 +535,8 @@ class DeliveryTest(unittest.TestCase):
                        f"[delivery]\nport = {sink.port}\n", data=d.data)
             self.assertGreater(len(acked), 10)
             sink.wait_for(len(acked), timeout=60)
-            time.sleep(1)
+            wait_log(d, r"delivered id=", len(acked), timeout=60)
+            time.sleep(1)  # Files of the last transactions are complete.
             seen = {}
             for path in sink.messages():
                 m = re.search(r"Subject: (crash-test-\d+)", read(path))
@@ -565,6 +567,7 @@ class DeliveryTest(unittest.TestCase):
         def body(d):
             send(d, ["a@anywhere.test", "b@anywhere.test"])
             self.assertEqual(relay.wait_for(1), 1)
+            self.assertTrue(wait_log(d, r"delivered id=\S+ to=<b@anywhere"))
             time.sleep(0.5)
             self.assertEqual(len(relay.messages()), 1)  # One transaction.
             dump = read(relay.messages()[0])
