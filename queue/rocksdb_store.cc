@@ -625,6 +625,47 @@ void RocksStore::UndoBatch(std::vector<Undo>& undo) {
 
 // --- Reads ------------------------------------------------------------------
 
+absl::Status RocksStore::ForEachScheduled(
+    uint16_t shard, absl::Time from, absl::Time now,
+    absl::FunctionRef<absl::StatusOr<bool>(absl::Time, MessageId, uint32_t)>
+        visit) {
+  std::string upper = codec::ScheduleSeek(shard, now + absl::Microseconds(1));
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, schedule_));
+  for (it->Seek(codec::ScheduleSeek(shard, from)); it->Valid(); it->Next()) {
+    uint16_t key_shard;
+    absl::Time when;
+    MessageId id;
+    uint32_t index;
+    if (!codec::ParseScheduleKey(Sv(it->key()), &key_shard, &when, &id,
+                                 &index) ||
+        key_shard != shard) {
+      break;
+    }
+    absl::StatusOr<bool> more = visit(when, id, index);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<RecipientRecord>> RocksStore::LiveRecordAt(
+    MessageId id, uint32_t index, absl::Time when) {
+  std::string value;
+  rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), recipients_,
+                                codec::RecipientKey(id, index), &value);
+  if (st.IsNotFound()) return std::nullopt;  // Finished since the scan.
+  if (!st.ok()) return FromRocks(st, "read");
+  auto rec = codec::DecodeRecipient(id, index, value);
+  if (!rec.ok()) return rec.status();
+  // A stale entry (the record moved on) is skipped, not returned twice.
+  if (IsFinal(rec->state) || rec->next_attempt != when) return std::nullopt;
+  return *std::move(rec);
+}
+
 absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Due(int shard,
                                                              absl::Time now,
                                                              size_t limit) {
@@ -645,37 +686,21 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Due(int shard,
       scheduled_min_.erase(m);
     }
   }
-  std::string upper = codec::ScheduleSeek(s, now + absl::Microseconds(1));
-  rocksdb::Slice upper_slice(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, schedule_));
   std::vector<RecipientRecord> out;
   absl::Time first_live = now;
-  std::string value;
-  for (it->Seek(codec::ScheduleSeek(s, from));
-       it->Valid() && out.size() < limit; it->Next()) {
-    uint16_t key_shard;
-    absl::Time when;
-    MessageId id;
-    uint32_t index;
-    if (!codec::ParseScheduleKey(Sv(it->key()), &key_shard, &when, &id,
-                                 &index) ||
-        key_shard != s) {
-      break;
-    }
-    rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), recipients_,
-                                  codec::RecipientKey(id, index), &value);
-    if (st.IsNotFound()) continue;  // Finished between scan and read.
-    if (!st.ok()) return FromRocks(st, "read");
-    auto rec = codec::DecodeRecipient(id, index, value);
-    if (!rec.ok()) return rec.status();
-    // A stale entry (the record moved on) is skipped, not returned twice.
-    if (IsFinal(rec->state) || rec->next_attempt != when) continue;
-    if (out.empty()) first_live = when;
-    out.push_back(*std::move(rec));
-  }
-  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  absl::Status scanned =
+      ForEachScheduled(s, from, now,
+                       [&](absl::Time when, MessageId id,
+                           uint32_t index) -> absl::StatusOr<bool> {
+                         if (out.size() >= limit) return false;
+                         auto rec = LiveRecordAt(id, index, when);
+                         if (!rec.ok()) return rec.status();
+                         if (!rec->has_value()) return true;
+                         if (out.empty()) first_live = when;
+                         out.push_back(**std::move(rec));
+                         return true;
+                       });
+  if (!scanned.ok()) return scanned;
   {
     // Nothing before `first_live` is due; entries written meanwhile went to
     // scheduled_min_, which the next call folds in.
@@ -701,42 +726,27 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Claim(int shard,
     from = std::min(c.from, c.rewind);
     c.rewind = absl::InfiniteFuture();
   }
-  std::string upper = codec::ScheduleSeek(s, now + absl::Microseconds(1));
-  rocksdb::Slice upper_slice(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, schedule_));
   std::vector<RecipientRecord> out;
-  std::string value;
   absl::Time next_from = now;  // Unless the limit stops the scan early.
-  for (it->Seek(codec::ScheduleSeek(s, from)); it->Valid(); it->Next()) {
-    uint16_t key_shard;
-    absl::Time when;
-    MessageId id;
-    uint32_t index;
-    if (!codec::ParseScheduleKey(Sv(it->key()), &key_shard, &when, &id,
-                                 &index) ||
-        key_shard != s) {
-      break;
-    }
-    if (out.size() >= limit) {
-      next_from = when;
-      break;
-    }
-    {
-      absl::MutexLock lock(&floor_mu_);
-      if (claims_[s].claimed.contains({id, index})) continue;
-    }
-    rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), recipients_,
-                                  codec::RecipientKey(id, index), &value);
-    if (st.IsNotFound()) continue;
-    if (!st.ok()) return FromRocks(st, "read");
-    auto rec = codec::DecodeRecipient(id, index, value);
-    if (!rec.ok()) return rec.status();
-    if (IsFinal(rec->state) || rec->next_attempt != when) continue;
-    out.push_back(*std::move(rec));
-  }
-  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  absl::Status scanned =
+      ForEachScheduled(s, from, now,
+                       [&](absl::Time when, MessageId id,
+                           uint32_t index) -> absl::StatusOr<bool> {
+                         if (out.size() >= limit) {
+                           next_from = when;
+                           return false;
+                         }
+                         {
+                           absl::MutexLock lock(&floor_mu_);
+                           if (claims_[s].claimed.contains({id, index}))
+                             return true;
+                         }
+                         auto rec = LiveRecordAt(id, index, when);
+                         if (!rec.ok()) return rec.status();
+                         if (rec->has_value()) out.push_back(**std::move(rec));
+                         return true;
+                       });
+  if (!scanned.ok()) return scanned;
   absl::MutexLock lock(&floor_mu_);
   Claims& c = claims_[s];
   c.from = next_from;

@@ -18,12 +18,14 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "queue/store.h"
 #include "rocksdb/db.h"
@@ -122,6 +124,18 @@ class RocksStore final : public Store {
   absl::Status Recover(RecoveryStats* stats);
   absl::Status RebuildLive();
   absl::StatusOr<StoredMessage> ReadLocked(MessageId id, bool with_body)
+      ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
+  // Walks `shard`'s schedule from `from` through `now` in time order until
+  // `visit` returns false.
+  absl::Status ForEachScheduled(
+      uint16_t shard, absl::Time from, absl::Time now,
+      absl::FunctionRef<absl::StatusOr<bool>(absl::Time, MessageId, uint32_t)>
+          visit) ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
+  // The record a schedule entry points at, unless it is final or has moved
+  // on to another time (a stale entry).
+  absl::StatusOr<std::optional<RecipientRecord>> LiveRecordAt(MessageId id,
+                                                              uint32_t index,
+                                                              absl::Time when)
       ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
   void CommitterMain();
   void UndoBatch(std::vector<Undo>& undo);
