@@ -284,7 +284,6 @@ class OutboundConnection {
     }
     conn_ = std::make_unique<shard::Connection>(reactor_, *fd);
     engine_.open_.fetch_add(1, std::memory_order_relaxed);
-    timed_out_ = false;
     ArmTimer(options_.connect_timeout);
     reactor_.io().Connect(*fd, *to, [this, alive = alive_](int result) {
       if (!*alive || conn_ == nullptr || conn_->closing()) return;
@@ -366,7 +365,6 @@ class OutboundConnection {
     if (timer_ != 0) reactor_.CancelTimer(timer_);
     timer_ = reactor_.AddTimer(d, [this] {
       timer_ = 0;
-      timed_out_ = true;
       if (connecting()) {
         // The connect callback sees -ECANCELED and ignores it.
         last_error_ = absl::StrCat(Peer(), ": connection timed out");
@@ -564,7 +562,6 @@ class OutboundConnection {
     }
     if (last_phase_ != Phase::kQuit) {
       failure_ = session_->failure().ToString();
-      permanent_ = session_->failure().code >= 500;
     }
     Finish();
   }
@@ -639,13 +636,12 @@ class OutboundConnection {
     DeliveryShard& engine = engine_;
     Site& site = site_;
     bool ever_ready = ever_ready_;
-    bool permanent = permanent_;
     // Not from inside a callback of our own connection.
-    reactor_.Defer([&engine, &site, this, ever_ready, permanent,
-                    failure = std::move(failure)] {
-      engine.ConnectionGone(site, this, ever_ready, failure, permanent);
-      delete this;
-    });
+    reactor_.Defer(
+        [&engine, &site, this, ever_ready, failure = std::move(failure)] {
+          engine.ConnectionGone(site, this, ever_ready, failure);
+          delete this;
+        });
   }
 
   DeliveryShard& engine_;
@@ -676,10 +672,8 @@ class OutboundConnection {
   bool reading_ = false;
   bool writing_ = false;
   bool closing_ = false;
-  bool timed_out_ = false;
   bool ever_ready_ = false;
   bool waiting_for_work_ = false;
-  bool permanent_ = false;
   bool connecting_counted_ = true;   // In the site's `connecting`.
   bool plaintext_fallback_ = false;  // This address, again without TLS.
   Phase last_phase_ = Phase::kGreeting;
@@ -1007,8 +1001,8 @@ bool DeliveryShard::GiveJob(Site& site, OutboundConnection* conn) {
 }
 
 void DeliveryShard::ConnectionGone(Site& site, OutboundConnection* conn,
-                                   bool ever_ready, const std::string& failure,
-                                   bool /*permanent*/) {
+                                   bool ever_ready,
+                                   const std::string& failure) {
   if (conn->connecting_counted_) --site.connecting;
   site.window.Release();
   if (!failure.empty() && !ever_ready) {

@@ -107,7 +107,7 @@ class DeliveryShard {
   // A connection is ready for a job; false: none for it now (it idles).
   bool GiveJob(Site& site, OutboundConnection* conn);
   void ConnectionGone(Site& site, OutboundConnection* conn, bool ever_ready,
-                      const std::string& failure, bool permanent);
+                      const std::string& failure);
   void ApplyBackoff(Site& site, int code, absl::string_view text);
 
   // Outcomes, written to the queue and logged.
