@@ -41,23 +41,14 @@ absl::string_view KindName(ListenerKind kind) {
   return "?";
 }
 
-// Until submission (STARTTLS, AUTH) and the admin API exist, their listeners
-// answer with a
-// refusal that clients understand: SMTP clients get 421 and keep the message
-// to try later, HTTP clients get 503. Nothing is accepted, so nothing can
-// be lost.
-std::string PlaceholderReply(ListenerKind kind, const std::string& hostname) {
-  if (kind == ListenerKind::kAdmin) {
-    std::string body = "Peregrine admin API is not available in this build\n";
-    return absl::StrCat(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-        "Connection: close\r\nContent-Length: ",
-        body.size(), "\r\n\r\n", body);
-  }
+// Until the admin API exists its listener answers 503, which HTTP clients
+// understand.
+std::string AdminPlaceholderReply() {
+  std::string body = "Peregrine admin API is not available in this build\n";
   return absl::StrCat(
-      "421 4.3.2 ", hostname, " Peregrine ", kVersion,
-      ": submission (STARTTLS, AUTH) is not available in this "
-      "build yet; use the relay port from a trusted network\r\n");
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+      "Connection: close\r\nContent-Length: ",
+      body.size(), "\r\n\r\n", body);
 }
 
 // Greets, then closes. Lives on its shard until its Close() completes.
@@ -360,9 +351,8 @@ absl::Status Daemon::PrepareDelivery() {
 void Daemon::StartAccepting(int shard) {
   ShardState& state = *shards_[shard];
   shard::Reactor& reactor = group_->reactor(shard);
-  std::string hostname = config_.EffectiveHostname();
   for (const ShardState::Listener& listener : state.listeners) {
-    std::string reply = PlaceholderReply(listener.kind, hostname);
+    std::string reply = AdminPlaceholderReply();
     // Re-arms itself after each connection until the listener is closed.
     struct AcceptLoop {
       shard::Reactor& reactor;
