@@ -787,25 +787,26 @@ void DeliveryShard::Poll() {
       claimed = due->size();
       outstanding_.fetch_add(static_cast<int>(claimed),
                              std::memory_order_relaxed);
-      // Recipients of one message for one domain travel together.
-      std::unique_ptr<Job> job;
+      // Recipients of one message for one domain travel together, in the
+      // order they were claimed (a message's recipients are adjacent).
+      std::vector<std::unique_ptr<Job>> jobs;
+      absl::flat_hash_map<std::pair<queue::MessageId, std::string>, Job*>
+          by_domain;
       for (queue::RecipientRecord& r : *due) {
         std::string domain = absl::AsciiStrToLower(r.domain());
         // Through a smarthost, one transaction carries every domain.
         if (options_->smarthost.Covers(domain)) domain.clear();
-        if (job != nullptr &&
-            (job->message != r.message || job->domain != domain)) {
-          Route(std::move(job));
-        }
+        Job*& job = by_domain[{r.message, domain}];
         if (job == nullptr) {
-          job = std::make_unique<Job>();
+          jobs.push_back(std::make_unique<Job>());
+          job = jobs.back().get();
           job->message = r.message;
-          job->domain = domain;
+          job->domain = std::move(domain);
           job->claimed_by = reactor_.id();
         }
         job->recipients.push_back(std::move(r));
       }
-      if (job != nullptr) Route(std::move(job));
+      for (auto& job : jobs) Route(std::move(job));
     }
   }
   // A full batch: there is more; look again at once.

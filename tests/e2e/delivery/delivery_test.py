@@ -212,6 +212,21 @@ class DeliveryTest(unittest.TestCase):
                       f'[[dkim.keys]]\ndomain = "src.test"\n'
                       f'selector = "s1"\nkey_file = "{key}"\n', body)
 
+    def test_recipients_of_a_domain_share_one_transaction(self):
+        sink = Sink()
+        zones = {"x.test": ["@ IN MX 10 mx.x.test.", "mx IN A 127.0.0.1"],
+                 "y.test": ["@ IN MX 10 mx.y.test.", "mx IN A 127.0.0.1"]}
+
+        def body(d):
+            # x.test's recipients are not adjacent in the envelope.
+            send(d, ["a@x.test", "b@y.test", "c@x.test"])
+            self.assertTrue(wait_log(d, r"delivered id=", 3))
+            dumps = [read(p) for p in sink.messages()]
+            self.assertEqual(len(dumps), 2)  # One per domain.
+            both = [t for t in dumps if "a@x.test" in t and "c@x.test" in t]
+            self.assertEqual(len(both), 1, dumps)
+        self.run_case(zones, [sink], "", body)
+
     def test_implicit_mx_when_the_domain_has_only_an_address(self):
         sink = Sink()
         zones = {"plain.test": ["@ IN A 127.0.0.1"]}  # No MX record.
