@@ -625,6 +625,14 @@ void RocksStore::UndoBatch(std::vector<Undo>& undo) {
 
 // --- Reads ------------------------------------------------------------------
 
+absl::StatusOr<uint16_t> RocksStore::ScheduleShard(int shard) const {
+  if (!db_) return Down();
+  if (shard < 0 || shard >= options_.shards) {
+    return absl::InvalidArgumentError("queue: no such shard");
+  }
+  return static_cast<uint16_t>(shard);
+}
+
 absl::Status RocksStore::ForEachScheduled(
     uint16_t shard, absl::Time from, absl::Time now,
     absl::FunctionRef<absl::StatusOr<bool>(absl::Time, MessageId, uint32_t)>
@@ -670,11 +678,9 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Due(int shard,
                                                              absl::Time now,
                                                              size_t limit) {
   absl::ReaderMutexLock db_lock(&db_mu_);
-  if (!db_) return Down();
-  if (shard < 0 || shard >= options_.shards) {
-    return absl::InvalidArgumentError("queue: no such shard");
-  }
-  uint16_t s = static_cast<uint16_t>(shard);
+  absl::StatusOr<uint16_t> checked = ScheduleShard(shard);
+  if (!checked.ok()) return checked.status();
+  uint16_t s = *checked;
   absl::Time from = absl::InfinitePast();
   {
     absl::MutexLock lock(&floor_mu_);
@@ -714,11 +720,9 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Claim(int shard,
                                                                absl::Time now,
                                                                size_t limit) {
   absl::ReaderMutexLock db_lock(&db_mu_);
-  if (!db_) return Down();
-  if (shard < 0 || shard >= options_.shards) {
-    return absl::InvalidArgumentError("queue: no such shard");
-  }
-  uint16_t s = static_cast<uint16_t>(shard);
+  absl::StatusOr<uint16_t> checked = ScheduleShard(shard);
+  if (!checked.ok()) return checked.status();
+  uint16_t s = *checked;
   absl::Time from;
   {
     absl::MutexLock lock(&floor_mu_);

@@ -125,6 +125,9 @@ class RocksStore final : public Store {
   absl::Status RebuildLive();
   absl::StatusOr<StoredMessage> ReadLocked(MessageId id, bool with_body)
       ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
+  // `shard` as a schedule key prefix, if the queue is up and has it.
+  absl::StatusOr<uint16_t> ScheduleShard(int shard) const
+      ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
   // Walks `shard`'s schedule from `from` through `now` in time order until
   // `visit` returns false.
   absl::Status ForEachScheduled(
