@@ -413,12 +413,15 @@ absl::Status Daemon::OpenQueue() {
   queue_ = *std::move(store);
   log::Info(kLog,
             "queue %s: recovered %d messages (%d recipients to deliver, %d "
-            "done) in %s%s",
+            "done) in %s%s%s",
             options.path, stats.messages, stats.pending_recipients,
             stats.final_recipients, absl::FormatDuration(stats.took),
             stats.rescheduled > 0 ? absl::StrCat("; ", stats.rescheduled,
                                                  " moved to other shards")
-                                  : "");
+                                  : "",
+            stats.replayed > 0 ? absl::StrCat("; ", stats.replayed,
+                                              " groups replayed from the spool")
+                               : "");
   if (!config_.queue_fsync) {
     log::Warn(kLog,
               "queue.durability = \"none\": acknowledged mail can be lost "

@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "base/log.h"
 #include "queue/codec.h"
+#include "queue/crc32c.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
@@ -26,6 +27,9 @@ constexpr const char* kLog = "queue";
 constexpr absl::Duration kSpaceCheckInterval = absl::Seconds(1);
 constexpr uint32_t kMaxRecipients = 100000;
 const char* const kShardsKey = "shards";
+// Where spool replay starts: everything before is in RocksDB, synced.
+const char* const kCheckpointKey = "spool_checkpoint";
+constexpr absl::Duration kCheckpointInterval = absl::Seconds(1);
 
 absl::string_view Sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
 
@@ -90,6 +94,16 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
     absl::MutexLock lock(&store->db_mu_);
     if (absl::Status s = store->OpenDb(); !s.ok()) return s;
   }
+  // After RocksDB's lock is held: one process writes the spool.
+  Spool::Options so;
+  so.dir = store->options_.spool_dir.empty() ? store->options_.path + "/spool"
+                                             : store->options_.spool_dir;
+  so.sync = store->options_.sync;
+  so.segment_bytes = store->options_.spool_segment_bytes;
+  so.read_only = store->options_.read_only;
+  auto spool = Spool::Open(std::move(so));
+  if (!spool.ok()) return spool.status();
+  store->spool_ = *std::move(spool);
   if (store->options_.read_only) return store;  // No recovery, no writes.
   RecoveryStats local;
   if (absl::Status s = store->Recover(stats ? stats : &local); !s.ok()) {
@@ -111,6 +125,9 @@ absl::Status RocksStore::OpenDb() {
   // Deleted messages make the WAL and memtables churn; cap total WAL size so
   // that column families with few writes are flushed and old logs go away.
   db_options.max_total_wal_size = 256 << 20;
+  if (options_.test_lose_unsynced_rocksdb_writes) {
+    db_options.avoid_flush_during_shutdown = true;
+  }
 
   cache_ = rocksdb::NewLRUCache(options_.block_cache_bytes);
   rocksdb::BlockBasedTableOptions table;
@@ -136,6 +153,7 @@ absl::Status RocksStore::OpenDb() {
       {"envelopes", small},
       {"recipients", small},
       {"schedule", small},
+      {"spooled", small},
   };
   rocksdb::DB* db = nullptr;
   rocksdb::Status s;
@@ -168,6 +186,7 @@ absl::Status RocksStore::OpenDb() {
   envelopes_ = handles_[2];
   recipients_ = handles_[3];
   schedule_ = handles_[4];
+  spooled_ = handles_[5];
   return absl::OkStatus();
 }
 
@@ -192,7 +211,7 @@ void RocksStore::CloseDb() {
   if (!db_) return;
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   handles_.clear();
-  meta_ = bodies_ = envelopes_ = recipients_ = schedule_ = nullptr;
+  meta_ = bodies_ = envelopes_ = recipients_ = schedule_ = spooled_ = nullptr;
   db_->Close();
   db_.reset();
 }
@@ -248,6 +267,22 @@ absl::Status RocksStore::RebuildLive() {
     }
   }
   if (!it->status().ok()) return FromRocks(it->status(), "recovery");
+  it.reset(db_->NewIterator(ro, spooled_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    MessageId id;
+    BodyRef ref;
+    if (!codec::ParseMessageKey(Sv(it->key()), &id)) continue;
+    auto found = live.find(id);
+    if (found == live.end()) continue;
+    if (!DecodeBodyRef(Sv(it->value()), &ref) || ref.segment == 0 ||
+        ref.segment > UINT32_MAX) {
+      return absl::DataLossError(
+          absl::StrCat("queue recovery: the body reference of message ",
+                       FormatMessageId(id), " is garbled"));
+    }
+    found->second.segment = static_cast<uint32_t>(ref.segment);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "recovery");
   absl::MutexLock lock(&mu_);
   live_ = std::move(live);
   return absl::OkStatus();
@@ -255,6 +290,30 @@ absl::Status RocksStore::RebuildLive() {
 
 absl::Status RocksStore::Recover(RecoveryStats* stats) {
   absl::Time start = absl::Now();
+  {
+    // Groups acknowledged after the last checkpoint are in the spool; RocksDB
+    // has them unless the machine went down before its WAL reached the disk.
+    absl::ReaderMutexLock db_lock(&db_mu_);
+    SpoolPosition from;
+    std::string value;
+    rocksdb::Status st =
+        db_->Get(rocksdb::ReadOptions(), meta_, kCheckpointKey, &value);
+    if (st.ok() && !DecodeSpoolPosition(value, &from)) {
+      return absl::DataLossError(
+          "queue recovery: the spool checkpoint is garbled");
+    }
+    if (!st.ok() && !st.IsNotFound()) return FromRocks(st, "recovery");
+    rocksdb::WriteOptions wo;
+    wo.disableWAL = options_.test_lose_unsynced_rocksdb_writes;
+    absl::Status s = spool_->Replay(
+        from,
+        [&](absl::string_view data) {
+          rocksdb::WriteBatch batch{std::string(data)};
+          return FromRocks(db_->Write(wo, &batch), "recovery replay");
+        },
+        &stats->replayed);
+    if (!s.ok()) return s;
+  }
   if (absl::Status s = RebuildLive(); !s.ok()) return s;
   absl::ReaderMutexLock db_lock(&db_mu_);
 
@@ -311,7 +370,7 @@ absl::Status RocksStore::Recover(RecoveryStats* stats) {
   for (auto l = live_.begin(); l != live_.end();) {
     if (l->second.pending == 0) {
       std::string key = codec::MessageKey(l->first);
-      fix.Delete(bodies_, key);
+      fix.Delete(l->second.segment != 0 ? spooled_ : bodies_, key);
       fix.Delete(envelopes_, key);
       for (uint32_t i = 0; i < l->second.total; ++i) {
         fix.Delete(recipients_, codec::RecipientKey(l->first, i));
@@ -322,12 +381,22 @@ absl::Status RocksStore::Recover(RecoveryStats* stats) {
     }
   }
   fix.Put(meta_, kShardsKey, std::to_string(options_.shards));
+  // Replayed groups reach the disk with this write's sync: replay starts
+  // after them next time.
+  fix.Put(meta_, kCheckpointKey, EncodeSpoolPosition(spool_->Next()));
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
   if (absl::Status s = FromRocks(db_->Write(wo, &fix), "recovery write");
       !s.ok()) {
     return s;
   }
+
+  absl::flat_hash_map<uint64_t, uint32_t> refs;
+  for (const auto& [id, l] : live_) {
+    if (l.segment != 0) ++refs[l.segment];
+  }
+  spool_->SetRefs(std::move(refs));
+  spool_->Checkpointed(spool_->Next());
 
   // The next id continues after the newest message, whatever the clock says.
   std::unique_ptr<rocksdb::Iterator> last(db_->NewIterator(ro, envelopes_));
@@ -398,6 +467,10 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
       static_cast<uint32_t>(message.recipients.size());
   message.envelope.body_bytes = message.body.size();
   std::string envelope = codec::EncodeEnvelope(message.envelope);
+  BodyRef ref;
+  ref.length = static_cast<uint32_t>(message.body.size());
+  ref.crc =
+      rocksdb::crc32c::Extend(0, message.body.data(), message.body.size());
   std::vector<std::string> records;
   records.reserve(message.recipients.size());
   for (RecipientSpec& spec : message.recipients) {
@@ -419,7 +492,12 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
   }
   MessageId id = NextId();
   std::string key = codec::MessageKey(id);
-  batch_.Put(bodies_, key, message.body);
+  // The reference holds the body's offset within the record; the committer
+  // adds where the record goes.
+  ref.offset = group_.AddBody(message.body);
+  batch_.Put(spooled_, key, EncodeBodyRef(ref));
+  patches_.push_back({batch_.GetDataSize() - kBodyRefBytes, ref.offset});
+  group_ids_.push_back(id);
   batch_.Put(envelopes_, key, envelope);
   for (uint32_t i = 0; i < records.size(); ++i) {
     batch_.Put(recipients_, codec::RecipientKey(id, i), records[i]);
@@ -504,7 +582,7 @@ void RocksStore::Update(RecipientUpdate update, Done done) {
     if (--l.pending == 0) {
       // The last recipient: the message is done everywhere.
       std::string key = codec::MessageKey(before.message);
-      batch_.Delete(bodies_, key);
+      batch_.Delete(l.segment != 0 ? spooled_ : bodies_, key);
       batch_.Delete(envelopes_, key);
       for (uint32_t i = 0; i < l.total; ++i) {
         batch_.Delete(recipients_, codec::RecipientKey(before.message, i));
@@ -545,15 +623,37 @@ void RocksStore::CheckFreeSpace() {
   }
 }
 
+absl::Status RocksStore::Checkpoint() {
+  SpoolPosition next = spool_->Next();
+  if (!options_.test_lose_unsynced_rocksdb_writes) {
+    rocksdb::WriteOptions wo;
+    wo.sync = options_.sync;
+    rocksdb::WriteBatch batch;
+    batch.Put(meta_, kCheckpointKey, EncodeSpoolPosition(next));
+    // The sync of this write takes every write before it along (one WAL).
+    if (absl::Status s = FromRocks(db_->Write(wo, &batch), "checkpoint");
+        !s.ok()) {
+      return s;
+    }
+  }
+  spool_->Checkpointed(next);
+  return absl::OkStatus();
+}
+
 void RocksStore::CommitterMain() {
-  rocksdb::WriteOptions wo;
-  wo.sync = options_.sync;
+  rocksdb::WriteOptions wo;  // The spool's fdatasync makes a group durable.
+  wo.disableWAL = options_.test_lose_unsynced_rocksdb_writes;
   bool failed_before = false;
+  absl::Time last_checkpoint = absl::Now();
+  bool checkpoint_due = false;  // Something was written since the last.
+  SpoolGroup group;
   while (true) {
     rocksdb::WriteBatch batch;
     std::vector<Waiter> waiters;
     absl::flat_hash_map<uint16_t, absl::Time> scheduled;
     std::vector<Undo> undo;
+    std::vector<Patch> patches;
+    std::vector<MessageId> ids;
     bool stop;
     {
       absl::MutexLock lock(&mu_);
@@ -562,13 +662,27 @@ void RocksStore::CommitterMain() {
       };
       mu_.AwaitWithTimeout(absl::Condition(&ready), kSpaceCheckInterval);
       std::swap(batch, batch_);
+      std::swap(group, group_);
+      group_.Clear();
       waiters.swap(waiters_);
       scheduled.swap(batch_min_);
       undo.swap(batch_undo_);
+      patches.swap(patches_);
+      ids.swap(group_ids_);
       stop = stopping_ && waiters.empty();
     }
     if (absl::Now() - last_space_check_ >= kSpaceCheckInterval) {
       CheckFreeSpace();
+    }
+    if (checkpoint_due && !failed_before &&
+        (stop || absl::Now() - last_checkpoint >= kCheckpointInterval)) {
+      absl::ReaderMutexLock lock(&db_mu_);
+      if (absl::Status s = Checkpoint(); !s.ok()) {
+        log::Error(kLog, "%s", s.message());
+      } else {
+        checkpoint_due = false;
+      }
+      last_checkpoint = absl::Now();
     }
     if (stop) break;
     if (failed_before && Reopen()) failed_before = false;
@@ -580,7 +694,8 @@ void RocksStore::CommitterMain() {
         status = Down();
       } else {
         absl::ReaderMutexLock lock(&db_mu_);
-        status = FromRocks(db_->Write(wo, &batch), "write");
+        status = Commit(batch, group, patches, ids);
+        checkpoint_due = true;
       }
       commits_.fetch_add(1, std::memory_order_relaxed);
       if (!status.ok()) {
@@ -591,6 +706,11 @@ void RocksStore::CommitterMain() {
         CheckFreeSpace();
       } else {
         failed_before = false;
+        for (const Undo& u : undo) {
+          if (u.erased && u.erased->segment != 0) {
+            spool_->Unref(u.erased->segment);
+          }
+        }
         absl::MutexLock lock(&floor_mu_);
         for (auto [shard, when] : scheduled) {
           auto [it, inserted] = scheduled_min_.try_emplace(shard, when);
@@ -604,6 +724,51 @@ void RocksStore::CommitterMain() {
       w.done(w.preset.ok() ? status : w.preset);
     }
   }
+}
+
+absl::Status RocksStore::Commit(const rocksdb::WriteBatch& batch,
+                                SpoolGroup& group,
+                                const std::vector<Patch>& patches,
+                                const std::vector<MessageId>& ids) {
+  std::string data = batch.Data();
+  auto at = spool_->Place(group, data.size());
+  if (!at.ok()) return at.status();
+  // Each body reference gets the record's segment and offset.
+  for (const Patch& p : patches) {
+    BodyRef ref;
+    DecodeBodyRef(absl::string_view(data).substr(p.at, kBodyRefBytes), &ref);
+    ref.segment = at->segment;
+    ref.offset = at->offset + p.rel;
+    std::string encoded = EncodeBodyRef(ref);
+    memcpy(data.data() + p.at, encoded.data(), kBodyRefBytes);
+  }
+  if (absl::Status s = spool_->Write(*at, group, data); !s.ok()) return s;
+  if (!ids.empty()) {
+    // Before the batch is visible: a recipient claimed and finished at once
+    // must find its message's segment.
+    absl::MutexLock lock(&mu_);
+    for (MessageId id : ids) {
+      auto it = live_.find(id);
+      if (it != live_.end()) it->second.segment = at->segment;
+    }
+  }
+  spool_->Ref(at->segment, static_cast<uint32_t>(ids.size()));
+  rocksdb::WriteBatch durable{std::move(data)};
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = options_.test_lose_unsynced_rocksdb_writes;
+  absl::Status s = FromRocks(db_->Write(wo, &durable), "write");
+  if (!s.ok()) {
+    // Callers hear of the failure, so replay must not bring the group
+    // back.
+    spool_->Unref(at->segment, static_cast<uint32_t>(ids.size()));
+    if (absl::Status v = spool_->Void(*at, group, durable.Data()); !v.ok()) {
+      log::Error(kLog,
+                 "cannot void spool record %d:%d after a failed write (%s); "
+                 "a crash before the next checkpoint would restore it",
+                 at->segment, at->offset, v.message());
+    }
+  }
+  return s;
 }
 
 void RocksStore::UndoBatch(std::vector<Undo>& undo) {
@@ -786,8 +951,23 @@ absl::StatusOr<StoredMessage> RocksStore::ReadLocked(MessageId id,
   if (!envelope.ok()) return envelope.status();
   m.envelope = *std::move(envelope);
   if (with_body) {
-    s = db_->Get(rocksdb::ReadOptions(), bodies_, key, &m.body);
-    if (!s.ok()) return FromRocks(s, "read body");
+    s = db_->Get(rocksdb::ReadOptions(), spooled_, key, &value);
+    if (s.ok()) {
+      BodyRef ref;
+      if (!DecodeBodyRef(value, &ref)) {
+        return absl::DataLossError(
+            absl::StrCat("the body reference of message ", FormatMessageId(id),
+                         " is garbled"));
+      }
+      auto body = spool_->ReadBody(ref);
+      if (!body.ok()) return body.status();
+      m.body = *std::move(body);
+    } else if (s.IsNotFound()) {  // Written before the spool.
+      s = db_->Get(rocksdb::ReadOptions(), bodies_, key, &m.body);
+      if (!s.ok()) return FromRocks(s, "read body");
+    } else {
+      return FromRocks(s, "read body");
+    }
   }
   for (uint32_t i = 0; i < m.envelope.recipient_count; ++i) {
     s = db_->Get(rocksdb::ReadOptions(), recipients_,

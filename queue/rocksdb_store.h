@@ -1,11 +1,17 @@
 // RocksStore: the Store on RocksDB.
 //
-// Column families: "bodies" (written once, optionally in blob files),
-// "envelopes", "recipients" (small, rewritten per attempt) and "schedule"
-// (per-shard time index: due work is a range scan). A committer thread owns
-// the write path: Enqueue/Update append to one pending WriteBatch under a
-// mutex; the committer swaps it out and writes it with sync=true (fsync
-// mode), so one fsync serves everything that arrived meanwhile.
+// Bodies are in the spool (queue/spool.h): written once, with O_DIRECT.
+// Column families: "spooled" (where each body is), "envelopes",
+// "recipients" (small, rewritten per attempt), "schedule" (per-shard time
+// index: due work is a range scan) and "bodies" (bodies of queues written
+// before the spool; read, never written). A committer thread owns the write
+// path: Enqueue/Update append to one pending group (bodies and a WriteBatch)
+// under a mutex; the committer swaps it out, writes it to the spool as one
+// record with one fdatasync (fsync mode), then applies the batch to RocksDB
+// without a sync of its own. So one fsync serves everything that arrived
+// meanwhile, and a group is visible to readers only once it is durable.
+// About once a second the committer syncs RocksDB's WAL and records a
+// checkpoint; Open() replays the spool from the last one.
 //
 // It also keeps, per non-final message, how many recipients are still
 // pending and which are final (about 40 bytes a message): that is what makes
@@ -27,6 +33,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
+#include "queue/spool.h"
 #include "queue/store.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
@@ -40,8 +47,15 @@ struct RocksStoreOptions {
   bool sync = true;
   // Enqueue is refused while the file system has less free space.
   uint64_t min_free_bytes = 0;
-  // Store bodies in RocksDB blob files (less compaction rewriting).
+  // Bodies written by versions before the spool: in blob files.
   bool body_blob_files = true;
+  // The spool's directory; default `path`/spool.
+  std::string spool_dir;
+  uint64_t spool_segment_bytes = 64 << 20;
+  // Tests: RocksDB writes skip its WAL and are not flushed at close, as if
+  // the machine lost power before RocksDB synced them; only the spool
+  // brings them back.
+  bool test_lose_unsynced_rocksdb_writes = false;
   size_t block_cache_bytes = 32 << 20;
   // Shards of this run. Recipients recorded under a shard that no longer
   // exists (or, with `shard_of`, that no longer owns their site) are moved.
@@ -88,6 +102,8 @@ class RocksStore final : public Store {
   uint64_t RocksMemoryBytes() const;
   // Writes memtables out to table and blob files and waits for it.
   absl::Status Flush();
+  // Spool segment files on disk.
+  size_t SpoolSegments() const { return spool_ ? spool_->SegmentCount() : 0; }
   // Re-reads free space now instead of at the next periodic check.
   void CheckFreeSpace();
 
@@ -95,7 +111,8 @@ class RocksStore final : public Store {
   struct Live {
     uint32_t total = 0;
     uint32_t pending = 0;
-    uint64_t final_bits = 0;                // Recipients 0..63.
+    uint32_t segment = 0;     // The body's spool segment; 0: in "bodies".
+    uint64_t final_bits = 0;  // Recipients 0..63.
     std::unique_ptr<uint64_t[]> more_bits;  // Recipients 64.., when any.
     bool IsFinal(uint32_t i) const;
     void SetFinal(uint32_t i);
@@ -107,6 +124,10 @@ class RocksStore final : public Store {
     uint32_t index;                // For a final update.
     bool enqueued;                 // Else: a recipient became final.
     std::unique_ptr<Live> erased;  // The entry, if the update removed it.
+  };
+  struct Patch {
+    size_t at;     // Of the encoded reference in the batch's data.
+    uint64_t rel;  // The body's offset within the record.
   };
   struct Waiter {
     absl::AnyInvocable<void(absl::Status)> done;
@@ -141,6 +162,14 @@ class RocksStore final : public Store {
                                                               absl::Time when)
       ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
   void CommitterMain();
+  // Writes one group: its spool record, then the batch to RocksDB.
+  absl::Status Commit(const rocksdb::WriteBatch& batch, SpoolGroup& group,
+                      const std::vector<Patch>& patches,
+                      const std::vector<MessageId>& ids)
+      ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
+  // Syncs RocksDB's WAL and records that the spool need not be replayed
+  // before the next record.
+  absl::Status Checkpoint() ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
   void UndoBatch(std::vector<Undo>& undo);
   void Refuse(absl::Status status, absl::AnyInvocable<void(absl::Status)> done);
   void NoteScheduled(uint16_t shard, absl::Time when)
@@ -157,11 +186,18 @@ class RocksStore final : public Store {
   rocksdb::ColumnFamilyHandle* recipients_ = nullptr;
   rocksdb::ColumnFamilyHandle* schedule_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  rocksdb::ColumnFamilyHandle* spooled_ = nullptr;
+  std::unique_ptr<Spool> spool_;
   std::shared_ptr<rocksdb::Cache> cache_;
 
   mutable absl::Mutex mu_;
   absl::CondVar work_;
   rocksdb::WriteBatch batch_ ABSL_GUARDED_BY(mu_);
+  // The pending group's bodies, where their references sit in `batch_`
+  // (to add the record's place at commit) and whose they are.
+  SpoolGroup group_ ABSL_GUARDED_BY(mu_);
+  std::vector<Patch> patches_ ABSL_GUARDED_BY(mu_);
+  std::vector<MessageId> group_ids_ ABSL_GUARDED_BY(mu_);
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   // Earliest schedule time per shard in `batch_`; published to
   // `scheduled_min_` once the batch is on disk.

@@ -125,6 +125,7 @@ struct RecoveryStats {
   uint64_t pending_recipients = 0;
   uint64_t final_recipients = 0;
   uint64_t rescheduled = 0;  // Schedule entries moved to another shard.
+  uint64_t replayed = 0;     // Spool records applied again to RocksDB.
   absl::Duration took;
 };
 

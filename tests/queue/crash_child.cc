@@ -2,7 +2,11 @@
 // prints "SEQ ID\n" on stdout after each acknowledgement (flushed at once).
 // Used by crash_test, which SIGKILLs it at random moments.
 //
-//   crash_child PATH FIRST_SEQ
+//   crash_child PATH FIRST_SEQ [lose-rocksdb]
+//
+// With lose-rocksdb, RocksDB's writes skip its WAL, so a kill loses all of
+// them that were not flushed, as a power failure would lose RocksDB's
+// unsynced writes: only the spool's replay brings them back.
 #include <unistd.h>
 
 #include <atomic>
@@ -33,11 +37,14 @@ std::string Body(uint64_t seq) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) return 2;
+  if (argc != 3 && argc != 4) return 2;
   RocksStoreOptions options;
   options.path = argv[1];
   options.shards = 2;
   options.sync = true;
+  options.spool_segment_bytes = 256 << 10;  // Rotations within a cycle.
+  options.test_lose_unsynced_rocksdb_writes =
+      argc == 4 && std::string(argv[3]) == "lose-rocksdb";
   auto store = RocksStore::Open(options);
   if (!store.ok()) {
     std::fprintf(stderr, "open: %s\n",

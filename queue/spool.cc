@@ -1,0 +1,582 @@
+#include "queue/spool.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "base/log.h"
+#include "queue/crc32c.h"
+
+namespace peregrine::queue {
+namespace {
+
+constexpr const char* kLog = "queue";
+constexpr uint64_t kMagic = 0x314C4F4F50534750;  // "PGSPOOL1"
+constexpr size_t kHeaderBytes = 64;
+constexpr size_t kAlign = 4096;
+constexpr uint32_t kVoid = 1;
+constexpr char kRefVersion = 1;
+
+struct Header {
+  uint64_t magic;
+  uint64_t segment;
+  uint64_t offset;
+  uint64_t seq;
+  uint32_t bodies;
+  uint32_t batch;
+  uint32_t flags;
+  uint32_t crc;
+  char reserved[16];
+};
+static_assert(sizeof(Header) == kHeaderBytes);
+
+size_t RoundUp(size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
+
+uint32_t Crc(const char* data, size_t n) {
+  return rocksdb::crc32c::Extend(0, data, n);
+}
+
+void PutU64(std::string& s, uint64_t v) {
+  for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>(v >> (8 * i)));
+}
+void PutU32(std::string& s, uint32_t v) {
+  for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>(v >> (8 * i)));
+}
+uint64_t GetU64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+uint32_t GetU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+absl::Status Errno(absl::string_view what, const std::string& path) {
+  int e = errno;
+  std::string message =
+      absl::StrCat("spool ", what, " ", path, ": ", strerror(e));
+  if (e == ENOSPC || e == EDQUOT) {
+    return absl::ResourceExhaustedError(message);
+  }
+  return absl::UnavailableError(message);
+}
+
+bool PreadAll(int fd, char* buf, size_t n, uint64_t offset) {
+  while (n > 0) {
+    ssize_t r = pread(fd, buf, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    buf += r;
+    n -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+  return true;
+}
+
+bool PwriteAll(int fd, const char* buf, size_t n, uint64_t offset) {
+  while (n > 0) {
+    ssize_t r = pwrite(fd, buf, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    buf += r;
+    n -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+  return true;
+}
+
+// Opens for writing with O_DIRECT where the file system takes it (tmpfs
+// does not).
+int OpenWrite(const std::string& path, int flags, bool* direct) {
+  if (*direct) {
+    int fd = open(path.c_str(), flags | O_WRONLY | O_CLOEXEC | O_DIRECT, 0600);
+    if (fd >= 0 || errno != EINVAL) return fd;
+    *direct = false;
+  }
+  return open(path.c_str(), flags | O_WRONLY | O_CLOEXEC, 0600);
+}
+
+}  // namespace
+
+// --- Encodings ---------------------------------------------------------------
+
+std::string EncodeBodyRef(const BodyRef& ref) {
+  std::string s;
+  s.reserve(kBodyRefBytes);
+  s.push_back(kRefVersion);
+  PutU64(s, ref.segment);
+  PutU64(s, ref.offset);
+  PutU32(s, ref.length);
+  PutU32(s, ref.crc);
+  return s;
+}
+
+bool DecodeBodyRef(absl::string_view v, BodyRef* ref) {
+  if (v.size() != kBodyRefBytes || v[0] != kRefVersion) return false;
+  ref->segment = GetU64(v.data() + 1);
+  ref->offset = GetU64(v.data() + 9);
+  ref->length = GetU32(v.data() + 17);
+  ref->crc = GetU32(v.data() + 21);
+  return true;
+}
+
+std::string EncodeSpoolPosition(const SpoolPosition& pos) {
+  std::string s;
+  PutU64(s, pos.segment);
+  PutU64(s, pos.offset);
+  PutU64(s, pos.seq);
+  return s;
+}
+
+bool DecodeSpoolPosition(absl::string_view v, SpoolPosition* pos) {
+  if (v.size() != 24) return false;
+  pos->segment = GetU64(v.data());
+  pos->offset = GetU64(v.data() + 8);
+  pos->seq = GetU64(v.data() + 16);
+  return true;
+}
+
+// --- SpoolGroup --------------------------------------------------------------
+
+SpoolGroup::SpoolGroup(SpoolGroup&& o) noexcept { *this = std::move(o); }
+
+SpoolGroup& SpoolGroup::operator=(SpoolGroup&& o) noexcept {
+  if (this != &o) {
+    free(data_);
+    data_ = std::exchange(o.data_, nullptr);
+    capacity_ = std::exchange(o.capacity_, 0);
+    bodies_ = std::exchange(o.bodies_, 0);
+  }
+  return *this;
+}
+
+SpoolGroup::~SpoolGroup() { free(data_); }
+
+void SpoolGroup::Reserve(size_t bytes) {
+  if (bytes <= capacity_) return;
+  size_t capacity = RoundUp(std::max(bytes, capacity_ * 2));
+  char* data = static_cast<char*>(aligned_alloc(kAlign, capacity));
+  if (data == nullptr) std::abort();  // As std::string would throw.
+  if (data_ != nullptr) memcpy(data, data_, kHeaderBytes + bodies_);
+  free(data_);
+  data_ = data;
+  capacity_ = capacity;
+}
+
+uint64_t SpoolGroup::AddBody(absl::string_view body) {
+  Reserve(kHeaderBytes + bodies_ + body.size());
+  uint64_t at = kHeaderBytes + bodies_;
+  memcpy(data_ + at, body.data(), body.size());
+  bodies_ += body.size();
+  return at;
+}
+
+// --- Spool -------------------------------------------------------------------
+
+Spool::Spool(Options options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
+  std::unique_ptr<Spool> spool(new Spool(std::move(options)));
+  if (absl::Status s = spool->Scan(); !s.ok()) return s;
+  if (!spool->options_.read_only) {
+    spool->preparer_ = std::thread([s = spool.get()] { s->PreparerMain(); });
+  }
+  return spool;
+}
+
+Spool::~Spool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (preparer_.joinable()) preparer_.join();
+  if (write_fd_ >= 0) close(write_fd_);
+  for (auto& [segment, fd] : read_fds_) close(fd);
+}
+
+std::string Spool::SegmentPath(uint64_t segment) const {
+  return absl::StrFormat("%s/%016x.seg", options_.dir, segment);
+}
+
+absl::Status Spool::Scan() {
+  if (!options_.read_only) {
+    std::error_code ec;
+    std::filesystem::create_directories(options_.dir, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create the spool directory ", options_.dir, ": ",
+                       ec.message()));
+    }
+  }
+  DIR* dir = opendir(options_.dir.c_str());
+  if (dir == nullptr) {
+    if (options_.read_only && errno == ENOENT) return absl::OkStatus();
+    return Errno("open directory", options_.dir);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  while (dirent* e = readdir(dir)) {
+    absl::string_view name = e->d_name;
+    std::string path = absl::StrCat(options_.dir, "/", name);
+    if (absl::ConsumeSuffix(&name, ".tmp")) {
+      if (!options_.read_only) unlink(path.c_str());  // A spare cut short.
+      continue;
+    }
+    if (!absl::ConsumeSuffix(&name, ".seg")) continue;
+    if (absl::ConsumePrefix(&name, "spare-")) {
+      int n;
+      if (absl::SimpleAtoi(name, &n)) {
+        spares_.push_back(path);
+        next_spare_ = std::max(next_spare_, n + 1);
+      }
+      continue;
+    }
+    uint64_t segment;
+    if (name.size() == 16 && absl::SimpleHexAtoi(name, &segment) &&
+        segment != 0) {
+      segments_[segment] = 0;
+    }
+  }
+  closedir(dir);
+  return absl::OkStatus();
+}
+
+absl::Status Spool::SyncDir() {
+  int fd = open(options_.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("open directory", options_.dir);
+  int r = fsync(fd);
+  close(fd);
+  if (r != 0) return Errno("sync directory", options_.dir);
+  return absl::OkStatus();
+}
+
+absl::Status Spool::OpenForWrite(uint64_t segment) {
+  std::string path = SegmentPath(segment);
+  std::string spare;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!spares_.empty()) {
+      spare = spares_.back();
+      spares_.pop_back();
+    }
+  }
+  wake_.notify_all();  // The preparer makes another.
+  int fd;
+  if (!spare.empty() && rename(spare.c_str(), path.c_str()) == 0) {
+    fd = OpenWrite(path, options_.sync ? O_DSYNC : 0, &direct_);
+  } else {
+    fd = OpenWrite(path, O_CREAT | O_EXCL | (options_.sync ? O_DSYNC : 0),
+                   &direct_);
+  }
+  if (fd < 0) return Errno("create", path);
+  if (absl::Status s = SyncDir(); !s.ok()) {
+    close(fd);
+    return s;
+  }
+  if (write_fd_ >= 0) close(write_fd_);
+  write_fd_ = fd;
+  write_segment_ = segment;
+  std::lock_guard<std::mutex> lock(mu_);
+  segments_.try_emplace(segment, 0);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SpoolPosition> Spool::Place(const SpoolGroup& group,
+                                           size_t batch_bytes) {
+  size_t total = RoundUp(kHeaderBytes + group.bodies_ + batch_bytes);
+  bool full = next_.offset > 0 && next_.offset + total > options_.segment_bytes;
+  if (full || next_.segment == 0) {
+    next_.segment = NewSegmentId();
+    next_.offset = 0;
+  }
+  if (write_fd_ < 0 || write_segment_ != next_.segment) {
+    if (absl::Status s = OpenForWrite(next_.segment); !s.ok()) return s;
+  }
+  bool half = next_.offset + total >= options_.segment_bytes / 2;
+  if (half != half_full_.load(std::memory_order_relaxed)) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      half_full_ = half;
+    }
+    wake_.notify_all();
+  }
+  return next_;
+}
+
+absl::Status Spool::Write(const SpoolPosition& at, SpoolGroup& group,
+                          absl::string_view batch) {
+  size_t used = kHeaderBytes + group.bodies_ + batch.size();
+  size_t total = RoundUp(used);
+  group.Reserve(total);
+  memcpy(group.data_ + kHeaderBytes + group.bodies_, batch.data(),
+         batch.size());
+  memset(group.data_ + used, 0, total - used);
+  Header h{};
+  h.magic = kMagic;
+  h.segment = at.segment;
+  h.offset = at.offset;
+  h.seq = at.seq;
+  h.bodies = static_cast<uint32_t>(group.bodies_);
+  h.batch = static_cast<uint32_t>(batch.size());
+  h.flags = 0;
+  h.crc = 0;
+  memcpy(group.data_, &h, sizeof(h));
+  h.crc = Crc(group.data_, used);
+  memcpy(group.data_, &h, sizeof(h));
+  std::string path = SegmentPath(at.segment);
+  if (!PwriteAll(write_fd_, group.data_, total, at.offset)) {
+    if (errno == 0) errno = EIO;
+    return Errno("write", path);
+  }
+  next_ = {at.segment, at.offset + total, at.seq + 1};
+  return absl::OkStatus();
+}
+
+absl::Status Spool::Void(const SpoolPosition& at, SpoolGroup& group,
+                         absl::string_view batch) {
+  size_t used = kHeaderBytes + group.bodies_ + batch.size();
+  Header h;
+  memcpy(&h, group.data_, sizeof(h));
+  h.flags |= kVoid;
+  h.crc = 0;
+  memcpy(group.data_, &h, sizeof(h));
+  h.crc = Crc(group.data_, used);
+  memcpy(group.data_, &h, sizeof(h));
+  // Only the first block changes.
+  std::string path = SegmentPath(at.segment);
+  if (!PwriteAll(write_fd_, group.data_, kAlign, at.offset)) {
+    if (errno == 0) errno = EIO;
+    return Errno("write", path);
+  }
+  if (options_.sync && fdatasync(write_fd_) != 0) return Errno("sync", path);
+  return absl::OkStatus();
+}
+
+SpoolPosition Spool::Next() const { return next_; }
+
+absl::Status Spool::Replay(
+    const SpoolPosition& from,
+    const std::function<absl::Status(absl::string_view batch)>& apply,
+    uint64_t* records) {
+  *records = 0;
+  SpoolPosition pos = from;
+  std::string record;
+  bool moved_on = false;  // Came to this segment from the previous one.
+  while (pos.segment != 0) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!segments_.contains(pos.segment)) break;
+    }
+    int fd = ReadFd(pos.segment);
+    if (fd < 0) return Errno("open", SegmentPath(pos.segment));
+    char raw[kHeaderBytes];
+    Header h;
+    bool valid = PreadAll(fd, raw, kHeaderBytes, pos.offset);
+    if (valid) {
+      memcpy(&h, raw, sizeof(h));
+      valid = h.magic == kMagic && h.segment == pos.segment &&
+              h.offset == pos.offset && h.seq == pos.seq &&
+              h.bodies < (1u << 31) && h.batch < (1u << 31);
+    }
+    if (valid) {
+      size_t used = kHeaderBytes + h.bodies + h.batch;
+      record.resize(used);
+      valid = PreadAll(fd, record.data(), used, pos.offset);
+      if (valid) {
+        uint32_t crc = h.crc;
+        Header zero = h;
+        zero.crc = 0;
+        memcpy(record.data(), &zero, sizeof(zero));
+        valid = Crc(record.data(), used) == crc;
+      }
+    }
+    if (!valid) {
+      // The end of this segment's records. The next record may have gone
+      // into the next segment; if it is not there either, this is the end.
+      if (moved_on) break;
+      pos = {pos.segment + 1, 0, pos.seq};
+      moved_on = true;
+      continue;
+    }
+    moved_on = false;
+    if ((h.flags & kVoid) == 0) {
+      absl::string_view batch(record.data() + kHeaderBytes + h.bodies, h.batch);
+      if (absl::Status s = apply(batch); !s.ok()) return s;
+      ++*records;
+    }
+    pos = {pos.segment, pos.offset + RoundUp(kHeaderBytes + h.bodies + h.batch),
+           pos.seq + 1};
+  }
+  // New records start a new segment: never write after a torn record.
+  if (write_fd_ >= 0) close(write_fd_);
+  write_fd_ = -1;
+  next_ = {NewSegmentId(), 0, pos.seq};
+  return absl::OkStatus();
+}
+
+uint64_t Spool::NewSegmentId() {
+  uint64_t segment = std::max(write_segment_, next_.segment) + 1;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!segments_.empty()) {
+    segment = std::max(segment, segments_.rbegin()->first + 1);
+  }
+  return segment;
+}
+
+int Spool::ReadFd(uint64_t segment) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = read_fds_.find(segment);
+  if (it != read_fds_.end()) return it->second;
+  int fd = open(SegmentPath(segment).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) read_fds_[segment] = fd;
+  return fd;
+}
+
+absl::StatusOr<std::string> Spool::ReadBody(const BodyRef& ref) {
+  std::string path = SegmentPath(ref.segment);
+  int fd = ReadFd(ref.segment);
+  if (fd < 0) return Errno("open", path);
+  std::string body(ref.length, '\0');
+  if (!PreadAll(fd, body.data(), body.size(), ref.offset)) {
+    if (errno == 0) {
+      return absl::DataLossError(absl::StrCat(
+          "spool ", path, " ends before the body at offset ", ref.offset));
+    }
+    return Errno("read", path);
+  }
+  if (Crc(body.data(), body.size()) != ref.crc) {
+    return absl::DataLossError(
+        absl::StrCat("spool ", path, ": the body at offset ", ref.offset,
+                     " fails its checksum (disk corruption?)"));
+  }
+  return body;
+}
+
+void Spool::Ref(uint64_t segment, uint32_t count) {
+  std::lock_guard<std::mutex> lock(mu_);
+  segments_[segment] += count;
+}
+
+void Spool::Unref(uint64_t segment, uint32_t count) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = segments_.find(segment);
+  if (it == segments_.end() || it->second == 0) return;
+  it->second -= std::min(it->second, count);
+  if (it->second == 0) FreeSegmentsLocked();
+}
+
+void Spool::SetRefs(absl::flat_hash_map<uint64_t, uint32_t> refs) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [segment, count] : segments_) count = 0;
+  for (auto [segment, count] : refs) {
+    auto it = segments_.find(segment);
+    if (it != segments_.end()) it->second = count;
+  }
+}
+
+void Spool::Checkpointed(const SpoolPosition& pos) {
+  std::lock_guard<std::mutex> lock(mu_);
+  checkpoint_segment_ = pos.segment;
+  FreeSegmentsLocked();
+}
+
+void Spool::FreeSegmentsLocked() {
+  if (options_.read_only) return;
+  for (auto it = segments_.begin();
+       it != segments_.end() && it->first < checkpoint_segment_;) {
+    if (it->second != 0 || it->first == write_segment_) {
+      ++it;
+      continue;
+    }
+    uint64_t segment = it->first;
+    std::string path = SegmentPath(segment);
+    if (auto fd = read_fds_.find(segment); fd != read_fds_.end()) {
+      close(fd->second);
+      read_fds_.erase(fd);
+    }
+    bool kept = false;
+    if (static_cast<int>(spares_.size()) < options_.spares) {
+      std::string spare =
+          absl::StrFormat("%s/spare-%d.seg", options_.dir, next_spare_++);
+      if (rename(path.c_str(), spare.c_str()) == 0) {
+        spares_.push_back(spare);
+        kept = true;
+      }
+    }
+    if (!kept && unlink(path.c_str()) != 0 && errno != ENOENT) {
+      log::Warn(kLog, "cannot delete spool segment %s: %s", path,
+                strerror(errno));
+    }
+    it = segments_.erase(it);
+  }
+}
+
+size_t Spool::SegmentCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return segments_.size();
+}
+
+void Spool::PreparerMain() {
+  constexpr size_t kChunk = 1 << 20;
+  char* zeros = static_cast<char*>(aligned_alloc(kAlign, kChunk));
+  if (zeros == nullptr) return;
+  memset(zeros, 0, kChunk);
+  while (true) {
+    std::string tmp, spare;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Once the segment being written is half full: an idle queue (or a
+      // test's) never writes spares.
+      wake_.wait(lock, [this] {
+        return stopping_ || (half_full_ && static_cast<int>(spares_.size()) <
+                                               options_.spares);
+      });
+      if (stopping_) break;
+      tmp = absl::StrFormat("%s/spare-%d.tmp", options_.dir, next_spare_);
+      spare = absl::StrFormat("%s/spare-%d.seg", options_.dir, next_spare_);
+      ++next_spare_;
+    }
+    // Written through, not fallocated: unwritten extents would still need a
+    // journal commit when first written.
+    bool direct = direct_;
+    int fd = OpenWrite(tmp, O_CREAT | O_TRUNC, &direct);
+    bool ok = fd >= 0;
+    for (uint64_t off = 0; ok && off < options_.segment_bytes; off += kChunk) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_) ok = false;
+      }
+      if (ok) ok = PwriteAll(fd, zeros, kChunk, off);
+    }
+    if (ok) ok = fdatasync(fd) == 0;
+    if (fd >= 0) close(fd);
+    if (ok) ok = rename(tmp.c_str(), spare.c_str()) == 0;
+    if (!ok) {
+      unlink(tmp.c_str());
+      std::unique_lock<std::mutex> lock(mu_);
+      if (stopping_) break;
+      // Disk full or failing: try again later, not in a loop.
+      wake_.wait_for(lock, std::chrono::seconds(10),
+                     [this] { return stopping_; });
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    spares_.push_back(spare);
+  }
+  free(zeros);
+}
+
+}  // namespace peregrine::queue

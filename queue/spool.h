@@ -1,0 +1,178 @@
+// The spool: message bodies and the queue's write log, in append-only
+// segment files.
+//
+// RocksDB keeps envelopes, recipients and the schedule; bodies live here,
+// written once. Each committed group is one record: its bodies, then the
+// RocksDB write batch of the same group, whose body references point into
+// the record itself. A group is durable when its record is: one write and
+// one fdatasync per group, with O_DIRECT where the file system allows it,
+// so the bytes are not copied into the page cache and written back later.
+// RocksDB is then written without a sync of its own; every so often the
+// store syncs RocksDB's WAL and records a checkpoint, and recovery replays
+// the records after the last checkpoint (puts and deletes: replaying one
+// RocksDB already has changes nothing).
+//
+// On disk, in `dir`: segments named by a hex number that only grows
+// ("000000000000002a.seg"), and spare segments ("spare-N.seg"): files
+// written through once with zeros, so that a group written into them
+// changes no file size and its fdatasync needs no journal commit. A segment
+// whose bodies are all gone and which lies wholly before the checkpoint is
+// renamed into a spare, or deleted when there are enough.
+//
+// Record layout, 4 KiB aligned: a 64-byte header (magic, segment, offset,
+// sequence number, flags, the lengths, CRC32C of all of it), the bodies,
+// the batch, zero padding. A record is valid only at the segment and offset
+// its header names, so a spare's old contents never read as new records.
+//
+// Thread safety: Place, Write, Void and the group methods belong to one
+// thread (the store's committer) or to recovery; ReadBody, Ref, Unref and
+// Checkpointed may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace peregrine::queue {
+
+struct SpoolPosition {
+  uint64_t segment = 0;  // 0: none.
+  uint64_t offset = 0;
+  uint64_t seq = 0;  // Sequence number of the record that starts here.
+};
+
+// Where one body is. Encoded into the "spooled" column family.
+struct BodyRef {
+  uint64_t segment = 0;
+  uint64_t offset = 0;  // Of the body, from the start of the segment file.
+  uint32_t length = 0;
+  uint32_t crc = 0;  // CRC32C of the body.
+};
+constexpr size_t kBodyRefBytes = 25;
+std::string EncodeBodyRef(const BodyRef& ref);
+bool DecodeBodyRef(absl::string_view value, BodyRef* ref);
+std::string EncodeSpoolPosition(const SpoolPosition& pos);
+bool DecodeSpoolPosition(absl::string_view value, SpoolPosition* pos);
+
+// A record being assembled: bodies go in as messages arrive, the batch at
+// commit. The buffer is 4 KiB aligned for O_DIRECT.
+class SpoolGroup {
+ public:
+  SpoolGroup() = default;
+  SpoolGroup(SpoolGroup&&) noexcept;
+  SpoolGroup& operator=(SpoolGroup&&) noexcept;
+  ~SpoolGroup();
+
+  // Copies `body` in; returns its offset from the start of the record.
+  uint64_t AddBody(absl::string_view body);
+  bool empty() const { return bodies_ == 0; }
+  size_t body_bytes() const { return bodies_; }
+  void Clear() { bodies_ = 0; }
+
+ private:
+  friend class Spool;
+  void Reserve(size_t bytes);
+
+  char* data_ = nullptr;
+  size_t capacity_ = 0;
+  size_t bodies_ = 0;  // Bytes of bodies after the header.
+};
+
+class Spool {
+ public:
+  struct Options {
+    std::string dir;
+    bool sync = true;  // fdatasync each record.
+    uint64_t segment_bytes = 64 << 20;
+    int spares = 2;  // Spare segments kept ready.
+    bool read_only = false;
+  };
+  static absl::StatusOr<std::unique_ptr<Spool>> Open(Options options);
+  ~Spool();
+
+  // --- The writer (one thread) ---------------------------------------------
+
+  // Where a record of `group` and a batch of `batch_bytes` goes, opening a
+  // new segment when the current one is full. Nothing is written yet.
+  absl::StatusOr<SpoolPosition> Place(const SpoolGroup& group,
+                                      size_t batch_bytes);
+  // Writes the record at `at` (from Place) and syncs it. On success the
+  // next Place follows it; on failure the next Place reuses `at`.
+  absl::Status Write(const SpoolPosition& at, SpoolGroup& group,
+                     absl::string_view batch);
+  // Marks the record just written at `at` so that replay skips its batch
+  // (its RocksDB write failed and its callers were told so).
+  absl::Status Void(const SpoolPosition& at, SpoolGroup& group,
+                    absl::string_view batch);
+  // Where the next record goes (a checkpoint).
+  SpoolPosition Next() const;
+
+  // Calls `apply` with the batch of each valid record from `from` on, in
+  // order, following into the next segment at a segment's end; stops at
+  // the first invalid record (a write cut short by a crash, never
+  // acknowledged). Afterwards new records go into a new segment, and Next()
+  // says where: call it once before writing, with `from` zero on a new
+  // spool.
+  absl::Status Replay(
+      const SpoolPosition& from,
+      const std::function<absl::Status(absl::string_view batch)>& apply,
+      uint64_t* records);
+
+  // --- Any thread ----------------------------------------------------------
+
+  absl::StatusOr<std::string> ReadBody(const BodyRef& ref);
+  // Live bodies per segment. A segment is freed when it has none and lies
+  // wholly before the last checkpoint.
+  void Ref(uint64_t segment, uint32_t count);
+  void Unref(uint64_t segment, uint32_t count = 1);
+  void SetRefs(absl::flat_hash_map<uint64_t, uint32_t> refs);
+  void Checkpointed(const SpoolPosition& pos);
+
+  // Segment files on disk (for tests and inspection).
+  size_t SegmentCount() const;
+  bool direct_io() const { return direct_; }
+
+ private:
+  explicit Spool(Options options);
+  absl::Status Scan();
+  std::string SegmentPath(uint64_t segment) const;
+  // Opens `segment` for writing: a spare renamed, else a new file.
+  absl::Status OpenForWrite(uint64_t segment);
+  // A number above every segment's.
+  uint64_t NewSegmentId();
+  void FreeSegmentsLocked();
+  void PreparerMain();
+  int ReadFd(uint64_t segment);
+  absl::Status SyncDir();
+
+  Options options_;
+  bool direct_ = true;
+
+  // Writer state (one thread).
+  int write_fd_ = -1;
+  uint64_t write_segment_ = 0;
+  SpoolPosition next_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::map<uint64_t, uint32_t> segments_;  // On disk: segment -> live refs.
+  uint64_t checkpoint_segment_ = 0;  // Segments below it are not replayed.
+  std::vector<std::string> spares_;
+  int next_spare_ = 0;
+  absl::flat_hash_map<uint64_t, int> read_fds_;
+  bool stopping_ = false;
+  std::atomic<bool> half_full_{false};  // Written under mu_.
+  std::thread preparer_;
+};
+
+}  // namespace peregrine::queue
