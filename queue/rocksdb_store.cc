@@ -494,7 +494,7 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
   std::string key = codec::MessageKey(id);
   // The reference holds the body's offset within the record; the committer
   // adds where the record goes.
-  ref.offset = group_.AddBody(message.body);
+  ref.offset = group_.AddBody(message.body, ref.crc);
   batch_.Put(spooled_, key, EncodeBodyRef(ref));
   patches_.push_back({batch_.GetDataSize() - kBodyRefBytes, ref.offset});
   group_ids_.push_back(id);

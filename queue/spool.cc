@@ -36,8 +36,9 @@ struct Header {
   uint32_t bodies;
   uint32_t batch;
   uint32_t flags;
-  uint32_t crc;
-  char reserved[16];
+  uint32_t crc;  // Of the header, the batch and the table.
+  uint32_t table;
+  char reserved[12];
 };
 static_assert(sizeof(Header) == kHeaderBytes);
 
@@ -109,7 +110,39 @@ int OpenWrite(const std::string& path, int flags, bool* direct) {
   return open(path.c_str(), flags | O_WRONLY | O_CLOEXEC, 0600);
 }
 
+// The header (its crc field zero), then the batch and the table, which
+// follow one another; the bodies are checked against the table.
+uint32_t HeaderCrc(Header h, const char* batch_and_table, size_t n) {
+  h.crc = 0;
+  uint32_t crc = Crc(reinterpret_cast<const char*>(&h), sizeof(h));
+  return rocksdb::crc32c::Extend(crc, batch_and_table, n);
+}
+
+// A record read back whole: its header and batch as written, and every
+// body as the table says (a write cut short can keep some blocks and lose
+// others).
+bool RecordValid(const Header& h, const std::string& record) {
+  const char* tail = record.data() + kHeaderBytes + h.bodies;
+  if (HeaderCrc(h, tail, h.batch + h.table) != h.crc) return false;
+  const char* table = tail + h.batch;
+  uint64_t at = kHeaderBytes;
+  for (uint32_t i = 0; i < h.table; i += 8) {
+    uint32_t length = GetU32(table + i), crc = GetU32(table + i + 4);
+    if (at + length > kHeaderBytes + h.bodies) return false;
+    if (Crc(record.data() + at, length) != crc) return false;
+    at += length;
+  }
+  return at == kHeaderBytes + h.bodies;
+}
+
 }  // namespace
+
+uint32_t SpoolGroup::RecordCrc(const void* header, size_t batch_bytes) const {
+  Header h;
+  memcpy(&h, header, sizeof(h));
+  return HeaderCrc(h, data_ + kHeaderBytes + bodies_,
+                   batch_bytes + table_.size());
+}
 
 // --- Encodings ---------------------------------------------------------------
 
@@ -159,6 +192,8 @@ SpoolGroup& SpoolGroup::operator=(SpoolGroup&& o) noexcept {
     data_ = std::exchange(o.data_, nullptr);
     capacity_ = std::exchange(o.capacity_, 0);
     bodies_ = std::exchange(o.bodies_, 0);
+    table_ = std::move(o.table_);
+    o.table_.clear();
   }
   return *this;
 }
@@ -176,11 +211,13 @@ void SpoolGroup::Reserve(size_t bytes) {
   capacity_ = capacity;
 }
 
-uint64_t SpoolGroup::AddBody(absl::string_view body) {
+uint64_t SpoolGroup::AddBody(absl::string_view body, uint32_t crc) {
   Reserve(kHeaderBytes + bodies_ + body.size());
   uint64_t at = kHeaderBytes + bodies_;
   memcpy(data_ + at, body.data(), body.size());
   bodies_ += body.size();
+  PutU32(table_, static_cast<uint32_t>(body.size()));
+  PutU32(table_, crc);
   return at;
 }
 
@@ -296,7 +333,8 @@ absl::Status Spool::OpenForWrite(uint64_t segment) {
 
 absl::StatusOr<SpoolPosition> Spool::Place(const SpoolGroup& group,
                                            size_t batch_bytes) {
-  size_t total = RoundUp(kHeaderBytes + group.bodies_ + batch_bytes);
+  size_t total =
+      RoundUp(kHeaderBytes + group.bodies_ + batch_bytes + group.table_.size());
   bool full = next_.offset > 0 && next_.offset + total > options_.segment_bytes;
   if (full || next_.segment == 0) {
     next_.segment = NewSegmentId();
@@ -318,11 +356,13 @@ absl::StatusOr<SpoolPosition> Spool::Place(const SpoolGroup& group,
 
 absl::Status Spool::Write(const SpoolPosition& at, SpoolGroup& group,
                           absl::string_view batch) {
-  size_t used = kHeaderBytes + group.bodies_ + batch.size();
+  size_t used =
+      kHeaderBytes + group.bodies_ + batch.size() + group.table_.size();
   size_t total = RoundUp(used);
   group.Reserve(total);
-  memcpy(group.data_ + kHeaderBytes + group.bodies_, batch.data(),
-         batch.size());
+  char* tail = group.data_ + kHeaderBytes + group.bodies_;
+  memcpy(tail, batch.data(), batch.size());
+  memcpy(tail + batch.size(), group.table_.data(), group.table_.size());
   memset(group.data_ + used, 0, total - used);
   Header h{};
   h.magic = kMagic;
@@ -331,10 +371,9 @@ absl::Status Spool::Write(const SpoolPosition& at, SpoolGroup& group,
   h.seq = at.seq;
   h.bodies = static_cast<uint32_t>(group.bodies_);
   h.batch = static_cast<uint32_t>(batch.size());
+  h.table = static_cast<uint32_t>(group.table_.size());
   h.flags = 0;
-  h.crc = 0;
-  memcpy(group.data_, &h, sizeof(h));
-  h.crc = Crc(group.data_, used);
+  h.crc = group.RecordCrc(&h, batch.size());
   memcpy(group.data_, &h, sizeof(h));
   std::string path = SegmentPath(at.segment);
   if (!PwriteAll(write_fd_, group.data_, total, at.offset)) {
@@ -347,13 +386,10 @@ absl::Status Spool::Write(const SpoolPosition& at, SpoolGroup& group,
 
 absl::Status Spool::Void(const SpoolPosition& at, SpoolGroup& group,
                          absl::string_view batch) {
-  size_t used = kHeaderBytes + group.bodies_ + batch.size();
   Header h;
   memcpy(&h, group.data_, sizeof(h));
   h.flags |= kVoid;
-  h.crc = 0;
-  memcpy(group.data_, &h, sizeof(h));
-  h.crc = Crc(group.data_, used);
+  h.crc = group.RecordCrc(&h, batch.size());
   memcpy(group.data_, &h, sizeof(h));
   // Only the first block changes.
   std::string path = SegmentPath(at.segment);
@@ -389,19 +425,14 @@ absl::Status Spool::Replay(
       memcpy(&h, raw, sizeof(h));
       valid = h.magic == kMagic && h.segment == pos.segment &&
               h.offset == pos.offset && h.seq == pos.seq &&
-              h.bodies < (1u << 31) && h.batch < (1u << 31);
+              h.bodies < (1u << 31) && h.batch < (1u << 31) &&
+              h.table < (1u << 31) && h.table % 8 == 0;
     }
     if (valid) {
-      size_t used = kHeaderBytes + h.bodies + h.batch;
+      size_t used = kHeaderBytes + h.bodies + h.batch + h.table;
       record.resize(used);
-      valid = PreadAll(fd, record.data(), used, pos.offset);
-      if (valid) {
-        uint32_t crc = h.crc;
-        Header zero = h;
-        zero.crc = 0;
-        memcpy(record.data(), &zero, sizeof(zero));
-        valid = Crc(record.data(), used) == crc;
-      }
+      valid = PreadAll(fd, record.data(), used, pos.offset) &&
+              RecordValid(h, record);
     }
     if (!valid) {
       // The end of this segment's records. The next record may have gone
@@ -417,7 +448,8 @@ absl::Status Spool::Replay(
       if (absl::Status s = apply(batch); !s.ok()) return s;
       ++*records;
     }
-    pos = {pos.segment, pos.offset + RoundUp(kHeaderBytes + h.bodies + h.batch),
+    pos = {pos.segment,
+           pos.offset + RoundUp(kHeaderBytes + h.bodies + h.batch + h.table),
            pos.seq + 1};
   }
   // New records start a new segment: never write after a torn record.

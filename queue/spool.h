@@ -20,9 +20,13 @@
 // renamed into a spare, or deleted when there are enough.
 //
 // Record layout, 4 KiB aligned: a 64-byte header (magic, segment, offset,
-// sequence number, flags, the lengths, CRC32C of all of it), the bodies,
-// the batch, zero padding. A record is valid only at the segment and offset
-// its header names, so a spare's old contents never read as new records.
+// sequence number, flags, the lengths, a CRC32C), the bodies, the batch, a
+// table of each body's length and CRC32C, zero padding. The header's CRC
+// covers the header, the batch and the table; the bodies are checked
+// against the table, whose CRCs the shards computed as the bodies arrived,
+// so the committer checksums only a few KiB per record. A record is valid
+// only at the segment and offset its header names, so a spare's old
+// contents never read as new records.
 //
 // Thread safety: Place, Write, Void and the group methods belong to one
 // thread (the store's committer) or to recovery; ReadBody, Ref, Unref and
@@ -74,18 +78,26 @@ class SpoolGroup {
   ~SpoolGroup();
 
   // Copies `body` in; returns its offset from the start of the record.
-  uint64_t AddBody(absl::string_view body);
+  // `crc` is its CRC32C (the caller has it for the body's reference).
+  uint64_t AddBody(absl::string_view body, uint32_t crc);
   bool empty() const { return bodies_ == 0; }
   size_t body_bytes() const { return bodies_; }
-  void Clear() { bodies_ = 0; }
+  void Clear() {
+    bodies_ = 0;
+    table_.clear();
+  }
 
  private:
   friend class Spool;
   void Reserve(size_t bytes);
+  // CRC of a record of this group: `header` with its crc field ignored,
+  // then the batch of `batch_bytes` and the table, once written in.
+  uint32_t RecordCrc(const void* header, size_t batch_bytes) const;
 
   char* data_ = nullptr;
   size_t capacity_ = 0;
   size_t bodies_ = 0;  // Bytes of bodies after the header.
+  std::string table_;  // Per body: length and CRC32C, 4 bytes each.
 };
 
 class Spool {
