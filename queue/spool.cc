@@ -228,19 +228,10 @@ Spool::Spool(Options options) : options_(std::move(options)) {}
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   std::unique_ptr<Spool> spool(new Spool(std::move(options)));
   if (absl::Status s = spool->Scan(); !s.ok()) return s;
-  if (!spool->options_.read_only) {
-    spool->preparer_ = std::thread([s = spool.get()] { s->PreparerMain(); });
-  }
   return spool;
 }
 
 Spool::~Spool() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  if (preparer_.joinable()) preparer_.join();
   if (write_fd_ >= 0) close(write_fd_);
   for (auto& [segment, fd] : read_fds_) close(fd);
 }
@@ -310,7 +301,6 @@ absl::Status Spool::OpenForWrite(uint64_t segment) {
       spares_.pop_back();
     }
   }
-  wake_.notify_all();  // The preparer makes another.
   int fd;
   if (!spare.empty() && rename(spare.c_str(), path.c_str()) == 0) {
     fd = OpenWrite(path, options_.sync ? O_DSYNC : 0, &direct_);
@@ -342,14 +332,6 @@ absl::StatusOr<SpoolPosition> Spool::Place(const SpoolGroup& group,
   }
   if (write_fd_ < 0 || write_segment_ != next_.segment) {
     if (absl::Status s = OpenForWrite(next_.segment); !s.ok()) return s;
-  }
-  bool half = next_.offset + total >= options_.segment_bytes / 2;
-  if (half != half_full_.load(std::memory_order_relaxed)) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      half_full_ = half;
-    }
-    wake_.notify_all();
   }
   return next_;
 }
@@ -559,56 +541,6 @@ void Spool::FreeSegmentsLocked() {
 size_t Spool::SegmentCount() const {
   std::lock_guard<std::mutex> lock(mu_);
   return segments_.size();
-}
-
-void Spool::PreparerMain() {
-  constexpr size_t kChunk = 1 << 20;
-  char* zeros = static_cast<char*>(aligned_alloc(kAlign, kChunk));
-  if (zeros == nullptr) return;
-  memset(zeros, 0, kChunk);
-  while (true) {
-    std::string tmp, spare;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      // Once the segment being written is half full: an idle queue (or a
-      // test's) never writes spares.
-      wake_.wait(lock, [this] {
-        return stopping_ || (half_full_ && static_cast<int>(spares_.size()) <
-                                               options_.spares);
-      });
-      if (stopping_) break;
-      tmp = absl::StrFormat("%s/spare-%d.tmp", options_.dir, next_spare_);
-      spare = absl::StrFormat("%s/spare-%d.seg", options_.dir, next_spare_);
-      ++next_spare_;
-    }
-    // Written through, not fallocated: unwritten extents would still need a
-    // journal commit when first written.
-    bool direct = direct_;
-    int fd = OpenWrite(tmp, O_CREAT | O_TRUNC, &direct);
-    bool ok = fd >= 0;
-    for (uint64_t off = 0; ok && off < options_.segment_bytes; off += kChunk) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_) ok = false;
-      }
-      if (ok) ok = PwriteAll(fd, zeros, kChunk, off);
-    }
-    if (ok) ok = fdatasync(fd) == 0;
-    if (fd >= 0) close(fd);
-    if (ok) ok = rename(tmp.c_str(), spare.c_str()) == 0;
-    if (!ok) {
-      unlink(tmp.c_str());
-      std::unique_lock<std::mutex> lock(mu_);
-      if (stopping_) break;
-      // Disk full or failing: try again later, not in a loop.
-      wake_.wait_for(lock, std::chrono::seconds(10),
-                     [this] { return stopping_; });
-      continue;
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    spares_.push_back(spare);
-  }
-  free(zeros);
 }
 
 }  // namespace peregrine::queue

@@ -13,11 +13,13 @@
 // RocksDB already has changes nothing).
 //
 // On disk, in `dir`: segments named by a hex number that only grows
-// ("000000000000002a.seg"), and spare segments ("spare-N.seg"): files
-// written through once with zeros, so that a group written into them
-// changes no file size and its fdatasync needs no journal commit. A segment
+// ("000000000000002a.seg"), and spare segments ("spare-N.seg"). A segment
 // whose bodies are all gone and which lies wholly before the checkpoint is
-// renamed into a spare, or deleted when there are enough.
+// renamed into a spare (up to `spares`), or deleted. A new segment is a
+// spare renamed when there is one: writing over allocated blocks changes no
+// file size, so its flush needs no journal commit. Spares are never written
+// with zeros ahead of use: measured, doubling the bytes written cost more
+// than the journal commits of a growing file.
 //
 // Record layout, 4 KiB aligned: a 64-byte header (magic, segment, offset,
 // sequence number, flags, the lengths, a CRC32C), the bodies, the batch, a
@@ -106,7 +108,7 @@ class Spool {
     std::string dir;
     bool sync = true;  // fdatasync each record.
     uint64_t segment_bytes = 64 << 20;
-    int spares = 2;  // Spare segments kept ready.
+    int spares = 2;  // Freed segments kept for reuse.
     bool read_only = false;
   };
   static absl::StatusOr<std::unique_ptr<Spool>> Open(Options options);
@@ -163,7 +165,6 @@ class Spool {
   // A number above every segment's.
   uint64_t NewSegmentId();
   void FreeSegmentsLocked();
-  void PreparerMain();
   int ReadFd(uint64_t segment);
   absl::Status SyncDir();
 
@@ -176,15 +177,11 @@ class Spool {
   SpoolPosition next_;
 
   mutable std::mutex mu_;
-  std::condition_variable wake_;
   std::map<uint64_t, uint32_t> segments_;  // On disk: segment -> live refs.
   uint64_t checkpoint_segment_ = 0;  // Segments below it are not replayed.
   std::vector<std::string> spares_;
   int next_spare_ = 0;
   absl::flat_hash_map<uint64_t, int> read_fds_;
-  bool stopping_ = false;
-  std::atomic<bool> half_full_{false};  // Written under mu_.
-  std::thread preparer_;
 };
 
 }  // namespace peregrine::queue

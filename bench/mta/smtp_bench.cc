@@ -7,9 +7,8 @@
 //   durable: the RocksDB queue with fsync, 250 only after the group commit;
 //   ceiling: the same SMTP stack and load with a queue that acknowledges at
 //            once and keeps nothing (a sink that discards).
-// The durable case first runs a third of the load unmeasured (see the
-// warm-up below). The load generator runs in a child process, so the
-// server's CPU time is the parent's. Counters: msgs_per_s, ceiling_msgs_per_s,
+// The load generator runs in a child process, so the server's CPU time is
+// the parent's. Counters: msgs_per_s, ceiling_msgs_per_s,
 // ratio_vs_ceiling, p50_ms and p99_ms (final dot to 250), cpu_s_per_1000
 // (server CPU seconds per 1000 messages).
 #include <signal.h>
@@ -305,11 +304,6 @@ void BM_Injection(benchmark::State& state) {
       state.SkipWithError(std::string(store.status().message()).c_str());
       return;
     }
-    // Warm up as a daemon that has been running: past its first spool
-    // segment (a new queue writes it as a growing file, each flush with a
-    // journal commit), with spare segments ready (a second to prepare).
-    Serve(**store, total / 3);
-    absl::SleepFor(absl::Seconds(1));
     Measured durable = Serve(**store, total);
     store->reset();
     std::filesystem::remove_all(dir);
