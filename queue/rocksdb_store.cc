@@ -281,6 +281,7 @@ absl::Status RocksStore::RebuildLive() {
                        FormatMessageId(id), " is garbled"));
     }
     found->second.segment = static_cast<uint32_t>(ref.segment);
+    found->second.body_bytes = ref.length;
   }
   if (!it->status().ok()) return FromRocks(it->status(), "recovery");
   absl::MutexLock lock(&mu_);
@@ -391,9 +392,12 @@ absl::Status RocksStore::Recover(RecoveryStats* stats) {
     return s;
   }
 
-  absl::flat_hash_map<uint64_t, uint32_t> refs;
+  absl::flat_hash_map<uint64_t, Spool::SegmentUse> refs;
   for (const auto& [id, l] : live_) {
-    if (l.segment != 0) ++refs[l.segment];
+    if (l.segment == 0) continue;
+    Spool::SegmentUse& use = refs[l.segment];
+    ++use.bodies;
+    use.bytes += l.body_bytes;
   }
   spool_->SetRefs(std::move(refs));
   spool_->Checkpointed(spool_->Next());
@@ -507,6 +511,7 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
   }
   Live& l = live_[id];
   l.total = l.pending = static_cast<uint32_t>(records.size());
+  l.body_bytes = ref.length;
   batch_undo_.push_back({id, 0, true, nullptr});
   waiters_.push_back({[done = std::move(done), id](absl::Status s) mutable {
                         if (s.ok()) {
@@ -647,13 +652,19 @@ void RocksStore::CommitterMain() {
   absl::Time last_checkpoint = absl::Now();
   bool checkpoint_due = false;  // Something was written since the last.
   SpoolGroup group;
+  absl::Time last_relocation = absl::Now();
   while (true) {
+    if (absl::Now() - last_relocation >= options_.spool_relocate_interval) {
+      last_relocation = absl::Now();
+      if (!failed_before) Relocate();
+    }
     rocksdb::WriteBatch batch;
     std::vector<Waiter> waiters;
     absl::flat_hash_map<uint16_t, absl::Time> scheduled;
     std::vector<Undo> undo;
     std::vector<Patch> patches;
     std::vector<MessageId> ids;
+    std::vector<Relocated> relocated;
     bool stop;
     {
       absl::MutexLock lock(&mu_);
@@ -669,6 +680,7 @@ void RocksStore::CommitterMain() {
       undo.swap(batch_undo_);
       patches.swap(patches_);
       ids.swap(group_ids_);
+      relocated.swap(relocated_);
       stop = stopping_ && waiters.empty();
     }
     if (absl::Now() - last_space_check_ >= kSpaceCheckInterval) {
@@ -694,7 +706,7 @@ void RocksStore::CommitterMain() {
         status = Down();
       } else {
         absl::ReaderMutexLock lock(&db_mu_);
-        status = Commit(batch, group, patches, ids);
+        status = Commit(batch, group, patches, ids, relocated);
         checkpoint_due = true;
       }
       commits_.fetch_add(1, std::memory_order_relaxed);
@@ -708,7 +720,7 @@ void RocksStore::CommitterMain() {
         failed_before = false;
         for (const Undo& u : undo) {
           if (u.erased && u.erased->segment != 0) {
-            spool_->Unref(u.erased->segment);
+            spool_->Unref(u.erased->segment, 1, u.erased->body_bytes);
           }
         }
         absl::MutexLock lock(&floor_mu_);
@@ -729,7 +741,8 @@ void RocksStore::CommitterMain() {
 absl::Status RocksStore::Commit(const rocksdb::WriteBatch& batch,
                                 SpoolGroup& group,
                                 const std::vector<Patch>& patches,
-                                const std::vector<MessageId>& ids) {
+                                const std::vector<MessageId>& ids,
+                                const std::vector<Relocated>& relocated) {
   std::string data = batch.Data();
   auto at = spool_->Place(group, data.size());
   if (!at.ok()) return at.status();
@@ -743,16 +756,19 @@ absl::Status RocksStore::Commit(const rocksdb::WriteBatch& batch,
     memcpy(data.data() + p.at, encoded.data(), kBodyRefBytes);
   }
   if (absl::Status s = spool_->Write(*at, group, data); !s.ok()) return s;
+  uint64_t bytes = 0;
   if (!ids.empty()) {
     // Before the batch is visible: a recipient claimed and finished at once
     // must find its message's segment.
     absl::MutexLock lock(&mu_);
     for (MessageId id : ids) {
       auto it = live_.find(id);
-      if (it != live_.end()) it->second.segment = at->segment;
+      if (it == live_.end()) continue;
+      it->second.segment = static_cast<uint32_t>(at->segment);
+      bytes += it->second.body_bytes;
     }
   }
-  spool_->Ref(at->segment, static_cast<uint32_t>(ids.size()));
+  spool_->Ref(at->segment, static_cast<uint32_t>(ids.size()), bytes);
   rocksdb::WriteBatch durable{std::move(data)};
   rocksdb::WriteOptions wo;
   wo.disableWAL = options_.test_lose_unsynced_rocksdb_writes;
@@ -760,15 +776,83 @@ absl::Status RocksStore::Commit(const rocksdb::WriteBatch& batch,
   if (!s.ok()) {
     // Callers hear of the failure, so replay must not bring the group
     // back.
-    spool_->Unref(at->segment, static_cast<uint32_t>(ids.size()));
+    spool_->Unref(at->segment, static_cast<uint32_t>(ids.size()), bytes);
     if (absl::Status v = spool_->Void(*at, group, durable.Data()); !v.ok()) {
       log::Error(kLog,
                  "cannot void spool record %d:%d after a failed write (%s); "
                  "a crash before the next checkpoint would restore it",
                  at->segment, at->offset, v.message());
     }
+    return s;
+  }
+  if (!relocated.empty()) {
+    // Moved bodies count in their new segment from now on; one finished
+    // meanwhile was counted off its old one.
+    absl::MutexLock lock(&mu_);
+    for (const Relocated& r : relocated) {
+      auto it = live_.find(r.id);
+      if (it == live_.end() || it->second.segment != r.from) continue;
+      it->second.segment = static_cast<uint32_t>(at->segment);
+      spool_->Ref(at->segment, 1, it->second.body_bytes);
+      spool_->Unref(r.from, 1, it->second.body_bytes);
+    }
   }
   return s;
+}
+
+void RocksStore::Relocate() {
+  constexpr size_t kMaxBytes = 8 << 20;  // A pass; the next one goes on.
+  absl::flat_hash_set<uint64_t> segments;
+  size_t bytes = 0;
+  for (uint64_t s = spool_->SparseSegment(0); s != 0 && bytes < kMaxBytes;
+       s = spool_->SparseSegment(s)) {
+    segments.insert(s);
+    bytes += spool_->LiveBytes(s);
+  }
+  if (segments.empty()) return;
+  std::vector<std::pair<MessageId, uint64_t>> ids;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, l] : live_) {
+      if (segments.contains(l.segment)) ids.push_back({id, l.segment});
+    }
+  }
+  size_t moved = 0;
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return;
+  for (auto [id, segment] : ids) {
+    std::string key = codec::MessageKey(id), value;
+    BodyRef ref;
+    rocksdb::Status st =
+        db_->Get(rocksdb::ReadOptions(), spooled_, key, &value);
+    if (!st.ok() || !DecodeBodyRef(value, &ref) || ref.segment != segment) {
+      continue;  // Finished meanwhile.
+    }
+    auto body = spool_->ReadBody(ref);
+    if (!body.ok()) {
+      log::Error(kLog, "cannot move the body of message %s: %s",
+                 FormatMessageId(id), body.status().message());
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    auto it = live_.find(id);
+    if (it == live_.end() || it->second.segment != segment) continue;
+    BodyRef moved_ref = ref;
+    moved_ref.offset = group_.AddBody(*body, ref.crc);
+    batch_.Put(spooled_, key, EncodeBodyRef(moved_ref));
+    patches_.push_back(
+        {batch_.GetDataSize() - kBodyRefBytes, moved_ref.offset});
+    relocated_.push_back({id, static_cast<uint32_t>(segment)});
+    ++moved;
+  }
+  if (moved == 0) return;
+  log::Info(kLog,
+            "spool: moving %d bodies out of %d old segments, which they alone "
+            "keep on disk",
+            moved, segments.size());
+  absl::MutexLock lock(&mu_);
+  waiters_.push_back({[](absl::Status) {}, absl::OkStatus()});
+  work_.Signal();
 }
 
 void RocksStore::UndoBatch(std::vector<Undo>& undo) {

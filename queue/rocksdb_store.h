@@ -52,6 +52,9 @@ struct RocksStoreOptions {
   // The spool's directory; default `path`/spool.
   std::string spool_dir;
   uint64_t spool_segment_bytes = 64 << 20;
+  // How often the committer looks for an old segment kept on disk by a few
+  // live bodies (deferred mail) and moves them to the current segment.
+  absl::Duration spool_relocate_interval = absl::Seconds(10);
   // Tests: RocksDB writes skip its WAL and are not flushed at close, as if
   // the machine lost power before RocksDB synced them; only the spool
   // brings them back.
@@ -112,6 +115,7 @@ class RocksStore final : public Store {
     uint32_t total = 0;
     uint32_t pending = 0;
     uint32_t segment = 0;     // The body's spool segment; 0: in "bodies".
+    uint32_t body_bytes = 0;  // Fits beside `segment`: no larger entry.
     uint64_t final_bits = 0;  // Recipients 0..63.
     std::unique_ptr<uint64_t[]> more_bits;  // Recipients 64.., when any.
     bool IsFinal(uint32_t i) const;
@@ -124,6 +128,11 @@ class RocksStore final : public Store {
     uint32_t index;                // For a final update.
     bool enqueued;                 // Else: a recipient became final.
     std::unique_ptr<Live> erased;  // The entry, if the update removed it.
+  };
+  // A body copied to the pending group from an old, sparse segment.
+  struct Relocated {
+    MessageId id;
+    uint32_t from;  // Its segment before.
   };
   struct Patch {
     size_t at;     // Of the encoded reference in the batch's data.
@@ -165,11 +174,15 @@ class RocksStore final : public Store {
   // Writes one group: its spool record, then the batch to RocksDB.
   absl::Status Commit(const rocksdb::WriteBatch& batch, SpoolGroup& group,
                       const std::vector<Patch>& patches,
-                      const std::vector<MessageId>& ids)
+                      const std::vector<MessageId>& ids,
+                      const std::vector<Relocated>& relocated)
       ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
   // Syncs RocksDB's WAL and records that the spool need not be replayed
   // before the next record.
   absl::Status Checkpoint() ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
+  // Moves the bodies out of a sparse segment (Spool::SparseSegment) into
+  // the pending group; the committer writes them with the next group.
+  void Relocate();
   void UndoBatch(std::vector<Undo>& undo);
   void Refuse(absl::Status status, absl::AnyInvocable<void(absl::Status)> done);
   void NoteScheduled(uint16_t shard, absl::Time when)
@@ -198,6 +211,7 @@ class RocksStore final : public Store {
   SpoolGroup group_ ABSL_GUARDED_BY(mu_);
   std::vector<Patch> patches_ ABSL_GUARDED_BY(mu_);
   std::vector<MessageId> group_ids_ ABSL_GUARDED_BY(mu_);
+  std::vector<Relocated> relocated_ ABSL_GUARDED_BY(mu_);
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   // Earliest schedule time per shard in `batch_`; published to
   // `scheduled_min_` once the batch is on disk.

@@ -275,7 +275,7 @@ absl::Status Spool::Scan() {
     uint64_t segment;
     if (name.size() == 16 && absl::SimpleHexAtoi(name, &segment) &&
         segment != 0) {
-      segments_[segment] = 0;
+      segments_[segment] = {};
     }
   }
   closedir(dir);
@@ -317,7 +317,7 @@ absl::Status Spool::OpenForWrite(uint64_t segment) {
   write_fd_ = fd;
   write_segment_ = segment;
   std::lock_guard<std::mutex> lock(mu_);
-  segments_.try_emplace(segment, 0);
+  segments_.try_emplace(segment);
   return absl::OkStatus();
 }
 
@@ -479,26 +479,47 @@ absl::StatusOr<std::string> Spool::ReadBody(const BodyRef& ref) {
   return body;
 }
 
-void Spool::Ref(uint64_t segment, uint32_t count) {
+void Spool::Ref(uint64_t segment, uint32_t count, uint64_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
-  segments_[segment] += count;
+  SegmentUse& use = segments_[segment];
+  use.bodies += count;
+  use.bytes += bytes;
 }
 
-void Spool::Unref(uint64_t segment, uint32_t count) {
+void Spool::Unref(uint64_t segment, uint32_t count, uint64_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = segments_.find(segment);
-  if (it == segments_.end() || it->second == 0) return;
-  it->second -= std::min(it->second, count);
-  if (it->second == 0) FreeSegmentsLocked();
+  if (it == segments_.end() || it->second.bodies == 0) return;
+  it->second.bodies -= std::min(it->second.bodies, count);
+  it->second.bytes -= std::min(it->second.bytes, bytes);
+  if (it->second.bodies == 0) FreeSegmentsLocked();
 }
 
-void Spool::SetRefs(absl::flat_hash_map<uint64_t, uint32_t> refs) {
+void Spool::SetRefs(absl::flat_hash_map<uint64_t, SegmentUse> refs) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [segment, count] : segments_) count = 0;
-  for (auto [segment, count] : refs) {
+  for (auto& [segment, use] : segments_) use = {};
+  for (const auto& [segment, use] : refs) {
     auto it = segments_.find(segment);
-    if (it != segments_.end()) it->second = count;
+    if (it != segments_.end()) it->second = use;
   }
+}
+
+uint64_t Spool::SparseSegment(uint64_t after) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = segments_.upper_bound(after); it != segments_.end(); ++it) {
+    const auto& [segment, use] = *it;
+    if (segment >= write_segment_) break;
+    if (use.bodies > 0 && use.bytes * 4 <= options_.segment_bytes) {
+      return segment;
+    }
+  }
+  return 0;
+}
+
+uint64_t Spool::LiveBytes(uint64_t segment) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = segments_.find(segment);
+  return it == segments_.end() ? 0 : it->second.bytes;
 }
 
 void Spool::Checkpointed(const SpoolPosition& pos) {
@@ -511,7 +532,7 @@ void Spool::FreeSegmentsLocked() {
   if (options_.read_only) return;
   for (auto it = segments_.begin();
        it != segments_.end() && it->first < checkpoint_segment_;) {
-    if (it->second != 0 || it->first == write_segment_) {
+    if (it->second.bodies != 0 || it->first == write_segment_) {
       ++it;
       continue;
     }

@@ -147,10 +147,19 @@ class Spool {
   absl::StatusOr<std::string> ReadBody(const BodyRef& ref);
   // Live bodies per segment. A segment is freed when it has none and lies
   // wholly before the last checkpoint.
-  void Ref(uint64_t segment, uint32_t count);
-  void Unref(uint64_t segment, uint32_t count = 1);
-  void SetRefs(absl::flat_hash_map<uint64_t, uint32_t> refs);
+  struct SegmentUse {
+    uint32_t bodies = 0;
+    uint64_t bytes = 0;
+  };
+  void Ref(uint64_t segment, uint32_t count, uint64_t bytes);
+  void Unref(uint64_t segment, uint32_t count, uint64_t bytes);
+  void SetRefs(absl::flat_hash_map<uint64_t, SegmentUse> refs);
   void Checkpointed(const SpoolPosition& pos);
+  // An older segment whose live bodies fill at most a quarter of a segment
+  // (deferred mail keeping the rest of it on disk): its bodies are worth
+  // moving to the current one. The first after `after`; 0: none.
+  uint64_t SparseSegment(uint64_t after) const;
+  uint64_t LiveBytes(uint64_t segment) const;
 
   // Segment files on disk (for tests and inspection).
   size_t SegmentCount() const;
@@ -177,7 +186,7 @@ class Spool {
   SpoolPosition next_;
 
   mutable std::mutex mu_;
-  std::map<uint64_t, uint32_t> segments_;  // On disk: segment -> live refs.
+  std::map<uint64_t, SegmentUse> segments_;  // On disk, with live bodies.
   uint64_t checkpoint_segment_ = 0;  // Segments below it are not replayed.
   std::vector<std::string> spares_;
   int next_spare_ = 0;

@@ -211,13 +211,15 @@ TEST(SpoolTest, LiveSegmentsStayAndFreeOnesGo) {
   auto spool = OpenOrDie(dir, 16 << 10);
   Replayed(*spool, {});
   for (int i = 0; i < 12; ++i) WriteRecord(*spool, i);  // Segments 1..3.
-  spool->Ref(1, 2);
+  spool->Ref(1, 2, 4000);
+  EXPECT_EQ(spool->SparseSegment(0), 1u);  // 4000 bytes of 16 KiB.
+  EXPECT_EQ(spool->SparseSegment(1), 0u);
   spool->Checkpointed(spool->Next());
   EXPECT_TRUE(std::filesystem::exists(SegmentPath(dir, 1)));
   EXPECT_FALSE(std::filesystem::exists(SegmentPath(dir, 2)));
-  spool->Unref(1);
+  spool->Unref(1, 1, 2000);
   EXPECT_TRUE(std::filesystem::exists(SegmentPath(dir, 1)));
-  spool->Unref(1);
+  spool->Unref(1, 1, 2000);
   EXPECT_FALSE(std::filesystem::exists(SegmentPath(dir, 1)));
 }
 

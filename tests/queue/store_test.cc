@@ -669,6 +669,64 @@ TEST(StoreTest, SpoolSegmentsGoWhenTheirBodiesAreDone) {
   EXPECT_LE(SegmentFiles(dir), 1u);
 }
 
+TEST(StoreTest, FewLiveBodiesMoveOutOfOldSegments) {
+  // Deferred mail must not keep whole segments on disk.
+  RocksStoreOptions o = Options(TempPath("relocate"), 1);
+  o.spool_segment_bytes = 64 << 10;
+  o.spool_relocate_interval = absl::Milliseconds(20);
+  std::string dir = o.path + "/spool";
+  auto store = OpenOrDie(o);
+  std::vector<MessageId> ids;
+  for (int i = 0; i < 64; ++i) {
+    auto id = EnqueueSync(*store, Message({{"bob@a.test", 0}}, Body(i, 4000)));
+    ASSERT_TRUE(id.ok());
+    ids.push_back(*id);
+  }
+  size_t before = SegmentFiles(dir);
+  EXPECT_GE(before, 6u);
+  // Every eighth stays (deferred); the rest are delivered.
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto m = store->Read(ids[i], false);
+    ASSERT_TRUE(m.ok());
+    ASSERT_TRUE(
+        UpdateSync(*store, Outcome(m->recipients[0],
+                                   i % 8 == 0 ? RecipientState::kDeferred
+                                              : RecipientState::kDelivered,
+                                   absl::Now() + absl::Hours(1)))
+            .ok());
+  }
+  EXPECT_EQ(store->LiveMessages(), 8u);
+  absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (SegmentFiles(dir) > 2 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_LE(SegmentFiles(dir), 2u) << "from " << before;
+  for (size_t i = 0; i < ids.size(); i += 8) {
+    auto m = store->Read(ids[i], true);
+    ASSERT_TRUE(m.ok()) << i << ": " << m.status();
+    EXPECT_EQ(m->body, Body(static_cast<int>(i), 4000));
+    EXPECT_EQ(m->recipients[0].state, RecipientState::kDeferred);
+  }
+  store.reset();
+  store = OpenOrDie(o);
+  for (size_t i = 0; i < ids.size(); i += 8) {
+    auto m = store->Read(ids[i], true);
+    ASSERT_TRUE(m.ok()) << i << ": " << m.status();
+    EXPECT_EQ(m->body, Body(static_cast<int>(i), 4000));
+  }
+  // Finishing them empties the spool.
+  for (size_t i = 0; i < ids.size(); i += 8) {
+    auto m = store->Read(ids[i], false);
+    ASSERT_TRUE(m.ok());
+    ASSERT_TRUE(UpdateSync(*store, Outcome(m->recipients[0],
+                                           RecipientState::kDelivered))
+                    .ok());
+  }
+  store.reset();
+  store = OpenOrDie(o);
+  EXPECT_EQ(SegmentFiles(dir), 0u);
+}
+
 TEST(StoreTest, CorruptBodyIsAnErrorNotWrongMail) {
   RocksStoreOptions o = Options(TempPath("corrupt"));
   auto store = OpenOrDie(o);
