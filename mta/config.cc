@@ -639,8 +639,9 @@ const std::vector<Setting>& Schema() {
          return GetSize(n, 0, uint64_t{1} << 50, &c.queue_min_free_bytes);
        }},
       {"queue", "body_blob_files", "true",
-       "Keep message bodies in RocksDB blob files: written once, not\n"
-       "rewritten by compaction.",
+       "Bodies are kept in the spool (<data_dir>/queue/spool), written\n"
+       "once. This applies only to bodies a version before the spool left\n"
+       "in RocksDB: keep them in blob files, not rewritten by compaction.",
        [](const toml::node& n, Config& c) {
          return GetBool(n, &c.queue_body_blob_files);
        }},
