@@ -505,12 +505,24 @@ const std::vector<Setting>& Schema() {
          return GetDuration(n, absl::ZeroDuration(), absl::Hours(1),
                             &c.drain_timeout);
        }},
-      {"server", "idle_spin", "\"50us\"",
+      {"server", "idle_spin", "\"auto\"",
        "How long an idle shard keeps polling before it sleeps: lower\n"
-       "latency between shards for a little CPU. \"0s\" never spins.",
-       [](const toml::node& n, Config& c) {
-         return GetDuration(n, absl::ZeroDuration(), absl::Milliseconds(10),
-                            &c.idle_spin);
+       "latency between shards for CPU. \"0s\" never spins. \"auto\": 50us\n"
+       "when there are more usable cores than shards, else 0 (a spinning\n"
+       "shard would take its core from the queue and the kernel).",
+       [](const toml::node& n, Config& c) -> absl::Status {
+         if (n.is_string() && n.value<std::string>() == "auto") {
+           c.idle_spin.reset();
+           return absl::OkStatus();
+         }
+         absl::Duration d;
+         if (absl::Status s = GetDuration(n, absl::ZeroDuration(),
+                                          absl::Milliseconds(10), &d);
+             !s.ok()) {
+           return Expected("\"auto\" or a duration up to \"10ms\"", n);
+         }
+         c.idle_spin = d;
+         return absl::OkStatus();
        }},
       {"listen", "relay", "[\"127.0.0.1:2525\"]",
        "SMTP for other MTAs and trusted applications (port 25 in "

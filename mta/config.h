@@ -11,6 +11,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,7 +43,7 @@ struct Config {
   shard::BackendKind io_backend = shard::BackendKind::kAuto;
   log::Level log_level = log::Level::kInfo;
   absl::Duration drain_timeout;
-  absl::Duration idle_spin;
+  std::optional<absl::Duration> idle_spin;  // Unset: "auto".
 
   // [listen]
   std::vector<ListenerConfig> listeners;

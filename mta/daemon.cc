@@ -245,9 +245,15 @@ absl::Status Daemon::Start() {
                                      started.message()));
   }
 
-  log::Info(kLog, "peregrine %s started: %d shards, I/O backend %s%s", kVersion,
-            group_->size(), group_->backend_name(),
-            config_.io_backend == shard::BackendKind::kAuto ? " (auto)" : "");
+  absl::Duration spin =
+      config_.idle_spin.value_or(shard::AutoIdleSpin(group_->size()));
+  log::Info(kLog,
+            "peregrine %s started: %d shards, I/O backend %s%s, idle spin "
+            "%s%s",
+            kVersion, group_->size(), group_->backend_name(),
+            config_.io_backend == shard::BackendKind::kAuto ? " (auto)" : "",
+            absl::FormatDuration(spin),
+            config_.idle_spin.has_value() ? "" : " (auto)");
   log::Info(
       kLog, "configuration: %s; data directory: %s", config_.source,
       std::filesystem::absolute(config_.data_dir).lexically_normal().string());

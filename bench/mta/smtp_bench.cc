@@ -187,6 +187,8 @@ LoadResult RunLoad(const shard::SocketAddress& server, int total) {
   body += ".\r\n";
   shard::ShardGroup::Options options;
   options.shards = 1;
+  // The generator must not spin on the cores the server is measured on.
+  options.idle_spin = absl::ZeroDuration();
   shard::ShardGroup group(options);
   (void)group.Start();
   Shared shared;
@@ -238,7 +240,7 @@ Measured Serve(queue::Store& store, int total) {
     _exit(0);
   }
   shard::ShardGroup::Options options;
-  options.shards = 2;
+  options.shards = 2;  // Idle spin as the daemon's "auto" chooses here.
   shard::ShardGroup group(options);
   ReceptionContext context;
   context.queue = &store;

@@ -30,6 +30,12 @@ std::vector<int> AllowedCpus() {
 }
 }  // namespace
 
+absl::Duration AutoIdleSpin(int shards) {
+  return static_cast<int>(AllowedCpus().size()) > shards
+             ? Reactor::kDefaultIdleSpin
+             : absl::ZeroDuration();
+}
+
 // Drains the queues into one shard, moves its backlogs on, and wakes the
 // shards it sent to during the last iteration.
 class ShardGroup::CrossShardPoller final : public Poller {
@@ -150,8 +156,9 @@ void ShardGroup::ThreadMain(int index, std::function<void(Reactor&)> init) {
   {
     absl::MutexLock lock(&start_mu_);
     if (ok) {
-      me.reactor = std::make_unique<Reactor>(index, std::move(*backend),
-                                             options_.idle_spin);
+      me.reactor = std::make_unique<Reactor>(
+          index, std::move(*backend),
+          options_.idle_spin.value_or(AutoIdleSpin(options_.shards)));
       me.poller = std::make_unique<CrossShardPoller>(this, index);
       me.reactor->AddPoller(me.poller.get());
       if (backend_name_.empty()) {

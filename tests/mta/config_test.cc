@@ -50,6 +50,19 @@ TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(c.queue_min_free_bytes, 512u << 20);
   EXPECT_TRUE(c.queue_body_blob_files);
   EXPECT_EQ(c.queue_block_cache_bytes, 32u << 20);
+  EXPECT_FALSE(c.idle_spin.has_value());  // "auto"
+}
+
+TEST(ConfigTest, IdleSpin) {
+  auto parsed = ParseConfig("[server]\nidle_spin = \"auto\"\n", "s.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_FALSE(parsed->idle_spin.has_value());
+  parsed = ParseConfig("[server]\nidle_spin = \"0s\"\n", "s.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->idle_spin, absl::ZeroDuration());
+  parsed = ParseConfig("[server]\nidle_spin = \"20us\"\n", "s.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->idle_spin, absl::Microseconds(20));
 }
 
 TEST(ConfigTest, DkimSettings) {
@@ -340,6 +353,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"SizeNotAString",
                 "[queue]\nblock_cache = 64\n",
                 {"queue.block_cache", "got integer"}},
+        BadCase{"IdleSpinNotADuration",
+                "[server]\nidle_spin = \"sometimes\"\n",
+                {"bad.toml:2:", "server.idle_spin",
+                 "\"auto\" or a duration up to \"10ms\""}},
+        BadCase{"IdleSpinTooLong",
+                "[server]\nidle_spin = \"1s\"\n",
+                {"server.idle_spin", "\"auto\" or a duration"}},
         BadCase{"BoolAsString",
                 "[queue]\nbody_blob_files = \"yes\"\n",
                 {"queue.body_blob_files", "true or false"}},

@@ -176,8 +176,8 @@ class ServeTest(unittest.TestCase):
         d = Daemon(["--config", cfg, "--data-dir", tempfile.mkdtemp(dir=TMP)])
         try:
             d.wait_for("listening on")
-            self.assertIn("I/O backend epoll", d.text())
-            self.assertNotIn("(auto)", d.text())
+            self.assertIn("I/O backend epoll,", d.text())
+            self.assertNotIn("I/O backend epoll (auto)", d.text())
         finally:
             self.assertEqual(d.stop()[0], 0)
             d.kill()

@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -181,6 +182,16 @@ INSTANTIATE_TEST_SUITE_P(Backends, BackendTest,
                                       ? "epoll"
                                       : "io_uring";
                          });
+
+TEST(ShardGroupTest, AutoIdleSpinOnlyWithCoresToSpare) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  int cpus = CPU_COUNT(&set);
+  EXPECT_EQ(AutoIdleSpin(cpus), absl::ZeroDuration());
+  EXPECT_EQ(AutoIdleSpin(cpus + 3), absl::ZeroDuration());
+  if (cpus > 1) EXPECT_EQ(AutoIdleSpin(cpus - 1), Reactor::kDefaultIdleSpin);
+}
 
 TEST(ShardGroupTest, CrossShardMessagesArriveInOrder) {
   ShardGroup::Options options;
