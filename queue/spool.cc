@@ -223,7 +223,10 @@ uint64_t SpoolGroup::AddBody(absl::string_view body, uint32_t crc) {
 
 // --- Spool -------------------------------------------------------------------
 
-Spool::Spool(Options options) : options_(std::move(options)) {}
+// Without sync (durability "none") the page cache is the point: writes
+// return at once and the kernel writes back later.
+Spool::Spool(Options options)
+    : options_(std::move(options)), direct_(options_.sync) {}
 
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   std::unique_ptr<Spool> spool(new Spool(std::move(options)));

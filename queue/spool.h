@@ -178,7 +178,7 @@ class Spool {
   absl::Status SyncDir();
 
   Options options_;
-  bool direct_ = true;
+  bool direct_;  // O_DIRECT: in sync mode, where the file system takes it.
 
   // Writer state (one thread).
   int write_fd_ = -1;

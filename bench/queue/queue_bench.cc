@@ -18,6 +18,7 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -260,7 +261,9 @@ void BM_Dequeue(benchmark::State& state) {
     while (in_flight.load() > 0) std::this_thread::yield();
     (void)store.Flush();
     malloc_trim(0);
-    uint64_t rss = ResidentBytes() - rss_before;
+    // Small runs can end below where they began (freed pages): zero then.
+    uint64_t after = ResidentBytes();
+    uint64_t rss = after > rss_before ? after - rss_before : 0;
     uint64_t rocks = store.RocksMemoryBytes();
 
     // Drain: what a scheduler does, without the network.
@@ -303,7 +306,8 @@ void BM_Dequeue(benchmark::State& state) {
         static_cast<double>(rss) / recipients;
     state.counters["rocksdb_memory_bytes"] = static_cast<double>(rocks);
     state.counters["bytes_per_recipient"] =
-        (static_cast<double>(rss) - static_cast<double>(rocks)) / recipients;
+        std::max(0.0, static_cast<double>(rss) - static_cast<double>(rocks)) /
+        recipients;
   }
 }
 BENCHMARK(BM_Dequeue)
