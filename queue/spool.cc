@@ -75,9 +75,13 @@ absl::Status Errno(absl::string_view what, const std::string& path) {
   return absl::UnavailableError(message);
 }
 
-bool PreadAll(int fd, char* buf, size_t n, uint64_t offset) {
+// pread or pwrite until all `n` bytes are done; false at an error or at the
+// end of the file (errno 0 then).
+template <typename Char, typename Op>
+bool AllAt(Op op, int fd, Char* buf, size_t n, uint64_t offset) {
+  errno = 0;
   while (n > 0) {
-    ssize_t r = pread(fd, buf, n, static_cast<off_t>(offset));
+    ssize_t r = op(fd, buf, n, static_cast<off_t>(offset));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
     buf += r;
@@ -87,16 +91,12 @@ bool PreadAll(int fd, char* buf, size_t n, uint64_t offset) {
   return true;
 }
 
+bool PreadAll(int fd, char* buf, size_t n, uint64_t offset) {
+  return AllAt(::pread, fd, buf, n, offset);
+}
+
 bool PwriteAll(int fd, const char* buf, size_t n, uint64_t offset) {
-  while (n > 0) {
-    ssize_t r = pwrite(fd, buf, n, static_cast<off_t>(offset));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    buf += r;
-    n -= static_cast<size_t>(r);
-    offset += static_cast<uint64_t>(r);
-  }
-  return true;
+  return AllAt(::pwrite, fd, buf, n, offset);
 }
 
 // Opens for writing with O_DIRECT where the file system takes it (tmpfs
