@@ -236,7 +236,6 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
 
 Spool::~Spool() {
   if (write_fd_ >= 0) close(write_fd_);
-  for (auto& [segment, fd] : read_fds_) close(fd);
 }
 
 std::string Spool::SegmentPath(uint64_t segment) const {
@@ -262,10 +261,6 @@ absl::Status Spool::Scan() {
   while (dirent* e = readdir(dir)) {
     absl::string_view name = e->d_name;
     std::string path = absl::StrCat(options_.dir, "/", name);
-    if (absl::ConsumeSuffix(&name, ".tmp")) {
-      if (!options_.read_only) unlink(path.c_str());  // A spare cut short.
-      continue;
-    }
     if (!absl::ConsumeSuffix(&name, ".seg")) continue;
     if (absl::ConsumePrefix(&name, "spare-")) {
       int n;
@@ -308,8 +303,9 @@ absl::Status Spool::OpenForWrite(uint64_t segment) {
   if (!spare.empty() && rename(spare.c_str(), path.c_str()) == 0) {
     fd = OpenWrite(path, options_.sync ? O_DSYNC : 0, &direct_);
   } else {
-    fd = OpenWrite(path, O_CREAT | O_EXCL | (options_.sync ? O_DSYNC : 0),
-                   &direct_);
+    // Not O_EXCL: a file of this number can only be left by an attempt
+    // whose directory sync failed, before any record was written to it.
+    fd = OpenWrite(path, O_CREAT | (options_.sync ? O_DSYNC : 0), &direct_);
   }
   if (fd < 0) return Errno("create", path);
   if (absl::Status s = SyncDir(); !s.ok()) {
@@ -318,8 +314,8 @@ absl::Status Spool::OpenForWrite(uint64_t segment) {
   }
   if (write_fd_ >= 0) close(write_fd_);
   write_fd_ = fd;
-  write_segment_ = segment;
   std::lock_guard<std::mutex> lock(mu_);
+  write_segment_ = segment;
   segments_.try_emplace(segment);
   return absl::OkStatus();
 }
@@ -401,8 +397,9 @@ absl::Status Spool::Replay(
       std::lock_guard<std::mutex> lock(mu_);
       if (!segments_.contains(pos.segment)) break;
     }
-    int fd = ReadFd(pos.segment);
-    if (fd < 0) return Errno("open", SegmentPath(pos.segment));
+    std::shared_ptr<const ReadFile> file = ReadFd(pos.segment);
+    if (!file) return Errno("open", SegmentPath(pos.segment));
+    int fd = file->fd;
     char raw[kHeaderBytes];
     Header h;
     bool valid = PreadAll(fd, raw, kHeaderBytes, pos.offset);
@@ -453,21 +450,26 @@ uint64_t Spool::NewSegmentId() {
   return segment;
 }
 
-int Spool::ReadFd(uint64_t segment) {
+Spool::ReadFile::~ReadFile() { close(fd); }
+
+std::shared_ptr<const Spool::ReadFile> Spool::ReadFd(uint64_t segment) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = read_fds_.find(segment);
   if (it != read_fds_.end()) return it->second;
   int fd = open(SegmentPath(segment).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) read_fds_[segment] = fd;
-  return fd;
+  if (fd < 0) return nullptr;
+  auto file = std::make_shared<const ReadFile>(fd);
+  read_fds_[segment] = file;
+  return file;
 }
 
 absl::StatusOr<std::string> Spool::ReadBody(const BodyRef& ref) {
   std::string path = SegmentPath(ref.segment);
-  int fd = ReadFd(ref.segment);
-  if (fd < 0) return Errno("open", path);
+  // Held while reading: a segment freed meanwhile closes on the last use.
+  std::shared_ptr<const ReadFile> file = ReadFd(ref.segment);
+  if (!file) return Errno("open", path);
   std::string body(ref.length, '\0');
-  if (!PreadAll(fd, body.data(), body.size(), ref.offset)) {
+  if (!PreadAll(file->fd, body.data(), body.size(), ref.offset)) {
     if (errno == 0) {
       return absl::DataLossError(absl::StrCat(
           "spool ", path, " ends before the body at offset ", ref.offset));
@@ -541,10 +543,7 @@ void Spool::FreeSegmentsLocked() {
     }
     uint64_t segment = it->first;
     std::string path = SegmentPath(segment);
-    if (auto fd = read_fds_.find(segment); fd != read_fds_.end()) {
-      close(fd->second);
-      read_fds_.erase(fd);
-    }
+    read_fds_.erase(segment);
     bool kept = false;
     if (static_cast<int>(spares_.size()) < options_.spares) {
       std::string spare =

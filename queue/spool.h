@@ -174,7 +174,15 @@ class Spool {
   // A number above every segment's.
   uint64_t NewSegmentId();
   void FreeSegmentsLocked();
-  int ReadFd(uint64_t segment);
+  struct ReadFile {
+    explicit ReadFile(int fd) : fd(fd) {}
+    ~ReadFile();
+    ReadFile(const ReadFile&) = delete;
+    ReadFile& operator=(const ReadFile&) = delete;
+    const int fd;
+  };
+  // Null if the segment cannot be opened (errno says why).
+  std::shared_ptr<const ReadFile> ReadFd(uint64_t segment);
   absl::Status SyncDir();
 
   Options options_;
@@ -182,7 +190,7 @@ class Spool {
 
   // Writer state (one thread).
   int write_fd_ = -1;
-  uint64_t write_segment_ = 0;
+  uint64_t write_segment_ = 0;  // Also read under mu_; written under it.
   SpoolPosition next_;
 
   mutable std::mutex mu_;
@@ -190,7 +198,7 @@ class Spool {
   uint64_t checkpoint_segment_ = 0;  // Segments below it are not replayed.
   std::vector<std::string> spares_;
   int next_spare_ = 0;
-  absl::flat_hash_map<uint64_t, int> read_fds_;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<const ReadFile>> read_fds_;
 };
 
 }  // namespace peregrine::queue
