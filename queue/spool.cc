@@ -33,12 +33,12 @@ struct Header {
   uint64_t segment;
   uint64_t offset;
   uint64_t seq;
-  uint32_t bodies;
+  uint64_t bodies;  // Several messages of up to 2 GiB each may share one.
   uint32_t batch;
   uint32_t flags;
   uint32_t crc;  // Of the header, the batch and the table.
   uint32_t table;
-  char reserved[12];
+  char reserved[8];
 };
 static_assert(sizeof(Header) == kHeaderBytes);
 
@@ -350,7 +350,7 @@ absl::Status Spool::Write(const SpoolPosition& at, SpoolGroup& group,
   h.segment = at.segment;
   h.offset = at.offset;
   h.seq = at.seq;
-  h.bodies = static_cast<uint32_t>(group.bodies_);
+  h.bodies = group.bodies_;
   h.batch = static_cast<uint32_t>(batch.size());
   h.table = static_cast<uint32_t>(group.table_.size());
   h.flags = 0;
@@ -407,8 +407,19 @@ absl::Status Spool::Replay(
       memcpy(&h, raw, sizeof(h));
       valid = h.magic == kMagic && h.segment == pos.segment &&
               h.offset == pos.offset && h.seq == pos.seq &&
-              h.bodies < (1u << 31) && h.batch < (1u << 31) &&
-              h.table < (1u << 31) && h.table % 8 == 0;
+              h.batch < (1u << 31) && h.table < (1u << 31) && h.table % 8 == 0;
+    }
+    if (valid) {
+      // Lengths from a header not yet checked: the record must fit in the
+      // file before any memory is taken for it.
+      struct stat st;
+      uint64_t size = 0;
+      if (fstat(fd, &st) == 0) size = static_cast<uint64_t>(st.st_size);
+      uint64_t room = size > pos.offset + kHeaderBytes
+                          ? size - pos.offset - kHeaderBytes
+                          : 0;
+      valid =
+          h.bodies <= room && uint64_t{h.batch} + h.table <= room - h.bodies;
     }
     if (valid) {
       size_t used = kHeaderBytes + h.bodies + h.batch + h.table;

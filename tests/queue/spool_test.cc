@@ -138,6 +138,27 @@ TEST(SpoolTest, ReplayStopsAtARecordWhoseBodyIsTorn) {
   EXPECT_EQ(Replayed(*spool, start), (std::vector<std::string>{"batch-0"}));
 }
 
+TEST(SpoolTest, HeaderWithImpossibleLengthsEndsTheReplay) {
+  // A torn header can keep its magic and place and carry garbage lengths:
+  // replay must stop there without trying to read (or allocate) them.
+  std::string dir = TempDir("lengths");
+  SpoolPosition start, second;
+  {
+    auto spool = OpenOrDie(dir);
+    Replayed(*spool, {});
+    start = spool->Next();
+    WriteRecord(*spool, 0, {"body zero"});
+    second = WriteRecord(*spool, 1, {"body one"});
+  }
+  int fd = open(SegmentPath(dir, second.segment).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  uint64_t huge = uint64_t{1} << 62;  // The bodies field, at byte 32.
+  ASSERT_EQ(pwrite(fd, &huge, sizeof(huge), second.offset + 32), 8);
+  close(fd);
+  auto spool = OpenOrDie(dir);
+  EXPECT_EQ(Replayed(*spool, start), (std::vector<std::string>{"batch-0"}));
+}
+
 TEST(SpoolTest, VoidedRecordIsSkippedAndTheRestReplayed) {
   std::string dir = TempDir("void");
   SpoolPosition start;
