@@ -200,6 +200,16 @@ SpoolGroup& SpoolGroup::operator=(SpoolGroup&& o) noexcept {
 
 SpoolGroup::~SpoolGroup() { free(data_); }
 
+void SpoolGroup::Clear() {
+  bodies_ = 0;
+  table_.clear();
+  if (capacity_ > (16 << 20)) {
+    free(data_);
+    data_ = nullptr;
+    capacity_ = 0;
+  }
+}
+
 void SpoolGroup::Reserve(size_t bytes) {
   if (bytes <= capacity_) return;
   size_t capacity = RoundUp(std::max(bytes, capacity_ * 2));

@@ -84,10 +84,9 @@ class SpoolGroup {
   uint64_t AddBody(absl::string_view body, uint32_t crc);
   bool empty() const { return bodies_ == 0; }
   size_t body_bytes() const { return bodies_; }
-  void Clear() {
-    bodies_ = 0;
-    table_.clear();
-  }
+  // Empties the group; a buffer grown past 16 MiB by large messages is
+  // given back rather than kept for good.
+  void Clear();
 
  private:
   friend class Spool;

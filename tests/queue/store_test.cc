@@ -727,6 +727,29 @@ TEST(StoreTest, FewLiveBodiesMoveOutOfOldSegments) {
   EXPECT_EQ(SegmentFiles(dir), 0u);
 }
 
+TEST(StoreTest, LargeBodiesRoundTrip) {
+  RocksStoreOptions o = Options(TempPath("large"));
+  o.spool_segment_bytes = 1 << 20;  // Bodies larger than a segment.
+  auto store = OpenOrDie(o);
+  std::vector<std::pair<MessageId, std::string>> sent;
+  for (size_t size : {size_t{20} << 20, size_t{3} << 20, size_t{100}}) {
+    std::string body = Body(static_cast<int>(size), size);
+    auto id = EnqueueSync(*store, Message({{"bob@a.test", 0}}, body));
+    ASSERT_TRUE(id.ok()) << id.status();
+    sent.push_back({*id, std::move(body)});
+  }
+  for (int restart = 0; restart < 2; ++restart) {
+    for (const auto& [id, body] : sent) {
+      auto m = store->Read(id, true);
+      ASSERT_TRUE(m.ok()) << m.status();
+      EXPECT_EQ(m->body.size(), body.size());
+      EXPECT_TRUE(m->body == body);
+    }
+    store.reset();
+    store = OpenOrDie(o);
+  }
+}
+
 TEST(StoreTest, CorruptBodyIsAnErrorNotWrongMail) {
   RocksStoreOptions o = Options(TempPath("corrupt"));
   auto store = OpenOrDie(o);
