@@ -17,6 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "dkim/key.h"
@@ -263,6 +264,10 @@ int QueueCommand(const std::string& what, const QueueArgs& a, std::ostream& out,
       out << "  " << queue::StateName(static_cast<queue::RecipientState>(i))
           << " " << c->by_state[i] << "\n";
     }
+    queue::Spool::DiskUse spool = (*store)->SpoolUsage();
+    out << "spool: " << spool.segments << " segment files and " << spool.spares
+        << " spares, " << absl::StrFormat("%.1f", spool.bytes / 1048576.0)
+        << " MiB on disk\n";
     out << "pending by domain:\n";
     for (const auto& [domain, n] : c->by_domain) {
       out << "  " << domain << " " << n << "\n";

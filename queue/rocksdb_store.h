@@ -107,6 +107,9 @@ class RocksStore final : public Store {
   absl::Status Flush();
   // Spool segment files on disk.
   size_t SpoolSegments() const { return spool_ ? spool_->SegmentCount() : 0; }
+  Spool::DiskUse SpoolUsage() const {
+    return spool_ ? spool_->Usage() : Spool::DiskUse{};
+  }
   // Re-reads free space now instead of at the next periodic check.
   void CheckFreeSpace();
 

@@ -582,6 +582,25 @@ void Spool::FreeSegmentsLocked() {
   }
 }
 
+Spool::DiskUse Spool::Usage() const {
+  DiskUse use;
+  std::vector<std::string> paths;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    use.segments = segments_.size();
+    use.spares = spares_.size();
+    for (const auto& [segment, s] : segments_) {
+      paths.push_back(SegmentPath(segment));
+    }
+    paths.insert(paths.end(), spares_.begin(), spares_.end());
+  }
+  for (const std::string& path : paths) {
+    struct stat st;
+    if (stat(path.c_str(), &st) == 0) use.bytes += st.st_size;
+  }
+  return use;
+}
+
 size_t Spool::SegmentCount() const {
   std::lock_guard<std::mutex> lock(mu_);
   return segments_.size();

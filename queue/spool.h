@@ -162,6 +162,12 @@ class Spool {
 
   // Segment files on disk (for tests and inspection).
   size_t SegmentCount() const;
+  struct DiskUse {
+    size_t segments = 0;
+    size_t spares = 0;
+    uint64_t bytes = 0;  // Of both.
+  };
+  DiskUse Usage() const;
   bool direct_io() const { return direct_; }
 
  private:

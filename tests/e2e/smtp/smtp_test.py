@@ -334,6 +334,9 @@ class SmtpTest(unittest.TestCase):
                                    capture_output=True, text=True, timeout=30)
             self.assertEqual(stats.returncode, 0, stats.stderr)
             self.assertIn("live.test", stats.stdout)
+            self.assertRegex(stats.stdout,
+                             r"spool: 1 segment files and 0 spares, "
+                             r"[0-9.]+ MiB on disk")
             self.assertEqual(d.stop(), 0)  # The view changed nothing.
             self.assertEqual(d.queue("list").count("@live.test"), 3)
         finally:
