@@ -101,6 +101,7 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
   so.sync = store->options_.sync;
   so.segment_bytes = store->options_.spool_segment_bytes;
   so.read_only = store->options_.read_only;
+  so.fail_write = store->options_.test_fail_spool_write;
   auto spool = Spool::Open(std::move(so));
   if (!spool.ok()) return spool.status();
   store->spool_ = *std::move(spool);
@@ -702,17 +703,21 @@ void RocksStore::CommitterMain() {
 
     absl::Status status;
     if (batch.Count() > 0) {
+      bool rocks_failed = false;
       if (failed_before) {
         status = Down();
       } else {
         absl::ReaderMutexLock lock(&db_mu_);
-        status = Commit(batch, group, patches, ids, relocated);
+        status = Commit(batch, group, patches, ids, relocated, &rocks_failed);
         checkpoint_due = true;
       }
       commits_.fetch_add(1, std::memory_order_relaxed);
       if (!status.ok()) {
         log::Error(kLog, "%s", status.message());
-        failed_before = true;
+        // RocksDB treats most I/O errors as fatal: reopen it. A failed
+        // spool write leaves RocksDB as it was; the next group is written
+        // in the failed one's place.
+        if (rocks_failed) failed_before = true;
         // The in-memory table counted this batch; the disk did not.
         UndoBatch(undo);
         CheckFreeSpace();
@@ -742,7 +747,8 @@ absl::Status RocksStore::Commit(const rocksdb::WriteBatch& batch,
                                 SpoolGroup& group,
                                 const std::vector<Patch>& patches,
                                 const std::vector<MessageId>& ids,
-                                const std::vector<Relocated>& relocated) {
+                                const std::vector<Relocated>& relocated,
+                                bool* rocks_failed) {
   std::string data = batch.Data();
   auto at = spool_->Place(group, data.size());
   if (!at.ok()) return at.status();
@@ -774,6 +780,7 @@ absl::Status RocksStore::Commit(const rocksdb::WriteBatch& batch,
   wo.disableWAL = options_.test_lose_unsynced_rocksdb_writes;
   absl::Status s = FromRocks(db_->Write(wo, &durable), "write");
   if (!s.ok()) {
+    *rocks_failed = true;
     // Callers hear of the failure, so replay must not bring the group
     // back.
     spool_->Unref(at->segment, static_cast<uint32_t>(ids.size()), bytes);

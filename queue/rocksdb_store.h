@@ -59,6 +59,8 @@ struct RocksStoreOptions {
   // the machine lost power before RocksDB synced them; only the spool
   // brings them back.
   bool test_lose_unsynced_rocksdb_writes = false;
+  // Tests: spool writes fail while it returns true (Spool::Options).
+  std::function<bool()> test_fail_spool_write;
   size_t block_cache_bytes = 32 << 20;
   // Shards of this run. Recipients recorded under a shard that no longer
   // exists (or, with `shard_of`, that no longer owns their site) are moved.
@@ -178,8 +180,8 @@ class RocksStore final : public Store {
   absl::Status Commit(const rocksdb::WriteBatch& batch, SpoolGroup& group,
                       const std::vector<Patch>& patches,
                       const std::vector<MessageId>& ids,
-                      const std::vector<Relocated>& relocated)
-      ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
+                      const std::vector<Relocated>& relocated,
+                      bool* rocks_failed) ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
   // Syncs RocksDB's WAL and records that the spool need not be replayed
   // before the next record.
   absl::Status Checkpoint() ABSL_SHARED_LOCKS_REQUIRED(db_mu_);

@@ -367,6 +367,12 @@ absl::Status Spool::Write(const SpoolPosition& at, SpoolGroup& group,
   h.crc = group.RecordCrc(&h, batch.size());
   memcpy(group.data_, &h, sizeof(h));
   std::string path = SegmentPath(at.segment);
+  if (options_.fail_write && options_.fail_write()) {
+    size_t half = total / 2 / kAlign * kAlign;
+    if (half > 0) (void)PwriteAll(write_fd_, group.data_, half, at.offset);
+    errno = EIO;
+    return Errno("write", path);
+  }
   if (!PwriteAll(write_fd_, group.data_, total, at.offset)) {
     if (errno == 0) errno = EIO;
     return Errno("write", path);

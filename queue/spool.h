@@ -109,6 +109,9 @@ class Spool {
     uint64_t segment_bytes = 64 << 20;
     int spares = 2;  // Freed segments kept for reuse.
     bool read_only = false;
+    // Tests: when it returns true, a record write stops after its first
+    // half and fails with EIO, as a failing disk would.
+    std::function<bool()> fail_write;
   };
   static absl::StatusOr<std::unique_ptr<Spool>> Open(Options options);
   ~Spool();

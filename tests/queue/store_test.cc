@@ -776,6 +776,54 @@ TEST(StoreTest, CorruptBodyIsAnErrorNotWrongMail) {
   EXPECT_TRUE(store->Read(*id, false).ok());  // The envelope is intact.
 }
 
+TEST(StoreTest, FailedSpoolWriteIsAnErrorAndTheNextOneTakesItsPlace) {
+  // A disk error half way through a record: the callers hear of it, the
+  // message is not counted, and the next group is written over the torn
+  // record, so replay after a power failure still finds every group after.
+  auto fail = std::make_shared<std::atomic<bool>>(false);
+  RocksStoreOptions o = Options(TempPath("spoolfault"));
+  o.test_fail_spool_write = [fail] { return fail->load(); };
+  o.test_lose_unsynced_rocksdb_writes = true;  // Only the spool will tell.
+  std::vector<MessageId> kept;
+  {
+    auto store = OpenOrDie(o);
+    auto first = EnqueueSync(*store, Message({{"a@a.test", 0}}, Body(1, 9000)));
+    ASSERT_TRUE(first.ok());
+    kept.push_back(*first);
+    fail->store(true);
+    auto lost = EnqueueSync(*store, Message({{"b@b.test", 0}}, Body(2, 9000)));
+    EXPECT_TRUE(absl::IsUnavailable(lost.status())) << lost.status();
+    EXPECT_THAT(lost.status().message(), HasSubstr("spool write"));
+    EXPECT_EQ(store->LiveMessages(), 1u);
+    fail->store(false);
+    for (int i = 3; i < 6; ++i) {
+      auto id = EnqueueSync(*store, Message({{"c@c.test", 0}}, Body(i, 300)));
+      ASSERT_TRUE(id.ok()) << id.status();
+      kept.push_back(*id);
+    }
+    EXPECT_EQ(store->LiveMessages(), 4u);
+    // RocksDB was not reopened for a spool error: what it held, it holds.
+    for (MessageId id : kept) {
+      auto m = store->Read(id, true);
+      EXPECT_TRUE(m.ok()) << m.status();
+    }
+  }
+  o.test_lose_unsynced_rocksdb_writes = false;
+  o.test_fail_spool_write = nullptr;
+  RecoveryStats stats;
+  auto store = OpenOrDie(o, &stats);
+  EXPECT_EQ(stats.messages, 4u);
+  for (MessageId id : kept) {
+    auto m = store->Read(id, true);
+    ASSERT_TRUE(m.ok()) << m.status();
+  }
+  auto all = store->List(ListFilter{});
+  ASSERT_TRUE(all.ok());
+  for (const auto& m : *all) {
+    EXPECT_NE(m.recipients[0].spec.address, "b@b.test");
+  }
+}
+
 TEST(StoreTest, InspectionCountsAndFilters) {
   auto store = OpenOrDie(Options(TempPath("inspect")));
   NewMessage m1 = Message({{"a@gmail.test", 0}, {"b@yahoo.test", 1}});
