@@ -811,8 +811,10 @@ void RocksStore::Relocate() {
   constexpr size_t kMaxBytes = 8 << 20;  // A pass; the next one goes on.
   absl::flat_hash_set<uint64_t> segments;
   size_t bytes = 0;
-  for (uint64_t s = spool_->SparseSegment(0); s != 0 && bytes < kMaxBytes;
-       s = spool_->SparseSegment(s)) {
+  absl::Time closed_before = absl::Now() - options_.spool_relocate_after;
+  for (uint64_t s = spool_->SparseSegment(0, closed_before);
+       s != 0 && bytes < kMaxBytes;
+       s = spool_->SparseSegment(s, closed_before)) {
     segments.insert(s);
     bytes += spool_->LiveBytes(s);
   }

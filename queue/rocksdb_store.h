@@ -53,8 +53,11 @@ struct RocksStoreOptions {
   std::string spool_dir;
   uint64_t spool_segment_bytes = 64 << 20;
   // How often the committer looks for an old segment kept on disk by a few
-  // live bodies (deferred mail) and moves them to the current segment.
+  // live bodies (deferred mail) and moves them to the current segment, and
+  // how long a segment must have been closed first (a queue being drained
+  // fast empties its segments by itself).
   absl::Duration spool_relocate_interval = absl::Seconds(10);
+  absl::Duration spool_relocate_after = absl::Minutes(10);
   // Tests: RocksDB writes skip its WAL and are not flushed at close, as if
   // the machine lost power before RocksDB synced them; only the spool
   // brings them back.

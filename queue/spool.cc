@@ -284,6 +284,7 @@ absl::Status Spool::Scan() {
     if (name.size() == 16 && absl::SimpleHexAtoi(name, &segment) &&
         segment != 0) {
       segments_[segment] = {};
+      closed_[segment] = absl::Now();
     }
   }
   closedir(dir);
@@ -325,6 +326,7 @@ absl::Status Spool::OpenForWrite(uint64_t segment) {
   if (write_fd_ >= 0) close(write_fd_);
   write_fd_ = fd;
   std::lock_guard<std::mutex> lock(mu_);
+  if (write_segment_ != 0) closed_[write_segment_] = absl::Now();
   write_segment_ = segment;
   segments_.try_emplace(segment);
   return absl::OkStatus();
@@ -536,11 +538,13 @@ void Spool::SetRefs(absl::flat_hash_map<uint64_t, SegmentUse> refs) {
   }
 }
 
-uint64_t Spool::SparseSegment(uint64_t after) const {
+uint64_t Spool::SparseSegment(uint64_t after, absl::Time closed_before) const {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = segments_.upper_bound(after); it != segments_.end(); ++it) {
     const auto& [segment, use] = *it;
     if (segment >= write_segment_) break;
+    auto closed = closed_.find(segment);
+    if (closed == closed_.end() || closed->second >= closed_before) continue;
     if (use.bodies > 0 && use.bytes * 4 <= options_.segment_bytes) {
       return segment;
     }
@@ -584,6 +588,7 @@ void Spool::FreeSegmentsLocked() {
       log::Warn(kLog, "cannot delete spool segment %s: %s", path,
                 strerror(errno));
     }
+    closed_.erase(segment);
     it = segments_.erase(it);
   }
 }

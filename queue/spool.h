@@ -48,6 +48,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace peregrine::queue {
 
@@ -157,10 +158,11 @@ class Spool {
   void Unref(uint64_t segment, uint32_t count, uint64_t bytes);
   void SetRefs(absl::flat_hash_map<uint64_t, SegmentUse> refs);
   void Checkpointed(const SpoolPosition& pos);
-  // An older segment whose live bodies fill at most a quarter of a segment
-  // (deferred mail keeping the rest of it on disk): its bodies are worth
-  // moving to the current one. The first after `after`; 0: none.
-  uint64_t SparseSegment(uint64_t after) const;
+  // A segment no longer written since before `closed_before` whose live
+  // bodies fill at most a quarter of a segment (deferred mail keeping the
+  // rest of it on disk): its bodies are worth moving to the current one.
+  // The first after `after`; 0: none.
+  uint64_t SparseSegment(uint64_t after, absl::Time closed_before) const;
   uint64_t LiveBytes(uint64_t segment) const;
 
   // Segment files on disk (for tests and inspection).
@@ -203,6 +205,8 @@ class Spool {
 
   mutable std::mutex mu_;
   std::map<uint64_t, SegmentUse> segments_;  // On disk, with live bodies.
+  // When each segment stopped being written (found at start: that time).
+  absl::flat_hash_map<uint64_t, absl::Time> closed_;
   uint64_t checkpoint_segment_ = 0;  // Segments below it are not replayed.
   std::vector<std::string> spares_;
   int next_spare_ = 0;

@@ -233,8 +233,11 @@ TEST(SpoolTest, LiveSegmentsStayAndFreeOnesGo) {
   Replayed(*spool, {});
   for (int i = 0; i < 12; ++i) WriteRecord(*spool, i);  // Segments 1..3.
   spool->Ref(1, 2, 4000);
-  EXPECT_EQ(spool->SparseSegment(0), 1u);  // 4000 bytes of 16 KiB.
-  EXPECT_EQ(spool->SparseSegment(1), 0u);
+  absl::Time later = absl::Now() + absl::Seconds(1);
+  EXPECT_EQ(spool->SparseSegment(0, later), 1u);  // 4000 bytes of 16 KiB.
+  EXPECT_EQ(spool->SparseSegment(1, later), 0u);
+  // Not before it has been closed a while.
+  EXPECT_EQ(spool->SparseSegment(0, absl::Now() - absl::Seconds(60)), 0u);
   spool->Checkpointed(spool->Next());
   EXPECT_TRUE(std::filesystem::exists(SegmentPath(dir, 1)));
   EXPECT_FALSE(std::filesystem::exists(SegmentPath(dir, 2)));

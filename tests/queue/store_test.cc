@@ -674,6 +674,7 @@ TEST(StoreTest, FewLiveBodiesMoveOutOfOldSegments) {
   RocksStoreOptions o = Options(TempPath("relocate"), 1);
   o.spool_segment_bytes = 64 << 10;
   o.spool_relocate_interval = absl::Milliseconds(20);
+  o.spool_relocate_after = absl::Milliseconds(200);
   std::string dir = o.path + "/spool";
   auto store = OpenOrDie(o);
   std::vector<MessageId> ids;
