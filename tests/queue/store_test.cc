@@ -10,7 +10,9 @@
 #include "gtest/gtest.h"
 #include "queue/codec.h"
 #include "queue/rocksdb_store.h"
+#include "rocksdb/db.h"
 #include "rocksdb/file_system.h"
+#include "rocksdb/write_batch.h"
 
 namespace peregrine::queue {
 namespace {
@@ -749,6 +751,65 @@ TEST(StoreTest, LargeBodiesRoundTrip) {
     store.reset();
     store = OpenOrDie(o);
   }
+}
+
+TEST(StoreTest, QueueWrittenBeforeTheSpoolStillWorks) {
+  // A queue from a version that kept bodies in RocksDB's "bodies" column
+  // family: written here the way that version wrote it.
+  RocksStoreOptions o = Options(TempPath("legacy"), 1);
+  const MessageId id = (MessageId{1700000000} * 1000000) << 8;
+  const std::string body = Body(7, 5000);
+  {
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    options.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const char* name :
+         {"default", "bodies", "envelopes", "recipients", "schedule"}) {
+      families.push_back({name, rocksdb::ColumnFamilyOptions()});
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> h;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(options, o.path, families, &h, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    NewMessage m = Message({{"bob@a.test", 0}}, body);
+    m.envelope.recipient_count = 1;
+    m.envelope.body_bytes = body.size();
+    RecipientRecord r;
+    r.spec = m.recipients[0];
+    r.next_attempt = absl::FromUnixSeconds(1700000000);
+    rocksdb::WriteBatch b;
+    std::string key = codec::MessageKey(id);
+    b.Put(h[1], key, body);
+    b.Put(h[2], key, codec::EncodeEnvelope(m.envelope));
+    b.Put(h[3], codec::RecipientKey(id, 0), codec::EncodeRecipient(r));
+    b.Put(h[4], codec::ScheduleKey(0, r.next_attempt, id, 0), "");
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    ASSERT_TRUE(db->Write(wo, &b).ok());
+    for (auto* handle : h) db->DestroyColumnFamilyHandle(handle);
+  }
+  RecoveryStats stats;
+  auto store = OpenOrDie(o, &stats);
+  EXPECT_EQ(stats.messages, 1u);
+  auto m = store->Read(id, true);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->body, body);
+  // New mail goes to the spool beside it; finishing the old one removes it.
+  auto fresh = EnqueueSync(*store, Message({{"new@a.test", 0}}, Body(8, 900)));
+  ASSERT_TRUE(fresh.ok());
+  auto due = store->Due(0, absl::Now(), 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 2u);
+  for (const RecipientRecord& r : *due) {
+    ASSERT_TRUE(
+        UpdateSync(*store, Outcome(r, RecipientState::kDelivered)).ok());
+  }
+  EXPECT_TRUE(absl::IsNotFound(store->Read(id, true).status()));
+  EXPECT_EQ(store->LiveMessages(), 0u);
+  store.reset();
+  store = OpenOrDie(o, &stats);
+  EXPECT_EQ(stats.messages, 0u);
 }
 
 TEST(StoreTest, CorruptBodyIsAnErrorNotWrongMail) {
