@@ -400,6 +400,18 @@ absl::Status RocksStore::Recover(RecoveryStats* stats) {
     ++use.bodies;
     use.bytes += l.body_bytes;
   }
+  uint64_t orphans = 0;
+  for (const auto& [segment, use] : refs) {
+    if (!spool_->HasSegment(segment)) orphans += use.bodies;
+  }
+  if (orphans > 0) {
+    // Only someone deleting files under the data directory gets here.
+    log::Error(kLog,
+               "recovery: %d queued messages have their bodies in spool "
+               "segments that are missing from %s; they cannot be delivered "
+               "(peregrine queue list shows them)",
+               orphans, spool_->dir());
+  }
   spool_->SetRefs(std::move(refs));
   spool_->Checkpointed(spool_->Next());
 

@@ -496,6 +496,10 @@ absl::StatusOr<std::string> Spool::ReadBody(const BodyRef& ref) {
   std::string path = SegmentPath(ref.segment);
   // Held while reading: a segment freed meanwhile closes on the last use.
   std::shared_ptr<const ReadFile> file = ReadFd(ref.segment);
+  if (!file && errno == ENOENT) {
+    return absl::DataLossError(
+        absl::StrCat("spool segment ", path, " holding this body is missing"));
+  }
   if (!file) return Errno("open", path);
   std::string body(ref.length, '\0');
   if (!PreadAll(file->fd, body.data(), body.size(), ref.offset)) {
@@ -610,6 +614,11 @@ Spool::DiskUse Spool::Usage() const {
     if (stat(path.c_str(), &st) == 0) use.bytes += st.st_size;
   }
   return use;
+}
+
+bool Spool::HasSegment(uint64_t segment) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return segments_.contains(segment);
 }
 
 size_t Spool::SegmentCount() const {

@@ -167,6 +167,8 @@ class Spool {
 
   // Segment files on disk (for tests and inspection).
   size_t SegmentCount() const;
+  bool HasSegment(uint64_t segment) const;
+  const std::string& dir() const { return options_.dir; }
   struct DiskUse {
     size_t segments = 0;
     size_t spares = 0;

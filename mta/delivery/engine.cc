@@ -988,12 +988,17 @@ bool DeliveryShard::GiveJob(Site& site, OutboundConnection* conn) {
   site.ready.pop_front();
   auto message = context_.queue->Read(job->message, /*with_body=*/true);
   if (!message.ok()) {
-    // Gone meanwhile (deleted by an operator), or a read error.
+    // A body that fails its checksum or whose spool file is gone will not
+    // come back: fail it now rather than retry for days. Anything else (a
+    // read error) may pass.
+    bool damaged = absl::IsDataLoss(message.status());
     log::Warn(kLog, "id=%s: cannot read the message: %s",
               queue::FormatMessageId(job->message), message.status().message());
     DeferAll(*job,
-             absl::StrCat("451 4.3.0 queue read: ", message.status().message()),
-             false);
+             absl::StrCat(damaged ? "554 5.3.0 queued message damaged: "
+                                  : "451 4.3.0 queue read: ",
+                          message.status().message()),
+             damaged);
     return GiveJob(site, conn);
   }
   job->received = message->envelope.received;

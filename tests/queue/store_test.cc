@@ -812,6 +812,24 @@ TEST(StoreTest, QueueWrittenBeforeTheSpoolStillWorks) {
   EXPECT_EQ(stats.messages, 0u);
 }
 
+TEST(StoreTest, MissingSpoolSegmentIsDataLossNotACrash) {
+  RocksStoreOptions o = Options(TempPath("missing"));
+  auto store = OpenOrDie(o);
+  auto id = EnqueueSync(*store, Message({{"bob@a.test", 0}}, Body(1, 5000)));
+  ASSERT_TRUE(id.ok());
+  store.reset();
+  std::filesystem::remove_all(o.path + "/spool");  // An operator's mistake.
+  store = OpenOrDie(o);
+  auto m = store->Read(*id, true);
+  EXPECT_TRUE(absl::IsDataLoss(m.status())) << m.status();
+  EXPECT_THAT(m.status().message(), HasSubstr("is missing"));
+  EXPECT_TRUE(store->Read(*id, false).ok());  // Still listed and shown.
+  // New mail is accepted and readable.
+  auto next = EnqueueSync(*store, Message({{"eve@a.test", 0}}, Body(2, 500)));
+  ASSERT_TRUE(next.ok());
+  EXPECT_TRUE(store->Read(*next, true).ok());
+}
+
 TEST(StoreTest, CorruptBodyIsAnErrorNotWrongMail) {
   RocksStoreOptions o = Options(TempPath("corrupt"));
   auto store = OpenOrDie(o);

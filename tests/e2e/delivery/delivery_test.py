@@ -7,6 +7,7 @@ DNS server is the NSD started here.
 """
 import os
 import random
+import shutil
 import re
 import signal
 import smtplib
@@ -502,6 +503,41 @@ class DeliveryTest(unittest.TestCase):
                                                  r"to=<a@dest.test>"))
                 finally:
                     d2.stop()
+            finally:
+                good.stop()
+        finally:
+            if d.proc.poll() is None:
+                d.stop()
+            nsd.stop()
+
+    def test_damaged_queued_body_fails_at_once_instead_of_retrying(self):
+        # Its spool segment deleted by hand: the body will not come back, so
+        # the recipient fails now (554 5.3.0), not after days of retries.
+        zones = {"dest.test": ["@ IN MX 10 mx.dest.test.",
+                               "mx IN A 127.0.0.1"]}
+        nsd = Nsd(zones)
+        closed = free_port()  # Nothing listens: the first attempt defers.
+        d = self.daemon(nsd, closed)
+        try:
+            send(d, ["a@dest.test"])
+            self.assertTrue(wait_log(d, r"deferred id=\S+ to=<a@dest.test>"))
+            self.assertEqual(d.stop(), 0)
+            shutil.rmtree(os.path.join(d.data, "queue", "spool"))
+            good = Sink()
+            try:
+                d2 = Daemon(nsd.dns_config() +
+                            f"[delivery]\nport = {good.port}\n"
+                            'retry_first = "1s"\n', data=d.data)
+                try:
+                    self.assertTrue(wait_log(
+                        d2, r"failed id=\S+ to=<a@dest.test> attempts=2 "
+                            r'reply="554 5.3.0 queued message damaged'))
+                    self.assertIn("spool segments that are missing",
+                                  log_of(d2))
+                    self.assertEqual(good.messages(), [])
+                finally:
+                    d2.stop()
+                self.assertNotIn("a@dest.test", d2.queue("list"))
             finally:
                 good.stop()
         finally:
