@@ -83,8 +83,6 @@ class SpoolGroup {
   // Copies `body` in; returns its offset from the start of the record.
   // `crc` is its CRC32C (the caller has it for the body's reference).
   uint64_t AddBody(absl::string_view body, uint32_t crc);
-  bool empty() const { return bodies_ == 0; }
-  size_t body_bytes() const { return bodies_; }
   // Empties the group; a buffer grown past 16 MiB by large messages is
   // given back rather than kept for good.
   void Clear();
@@ -175,7 +173,6 @@ class Spool {
     uint64_t bytes = 0;  // Of both.
   };
   DiskUse Usage() const;
-  bool direct_io() const { return direct_; }
 
  private:
   explicit Spool(Options options);
