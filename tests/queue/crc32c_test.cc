@@ -44,5 +44,28 @@ TEST(Crc32c, SameAsLibraryOnRandomInput) {
   }
 }
 
+TEST(Crc32c, SameAsLibraryAroundEveryBlockBoundary) {
+  // The hardware path runs three chains over blocks of 8 KiB, then of 256
+  // bytes, then one chain: every size near a multiple of either.
+  auto library = LibraryCrc32cExtend();
+  ASSERT_NE(library, nullptr);
+  std::mt19937_64 rng(7);
+  std::string buf(4 * 3 * 8192 + 64, '\0');
+  for (char& c : buf) c = static_cast<char>(rng());
+  for (size_t block : {size_t{256}, size_t{8192}}) {
+    for (size_t rounds = 1; rounds <= 4; ++rounds) {
+      for (size_t delta = 0; delta < 24; ++delta) {
+        size_t size = rounds * 3 * block + delta - 12;
+        for (size_t offset : {0, 1, 7}) {
+          uint32_t init = static_cast<uint32_t>(rng());
+          ASSERT_EQ(rocksdb::crc32c::Extend(init, buf.data() + offset, size),
+                    library(init, buf.data() + offset, size))
+              << "size " << size << " offset " << offset;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace peregrine::queue
