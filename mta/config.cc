@@ -657,6 +657,15 @@ const std::vector<Setting>& Schema() {
        [](const toml::node& n, Config& c) {
          return GetBool(n, &c.queue_body_blob_files);
        }},
+      {"queue", "spool_reserve", "\"256MiB\"",
+       "Spool space kept written and ready, in 64 MiB segments (rounded\n"
+       "up). Commits into it write no file-system metadata: about 10% more\n"
+       "messages/s and lower latency while a burst fits in it. Written at\n"
+       "start and when the queue is idle; delivered mail's segments refill\n"
+       "it. 0: the spool only grows its files.",
+       [](const toml::node& n, Config& c) {
+         return GetSize(n, 0, uint64_t{1} << 40, &c.queue_spool_reserve_bytes);
+       }},
       {"queue", "block_cache", "\"32MiB\"",
        "RocksDB block cache for the queue's indexes and records.",
        [](const toml::node& n, Config& c) {

@@ -17,6 +17,7 @@
 #include "queue/codec.h"
 #include "queue/crc32c.h"
 #include "rocksdb/cache.h"
+#include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
 
@@ -30,6 +31,12 @@ const char* const kShardsKey = "shards";
 // Where spool replay starts: everything before is in RocksDB, synced.
 const char* const kCheckpointKey = "spool_checkpoint";
 constexpr absl::Duration kCheckpointInterval = absl::Seconds(1);
+// The committer writes the spool's reserve after this long without a
+// group (not in the gaps of a steady load), a chunk at a time, so that a
+// group arriving meanwhile waits for one chunk at most.
+constexpr absl::Duration kPrepareWhenIdle = absl::Seconds(1);
+constexpr uint64_t kPrepareChunk = 1 << 20;
+constexpr absl::Duration kPrepareRetry = absl::Minutes(1);
 
 absl::string_view Sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
 
@@ -100,6 +107,7 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
                                              : store->options_.spool_dir;
   so.sync = store->options_.sync;
   so.segment_bytes = store->options_.spool_segment_bytes;
+  so.reserve = store->options_.spool_reserve_segments;
   so.read_only = store->options_.read_only;
   so.fail_write = store->options_.test_fail_spool_write;
   auto spool = Spool::Open(std::move(so));
@@ -111,6 +119,18 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
     return s;
   }
   store->CheckFreeSpace();
+  if (store->spool_->ReserveShort()) {
+    absl::Time start = absl::Now();
+    Spool::DiskUse before = store->spool_->Usage();
+    store->PrepareReserve(UINT64_MAX);
+    Spool::DiskUse after = store->spool_->Usage();
+    if (after.spares > before.spares) {
+      log::Info(kLog, "spool: wrote %d ready segments in %s",
+                after.spares - before.spares,
+                absl::FormatDuration(
+                    absl::Trunc(absl::Now() - start, absl::Milliseconds(1))));
+    }
+  }
   store->committer_ = std::thread([s = store.get()] { s->CommitterMain(); });
   return store;
 }
@@ -148,13 +168,23 @@ absl::Status RocksStore::OpenDb() {
     bodies.enable_blob_garbage_collection = true;
   }
 
+  // New keys arrive in increasing order (message ids grow; the schedule
+  // grows in time per shard): a memtable insert starts from where the last
+  // one went instead of searching the whole skip list.
+  rocksdb::ColumnFamilyOptions by_id = small;
+  by_id.memtable_insert_with_hint_prefix_extractor.reset(
+      rocksdb::NewFixedPrefixTransform(0));
+  rocksdb::ColumnFamilyOptions by_shard = small;
+  by_shard.memtable_insert_with_hint_prefix_extractor.reset(
+      rocksdb::NewFixedPrefixTransform(2));
+
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, small},
       {"bodies", bodies},
-      {"envelopes", small},
-      {"recipients", small},
-      {"schedule", small},
-      {"spooled", small},
+      {"envelopes", by_id},
+      {"recipients", by_id},
+      {"schedule", by_shard},
+      {"spooled", by_id},
   };
   rocksdb::DB* db = nullptr;
   rocksdb::Status s;
@@ -641,6 +671,27 @@ void RocksStore::CheckFreeSpace() {
   }
 }
 
+void RocksStore::PrepareReserve(uint64_t max_bytes) {
+  if (absl::Now() < prepare_after_) return;
+  const uint64_t segment = options_.spool_segment_bytes;
+  while (max_bytes > 0 && spool_->ReserveShort()) {
+    if (options_.free_bytes() < options_.min_free_bytes + 2 * segment) {
+      prepare_after_ = absl::Now() + kPrepareRetry;
+      return;
+    }
+    uint64_t n = std::min(max_bytes, segment);
+    if (absl::Status s = spool_->Prepare(n); !s.ok()) {
+      log::Warn(kLog,
+                "%s; the spool grows its segment files instead (slower "
+                "commits); trying again in a minute",
+                s.message());
+      prepare_after_ = absl::Now() + kPrepareRetry;
+      return;
+    }
+    max_bytes -= n;
+  }
+}
+
 absl::Status RocksStore::Checkpoint() {
   SpoolPosition next = spool_->Next();
   if (!options_.test_lose_unsynced_rocksdb_writes) {
@@ -666,6 +717,7 @@ void RocksStore::CommitterMain() {
   bool checkpoint_due = false;  // Something was written since the last.
   SpoolGroup group;
   absl::Time last_relocation = absl::Now();
+  absl::Time last_commit = absl::InfinitePast();
   while (true) {
     if (absl::Now() - last_relocation >= options_.spool_relocate_interval) {
       last_relocation = absl::Now();
@@ -679,12 +731,19 @@ void RocksStore::CommitterMain() {
     std::vector<MessageId> ids;
     std::vector<Relocated> relocated;
     bool stop;
+    bool preparing = !failed_before && spool_->ReserveShort() &&
+                     absl::Now() >= prepare_after_;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return !waiters_.empty() || stopping_;
       };
-      mu_.AwaitWithTimeout(absl::Condition(&ready), kSpaceCheckInterval);
+      absl::Duration wait = kSpaceCheckInterval;
+      if (preparing) {
+        wait = std::clamp(last_commit + kPrepareWhenIdle - absl::Now(),
+                          absl::ZeroDuration(), wait);
+      }
+      mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
       std::swap(batch, batch_);
       std::swap(group, group_);
       group_.Clear();
@@ -711,7 +770,12 @@ void RocksStore::CommitterMain() {
     }
     if (stop) break;
     if (failed_before && Reopen()) failed_before = false;
-    if (waiters.empty()) continue;
+    if (waiters.empty()) {
+      if (preparing && absl::Now() - last_commit >= kPrepareWhenIdle) {
+        PrepareReserve(kPrepareChunk);
+      }
+      continue;
+    }
 
     absl::Status status;
     if (batch.Count() > 0) {
@@ -722,6 +786,7 @@ void RocksStore::CommitterMain() {
         absl::ReaderMutexLock lock(&db_mu_);
         status = Commit(batch, group, patches, ids, relocated, &rocks_failed);
         checkpoint_due = true;
+        last_commit = absl::Now();
       }
       commits_.fetch_add(1, std::memory_order_relaxed);
       if (!status.ok()) {

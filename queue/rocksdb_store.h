@@ -52,6 +52,9 @@ struct RocksStoreOptions {
   // The spool's directory; default `path`/spool.
   std::string spool_dir;
   uint64_t spool_segment_bytes = 64 << 20;
+  // Spare segments kept written and ready (Spool's reserve), prepared at
+  // open and when the committer has been idle a while.
+  int spool_reserve_segments = 4;
   // How often the committer looks for an old segment kept on disk by a few
   // live bodies (deferred mail) and moves them to the current segment, and
   // how long a segment must have been closed first (a queue being drained
@@ -117,6 +120,10 @@ class RocksStore final : public Store {
   }
   // Re-reads free space now instead of at the next periodic check.
   void CheckFreeSpace();
+  // Writes up to `max_bytes` of the spool's reserve while it is short and
+  // the disk has room above the free-space floor. A failure is logged and
+  // pauses preparation for a minute.
+  void PrepareReserve(uint64_t max_bytes);
 
  private:
   struct Live {
@@ -250,6 +257,7 @@ class RocksStore final : public Store {
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> commits_{0};
   absl::Time last_space_check_;
+  absl::Time prepare_after_ = absl::InfinitePast();  // Committer only.
   std::thread committer_;
 };
 

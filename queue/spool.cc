@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -49,10 +50,14 @@ uint32_t Crc(const char* data, size_t n) {
 }
 
 void PutU64(std::string& s, uint64_t v) {
-  for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>(v >> (8 * i)));
+  char b[8];  // Little-endian; one store, then one append.
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  s.append(b, 8);
 }
 void PutU32(std::string& s, uint32_t v) {
-  for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>(v >> (8 * i)));
+  char b[4];
+  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  s.append(b, 4);
 }
 uint64_t GetU64(const char* p) {
   uint64_t v = 0;
@@ -246,6 +251,10 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
 
 Spool::~Spool() {
   if (write_fd_ >= 0) close(write_fd_);
+  if (prepare_fd_ >= 0) {
+    close(prepare_fd_);
+    unlink(prepare_path_.c_str());
+  }
 }
 
 std::string Spool::SegmentPath(uint64_t segment) const {
@@ -271,6 +280,10 @@ absl::Status Spool::Scan() {
   while (dirent* e = readdir(dir)) {
     absl::string_view name = e->d_name;
     std::string path = absl::StrCat(options_.dir, "/", name);
+    if (absl::EndsWith(name, ".seg.part")) {  // A spare left half prepared.
+      if (!options_.read_only) unlink(path.c_str());
+      continue;
+    }
     if (!absl::ConsumeSuffix(&name, ".seg")) continue;
     if (absl::ConsumePrefix(&name, "spare-")) {
       int n;
@@ -401,6 +414,57 @@ absl::Status Spool::Void(const SpoolPosition& at, SpoolGroup& group,
 }
 
 SpoolPosition Spool::Next() const { return next_; }
+
+bool Spool::ReserveShort() const {
+  if (!options_.sync || options_.read_only) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(spares_.size()) < options_.reserve;
+}
+
+absl::Status Spool::Prepare(uint64_t max_bytes) {
+  constexpr size_t kZeros = 1 << 20;
+  static char* const zeros = [] {
+    char* p = static_cast<char*>(std::aligned_alloc(kAlign, kZeros));
+    memset(p, 0, kZeros);
+    return p;
+  }();
+  auto fail = [this](absl::string_view what) {
+    absl::Status s = Errno(what, prepare_path_);
+    close(prepare_fd_);
+    unlink(prepare_path_.c_str());
+    prepare_fd_ = -1;
+    return s;
+  };
+  if (prepare_fd_ < 0) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      prepare_path_ =
+          absl::StrFormat("%s/spare-%d.seg.part", options_.dir, next_spare_++);
+    }
+    prepare_fd_ = OpenWrite(prepare_path_, O_CREAT | O_TRUNC, &direct_);
+    if (prepare_fd_ < 0) return Errno("create", prepare_path_);
+    prepared_ = 0;
+  }
+  const uint64_t size = RoundUp(options_.segment_bytes);
+  uint64_t end = std::min(size, prepared_ + RoundUp(max_bytes));
+  while (prepared_ < end) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(kZeros, end - prepared_));
+    if (!PwriteAll(prepare_fd_, zeros, n, prepared_)) {
+      if (errno == 0) errno = EIO;
+      return fail("write");
+    }
+    prepared_ += n;
+  }
+  if (prepared_ < size) return absl::OkStatus();
+  if (fdatasync(prepare_fd_) != 0) return fail("sync");
+  std::string spare(absl::StripSuffix(prepare_path_, ".part"));
+  if (rename(prepare_path_.c_str(), spare.c_str()) != 0) return fail("rename");
+  close(prepare_fd_);
+  prepare_fd_ = -1;
+  std::lock_guard<std::mutex> lock(mu_);
+  spares_.push_back(std::move(spare));
+  return absl::OkStatus();
+}
 
 absl::Status Spool::Replay(
     const SpoolPosition& from,
@@ -580,7 +644,11 @@ void Spool::FreeSegmentsLocked() {
     std::string path = SegmentPath(segment);
     read_fds_.erase(segment);
     bool kept = false;
-    if (static_cast<int>(spares_.size()) < options_.spares) {
+    // A short segment (the last before a restart) saves little: deleted.
+    struct stat st;
+    if (static_cast<int>(spares_.size()) < options_.reserve &&
+        stat(path.c_str(), &st) == 0 &&
+        static_cast<uint64_t>(st.st_size) >= options_.segment_bytes / 2) {
       std::string spare =
           absl::StrFormat("%s/spare-%d.seg", options_.dir, next_spare_++);
       if (rename(path.c_str(), spare.c_str()) == 0) {

@@ -54,6 +54,11 @@ admin = []
             # Reception tests keep their mail in the queue to look at it.
             with open(self.cfg, "a") as f:
                 f.write("\n[delivery]\nenabled = false\n")
+        if "[queue]" not in extra:
+            # The default reserve writes 256 MiB at each first start; the
+            # tests that want one say so.
+            with open(self.cfg, "a") as f:
+                f.write('\n[queue]\nspool_reserve = "0"\n')
         if "[dns]" not in extra:
             # Tests never send DNS beyond loopback: a dead local port.
             with open(self.cfg, "a") as f:

@@ -50,6 +50,7 @@ TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(c.queue_min_free_bytes, 512u << 20);
   EXPECT_TRUE(c.queue_body_blob_files);
   EXPECT_EQ(c.queue_block_cache_bytes, 32u << 20);
+  EXPECT_EQ(c.queue_spool_reserve_bytes, 256u << 20);
   EXPECT_FALSE(c.idle_spin.has_value());  // "auto"
 }
 
@@ -121,13 +122,15 @@ TEST(ConfigTest, DnsSettings) {
 TEST(ConfigTest, QueueSettings) {
   auto parsed = ParseConfig(
       "[queue]\ndurability = \"none\"\nmin_free_space = \"2GB\"\n"
-      "body_blob_files = false\nblock_cache = \"1.5GiB\"\n",
+      "body_blob_files = false\nblock_cache = \"1.5GiB\"\n"
+      "spool_reserve = \"0\"\n",
       "q.toml");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_FALSE(parsed->queue_fsync);
   EXPECT_EQ(parsed->queue_min_free_bytes, 2000000000u);
   EXPECT_FALSE(parsed->queue_body_blob_files);
   EXPECT_EQ(parsed->queue_block_cache_bytes, 1610612736u);
+  EXPECT_EQ(parsed->queue_spool_reserve_bytes, 0u);
 }
 
 TEST(ConfigTest, DeliveryDefaults) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <string>
@@ -245,6 +246,112 @@ TEST(SpoolTest, LiveSegmentsStayAndFreeOnesGo) {
   EXPECT_TRUE(std::filesystem::exists(SegmentPath(dir, 1)));
   spool->Unref(1, 1, 2000);
   EXPECT_FALSE(std::filesystem::exists(SegmentPath(dir, 1)));
+}
+
+std::vector<std::string> SpareFiles(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::string name = e.path().filename();
+    if (name.rfind("spare-", 0) == 0) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST(SpoolTest, ReserveIsPreparedZeroFilledAndRecordsGoIntoIt) {
+  std::string dir = TempDir("reserve");
+  constexpr uint64_t kSegment = 64 << 10;
+  Spool::Options o;
+  o.dir = dir;
+  o.segment_bytes = kSegment;
+  o.reserve = 2;
+  SpoolPosition first;
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    Replayed(**spool, {});
+    EXPECT_TRUE((*spool)->ReserveShort());
+    // A part at a time: half a spare is not one yet.
+    ASSERT_TRUE((*spool)->Prepare(kSegment / 2).ok());
+    EXPECT_EQ(SpareFiles(dir), (std::vector<std::string>{"spare-0.seg.part"}));
+    EXPECT_EQ((*spool)->Usage().spares, 0u);
+    ASSERT_TRUE((*spool)->Prepare(kSegment).ok());
+    ASSERT_TRUE((*spool)->Prepare(kSegment).ok());
+    EXPECT_FALSE((*spool)->ReserveShort());
+    EXPECT_EQ(SpareFiles(dir),
+              (std::vector<std::string>{"spare-0.seg", "spare-1.seg"}));
+    EXPECT_EQ((*spool)->Usage().bytes, 2 * kSegment);
+    std::string zeros(kSegment, '\0');
+    std::string content(kSegment, 'x');
+    int fd = open((dir + "/spare-0.seg").c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    EXPECT_EQ(pread(fd, content.data(), kSegment, 0),
+              static_cast<ssize_t>(kSegment));
+    close(fd);
+    EXPECT_TRUE(content == zeros);
+
+    // The first segment is a spare renamed; its size stays.
+    std::vector<BodyRef> refs;
+    first = WriteRecord(**spool, 1, {"a body"}, &refs);
+    EXPECT_EQ((*spool)->Usage().spares, 1u);
+    EXPECT_TRUE((*spool)->ReserveShort());
+    EXPECT_EQ(std::filesystem::file_size(SegmentPath(dir, first.segment)),
+              kSegment);
+    WriteRecord(**spool, 2);
+    refs[0].crc = rocksdb::crc32c::Extend(0, "a body", 6);
+    auto body = (*spool)->ReadBody(refs[0]);
+    ASSERT_TRUE(body.ok()) << body.status();
+    EXPECT_EQ(*body, "a body");
+  }
+  // Replay stops at the zeros after the last record.
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  EXPECT_EQ(Replayed(**spool, first),
+            (std::vector<std::string>{"batch-1", "batch-2"}));
+  EXPECT_EQ((*spool)->Usage().spares, 1u);
+}
+
+TEST(SpoolTest, HalfPreparedSpareIsDeletedAtOpen) {
+  std::string dir = TempDir("part");
+  std::filesystem::create_directories(dir);
+  {
+    int fd =
+        open((dir + "/spare-3.seg.part").c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "0000", 4), 4);
+    close(fd);
+  }
+  auto spool = OpenOrDie(dir, 64 << 10);
+  EXPECT_TRUE(SpareFiles(dir).empty());
+  EXPECT_EQ(spool->Usage().spares, 0u);
+}
+
+TEST(SpoolTest, NoReserveWithoutSync) {
+  Spool::Options o;
+  o.dir = TempDir("nosync");
+  o.sync = false;
+  o.reserve = 4;
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  EXPECT_FALSE((*spool)->ReserveShort());
+}
+
+TEST(SpoolTest, ShortFreedSegmentIsDeletedNotKept) {
+  // The last segment before a restart holds a record or two: as a spare it
+  // would save almost nothing.
+  std::string dir = TempDir("short");
+  SpoolPosition at;
+  {
+    auto spool = OpenOrDie(dir, 64 << 10);
+    Replayed(*spool, {});
+    at = WriteRecord(*spool, 1);
+  }
+  auto spool = OpenOrDie(dir, 64 << 10);
+  Replayed(*spool, at);
+  WriteRecord(*spool, 2);  // Into segment 2.
+  spool->Checkpointed(spool->Next());
+  EXPECT_FALSE(std::filesystem::exists(SegmentPath(dir, at.segment)));
+  EXPECT_TRUE(SpareFiles(dir).empty());
 }
 
 TEST(SpoolTest, EncodingsRoundTripAndRejectGarbage) {

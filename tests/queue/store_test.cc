@@ -30,6 +30,9 @@ RocksStoreOptions Options(const std::string& path, int shards = 4) {
   RocksStoreOptions o;
   o.path = path;
   o.shards = shards;
+  // 64 MiB segments: a reserve would write 256 MiB per store. The tests
+  // with small segments keep one.
+  o.spool_reserve_segments = 0;
   return o;
 }
 
@@ -634,6 +637,7 @@ TEST(StoreTest, SpoolReplayBringsBackWhatRocksDbLost) {
 TEST(StoreTest, SpoolSegmentsGoWhenTheirBodiesAreDone) {
   RocksStoreOptions o = Options(TempPath("segments"), 1);
   o.spool_segment_bytes = 64 << 10;
+  o.spool_reserve_segments = 2;
   std::string dir = o.path + "/spool";
   auto store = OpenOrDie(o);
   std::vector<MessageId> ids;
@@ -671,10 +675,63 @@ TEST(StoreTest, SpoolSegmentsGoWhenTheirBodiesAreDone) {
   EXPECT_LE(SegmentFiles(dir), 1u);
 }
 
+TEST(StoreTest, SpoolReserveIsReadyAtOpenAndRefilledWhenIdle) {
+  constexpr uint64_t kSegment = 64 << 10;
+  RocksStoreOptions o = Options(TempPath("reserve"), 1);
+  o.spool_segment_bytes = kSegment;
+  o.spool_reserve_segments = 3;
+  auto store = OpenOrDie(o);
+  EXPECT_EQ(store->SpoolUsage().spares, 3u);
+  EXPECT_EQ(store->SpoolUsage().bytes, 3 * kSegment);
+  // About eight records a segment: the burst takes the reserve and grows
+  // two segments beyond it.
+  std::vector<MessageId> ids;
+  for (int i = 0; i < 40; ++i) {
+    auto id = EnqueueSync(*store, Message({{"bob@a.test", 0}}, Body(i, 4000)));
+    ASSERT_TRUE(id.ok()) << id.status();
+    ids.push_back(*id);
+  }
+  EXPECT_GE(store->SpoolSegments(), 5u);
+  // Idle: the committer writes the reserve again.
+  absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (store->SpoolUsage().spares < 3 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(store->SpoolUsage().spares, 3u);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto m = store->Read(ids[i], true);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->body, Body(static_cast<int>(i), 4000));
+  }
+  store.reset();
+  RecoveryStats stats;
+  store = OpenOrDie(o, &stats);
+  EXPECT_EQ(stats.messages, 40u);
+  EXPECT_EQ(store->SpoolUsage().spares, 3u);
+  auto last = store->Read(ids.back(), true);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(last->body, Body(39, 4000));
+}
+
+TEST(StoreTest, SpoolReserveStaysAboveTheFreeSpaceFloor) {
+  RocksStoreOptions o = Options(TempPath("reserve-floor"), 1);
+  o.spool_segment_bytes = 64 << 10;
+  o.spool_reserve_segments = 3;
+  o.min_free_bytes = 100 << 20;
+  // Room for one more segment above the floor, not for a reserve.
+  o.free_bytes = [] { return uint64_t{(100 << 20) + (64 << 10)}; };
+  auto store = OpenOrDie(o);
+  EXPECT_EQ(store->SpoolUsage().spares, 0u);
+  EXPECT_TRUE(store->AcceptingNewMail());
+  EXPECT_TRUE(
+      EnqueueSync(*store, Message({{"bob@a.test", 0}}, Body(1, 4000))).ok());
+}
+
 TEST(StoreTest, FewLiveBodiesMoveOutOfOldSegments) {
   // Deferred mail must not keep whole segments on disk.
   RocksStoreOptions o = Options(TempPath("relocate"), 1);
   o.spool_segment_bytes = 64 << 10;
+  o.spool_reserve_segments = 2;
   o.spool_relocate_interval = absl::Milliseconds(20);
   o.spool_relocate_after = absl::Milliseconds(200);
   std::string dir = o.path + "/spool";

@@ -551,7 +551,9 @@ class DeliveryTest(unittest.TestCase):
         sink = Sink()
         nsd = Nsd({"dest.test": ["@ IN MX 10 mx.dest.test.",
                                  "mx IN A 127.0.0.1"]})
-        held = nsd.dns_config() + "[delivery]\nenabled = false\n"
+        # Kills also land while the spool's reserve is being written.
+        held = (nsd.dns_config() + "[delivery]\nenabled = false\n"
+                '[queue]\nspool_reserve = "128MiB"\n')
         d = Daemon(held)
         acked, unsure = [], []
         rng = random.Random(7)
@@ -583,7 +585,8 @@ class DeliveryTest(unittest.TestCase):
                 d = Daemon(held, data=d.data)
             d.stop()
             d = Daemon(nsd.dns_config() +
-                       f"[delivery]\nport = {sink.port}\n", data=d.data)
+                       f"[delivery]\nport = {sink.port}\n"
+                       '[queue]\nspool_reserve = "128MiB"\n', data=d.data)
             self.assertGreater(len(acked), 10)
             sink.wait_for(len(acked), timeout=60)
             wait_log(d, r"delivered id=", len(acked), timeout=60)
