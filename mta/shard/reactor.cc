@@ -69,7 +69,10 @@ void Reactor::Stop() {
 }
 
 void Reactor::Wake() {
-  if (sleeping_.load(std::memory_order_seq_cst)) {
+  // The eventfd stays readable until the reactor reads it: one write is
+  // enough for every producer until the reactor sleeps again.
+  if (sleeping_.load(std::memory_order_seq_cst) &&
+      sleeping_.exchange(false, std::memory_order_seq_cst)) {
     uint64_t one = 1;
     (void)!::write(wake_fd_, &one, sizeof(one));
   }

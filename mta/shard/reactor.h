@@ -11,7 +11,9 @@
 // Sleep protocol (no lost wake-ups): the reactor stores sleeping_ = true
 // (seq_cst) and then asks each poller whether work arrived; a producer
 // publishes its item, issues a seq_cst fence and then reads sleeping_. One
-// of the two always sees the other.
+// of the two always sees the other. The producer that finds it true also
+// clears it, so only one of many writes the eventfd (a committer finishing
+// a group posts dozens of completions to a sleeping shard).
 #pragma once
 
 #include <atomic>
