@@ -542,7 +542,9 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
   // The reference holds the body's offset within the record; the committer
   // adds where the record goes.
   ref.offset = group_.AddBody(message.body, ref.crc);
-  batch_.Put(spooled_, key, EncodeBodyRef(ref));
+  char encoded_ref[kBodyRefBytes];
+  EncodeBodyRef(ref, encoded_ref);
+  batch_.Put(spooled_, key, rocksdb::Slice(encoded_ref, kBodyRefBytes));
   patches_.push_back({batch_.GetDataSize() - kBodyRefBytes, ref.offset});
   group_ids_.push_back(id);
   batch_.Put(envelopes_, key, envelope);
@@ -718,18 +720,27 @@ void RocksStore::CommitterMain() {
   SpoolGroup group;
   absl::Time last_relocation = absl::Now();
   absl::Time last_commit = absl::InfinitePast();
+  // Swapped with the shards' side each round and emptied here, so that
+  // both sides keep their capacity instead of allocating afresh.
+  rocksdb::WriteBatch batch;
+  std::vector<Waiter> waiters;
+  absl::flat_hash_map<uint16_t, absl::Time> scheduled;
+  std::vector<Undo> undo;
+  std::vector<Patch> patches;
+  std::vector<MessageId> ids;
+  std::vector<Relocated> relocated;
   while (true) {
     if (absl::Now() - last_relocation >= options_.spool_relocate_interval) {
       last_relocation = absl::Now();
       if (!failed_before) Relocate();
     }
-    rocksdb::WriteBatch batch;
-    std::vector<Waiter> waiters;
-    absl::flat_hash_map<uint16_t, absl::Time> scheduled;
-    std::vector<Undo> undo;
-    std::vector<Patch> patches;
-    std::vector<MessageId> ids;
-    std::vector<Relocated> relocated;
+    batch.Clear();
+    waiters.clear();
+    scheduled.clear();
+    undo.clear();
+    patches.clear();
+    ids.clear();
+    relocated.clear();
     bool stop;
     bool preparing = !failed_before && spool_->ReserveShort() &&
                      absl::Now() >= prepare_after_;
@@ -835,8 +846,7 @@ absl::Status RocksStore::Commit(const rocksdb::WriteBatch& batch,
     DecodeBodyRef(absl::string_view(data).substr(p.at, kBodyRefBytes), &ref);
     ref.segment = at->segment;
     ref.offset = at->offset + p.rel;
-    std::string encoded = EncodeBodyRef(ref);
-    memcpy(data.data() + p.at, encoded.data(), kBodyRefBytes);
+    EncodeBodyRef(ref, data.data() + p.at);
   }
   if (absl::Status s = spool_->Write(*at, group, data); !s.ok()) return s;
   uint64_t bytes = 0;

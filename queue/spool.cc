@@ -151,14 +151,21 @@ uint32_t SpoolGroup::RecordCrc(const void* header, size_t batch_bytes) const {
 
 // --- Encodings ---------------------------------------------------------------
 
+void EncodeBodyRef(const BodyRef& ref, char* out) {
+  out[0] = kRefVersion;
+  for (int i = 0; i < 8; ++i) {
+    out[1 + i] = static_cast<char>(ref.segment >> (8 * i));
+    out[9 + i] = static_cast<char>(ref.offset >> (8 * i));
+  }
+  for (int i = 0; i < 4; ++i) {
+    out[17 + i] = static_cast<char>(ref.length >> (8 * i));
+    out[21 + i] = static_cast<char>(ref.crc >> (8 * i));
+  }
+}
+
 std::string EncodeBodyRef(const BodyRef& ref) {
-  std::string s;
-  s.reserve(kBodyRefBytes);
-  s.push_back(kRefVersion);
-  PutU64(s, ref.segment);
-  PutU64(s, ref.offset);
-  PutU32(s, ref.length);
-  PutU32(s, ref.crc);
+  std::string s(kBodyRefBytes, '\0');
+  EncodeBodyRef(ref, s.data());
   return s;
 }
 

@@ -75,6 +75,7 @@ struct BodyRef {
 };
 constexpr size_t kBodyRefBytes = 25;
 std::string EncodeBodyRef(const BodyRef& ref);
+void EncodeBodyRef(const BodyRef& ref, char* out);  // kBodyRefBytes.
 bool DecodeBodyRef(absl::string_view value, BodyRef* ref);
 std::string EncodeSpoolPosition(const SpoolPosition& pos);
 bool DecodeSpoolPosition(absl::string_view value, SpoolPosition* pos);
