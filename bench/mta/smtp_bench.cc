@@ -12,7 +12,7 @@
 //   ceiling: the same SMTP stack and load with a queue that acknowledges at
 //            once and keeps nothing (a sink that discards).
 // The load generator runs in a child process, so the server's CPU time is
-// the parent's. Three rounds of each, alternating; medians. Counters:
+// the parent's. Five rounds of each, alternating; medians. Counters:
 // msgs_per_s, ceiling_msgs_per_s, ratio_vs_ceiling, p50_ms and p99_ms (final
 // dot to 250), msgs_per_commit (messages per spool write and flush),
 // cpu_s_per_1000 (server CPU seconds per 1000 messages).
@@ -295,7 +295,7 @@ Measured Serve(queue::Store& store, int total) {
 // The ceiling and the durable run alternate kRounds times, each durable
 // round on a new queue, and the figures are the median rounds': on a shared
 // two-core machine one round of either swings by 20%.
-constexpr int kRounds = 3;
+constexpr int kRounds = 5;
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
