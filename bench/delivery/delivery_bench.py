@@ -111,8 +111,10 @@ def main():
         ceiling = total / ceiling_s
         base = sink.count()
 
+        # The daemon's default spool reserve (the test library sets none).
         d = Daemon(nsd.dns_config() + f"[delivery]\nport = {sink.port}\n"
-                   "[smtp]\nmax_connections_per_client = 1000\n")
+                   "[smtp]\nmax_connections_per_client = 1000\n"
+                   '[queue]\nspool_reserve = "256MiB"\n')
         cpu0 = cpu_seconds(d.proc.pid)
         start = time.time()
         generate(d.port, args.domains, per_domain, args.size)
