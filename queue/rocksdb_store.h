@@ -120,12 +120,13 @@ class RocksStore final : public Store {
   }
   // Re-reads free space now instead of at the next periodic check.
   void CheckFreeSpace();
+
+ private:
   // Writes up to `max_bytes` of the spool's reserve while it is short and
   // the disk has room above the free-space floor. A failure is logged and
   // pauses preparation for a minute.
   void PrepareReserve(uint64_t max_bytes);
 
- private:
   struct Live {
     uint32_t total = 0;
     uint32_t pending = 0;
