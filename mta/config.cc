@@ -662,7 +662,8 @@ const std::vector<Setting>& Schema() {
        "up). Commits into it write no file-system metadata: about 10% more\n"
        "messages/s and lower latency while a burst fits in it. Written at\n"
        "start and when the queue is idle; delivered mail's segments refill\n"
-       "it. 0: the spool only grows its files.",
+       "it. 0: the spool only grows its files (use 0 on copy-on-write file\n"
+       "systems such as btrfs or ZFS, where overwriting saves nothing).",
        [](const toml::node& n, Config& c) {
          return GetSize(n, 0, uint64_t{1} << 40, &c.queue_spool_reserve_bytes);
        }},
