@@ -573,6 +573,17 @@ size_t SegmentFiles(const std::string& dir) {
   return n;
 }
 
+// Enqueues `n` messages with bodies Body(i, 4000); their ids, in order.
+std::vector<MessageId> EnqueueNumbered(Store& store, int n) {
+  std::vector<MessageId> ids;
+  for (int i = 0; i < n; ++i) {
+    auto id = EnqueueSync(store, Message({{"bob@a.test", 0}}, Body(i, 4000)));
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (id.ok()) ids.push_back(*id);
+  }
+  return ids;
+}
+
 TEST(StoreTest, SpoolReplayBringsBackWhatRocksDbLost) {
   // RocksDB is written without a sync: after a power failure its WAL may
   // lack the newest groups. The test option drops them at close; the spool
@@ -640,12 +651,8 @@ TEST(StoreTest, SpoolSegmentsGoWhenTheirBodiesAreDone) {
   o.spool_reserve_segments = 2;
   std::string dir = o.path + "/spool";
   auto store = OpenOrDie(o);
-  std::vector<MessageId> ids;
-  for (int i = 0; i < 60; ++i) {
-    auto id = EnqueueSync(*store, Message({{"bob@a.test", 0}}, Body(i, 4000)));
-    ASSERT_TRUE(id.ok());
-    ids.push_back(*id);
-  }
+  std::vector<MessageId> ids = EnqueueNumbered(*store, 60);
+  ASSERT_EQ(ids.size(), 60u);
   size_t before = SegmentFiles(dir);
   EXPECT_GE(before, 3u);
   // One message keeps its segment; the rest are delivered.
@@ -685,12 +692,8 @@ TEST(StoreTest, SpoolReserveIsReadyAtOpenAndRefilledWhenIdle) {
   EXPECT_EQ(store->SpoolUsage().bytes, 3 * kSegment);
   // About eight records a segment: the burst takes the reserve and grows
   // two segments beyond it.
-  std::vector<MessageId> ids;
-  for (int i = 0; i < 40; ++i) {
-    auto id = EnqueueSync(*store, Message({{"bob@a.test", 0}}, Body(i, 4000)));
-    ASSERT_TRUE(id.ok()) << id.status();
-    ids.push_back(*id);
-  }
+  std::vector<MessageId> ids = EnqueueNumbered(*store, 40);
+  ASSERT_EQ(ids.size(), 40u);
   EXPECT_GE(store->SpoolSegments(), 5u);
   // Idle: the committer writes the reserve again.
   absl::Time give_up = absl::Now() + absl::Seconds(10);
@@ -736,12 +739,8 @@ TEST(StoreTest, FewLiveBodiesMoveOutOfOldSegments) {
   o.spool_relocate_after = absl::Milliseconds(200);
   std::string dir = o.path + "/spool";
   auto store = OpenOrDie(o);
-  std::vector<MessageId> ids;
-  for (int i = 0; i < 64; ++i) {
-    auto id = EnqueueSync(*store, Message({{"bob@a.test", 0}}, Body(i, 4000)));
-    ASSERT_TRUE(id.ok());
-    ids.push_back(*id);
-  }
+  std::vector<MessageId> ids = EnqueueNumbered(*store, 64);
+  ASSERT_EQ(ids.size(), 64u);
   size_t before = SegmentFiles(dir);
   EXPECT_GE(before, 6u);
   // Every eighth stays (deferred); the rest are delivered.
