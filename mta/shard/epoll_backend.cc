@@ -112,7 +112,8 @@ class EpollBackend final : public IoBackend {
     ready_.push_back({nullptr, 0, std::move(done)});
   }
 
-  int Poll(absl::Duration timeout) override {
+  using IoBackend::Poll;
+  int Poll(absl::Duration timeout, absl::FunctionRef<void()> woke) override {
     if (!ready_.empty()) timeout = absl::ZeroDuration();
     epoll_event events[256];
     int n;
@@ -123,6 +124,7 @@ class EpollBackend final : public IoBackend {
       timespec ts = absl::ToTimespec(timeout);
       n = epoll_pwait2(epfd_, events, 256, &ts, nullptr);
     }
+    woke();
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
       if (fd >= static_cast<int>(fds_.size())) continue;

@@ -24,6 +24,7 @@
 #include <memory>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -61,9 +62,15 @@ class IoBackend {
   virtual void Close(int fd, absl::AnyInvocable<void()> done) = 0;
 
   // Submits what was queued, waits up to `timeout` for at least one
-  // completion (zero: do not wait; InfiniteDuration: wait for one), and runs
-  // the callbacks of all completions found. Returns how many ran.
-  virtual int Poll(absl::Duration timeout) = 0;
+  // completion (zero: do not wait; InfiniteDuration: wait for one), calls
+  // `woke` once the wait is over and before any callback (the reactor reads
+  // its clock there, so the callbacks see the time they run at, not the time
+  // the sleep began), and runs the callbacks of all completions found.
+  // Returns how many ran.
+  virtual int Poll(absl::Duration timeout, absl::FunctionRef<void()> woke) = 0;
+  int Poll(absl::Duration timeout) {
+    return Poll(timeout, [] {});
+  }
 };
 
 // Creates a backend for the calling thread. kAuto tries io_uring, then epoll.

@@ -156,7 +156,13 @@ void Reactor::Run() {
       sleeping_.store(true, std::memory_order_seq_cst);
       wait = SleepBudget();
     }
-    if (io_->Poll(wait) > 0) last_work = now_;
+    // After a sleep the clock moves on before the completions run: a
+    // timer armed by them (a new connection's command timeout) counts from
+    // now, not from when the sleep began.
+    auto woke = [this, wait] {
+      if (wait > absl::ZeroDuration()) now_ = absl::Now();
+    };
+    if (io_->Poll(wait, woke) > 0) last_work = now_;
     sleeping_.store(false, std::memory_order_relaxed);
   }
   tls_current = nullptr;

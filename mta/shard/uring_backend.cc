@@ -109,7 +109,8 @@ class UringBackend final : public IoBackend {
     io_uring_sqe_set_data64(sqe, kIgnoredUserData);
   }
 
-  int Poll(absl::Duration timeout) override {
+  using IoBackend::Poll;
+  int Poll(absl::Duration timeout, absl::FunctionRef<void()> woke) override {
     if (!deferred_.empty()) timeout = absl::ZeroDuration();
     if (timeout == absl::ZeroDuration()) {
       if (!taskrun_flag_ || io_uring_sq_ready(&ring_) > 0 ||
@@ -125,6 +126,7 @@ class UringBackend final : public IoBackend {
         io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
       }
     }
+    woke();
     // Collect first, then run: callbacks queue new SQEs and may free fds.
     completions_.clear();
     unsigned head;

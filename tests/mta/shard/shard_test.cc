@@ -56,6 +56,41 @@ TEST_P(BackendTest, TimersFireInDeadlineOrderAndCancelledOnesNever) {
   EXPECT_GE(last_elapsed, absl::Milliseconds(60));
 }
 
+// A completion that arrives after a long sleep arms its timer from the time
+// it runs at: a new connection's command timeout used to count from when
+// the reactor fell asleep, so it fired at once after an idle spell.
+TEST_P(BackendTest, TimersArmedByACompletionAfterASleepCountFromNow) {
+  ShardGroup::Options options;
+  options.shards = 1;
+  options.backend = GetParam();
+  options.idle_spin = absl::ZeroDuration();  // Sleep in the backend at once.
+  ShardGroup group(options);
+  ASSERT_TRUE(group.Start().ok());
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  char buf[16];
+  absl::Notification fired;
+  absl::Time woken, fired_at;
+  group.SubmitTo(0, [&] {
+    Reactor& r = group.reactor(0);
+    r.io().Recv(fds[0], buf, sizeof(buf), [&](int) {
+      woken = absl::Now();
+      r.AddTimer(absl::Milliseconds(200), [&] {
+        fired_at = absl::Now();
+        fired.Notify();
+      });
+    });
+  });
+  absl::SleepFor(absl::Milliseconds(400));  // The reactor sleeps meanwhile.
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  ASSERT_TRUE(fired.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_GE(fired_at - woken, absl::Milliseconds(190));
+  group.Stop();
+  group.Join();
+  close(fds[0]);
+  close(fds[1]);
+}
+
 TEST_P(BackendTest, CloseCancelsPendingRecvThenRunsDone) {
   auto backend = MakeIoBackend(GetParam());
   ASSERT_TRUE(backend.ok()) << backend.status();
