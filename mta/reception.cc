@@ -185,16 +185,33 @@ void SmtpConnection::FromSocket(absl::string_view bytes) {
 }
 
 void SmtpConnection::ArmTimer() {
+  if (finishing_) return;  // A late callback: the timer would outlive us.
   if (timer_ != 0) reactor_.CancelTimer(timer_);
   timer_ = reactor_.AddTimer(context_.command_timeout, [this] {
     timer_ = 0;
-    session_.TimedOut();
-    Pump();
+    OnTimeout();
   });
+}
+
+void SmtpConnection::OnTimeout() {
+  if (finishing_) return;
+  if (writing_) {
+    // Its replies have not drained for a whole command timeout: a 421
+    // would only queue behind them.
+    log::Warn(kLog,
+              "closed %s: it did not read its replies for %s (%d bytes "
+              "unsent); a client must read what it is sent",
+              peer_.HostString(),
+              absl::FormatDuration(context_.command_timeout), Unsent());
+    return Finish();
+  }
+  session_.TimedOut();
+  Pump();
 }
 
 void SmtpConnection::ReadMore() {
   if (reading_ || finishing_ || finishing_after_send_ || session_.closing() ||
+      session_.blocked() || Unsent() >= kMaxUnsentBytes ||
       session_.phase() == smtp::ServerSession::Phase::kWaitQueue ||
       session_.phase() == smtp::ServerSession::Phase::kWaitAuth) {
     return;
@@ -202,6 +219,9 @@ void SmtpConnection::ReadMore() {
   reading_ = true;
   conn_.Read(buffer_, sizeof(buffer_), [this](int n) {
     reading_ = false;
+    // Completed before a Finish() cancelled it: the bytes are dropped, and
+    // nothing may be armed or started (Close()'s completion frees us next).
+    if (finishing_) return;
     if (n <= 0) return Finish();  // Closed by the client, or an error.
     ArmTimer();
     FromSocket(absl::string_view(buffer_, static_cast<size_t>(n)));
@@ -211,13 +231,20 @@ void SmtpConnection::ReadMore() {
 }
 
 void SmtpConnection::Pump() {
-  std::string replies = session_.TakeOutput();
-  if (!replies.empty()) {
-    if (tls_ != nullptr && tls_->handshake_done()) {
-      if (tls_->Write(replies).ok()) outbox_ += tls_->TakeCiphertext();
-    } else {
-      outbox_ += replies;  // Plain text, "220 Ready to start TLS" included.
+  if (finishing_) return;
+  // Takes the session's replies; while it holds commands back for want of
+  // room, lets it go on as long as the unsent bytes stay under the bound.
+  for (;;) {
+    std::string replies = session_.TakeOutput();
+    if (!replies.empty()) {
+      if (tls_ != nullptr && tls_->handshake_done()) {
+        if (tls_->Write(replies).ok()) outbox_ += tls_->TakeCiphertext();
+      } else {
+        outbox_ += replies;  // Plain text, "220 Ready to start TLS" included.
+      }
     }
+    if (!session_.blocked() || Unsent() >= kMaxUnsentBytes) break;
+    session_.Resume();
   }
   if (session_.wants_tls() && tls_ == nullptr) {
     // Everything the client sends from now on is TLS.
@@ -240,9 +267,11 @@ void SmtpConnection::SendPending() {
   conn_.WriteAll(sending_.data(), sending_.size(), [this](int result) {
     writing_ = false;
     sending_.clear();
+    if (finishing_) return;  // Cancelled by a Finish(); nothing more to do.
     if (result < 0) return Finish();
-    if (!outbox_.empty()) return SendPending();
-    if (session_.closing() || finishing_after_send_) Finish();
+    // Room again: held commands go on, then reading resumes.
+    Pump();
+    ReadMore();
   });
 }
 

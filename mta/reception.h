@@ -9,6 +9,21 @@
 // session replies 250 only from the queue's completion, posted back to this
 // shard. While a message is being committed the connection does not read,
 // so a client cannot pile up input.
+//
+// Lifetime: the connection owns itself. Finish() is the only way out: it
+// marks the connection finishing, and (once no queue write and no AUTH
+// check is pending, whose completions would call it again) cancels the
+// timer and closes the socket; Close()'s completion, which runs after every
+// other callback of the socket, deletes the object. So every callback (read,
+// write, timer, DNS answer, queue and AUTH completions) may run after
+// Finish(); each one returns at once when `finishing_` is set and never
+// re-arms a timer or starts I/O then.
+//
+// Backpressure: a client that pipelines without reading its replies gets
+// no more of its input read while more than kMaxUnsentBytes of replies wait
+// to be sent; the session holds its remaining commands meanwhile
+// (ServerSession::blocked()). A client that never drains them is closed
+// when the command timeout fires with the write still pending.
 #pragma once
 
 #include <atomic>
@@ -87,6 +102,9 @@ enum class ListenMode { kRelay, kSubmission, kSubmissions };
 
 class SmtpConnection {
  public:
+  // Unsent replies above which the connection stops reading.
+  static constexpr size_t kMaxUnsentBytes = 256 * 1024;
+
   // Takes ownership of `fd`; `open` counts live connections of the shard.
   static void Start(shard::Reactor& reactor, int fd,
                     const ReceptionContext& context, std::atomic<int>& open,
@@ -108,6 +126,9 @@ class SmtpConnection {
   void FromSocket(absl::string_view bytes);
   void Authenticate(smtp::AuthRequest request);
   void ArmTimer();
+  void OnTimeout();
+  // Replies taken from the session but not yet written.
+  size_t Unsent() const { return outbox_.size() + sending_.size(); }
   void Finish();
   void Shutdown();
 

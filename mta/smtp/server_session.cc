@@ -146,6 +146,12 @@ void ServerSession::Feed(absl::string_view bytes) {
   Process();
 }
 
+void ServerSession::Resume() {
+  if (!blocked_) return;
+  blocked_ = false;
+  Process();
+}
+
 void ServerSession::Process() {
   while (phase_ == Phase::kCommand || phase_ == Phase::kData ||
          phase_ == Phase::kBdat) {
@@ -156,6 +162,10 @@ void ServerSession::Process() {
     if (phase_ == Phase::kBdat) {
       if (!BdatBytes()) return;
       continue;
+    }
+    if (out_.size() >= config_.max_output_bytes) {
+      blocked_ = true;  // Resume() goes on once the output is taken.
+      return;
     }
     size_t eol = in_.find('\n');
     if (eol == std::string::npos) {

@@ -42,6 +42,10 @@ struct SessionConfig {
   // RFC 5321 §4.5.3.1.4: 512 for commands; we allow a little more for long
   // ESMTP parameters, as common servers do.
   size_t max_command_bytes = 2048;
+  // Replies not yet taken by the driver: past this, pipelined commands wait
+  // in the input until the driver takes the output and calls Resume(), so
+  // a client that sends without reading cannot grow memory.
+  size_t max_output_bytes = 64 * 1024;
   // STARTTLS offered (a TLS context exists and TLS is not yet active).
   bool tls_available = false;
   // TLS already on (implicit TLS, port 465).
@@ -117,6 +121,11 @@ class ServerSession {
   // The driver should close after sending the output (QUIT, error limit).
   bool closing() const { return phase_ == Phase::kClosed; }
   Phase phase() const { return phase_; }
+  // Commands are waiting because the output reached max_output_bytes; the
+  // driver should not read more until it has called Resume().
+  bool blocked() const { return blocked_; }
+  // After taking the output: goes on with the waiting commands.
+  void Resume();
   // Idle too long (RFC 5321 §4.5.3.2): say so and close.
   void TimedOut();
   // The daemon is stopping: between transactions the session says 421 and
@@ -150,6 +159,7 @@ class ServerSession {
   std::string out_;  // Replies not yet taken.
   int errors_ = 0;
   bool discarding_ = false;  // Skipping the rest of an over-long line.
+  bool blocked_ = false;     // Output full; see blocked().
 
   std::string helo_;
   bool ehlo_ = false;

@@ -39,11 +39,15 @@ Outcome Dialog(const std::string& input, SessionConfig config = Trusted(),
   Outcome run;
   s.Start();
   auto pump = [&] {
-    run.output += s.TakeOutput();
-    while (auto m = s.TakeMessage()) {
-      run.messages.push_back(*m);
-      s.MessageQueued(queue_status, "Q1");
+    for (;;) {
       run.output += s.TakeOutput();
+      while (auto m = s.TakeMessage()) {
+        run.messages.push_back(*m);
+        s.MessageQueued(queue_status, "Q1");
+        run.output += s.TakeOutput();
+      }
+      if (!s.blocked()) break;
+      s.Resume();  // As the driver does once the output is taken.
     }
   };
   pump();
@@ -350,6 +354,46 @@ TEST(ServerSessionTest, BdatWithoutRecipientsConsumesTheChunk) {
   Outcome bad = Dialog("EHLO c\r\nBDAT lots\r\n");
   EXPECT_THAT(bad.output, HasSubstr("501 5.5.4 Syntax: BDAT size [LAST]"));
   EXPECT_TRUE(bad.closed);
+}
+
+TEST(ServerSessionTest, PipelinedCommandsWaitWhileTheOutputIsFull) {
+  SessionConfig c = Trusted();
+  c.max_output_bytes = 1000;
+  ServerSession s(c);
+  s.Start();
+  std::string flood;
+  for (int i = 0; i < 5000; ++i) flood += "EHLO a\r\n";
+  s.Feed(flood);
+  // One EHLO reply is ~150 bytes: the session stops just past the bound.
+  std::string out = s.TakeOutput();
+  EXPECT_TRUE(s.blocked());
+  EXPECT_LT(out.size(), 1000u + 400u);
+  size_t total = 0;
+  int rounds = 0;
+  while (s.blocked() && rounds < 100000) {
+    s.Resume();
+    std::string more = s.TakeOutput();
+    EXPECT_LT(more.size(), 1000u + 400u);
+    total += more.size();
+    ++rounds;
+  }
+  EXPECT_FALSE(s.blocked());
+  EXPECT_GT(total, 0u);
+  EXPECT_GT(rounds, 100);
+  s.Feed("QUIT\r\n");
+  EXPECT_THAT(s.TakeOutput(), HasSubstr("221"));
+}
+
+TEST(ServerSessionTest, EveryPipelinedCommandIsAnsweredAfterBlocking) {
+  SessionConfig c = Trusted();
+  c.max_output_bytes = 100;
+  std::string input;
+  for (int i = 0; i < 300; ++i) input += "NOOP\r\n";
+  Outcome run = Dialog(input, c);
+  std::vector<std::string> codes = Codes(run.output);
+  // The banner, then one 250 per NOOP.
+  ASSERT_EQ(codes.size(), 301u);
+  for (size_t i = 1; i < codes.size(); ++i) EXPECT_EQ(codes[i], "250");
 }
 
 TEST(ServerSessionTest, RsetNoopVrfyHelpQuitAndTimeout) {
