@@ -22,6 +22,16 @@ std::string Domain(absl::string_view address) {
                                    ? absl::string_view()
                                    : address.substr(at + 1));
 }
+// Text from outside (a PTR name, a user name) made safe for a header
+// field: controls, which could end the field and start another, become '?'.
+// The EHLO name needs none of this: the session refuses a bad one.
+std::string HeaderSafe(absl::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  return out;
+}
 }  // namespace
 
 bool ConnectionLimiter::Acquire(const std::string& client, bool exempt) {
@@ -278,14 +288,15 @@ void SmtpConnection::SendPending() {
 void SmtpConnection::Enqueue(smtp::Message m) {
   absl::Time now = absl::Now();
   std::string received = absl::StrCat(
-      "Received: from ", m.helo, " (",
-      client_name_.empty() ? "unknown" : client_name_, " [", peer_.HostString(),
-      "])\r\n\t",
+      "Received: from ", HeaderSafe(m.helo), " (",
+      client_name_.empty() ? "unknown" : HeaderSafe(client_name_), " [",
+      peer_.HostString(), "])\r\n\t",
       tls_description_.empty()
           ? ""
           : absl::StrCat("(using ", tls_description_, ")\r\n\t"),
       context_.received_shows_auth_user && !m.auth_user.empty()
-          ? absl::StrCat("(authenticated as ", m.auth_user, ")\r\n\t")
+          ? absl::StrCat("(authenticated as ", HeaderSafe(m.auth_user),
+                         ")\r\n\t")
           : "",
       "by ", context_.hostname, " (Peregrine) with ",
       m.smtputf8 ? "UTF8SMTP" : "ESMTP", tls_description_.empty() ? "" : "S",

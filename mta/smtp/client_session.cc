@@ -1,5 +1,7 @@
 #include "mta/smtp/client_session.h"
 
+#include <cstring>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -378,23 +380,33 @@ void ClientSession::SendEnvelopeCommand(size_t index) {
   Send(rcpt);
 }
 
-void ClientSession::SendBody() {
-  const std::string& body = message_.body ? *message_.body : std::string();
-  out_.reserve(out_.size() + body.size() + body.size() / 64 + 8);
-  // Dot-stuffing (RFC 5321 §4.5.2): a line starting with "." gets another.
-  bool line_start = true;
-  size_t run = 0;
-  for (size_t i = 0; i < body.size(); ++i) {
-    if (line_start && body[i] == '.') {
-      out_.append(body, run, i - run);
-      out_ += '.';
-      run = i;
+void EncodeDataContent(absl::string_view body, std::string* out) {
+  out->reserve(out->size() + body.size() + body.size() / 64 + 8);
+  const char* p = body.data();
+  const char* const end = p + body.size();
+  while (p < end) {
+    // At the start of a line.
+    if (*p == '.') out->push_back('.');
+    // The line's end: the first CR or LF (two vectorized scans).
+    const char* lf = static_cast<const char*>(memchr(p, '\n', end - p));
+    const char* stop = lf ? lf : end;
+    const char* cr = static_cast<const char*>(memchr(p, '\r', stop - p));
+    const char* eol = cr ? cr : lf;
+    if (eol == nullptr) {
+      out->append(p, end - p);
+      out->append("\r\n");
+      break;
     }
-    line_start = body[i] == '\n';
+    out->append(p, eol - p);
+    out->append("\r\n");
+    p = eol + (*eol == '\r' && eol + 1 < end && eol[1] == '\n' ? 2 : 1);
   }
-  out_.append(body, run, std::string::npos);
-  if (!body.empty() && !absl::EndsWith(body, "\r\n")) out_ += "\r\n";
-  out_ += ".\r\n";
+  out->append(".\r\n");
+}
+
+void ClientSession::SendBody() {
+  EncodeDataContent(message_.body ? *message_.body : absl::string_view(),
+                    &out_);
   phase_ = Phase::kData;
 }
 

@@ -151,4 +151,11 @@ class ClientSession {
   std::optional<MessageResult> result_;
 };
 
+// Appends `body` to `out` as DATA content (RFC 5321 §4.5.2), final "."
+// included: every line ends in CRLF, a bare CR or bare LF becoming CRLF,
+// so no sequence in a body (one stored by an older version, or "\r.\r"
+// from any source) can be read by the next hop as the end of the data; a
+// line that starts with "." gets a second one.
+void EncodeDataContent(absl::string_view body, std::string* out);
+
 }  // namespace peregrine::smtp

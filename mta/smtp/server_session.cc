@@ -138,6 +138,7 @@ void ServerSession::ResetTransaction() {
   bdat_failed_ = false;
   chunk_left_ = 0;
   chunk_last_ = false;
+  bdat_cr_ = false;
 }
 
 void ServerSession::Feed(absl::string_view bytes) {
@@ -246,11 +247,49 @@ void ServerSession::Command(absl::string_view line) {
   Error("502 5.5.2 Error: command not recognized");
 }
 
+bool IsHeloArgument(absl::string_view arg) {
+  if (arg.empty() || arg.size() > 255) return false;
+  if (arg.front() == '[') {
+    // RFC 5321 §4.1.3 address literals: IPv4, "IPv6:..." and the general
+    // form "tag:content", whose content is printable ASCII but [ ] \.
+    if (arg.size() < 3 || arg.back() != ']') return false;
+    for (char c : arg.substr(1, arg.size() - 2)) {
+      if (c <= ' ' || c >= 0x7f || c == '[' || c == ']' || c == '\\') {
+        return false;
+      }
+    }
+    return true;
+  }
+  // A domain (RFC 5321 §4.1.2): labels of letters, digits and hyphens. Real
+  // clients also send underscores (Windows host names) and, with SMTPUTF8,
+  // UTF-8 labels: both are accepted; a trailing dot too. Nothing else: no
+  // controls, spaces or punctuation that could end up in a header.
+  size_t label = 0;
+  for (size_t i = 0; i < arg.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(arg[i]);
+    if (c == '.') {
+      if (label == 0) return false;  // ".." or a leading dot.
+      label = 0;
+      continue;
+    }
+    if (!(absl::ascii_isalnum(c) || c == '-' || c == '_' || c >= 0x80)) {
+      return false;
+    }
+    if (++label > 63) return false;
+  }
+  return true;
+}
+
 void ServerSession::Ehlo(absl::string_view arg, bool extended) {
   arg = absl::StripAsciiWhitespace(arg);
   if (arg.empty()) {
     return Error(extended ? "501 5.5.4 Syntax: EHLO hostname"
                           : "501 5.5.4 Syntax: HELO hostname");
+  }
+  if (!IsHeloArgument(arg)) {
+    return Error(
+        "501 5.5.2 Error: invalid EHLO/HELO argument: give your host's "
+        "domain name or an address literal such as [192.0.2.1]");
   }
   ResetTransaction();
   helo_ = std::string(arg);
@@ -504,6 +543,35 @@ void ServerSession::Append(absl::string_view bytes) {
   message_.data.append(bytes.data(), bytes.size());
 }
 
+void ServerSession::AppendBdat(absl::string_view bytes) {
+  size_t p = 0;
+  if (bdat_cr_ && !bytes.empty()) {
+    bdat_cr_ = false;
+    Append("\r\n");
+    if (bytes[0] == '\n') p = 1;  // The CR's own LF, in the next piece.
+  }
+  const size_t n = bytes.size();
+  while (p < n) {
+    const char* begin = bytes.data() + p;
+    const void* lf = memchr(begin, '\n', n - p);
+    size_t span = lf ? static_cast<const char*>(lf) - begin : n - p;
+    const void* cr = memchr(begin, '\r', span);
+    if (cr != nullptr) span = static_cast<const char*>(cr) - begin;
+    if (cr == nullptr && lf == nullptr) {
+      Append(bytes.substr(p));
+      return;
+    }
+    size_t eol = p + span;
+    Append(bytes.substr(p, span));
+    if (bytes[eol] == '\r' && eol + 1 == n) {
+      bdat_cr_ = true;  // Its LF, if any, comes with the next bytes.
+      return;
+    }
+    Append("\r\n");
+    p = eol + (bytes[eol] == '\r' && bytes[eol + 1] == '\n' ? 2 : 1);
+  }
+}
+
 void ServerSession::Bdat(absl::string_view arg) {
   std::vector<absl::string_view> parts =
       absl::StrSplit(arg, ' ', absl::SkipEmpty());
@@ -530,7 +598,7 @@ void ServerSession::Bdat(absl::string_view arg) {
 
 bool ServerSession::BdatBytes() {
   size_t take = std::min(chunk_left_, in_.size());
-  if (!bdat_failed_) Append(absl::string_view(in_).substr(0, take));
+  if (!bdat_failed_) AppendBdat(absl::string_view(in_).substr(0, take));
   in_.erase(0, take);
   chunk_left_ -= take;
   if (chunk_left_ > 0) return false;
@@ -553,6 +621,8 @@ bool ServerSession::BdatBytes() {
     return true;
   }
   if (chunk_last_) {
+    if (bdat_cr_) Append("\r\n");  // A final bare CR.
+    bdat_cr_ = false;
     FinishMessage();
     return true;
   }

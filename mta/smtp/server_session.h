@@ -18,6 +18,9 @@
 // crash. DATA ends only at CRLF.CRLF: a bare LF or CR is read as a line
 // end inside the message (normalized to CRLF), so "\n.\n" and "\r.\r" can
 // never end a message and start a second one (SMTP smuggling).
+// BDAT content is normalized the same way (a CR at the end of a chunk
+// waits for the next one), so what the next hop receives has CRLF line
+// ends only, whichever command carried it.
 #pragma once
 
 #include <cstdint>
@@ -151,6 +154,7 @@ class ServerSession {
   bool DataBytes();  // Consumes DATA input; true when the message ended.
   bool BdatBytes();  // Consumes a BDAT chunk; true when the chunk ended.
   void Append(absl::string_view bytes);  // To the message, within its limit.
+  void AppendBdat(absl::string_view bytes);  // Line ends made CRLF.
   void FinishMessage();
 
   SessionConfig config_;
@@ -186,8 +190,13 @@ class ServerSession {
   bool chunk_last_ = false;
   bool bdat_started_ = false;
   bool bdat_failed_ = false;
+  bool bdat_cr_ = false;  // BDAT content ended in a CR: its LF may follow.
   std::string bdat_error_;
 };
+
+// Is `arg` acceptable after EHLO/HELO: a domain or an address literal
+// (RFC 5321 §4.1.1.1), with no byte that could break a header line.
+bool IsHeloArgument(absl::string_view arg);
 
 // Parses "<user@domain>" (with optional ESMTP parameters after it) as in
 // MAIL FROM / RCPT TO. Returns the address (empty for <>) and the rest.

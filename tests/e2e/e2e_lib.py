@@ -184,3 +184,76 @@ class Sink:
         self.proc.terminate()
         self.proc.wait()
         self.log.close()
+
+
+class RawSink:
+    """A minimal SMTP server on 127.0.0.1 that keeps the exact bytes of each
+    message's DATA section as the client sent them (dot-stuffing and line
+    ends included), for tests of what goes out on the wire. No PIPELINING,
+    no extensions; one connection at a time; at most `max_bytes` a message.
+    """
+
+    def __init__(self, max_bytes=1 << 20):
+        import threading
+        self.messages = []  # Raw DATA bytes, up to and with "\r\n.\r\n".
+        self.max_bytes = max_bytes
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                conn.settimeout(10)
+                try:
+                    self._session(conn)
+                except OSError:
+                    pass
+
+    def _session(self, conn):
+        buf = b""
+        conn.sendall(b"220 rawsink ESMTP\r\n")
+        while not self.stopping:
+            while b"\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            line, buf = buf.split(b"\r\n", 1)
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                conn.sendall(b"354 go on\r\n")
+                while b"\r\n.\r\n" not in b"\r\n" + buf:
+                    data = conn.recv(65536)
+                    if not data or len(buf) > self.max_bytes:
+                        return
+                    buf += data
+                end = (b"\r\n" + buf).index(b"\r\n.\r\n") + 3
+                self.messages.append(buf[:end])
+                buf = buf[end:]
+                conn.sendall(b"250 2.0.0 kept\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+    def wait_for(self, count, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(self.messages) < count:
+            time.sleep(0.05)
+        return len(self.messages)
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(timeout=5)

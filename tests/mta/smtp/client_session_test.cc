@@ -1,8 +1,10 @@
 #include "mta/smtp/client_session.h"
 
+#include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -276,6 +278,61 @@ TEST(ClientSessionTest, MultiLineRepliesAndQuit) {
   EXPECT_EQ(s.TakeOutput(), "QUIT\r\n");
   s.Feed("221 2.0.0 bye\r\n");
   EXPECT_EQ(s.phase(), Phase::kClosed);
+}
+
+struct EncodeCase {
+  std::string body;
+  std::string wire;
+};
+
+TEST(EncodeDataContentTest, LineEndsBecomeCrlfAndDotsAreStuffed) {
+  const EncodeCase cases[] = {
+      {"", ".\r\n"},
+      {"x", "x\r\n.\r\n"},
+      {"x\r\n", "x\r\n.\r\n"},
+      {"a\nb", "a\r\nb\r\n.\r\n"},
+      {"a\rb", "a\r\nb\r\n.\r\n"},
+      {"x\r", "x\r\n.\r\n"},
+      {"\n\n", "\r\n\r\n.\r\n"},
+      {"\r\r\n", "\r\n\r\n.\r\n"},
+      {".", "..\r\n.\r\n"},
+      {".\r\n.x\r\n", "..\r\n..x\r\n.\r\n"},
+      // The smuggling sequences of BDAT content: the next hop sees a
+      // stuffed dot on a line of its own, never an end of data.
+      {"hello\r.\rMAIL FROM:<evil@x.test>\r\n",
+       "hello\r\n..\r\nMAIL FROM:<evil@x.test>\r\n.\r\n"},
+      {"hello\n.\nRCPT", "hello\r\n..\r\nRCPT\r\n.\r\n"},
+      {"hello\r\n.\rX", "hello\r\n..\r\nX\r\n.\r\n"},
+  };
+  for (const EncodeCase& c : cases) {
+    std::string out;
+    EncodeDataContent(c.body, &out);
+    EXPECT_EQ(out, c.wire) << absl::CEscape(c.body);
+  }
+}
+
+TEST(EncodeDataContentTest, NoBareLineEndAndOneEndOfDataWhateverTheBody) {
+  std::mt19937 rng(7);
+  const char alphabet[] = {'\r', '\n', '.', 'a', ' '};
+  for (int round = 0; round < 20000; ++round) {
+    std::string body(rng() % 24, 'a');
+    for (char& c : body) c = alphabet[rng() % sizeof(alphabet)];
+    std::string out;
+    EncodeDataContent(body, &out);
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (out[i] == '\r') {
+        ASSERT_TRUE(i + 1 < out.size() && out[i + 1] == '\n')
+            << absl::CEscape(body);
+      }
+      if (out[i] == '\n') {
+        ASSERT_TRUE(i > 0 && out[i - 1] == '\r') << absl::CEscape(body);
+      }
+    }
+    // "\r\n.\r\n" (or a body that is only ".\r\n") ends the data: once.
+    std::string framed = "\r\n" + out;
+    ASSERT_EQ(framed.find("\r\n.\r\n"), framed.size() - 5)
+        << absl::CEscape(body);
+  }
 }
 
 }  // namespace

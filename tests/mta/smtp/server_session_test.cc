@@ -345,6 +345,64 @@ TEST(ServerSessionTest, BdatChunksAreTakenAsIs) {
   }
 }
 
+// BDAT content is not dot-stuffed, but its bare CRs and LFs are made CRLF
+// like DATA's, so "\r.\r" cannot travel on to a next hop that reads it as
+// an end of data (SMTP smuggling through BDAT).
+TEST(ServerSessionTest, BdatLineEndsAreNormalizedAcrossChunksAndSplits) {
+  struct Case {
+    std::vector<std::string> chunks;
+    std::string data;
+  };
+  const Case cases[] = {
+      {{"hello\r.\rMAIL FROM:<evil@x.test>\r\n"},
+       "hello\r\n.\r\nMAIL FROM:<evil@x.test>\r\n"},
+      {{"a\nb\n"}, "a\r\nb\r\n"},
+      {{"a\r", "\nb"}, "a\r\nb"},        // CRLF split by the chunk boundary.
+      {{"a\r", "b"}, "a\r\nb"},          // A bare CR ending a chunk.
+      {{"a\r", "\r\nb"}, "a\r\n\r\nb"},  // Then a real CRLF.
+      {{"end\r"}, "end\r\n"},            // A bare CR ending the message.
+      {{"x\r\n", ".\r\n"}, "x\r\n.\r\n"},
+  };
+  for (const Case& c : cases) {
+    std::string input = absl::StrCat(kHeader, "RCPT TO:<b@d.test>\r\n");
+    for (size_t i = 0; i < c.chunks.size(); ++i) {
+      absl::StrAppend(&input, "BDAT ", c.chunks[i].size(),
+                      i + 1 == c.chunks.size() ? " LAST" : "", "\r\n",
+                      c.chunks[i]);
+    }
+    for (size_t piece : {SIZE_MAX, size_t{1}, size_t{3}}) {
+      Outcome run = Dialog(input, Trusted(), piece);
+      ASSERT_EQ(run.messages.size(), 1u) << absl::CEscape(input);
+      EXPECT_EQ(run.messages[0].data, c.data)
+          << absl::CEscape(input) << " piece " << piece;
+    }
+  }
+}
+
+TEST(ServerSessionTest, EhloArgumentsMustBeADomainOrAnAddressLiteral) {
+  for (const char* ok :
+       {"client.test", "a", "localhost", "mail-1.example.com.", "DESKTOP_42",
+        "[192.0.2.1]", "[IPv6:2001:db8::1]", "b\xc3\xbccher.test"}) {
+    EXPECT_TRUE(IsHeloArgument(ok)) << ok;
+    Outcome run = Dialog(absl::StrCat("EHLO ", ok, "\r\n"));
+    EXPECT_THAT(Codes(run.output), ElementsAre("220", "250")) << ok;
+  }
+  for (const char* bad : {"evil.test\rX-Injected: via-helo", "a b", "a..b",
+                          ".a", "x;y", "a\x1b[31m", "[1.2.3.4", "[a b]", "[]",
+                          "<x>", "evil.test\tX-Injected:"}) {
+    EXPECT_FALSE(IsHeloArgument(bad)) << absl::CEscape(bad);
+    Outcome run = Dialog(absl::StrCat("EHLO ", bad, "\r\nMAIL FROM:<a@b>\r\n"));
+    EXPECT_THAT(Codes(run.output), ElementsAre("220", "501", "503"))
+        << absl::CEscape(bad);
+    EXPECT_THAT(run.output, testing::Not(HasSubstr("X-Injected")));
+  }
+  EXPECT_FALSE(IsHeloArgument(std::string(256, 'a')));
+  EXPECT_FALSE(IsHeloArgument(std::string(64, 'a') + ".test"));
+  // NUL inside the argument.
+  Outcome run = Dialog(std::string("EHLO a\0b\r\n", 10));
+  EXPECT_THAT(Codes(run.output), ElementsAre("220", "501"));
+}
+
 TEST(ServerSessionTest, BdatWithoutRecipientsConsumesTheChunk) {
   Outcome run = Dialog(absl::StrCat(kHeader, "BDAT 5 LAST\r\nABCDENOOP\r\n"));
   EXPECT_THAT(run.output,
