@@ -22,11 +22,13 @@
 #include "absl/time/clock.h"
 #include "dkim/key.h"
 #include "dkim/signer.h"
+#include "dkim/signing_table.h"
 #include "mta/config.h"
 #include "mta/daemon.h"
 #include "mta/users.h"
 #include "mta/version.h"
 #include "queue/rocksdb_store.h"
+#include "tls/tls.h"
 
 namespace peregrine {
 namespace {
@@ -60,11 +62,45 @@ int Serve(const std::string& config_path, const std::string& data_dir,
   return daemon.Run();
 }
 
+// The files a configuration names, loaded as `serve` loads them, so that
+// `config check` says OK only for what `serve` will accept.
+std::vector<std::string> CheckFiles(const Config& config) {
+  std::vector<std::string> errors;
+  if (!config.tls_cert_file.empty()) {
+    auto tls = tls::ServerContext::FromFiles(config.tls_cert_file,
+                                             config.tls_key_file);
+    if (!tls.ok()) {
+      errors.push_back(absl::StrCat(config.Where("tls.cert_file"), ": ",
+                                    tls.status().message()));
+    }
+  }
+  auto dkim = dkim::SigningTable::Load(config.dkim);
+  for (const auto& e : dkim->entries()) {
+    if (e.signer.ok()) continue;
+    errors.push_back(absl::StrCat(
+        config.Where("dkim.keys"), ": d=", e.spec.domain,
+        " s=", e.spec.selector, ": ", e.signer.status().message(),
+        " (serve would hold that domain's mail until it is fixed)"));
+  }
+  auto users = UsersFile::Load(config.UsersFilePath());
+  if (!users.ok()) {
+    errors.push_back(absl::StrCat(config.Where("auth.users_file"), ": ",
+                                  users.status().message()));
+  }
+  return errors;
+}
+
 int ConfigCheck(const std::string& path, std::ostream& out, std::ostream& err) {
   auto config = LoadConfigFile(path);
   if (!config.ok()) {
     err << config.status().message() << "\n";
     return kExitUsage;
+  }
+  std::vector<std::string> errors = CheckFiles(*config);
+  for (const std::string& e : errors) err << e << "\n";
+  if (!errors.empty()) return kExitUsage;
+  for (const std::string& w : ConfigWarnings(*config)) {
+    err << "warning: " << w << "\n";
   }
   out << path << ": OK (" << config->lines.size()
       << " settings from the file, the rest default)\n";

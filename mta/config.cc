@@ -1,5 +1,6 @@
 #include "mta/config.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,13 +53,16 @@ absl::StatusOr<std::string> GetString(const toml::node& node,
   return std::string(*node.value<std::string_view>());
 }
 
-// A string, or an array of strings ("a" is short for ["a"]).
+// An array of strings. A lone string is refused: for a key that takes a
+// list, a string is a sign the value was misunderstood (the [listen] keys,
+// where one address is the usual case, take GetAddressList instead).
 absl::StatusOr<std::vector<std::string>> GetStringList(const toml::node& node,
                                                        absl::string_view what) {
   std::vector<std::string> out;
   if (node.is_string()) {
-    out.push_back(std::string(*node.value<std::string_view>()));
-    return out;
+    return Expected(absl::StrCat("a list of ", what, " in brackets: [\"",
+                                 Sv(*node.value<std::string_view>()), "\"]"),
+                    node);
   }
   const toml::array* array = node.as_array();
   if (array == nullptr) return Expected(absl::StrCat("a list of ", what), node);
@@ -149,7 +153,13 @@ absl::Status GetBool(const toml::node& node, bool* out) {
 
 absl::Status SetListener(const toml::node& node, Config& config,
                          ListenerKind kind, const char* key) {
-  auto texts = GetStringList(node, "addresses like \"127.0.0.1:2525\"");
+  // One address may stand alone: "127.0.0.1:2525" is short for
+  // ["127.0.0.1:2525"].
+  absl::StatusOr<std::vector<std::string>> texts =
+      node.is_string()
+          ? std::vector<std::string>{std::string(
+                *node.value<std::string_view>())}
+          : GetStringList(node, "addresses like \"127.0.0.1:2525\"");
   if (!texts.ok()) return texts.status();
   ListenerConfig* listener = nullptr;
   for (ListenerConfig& l : config.listeners) {
@@ -561,6 +571,14 @@ const std::vector<Setting>& Schema() {
            c.trusted_networks.push_back(*cidr);
          }
          return absl::OkStatus();
+       }},
+      {"relay", "allow_open_relay", "false",
+       "Accept relay.trusted_networks broader than a /8 (such as\n"
+       "\"0.0.0.0/0\"). They let anyone on the internet send mail through\n"
+       "this server: spammers find such relays within hours and the\n"
+       "server's address lands on every blocklist. Leave it off.",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.allow_open_relay);
        }},
       {"auth", "users_file", "\"\"",
        "Accounts that may AUTH on submission (scrypt hashes). Empty:\n"
@@ -1140,6 +1158,18 @@ void CrossCheck(const Config& config, std::vector<std::string>& errors) {
   if (absl::Status d = delivery::Validate(config.delivery); !d.ok()) {
     errors.push_back(absl::StrCat(config.source, ": ", d.message()));
   }
+  if (!config.allow_open_relay) {
+    for (const shard::Cidr& net : config.trusted_networks) {
+      if (!net.TooBroad()) continue;
+      errors.push_back(absl::StrCat(
+          config.Where("relay.trusted_networks"), ": ", net.ToString(),
+          " trusts a large part of the internet: anyone there could send "
+          "mail through this server (an open relay). List only the networks "
+          "of your own machines, such as \"10.0.0.0/8\", and let everyone "
+          "else authenticate on submission; if you really mean it, set "
+          "relay.allow_open_relay = true"));
+    }
+  }
   for (size_t i = 0; i < config.listeners.size(); ++i) {
     for (const auto& a : config.listeners[i].addresses) {
       for (size_t j = i; j < config.listeners.size(); ++j) {
@@ -1271,6 +1301,34 @@ absl::StatusOr<Config> ParseConfig(absl::string_view text,
 }
 
 absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  // A directory reads as an empty file and a device as an endless one:
+  // only a regular file (or a link to one) of sane size is a configuration.
+  constexpr off_t kMaxBytes = 16 << 20;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(
+        path, ": cannot read the configuration file: ", std::strerror(errno)));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path,
+        ": is a directory, not a configuration file: give the path of the "
+        "TOML file itself (e.g. ",
+        path, path.empty() || path.back() != '/' ? "/" : "",
+        "peregrine.toml)"));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path,
+                     ": is not a regular file (a device, pipe or socket): "
+                     "give the path of a TOML file"));
+  }
+  if (st.st_size > kMaxBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", st.st_size,
+                     " bytes is too large for a configuration file (at "
+                     "most 16 MiB): is it the right file?"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(absl::StrCat(
@@ -1279,6 +1337,31 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return ParseConfig(buffer.str(), path);
+}
+
+std::vector<std::string> ConfigWarnings(const Config& config) {
+  std::vector<std::string> out;
+  for (const shard::Cidr& net : config.trusted_networks) {
+    if (net.IsPrivate()) continue;
+    out.push_back(absl::StrCat(
+        config.Where("relay.trusted_networks"), ": ", net.ToString(),
+        " is not a private or loopback network: every client there may "
+        "relay mail to any domain without AUTH; make sure you control all of "
+        "it"));
+  }
+  std::string host = config.EffectiveHostname();
+  if (!absl::StrContains(absl::StripSuffix(host, "."), '.')) {
+    out.push_back(absl::StrCat(
+        config.hostname.empty() ? "server.hostname (built-in default: the "
+                                  "machine's name)"
+                                : config.Where("server.hostname"),
+        ": '", host,
+        "' is not a fully qualified domain name; receivers distrust or "
+        "refuse mail whose HELO is not one. Set server.hostname = "
+        "\"mail.example.com\" (a name whose A record and PTR point at this "
+        "server)"));
+  }
+  return out;
 }
 
 bool IsReloadable(absl::string_view key) {

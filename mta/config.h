@@ -50,6 +50,8 @@ struct Config {
 
   // [relay]
   std::vector<shard::Cidr> trusted_networks;
+  // Trusting networks TooBroad() is refused unless this says so.
+  bool allow_open_relay = false;
 
   // [auth]
   std::string users_file;  // Empty: data_dir/users.
@@ -117,6 +119,12 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 Config DefaultConfig();
 // The full default configuration as TOML, every key commented.
 std::string DefaultConfigToml();
+
+// What is legal but probably a mistake (a trusted network on the public
+// internet, a host name that is not fully qualified), each a sentence naming
+// the setting and what to do. `config check` prints them and `serve` logs
+// them at start.
+std::vector<std::string> ConfigWarnings(const Config& config);
 
 // Settings SIGHUP applies without a restart.
 bool IsReloadable(absl::string_view key);

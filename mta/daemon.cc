@@ -193,6 +193,7 @@ absl::Status Daemon::Start() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   log::SetLevel(config_.log_level);
+  for (const std::string& w : ConfigWarnings(config_)) log::Warn(kLog, "%s", w);
   if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
   if (absl::Status s = BindListeners(); !s.ok()) return s;
   if (absl::Status s = OpenQueue(); !s.ok()) return s;

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -169,6 +170,44 @@ bool Cidr::Contains(const SocketAddress& address) const {
   if (rest == 0) return true;
   uint8_t mask = static_cast<uint8_t>(0xFFu << (8 - rest));
   return (bytes[full] & mask) == (bytes_[full] & mask);
+}
+
+bool Cidr::Covers(const Cidr& inner) const {
+  if (family_ != inner.family_ || prefix_ > inner.prefix_) return false;
+  int full = prefix_ / 8;
+  if (std::memcmp(inner.bytes_, bytes_, full) != 0) return false;
+  int rest = prefix_ % 8;
+  if (rest == 0) return true;
+  uint8_t mask = static_cast<uint8_t>(0xFFu << (8 - rest));
+  return (inner.bytes_[full] & mask) == (bytes_[full] & mask);
+}
+
+bool Cidr::TooBroad() const {
+  if (IsPrivate()) return false;  // fc00::/7 is short, and private.
+  if (family_ == AF_INET) return prefix_ < 8;
+  if (prefix_ < 16) return true;
+  // ::ffff:0:0/96 holds every IPv4 address as seen on a dual-stack socket.
+  static const Cidr mapped = *Cidr::Parse("::ffff:0:0/96");
+  if (prefix_ <= 96) return Covers(mapped);
+  return prefix_ < 96 + 8 && mapped.Covers(*this);
+}
+
+bool Cidr::IsPrivate() const {
+  static const std::vector<Cidr>* const kPrivate = [] {
+    auto* v = new std::vector<Cidr>;
+    for (const char* n :
+         {"127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+          "100.64.0.0/10", "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10",
+          "::ffff:127.0.0.0/104", "::ffff:10.0.0.0/104",
+          "::ffff:172.16.0.0/108", "::ffff:192.168.0.0/112"}) {
+      v->push_back(*Cidr::Parse(n));
+    }
+    return v;
+  }();
+  for (const Cidr& p : *kPrivate) {
+    if (p.Covers(*this)) return true;
+  }
+  return false;
 }
 
 std::string Cidr::ToString() const {

@@ -47,6 +47,17 @@ class Cidr {
   static absl::StatusOr<Cidr> Parse(absl::string_view text);
 
   bool Contains(const SocketAddress& address) const;
+  // Every address of `inner` is in this network (same family only).
+  bool Covers(const Cidr& inner) const;
+  // More than a /8 of IPv4 (or the IPv4-mapped IPv6 space), or an IPv6
+  // prefix shorter than /16, outside private space: trusting it would make
+  // an open relay.
+  bool TooBroad() const;
+  // Inside loopback, RFC 1918, shared (100.64/10), link-local or unique
+  // local (fc00::/7) space.
+  bool IsPrivate() const;
+  int family() const { return family_; }
+  int prefix() const { return prefix_; }
   std::string ToString() const;
 
  private:

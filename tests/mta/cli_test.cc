@@ -70,6 +70,65 @@ TEST(CliTest, ConfigCheckMissingFileExits2) {
   EXPECT_THAT(r.err, HasSubstr("/nonexistent.toml: cannot read"));
 }
 
+TEST(CliTest, ConfigCheckRefusesWhatIsNotAFile) {
+  std::string dir = getenv("TEST_TMPDIR");
+  Result r = Cli({"config", "check", dir.c_str()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("is a directory"));
+  r = Cli({"config", "check", "/dev/zero"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("not a regular file"));
+  r = Cli({"serve", "--config", dir.c_str()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("is a directory"));
+}
+
+TEST(CliTest, ConfigCheckRefusesAnOpenRelay) {
+  std::string path =
+      WriteTemp("open.toml", "[relay]\ntrusted_networks = [\"0.0.0.0/0\"]\n");
+  Result r = Cli({"config", "check", path.c_str()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("open relay"));
+}
+
+TEST(CliTest, ConfigCheckLoadsTheFilesServeWould) {
+  std::string dir = getenv("TEST_TMPDIR");
+  std::string path = WriteTemp("files.toml",
+                               "[tls]\ncert_file = \"/nonexistent/cert.pem\"\n"
+                               "key_file = \"/nonexistent/key.pem\"\n");
+  Result r = Cli({"config", "check", path.c_str()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("tls.cert_file"));
+  EXPECT_THAT(r.err, HasSubstr("/nonexistent/cert.pem"));
+  // A certificate whose key is another one's.
+  std::string cert = dir + "/c.pem", key = dir + "/k.pem",
+              other = dir + "/o.pem";
+  ASSERT_EQ(
+      system(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=a "
+              "-days 1 -keyout " +
+              key + " -out " + cert + " 2>/dev/null && openssl genrsa -out " +
+              other + " 2048 2>/dev/null")
+                 .c_str()),
+      0);
+  path = WriteTemp("mismatch.toml", "[tls]\ncert_file = \"" + cert +
+                                        "\"\nkey_file = \"" + other + "\"\n");
+  r = Cli({"config", "check", path.c_str()});
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_THAT(r.err, HasSubstr("tls.cert_file"));
+  path = WriteTemp("match.toml", "[tls]\ncert_file = \"" + cert +
+                                     "\"\nkey_file = \"" + key + "\"\n");
+  r = Cli({"config", "check", path.c_str()});
+  EXPECT_EQ(r.code, 0) << r.err;
+  // A DKIM key that is not there.
+  path = WriteTemp("dkim.toml",
+                   "[dkim]\nkeys = [{ domain = \"example.com\", selector = "
+                   "\"s1\", key_file = \"/nonexistent/dkim.key\" }]\n");
+  r = Cli({"config", "check", path.c_str()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("d=example.com s=s1"));
+  EXPECT_THAT(r.err, HasSubstr("/nonexistent/dkim.key"));
+}
+
 TEST(CliTest, UsageErrorsExit2) {
   EXPECT_EQ(Cli({}).code, 2);
   EXPECT_EQ(Cli({"config"}).code, 2);

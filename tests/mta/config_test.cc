@@ -1,5 +1,6 @@
 #include "mta/config.h"
 
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -400,6 +401,29 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"BadNetwork",
                 "[relay]\ntrusted_networks = [\"10.0.0.0/33\"]\n",
                 {"relay.trusted_networks", "prefix length"}},
+        BadCase{"OpenRelayEveryIpv4",
+                "[relay]\ntrusted_networks = [\"0.0.0.0/0\"]\n",
+                {"bad.toml:2:", "relay.trusted_networks", "0.0.0.0/0",
+                 "open relay", "relay.allow_open_relay = true"}},
+        BadCase{"OpenRelayEveryIpv6",
+                "[relay]\ntrusted_networks = [\"127.0.0.1\", \"::/0\"]\n",
+                {"::/0", "open relay"}},
+        BadCase{"OpenRelayThroughMappedIpv4",
+                "[relay]\ntrusted_networks = [\"::ffff:0:0/96\"]\n",
+                {"::ffff:0.0.0.0/96", "open relay"}},
+        BadCase{"OpenRelayBroaderThanASlash8",
+                "[relay]\ntrusted_networks = [\"64.0.0.0/2\"]\n",
+                {"64.0.0.0/2", "open relay"}},
+        BadCase{"StringWhereAListBelongs",
+                "[relay]\ntrusted_networks = \"10.0.0.0/8\"\n",
+                {"bad.toml:2:", "relay.trusted_networks", "a list of networks",
+                 "[\"10.0.0.0/8\"]"}},
+        BadCase{"StringWhereAListBelongsElsewhereToo",
+                "[dns]\nservers = \"127.0.0.1:53\"\n",
+                {"dns.servers", "[\"127.0.0.1:53\"]"}},
+        BadCase{"OpenRelayFlagIsABoolean",
+                "[relay]\nallow_open_relay = \"yes\"\n",
+                {"relay.allow_open_relay", "true or false"}},
         BadCase{"SyntaxError",
                 "[server\nshards = 1\n",
                 {"bad.toml:1:", "TOML syntax error"}},
@@ -408,6 +432,52 @@ INSTANTIATE_TEST_SUITE_P(
                 {"bad.toml:2:10: server.shards",
                  "\nbad.toml:4:1: unknown key 'relay.bogus'"}}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(ConfigTest, AnOpenRelayOnlyWhenSaidTwice) {
+  auto parsed = ParseConfig(
+      "[relay]\ntrusted_networks = [\"0.0.0.0/0\"]\nallow_open_relay = true\n",
+      "open.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->allow_open_relay);
+  EXPECT_THAT(ConfigWarnings(*parsed),
+              ::testing::Contains(HasSubstr("0.0.0.0/0 is not a private")));
+}
+
+TEST(ConfigTest, WarnsAboutPublicTrustedNetworksAndShortHostNames) {
+  auto parsed = ParseConfig(
+      "[server]\nhostname = \"vm\"\n[relay]\ntrusted_networks = "
+      "[\"127.0.0.1\", \"10.1.0.0/16\", \"fd00::/8\", \"198.51.100.0/24\"]\n",
+      "w.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  std::vector<std::string> w = ConfigWarnings(*parsed);
+  ASSERT_EQ(w.size(), 2u) << absl::StrJoin(w, "\n");
+  EXPECT_THAT(w[0], HasSubstr("w.toml:4: relay.trusted_networks: "
+                              "198.51.100.0/24 is not a private"));
+  EXPECT_THAT(w[1], HasSubstr("w.toml:2: server.hostname: 'vm' is not a "
+                              "fully qualified domain name"));
+  auto good = ParseConfig("[server]\nhostname = \"mail.example.com\"\n", "g");
+  ASSERT_TRUE(good.ok());
+  EXPECT_THAT(ConfigWarnings(*good), ::testing::IsEmpty());
+}
+
+TEST(ConfigTest, ListenersTakeOneAddressAsAString) {
+  auto parsed = ParseConfig("[listen]\nrelay = \"127.0.0.1:2600\"\n", "l");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_THAT(Addresses(*parsed, ListenerKind::kRelay),
+              ::testing::ElementsAre("127.0.0.1:2600"));
+}
+
+TEST(ConfigTest, OnlyARegularFileIsAConfiguration) {
+  std::string dir = getenv("TEST_TMPDIR");
+  auto parsed = LoadConfigFile(dir);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(std::string(parsed.status().message()),
+              HasSubstr("is a directory, not a configuration file"));
+  parsed = LoadConfigFile("/dev/zero");  // Used to read forever.
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(std::string(parsed.status().message()),
+              HasSubstr("/dev/zero: is not a regular file"));
+}
 
 TEST(ConfigTest, MissingFileIsAnErrorNamingIt) {
   auto parsed = LoadConfigFile("/nonexistent/peregrine.toml");

@@ -75,5 +75,45 @@ TEST(CidrTest, RejectsBadNetworks) {
   EXPECT_EQ(Cidr::Parse("10.9.8.7/8")->ToString(), "10.0.0.0/8");
 }
 
+TEST(CidrTest, BreadthAndPrivacy) {
+  struct Case {
+    const char* net;
+    bool too_broad;
+    bool is_private;
+  };
+  const Case cases[] = {
+      {"0.0.0.0/0", true, false},
+      {"64.0.0.0/2", true, false},
+      {"10.0.0.0/8", false, true},
+      {"11.0.0.0/8", false, false},
+      {"127.0.0.0/8", false, true},
+      {"172.16.0.0/12", false, true},
+      {"172.15.0.0/16", false, false},
+      {"192.168.1.0/24", false, true},
+      {"100.64.0.0/10", false, true},
+      {"198.51.100.7", false, false},
+      {"::/0", true, false},
+      {"2000::/3", true, false},
+      {"2001:db8::/32", false, false},
+      {"::1", false, true},
+      {"fd12:3456::/32", false, true},
+      {"fe80::/10", false, true},
+      {"::/64", true, false},  // Holds ::ffff:a.b.c.d, all of IPv4.
+      {"::ffff:0:0/96", true, false},
+      {"::ffff:0:0/100", true, false},
+      {"::ffff:10.0.0.0/104", false, true},
+      {"::ffff:8.0.0.0/104", false, false},
+  };
+  for (const Case& c : cases) {
+    auto cidr = Cidr::Parse(c.net);
+    ASSERT_TRUE(cidr.ok()) << c.net;
+    EXPECT_EQ(cidr->TooBroad(), c.too_broad) << c.net;
+    EXPECT_EQ(cidr->IsPrivate(), c.is_private) << c.net;
+  }
+  EXPECT_TRUE(Cidr::Parse("10.0.0.0/8")->Covers(*Cidr::Parse("10.1.2.0/24")));
+  EXPECT_FALSE(Cidr::Parse("10.1.2.0/24")->Covers(*Cidr::Parse("10.0.0.0/8")));
+  EXPECT_FALSE(Cidr::Parse("10.0.0.0/8")->Covers(*Cidr::Parse("::1")));
+}
+
 }  // namespace
 }  // namespace peregrine::shard
