@@ -382,7 +382,7 @@ TEST(ServerSessionTest, BdatLineEndsAreNormalizedAcrossChunksAndSplits) {
 TEST(ServerSessionTest, EhloArgumentsMustBeADomainOrAnAddressLiteral) {
   for (const char* ok :
        {"client.test", "a", "localhost", "mail-1.example.com.", "DESKTOP_42",
-        "[192.0.2.1]", "[IPv6:2001:db8::1]", "b\xc3\xbccher.test"}) {
+        "[192.0.2.1]", "[IPv6:2001:db8::1]", "b\xc3\xbc" "cher.test"}) {
     EXPECT_TRUE(IsHeloArgument(ok)) << ok;
     Outcome run = Dialog(absl::StrCat("EHLO ", ok, "\r\n"));
     EXPECT_THAT(Codes(run.output), ElementsAre("220", "250")) << ok;
