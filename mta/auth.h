@@ -1,47 +1,121 @@
-// Authenticator: checks AUTH credentials off the shard threads.
+// Authenticator: checks AUTH credentials off the shard threads, and keeps
+// password guessing from starving real users.
 //
 // scrypt is slow on purpose (tens of milliseconds), far too slow for a
-// reactor, so checks run on one worker thread of their own, one at a time
-// (which also caps what a password-guessing client can cost). Results are
-// delivered on that thread; the caller posts them back to its shard.
-// Created and destroyed by the daemon's main thread.
+// reactor, so checks run on a small pool of worker threads (Limits::workers,
+// which also caps the CPU that guessing can take). Three defences against a
+// guessing client, per client address (an IPv6 client by its /64):
+//  - a failure budget: each failure spends a token, one comes back every
+//    `refill`; with none left the address is refused with a temporary
+//    error (454) without any check until a token is back;
+//  - a growing delay: the n-th recent failure is answered 2^(n-1) seconds
+//    late (at most `max_delay`), by the caller's timer, not a thread;
+//  - priority: checks for addresses with no recent failure run before the
+//    others, so a user logging in while an attack runs waits for at most
+//    the checks already running; at most `max_in_flight_per_client` checks
+//    of one address wait or run at once, and at most `max_queued` overall
+//    (454 beyond either). Every refusal is answered a second late, so a
+//    refused guesser cannot loop at full speed.
+// Failures are counted and logged once a minute, not per attempt.
+//
+// Threads: Check() from any thread; `done` runs on a worker thread, or on
+// the calling thread for an answer given without a check; the caller posts
+// it back to its shard. Created and destroyed by the daemon's main thread;
+// the destructor answers what is still queued with kTryLater and joins.
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "mta/smtp/server_session.h"
 #include "mta/users.h"
 
 namespace peregrine {
 
+struct AuthAnswer {
+  smtp::AuthVerdict verdict = smtp::AuthVerdict::kRejected;
+  // Give the answer this much later (failures from a guessing address).
+  absl::Duration delay = absl::ZeroDuration();
+  std::string why;  // For kTryLater: what the client is told.
+};
+
 class Authenticator {
  public:
-  Authenticator();
-  ~Authenticator();
+  struct Limits {
+    int workers = 2;
+    size_t max_queued = 256;
+    int max_in_flight_per_client = 4;
+    int failure_budget = 10;
+    absl::Duration refill = absl::Seconds(30);
+    absl::Duration max_delay = absl::Seconds(30);
+    absl::Duration summary_every = absl::Minutes(1);
+  };
+  // Counts since start, for tests and the summary log.
+  struct Stats {
+    uint64_t accepted = 0;
+    uint64_t rejected = 0;  // Wrong user or password.
+    uint64_t refused = 0;   // kTryLater without a check.
+  };
 
-  // Replaces the users checked against (start, SIGHUP).
+  Authenticator();  // Default limits, the real clock.
+  explicit Authenticator(Limits limits,
+                         std::function<absl::Time()> clock = &absl::Now);
+  ~Authenticator();
+  Authenticator(const Authenticator&) = delete;
+  Authenticator& operator=(const Authenticator&) = delete;
+
+  // Replaces the users checked against (start, SIGHUP, a changed file).
   void SetUsers(std::shared_ptr<const UsersFile> users);
   bool HasUsers() const;
-  void Check(std::string user, std::string password,
-             absl::AnyInvocable<void(bool ok)> done);
+  // `client` is the client's address as text.
+  void Check(std::string client, std::string user, std::string password,
+             absl::AnyInvocable<void(AuthAnswer)> done);
+  Stats stats() const;
+  // The address a client is counted under ("2001:db8:1:2::/64" for IPv6).
+  static std::string ClientKey(absl::string_view client);
 
  private:
   struct Job {
+    std::string key;
     std::string user;
     std::string password;
-    absl::AnyInvocable<void(bool)> done;
+    absl::AnyInvocable<void(AuthAnswer)> done;
+  };
+  struct Client {
+    double tokens = 0;
+    absl::Time updated;
+    int in_flight = 0;
+    uint64_t failures_this_period = 0;
   };
   void Main();
+  // Brings `c`'s tokens up to date.
+  void Refill(Client& c, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeSummarize(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Forget(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  const Limits limits_;
+  const std::function<absl::Time()> clock_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const UsersFile> users_ ABSL_GUARDED_BY(mu_);
-  std::deque<Job> jobs_ ABSL_GUARDED_BY(mu_);
+  std::deque<Job> clean_ ABSL_GUARDED_BY(mu_);    // No recent failure.
+  std::deque<Job> suspect_ ABSL_GUARDED_BY(mu_);  // Recent failures.
+  absl::flat_hash_map<std::string, Client> clients_ ABSL_GUARDED_BY(mu_);
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+  // Since the last summary.
+  uint64_t period_rejected_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t period_refused_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time period_start_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace peregrine

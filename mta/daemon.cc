@@ -206,9 +206,11 @@ absl::Status Daemon::Start() {
   reception_.dkim = [this] { return dkim(); };
   reception_.tls = [this] { return tls(); };
   LoadUsers();
-  reception_.authenticate = [this](std::string user, std::string password,
-                                   absl::AnyInvocable<void(bool)> done) {
-    authenticator_.Check(std::move(user), std::move(password), std::move(done));
+  reception_.authenticate = [this](std::string client, std::string user,
+                                   std::string password,
+                                   absl::AnyInvocable<void(AuthAnswer)> done) {
+    authenticator_.Check(std::move(client), std::move(user),
+                         std::move(password), std::move(done));
   };
   reception_.has_users = [this] { return authenticator_.HasUsers(); };
   reception_.resolver = [this](int shard) -> dns::Resolver* {

@@ -372,28 +372,40 @@ void SmtpConnection::Enqueue(smtp::Message m) {
 void SmtpConnection::Authenticate(smtp::AuthRequest request) {
   auth_pending_ = true;
   std::string user = request.user;
-  context_.authenticate(std::move(request.user), std::move(request.password),
-                        [this, user](bool ok) {
-                          reactor_.Post([this, user, ok] {
-                            auto deliver = [this, user, ok] {
-                              auth_pending_ = false;
-                              if (finishing_) return Finish();
-                              log::Info(kLog, "auth %s client=%s user=%s",
-                                        ok ? "ok" : "failed",
-                                        peer_.HostString(), user);
-                              session_.AuthResult(ok);
-                              Pump();
-                              ReadMore();
-                            };
-                            // A failure is answered a second later: guessing
-                            // gets slow.
-                            if (ok) {
-                              deliver();
-                            } else {
-                              reactor_.AddTimer(absl::Seconds(1), deliver);
-                            }
-                          });
-                        });
+  context_.authenticate(
+      peer_.HostString(), std::move(request.user), std::move(request.password),
+      [this, user](AuthAnswer answer) {
+        // On an authenticator thread (or this one): back to our shard.
+        reactor_.Post([this, user, answer = std::move(answer)] {
+          auto deliver = [this, user, answer] {
+            auth_pending_ = false;
+            if (finishing_) return Finish();
+            if (answer.verdict == smtp::AuthVerdict::kAccepted) {
+              log::Info(kLog, "auth ok client=%s user=%s", peer_.HostString(),
+                        user);
+            } else {
+              // The authenticator counts failures and reports them once a
+              // minute; a line per guess would flood the log.
+              log::Debug(kLog, "auth %s client=%s user=%s%s%s",
+                         answer.verdict == smtp::AuthVerdict::kRejected
+                             ? "failed"
+                             : "refused",
+                         peer_.HostString(), user,
+                         answer.why.empty() ? "" : ": ", answer.why);
+            }
+            session_.AuthResult(answer.verdict, answer.why);
+            Pump();
+            ReadMore();
+          };
+          // Failures from a guessing address are answered late, by a timer
+          // (the connection waits for it: auth_pending_ holds Finish()).
+          if (answer.delay > absl::ZeroDuration()) {
+            reactor_.AddTimer(answer.delay, deliver);
+          } else {
+            deliver();
+          }
+        });
+      });
 }
 
 void SmtpConnection::Finish() {

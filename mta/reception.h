@@ -37,6 +37,7 @@
 #include "absl/time/time.h"
 #include "dkim/signing_table.h"
 #include "dns/resolver.h"
+#include "mta/auth.h"
 #include "mta/shard/address.h"
 #include "mta/shard/connection.h"
 #include "mta/smtp/server_session.h"
@@ -70,9 +71,10 @@ struct ReceptionContext {
   ConnectionLimiter* limiter = nullptr;
   queue::Store* queue = nullptr;
   std::function<std::shared_ptr<const dkim::SigningTable>()> dkim;
-  // Checks AUTH credentials; `done` may run on another thread.
-  std::function<void(std::string user, std::string password,
-                     absl::AnyInvocable<void(bool)> done)>
+  // Checks AUTH credentials of a client (its address); `done` may run on
+  // another thread, and says how much later to answer.
+  std::function<void(std::string client, std::string user, std::string password,
+                     absl::AnyInvocable<void(AuthAnswer)> done)>
       authenticate;
   std::function<bool()> has_users;
   // The resolver of a shard, for the client's verified PTR name (Received);

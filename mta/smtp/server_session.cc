@@ -719,14 +719,19 @@ std::optional<AuthRequest> ServerSession::TakeAuthRequest() {
   return out;
 }
 
-void ServerSession::AuthResult(bool ok) {
+void ServerSession::AuthResult(AuthVerdict verdict, absl::string_view why) {
   if (phase_ != Phase::kWaitAuth) return;
   phase_ = Phase::kCommand;
-  if (ok) {
+  if (verdict == AuthVerdict::kAccepted) {
     authenticated_ = pending_user_;
     Reply("235 2.7.0 Authentication successful");
   } else {
-    Error("535 5.7.8 Error: authentication failed");
+    if (verdict == AuthVerdict::kTryLater) {
+      Error(absl::StrCat("454 4.7.0 Temporary authentication failure",
+                         why.empty() ? "" : ": ", why));
+    } else {
+      Error("535 5.7.8 Error: authentication failed");
+    }
     if (phase_ != Phase::kClosed && ++auth_failures_ >= 3) {
       Reply(absl::StrCat("421 4.7.0 ", config_.hostname,
                          " Error: too many failed authentications"));

@@ -62,6 +62,13 @@ struct SessionConfig {
   bool auth_without_tls = false;
 };
 
+// What the check of an AuthRequest found.
+enum class AuthVerdict {
+  kAccepted,  // 235
+  kRejected,  // 535: wrong user name or password.
+  kTryLater,  // 454 (RFC 4954 §6): not checked now, e.g. too many failures.
+};
+
 struct AuthRequest {
   std::string user;
   std::string password;
@@ -118,7 +125,11 @@ class ServerSession {
   void TlsStarted();
   // Credentials to check (RFC 4954); the session waits for AuthResult().
   std::optional<AuthRequest> TakeAuthRequest();
-  void AuthResult(bool ok);
+  // `why` goes with kTryLater's 454.
+  void AuthResult(AuthVerdict verdict, absl::string_view why = "");
+  void AuthResult(bool ok) {
+    AuthResult(ok ? AuthVerdict::kAccepted : AuthVerdict::kRejected);
+  }
   const std::string& authenticated_user() const { return authenticated_; }
   bool tls_active() const { return config_.tls_active; }
   // The driver should close after sending the output (QUIT, error limit).
