@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "base/files.h"
 
 namespace peregrine::dkim {
 namespace {
@@ -103,9 +104,7 @@ absl::StatusOr<std::shared_ptr<const PrivateKey>> PrivateKey::LoadPemFile(
     std::string why = std::strerror(err);
     if (err == EACCES) {
       return absl::PermissionDeniedError(absl::StrCat(
-          "DKIM key ", path, ": cannot read: ", why,
-          " (the peregrine user must be able to read it; mode 0600 owned by "
-          "that user)"));
+          "DKIM key ", path, ": cannot read: ", CannotReadReason(path, err)));
     }
     return absl::NotFoundError(
         absl::StrCat("DKIM key ", path, ": cannot read: ", why));

@@ -57,8 +57,45 @@ void Authenticator::SetUsers(std::shared_ptr<const UsersFile> users) {
 }
 
 bool Authenticator::HasUsers() const {
+  absl::Time now = clock_();
   absl::MutexLock lock(&mu_);
+  MaybeReload(now);
   return users_ != nullptr && !users_->Names().empty();
+}
+
+void Authenticator::WatchFile(std::string path) {
+  absl::MutexLock lock(&mu_);
+  watched_ = std::move(path);
+  // What is loaded now is what the file holds now.
+  struct stat st;
+  watched_id_ = FileId();
+  if (::stat(watched_.c_str(), &st) == 0) {
+    watched_id_ = {st.st_dev, st.st_ino, st.st_size,
+                   st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec};
+  }
+  watched_at_ = clock_();
+}
+
+void Authenticator::MaybeReload(absl::Time now) const {
+  if (watched_.empty() || now - watched_at_ < absl::Seconds(1)) return;
+  watched_at_ = now;
+  struct stat st;
+  FileId id;
+  if (::stat(watched_.c_str(), &st) == 0) {
+    id = {st.st_dev, st.st_ino, st.st_size,
+          st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec};
+  }
+  if (id == watched_id_) return;
+  watched_id_ = id;
+  auto users = UsersFile::Load(watched_);
+  if (!users.ok()) {
+    log::Error(kLog, "%s; keeping the %d users loaded before",
+               users.status().message(),
+               users_ == nullptr ? 0 : users_->Names().size());
+    return;
+  }
+  log::Info(kLog, "%s changed: %d users now", watched_, users->Names().size());
+  users_ = std::make_shared<const UsersFile>(*std::move(users));
 }
 
 Authenticator::Stats Authenticator::stats() const {
@@ -202,6 +239,7 @@ void Authenticator::Main() {
       if (from.empty()) continue;
       job = std::move(from.front());
       from.pop_front();
+      MaybeReload(clock_());
       users = users_;
     }
     bool ok = users != nullptr && users->Check(job.user, job.password);

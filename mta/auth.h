@@ -24,6 +24,8 @@
 // the destructor answers what is still queued with kTryLater and joins.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <deque>
 #include <functional>
 #include <memory>
@@ -73,8 +75,13 @@ class Authenticator {
   Authenticator(const Authenticator&) = delete;
   Authenticator& operator=(const Authenticator&) = delete;
 
-  // Replaces the users checked against (start, SIGHUP, a changed file).
+  // Replaces the users checked against (start, SIGHUP).
   void SetUsers(std::shared_ptr<const UsersFile> users);
+  // Reloads the users from `path` whenever the file changes (inode, size or
+  // modification time; looked at most once a second, before a check and
+  // from HasUsers()), so `peregrine user add` takes effect without SIGHUP.
+  // A file that cannot be read or parsed keeps the users loaded before.
+  void WatchFile(std::string path);
   bool HasUsers() const;
   // `client` is the client's address as text.
   void Check(std::string client, std::string user, std::string password,
@@ -97,6 +104,7 @@ class Authenticator {
     uint64_t failures_this_period = 0;
   };
   void Main();
+  void MaybeReload(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Brings `c`'s tokens up to date.
   void Refill(Client& c, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeSummarize(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -105,7 +113,18 @@ class Authenticator {
   const Limits limits_;
   const std::function<absl::Time()> clock_;
   mutable absl::Mutex mu_;
-  std::shared_ptr<const UsersFile> users_ ABSL_GUARDED_BY(mu_);
+  // Mutable: HasUsers() may reload a changed file.
+  mutable std::shared_ptr<const UsersFile> users_ ABSL_GUARDED_BY(mu_);
+  std::string watched_ ABSL_GUARDED_BY(mu_);
+  struct FileId {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = -1;
+    int64_t mtime_ns = 0;
+    bool operator==(const FileId&) const = default;
+  };
+  mutable FileId watched_id_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Time watched_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::deque<Job> clean_ ABSL_GUARDED_BY(mu_);    // No recent failure.
   std::deque<Job> suspect_ ABSL_GUARDED_BY(mu_);  // Recent failures.
   absl::flat_hash_map<std::string, Client> clients_ ABSL_GUARDED_BY(mu_);

@@ -439,8 +439,30 @@ int UserCommand(const std::string& what, const UserArgs& a, std::ostream& out,
     err << "peregrine user: " << s.message() << "\n";
     return kExitRuntime;
   }
-  out << (what == "del" ? "removed " : "saved ") << a.name << " in " << path
-      << " (a running daemon reads it on SIGHUP)\n";
+  // Run as root in a data directory that belongs to the service user: the
+  // file goes to that user, or the daemon could not read it (mode 0600).
+  struct stat dir;
+  std::string owner_note;
+  if (geteuid() == 0 &&
+      ::stat((parent.empty() ? std::string(".") : parent.string()).c_str(),
+             &dir) == 0 &&
+      dir.st_uid != 0) {
+    if (::chown(path.c_str(), dir.st_uid, dir.st_gid) == 0) {
+      owner_note =
+          absl::StrCat(", owned by uid ", dir.st_uid, " like its directory");
+    }
+  }
+  std::string where =
+      std::filesystem::absolute(path).lexically_normal().string();
+  out << (what == "del" ? "removed " : "saved ") << a.name << " in " << where
+      << owner_note << " (a running daemon using this file picks it up within "
+      << "a second)\n";
+  if (a.users_file.empty() && a.config_path.empty() && a.data_dir.empty()) {
+    out << "note: no --config or --data-dir given, so this is the default "
+           "data directory under the current directory; a daemon started "
+           "with --config FILE keeps its users in that file's "
+           "[server] data_dir: pass the same --config\n";
+  }
   return 0;
 }
 

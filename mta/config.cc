@@ -20,6 +20,7 @@
 // ABI); they never leave this file: parse errors become absl::Status.
 #include <toml++/toml.h>
 
+#include "base/files.h"
 #include "dns/message.h"
 
 namespace peregrine {
@@ -1306,8 +1307,9 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   constexpr off_t kMaxBytes = 16 << 20;
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        path, ": cannot read the configuration file: ", std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot read the configuration file: ",
+                     CannotReadReason(path, errno)));
   }
   if (S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -1331,8 +1333,9 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat(
-        path, ": cannot read the configuration file: ", std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot read the configuration file: ",
+                     CannotReadReason(path, errno)));
   }
   std::stringstream buffer;
   buffer << in.rdbuf();

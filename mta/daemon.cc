@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "base/files.h"
 #include "base/log.h"
 #include "dns/cares_transport.h"
 #include "mta/shard/connection.h"
@@ -197,6 +198,7 @@ absl::Status Daemon::Start() {
   if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
   if (absl::Status s = BindListeners(); !s.ok()) return s;
   if (absl::Status s = OpenQueue(); !s.ok()) return s;
+  if (absl::Status s = CheckFilesReadable(); !s.ok()) return s;
   LoadDkim();
   if (absl::Status s = LoadTls(); !s.ok()) return s;
   limiter_ = std::make_unique<ConnectionLimiter>(
@@ -448,6 +450,28 @@ absl::Status Daemon::OpenQueue() {
   return absl::OkStatus();
 }
 
+absl::Status Daemon::CheckFilesReadable() const {
+  // At start only: a file the service user cannot read would leave AUTH
+  // off or a domain's mail held, silently, until someone reads the log.
+  std::vector<std::string> errors;
+  auto check = [&](const std::string& path, const std::string& what,
+                   absl::string_view key) {
+    absl::Status s = CheckReadable(path, what);
+    if (s.ok() || absl::IsNotFound(s)) return;  // Missing: said elsewhere.
+    errors.push_back(absl::StrCat(config_.Where(key), ": ", s.message()));
+  };
+  check(config_.UsersFilePath(), "users file", "auth.users_file");
+  if (!config_.tls_cert_file.empty()) {
+    check(config_.tls_cert_file, "TLS certificate", "tls.cert_file");
+    check(config_.tls_key_file, "TLS key", "tls.key_file");
+  }
+  for (const dkim::KeySpec& k : config_.dkim.keys) {
+    check(k.key_file, "DKIM key", "dkim.keys");
+  }
+  if (errors.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+}
+
 void Daemon::LoadDkim() {
   auto table = dkim::SigningTable::Load(config_.dkim);
   for (const auto& e : table->entries()) {
@@ -484,10 +508,11 @@ void Daemon::LoadUsers() {
   }
   size_t n = users->Names().size();
   authenticator_.SetUsers(std::make_shared<const UsersFile>(*std::move(users)));
+  authenticator_.WatchFile(path);  // `user add` takes effect by itself.
   if (n == 0) {
     log::Warn(kLog,
               "auth: no users in %s: submission refuses everyone (add one: "
-              "peregrine user add NAME)",
+              "peregrine user add NAME; it takes effect at once)",
               path);
   } else {
     log::Info(kLog, "auth: %d users from %s", n, path);

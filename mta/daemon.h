@@ -68,6 +68,8 @@ class Daemon {
   void BeginDrain();
   void Reload();
   // (Re)reads every DKIM key file and logs what each key will do.
+  // Every file the configuration names can be read (exact fix if not).
+  absl::Status CheckFilesReadable() const;
   void LoadDkim();
   // (Re)loads the users file for AUTH.
   void LoadUsers();

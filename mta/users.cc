@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/files.h"
 
 namespace peregrine {
 namespace {
@@ -81,7 +82,7 @@ absl::StatusOr<UsersFile> UsersFile::Load(const std::string& path) {
   if (!in) {
     if (errno == ENOENT) return users;
     return absl::PermissionDeniedError(absl::StrCat(
-        "users file ", path, ": cannot read: ", std::strerror(errno)));
+        "users file ", path, ": cannot read: ", CannotReadReason(path, errno)));
   }
   std::string line;
   int number = 0;

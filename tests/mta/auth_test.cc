@@ -1,6 +1,7 @@
 #include "mta/auth.h"
 
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -208,6 +209,38 @@ TEST(AuthenticatorTest, FailuresAreSummedUpOncePerPeriodNotPerAttempt) {
   EXPECT_THAT(summary, HasSubstr("3 failed logins from 2 addresses"));
   EXPECT_THAT(summary, HasSubstr("most from 10.0.0.1: 2"));
   EXPECT_THAT(summary, HasSubstr("1 attempts refused without a check"));
+}
+
+TEST(AuthenticatorTest, AChangedUsersFileIsPickedUpWithoutSighup) {
+  FakeClock clock;
+  Authenticator a(Authenticator::Limits{}, [&] { return clock.Now(); });
+  std::string path = std::string(getenv("TEST_TMPDIR")) + "/users";
+  UsersFile users;
+  ASSERT_TRUE(users.Set("app", "right-password").ok());
+  ASSERT_TRUE(users.Save(path).ok());
+  a.SetUsers(std::make_shared<const UsersFile>(*UsersFile::Load(path)));
+  a.WatchFile(path);
+  auto check = [&](const std::string& user) {
+    absl::Notification done;
+    AuthAnswer out;
+    a.Check("10.0.0.1", user, "right-password", [&](AuthAnswer r) {
+      out = r;
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return out.verdict;
+  };
+  EXPECT_EQ(check("app"), AuthVerdict::kAccepted);
+  EXPECT_EQ(check("new"), AuthVerdict::kRejected);
+  ASSERT_TRUE(users.Set("new", "right-password").ok());
+  ASSERT_TRUE(users.Save(path).ok());  // As `peregrine user add` does.
+  clock.Advance(absl::Seconds(1));
+  EXPECT_EQ(check("new"), AuthVerdict::kAccepted);
+  // A broken file keeps the users loaded before.
+  { std::ofstream(path) << "garbage\n"; }
+  clock.Advance(absl::Seconds(1));
+  EXPECT_TRUE(a.HasUsers());
+  EXPECT_EQ(check("new"), AuthVerdict::kAccepted);
 }
 
 }  // namespace
