@@ -18,17 +18,30 @@ TMP = os.environ.get("TEST_TMPDIR", tempfile.gettempdir())
 _handed_out = set()
 
 
+# The addresses tests listen on with one shared port (delivery.port is one
+# setting for every MX): a port must be free on each.
+_LISTEN_ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now, and not
+    """A TCP port that nothing uses right now on 127.0.0.1-3 (a test in
+    parallel may hold it on one of them as a client's source port), and not
     one this process handed out before (the kernel may offer the same free
     port twice in a row, which would give two listeners one port)."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+        if port in _handed_out:
+            continue
+        try:
+            for host in _LISTEN_ADDRESSES[1:]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
 
 
 class Daemon:

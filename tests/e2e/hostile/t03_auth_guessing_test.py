@@ -74,7 +74,7 @@ class AuthGuessingTest(unittest.TestCase):
         counts = {}
         threads = [threading.Thread(
             target=guesser,
-            args=(d.submission, f"127.0.0.{2 + i % 4}", stop, counts))
+            args=(d.submission, f"127.0.0.{12 + i % 4}", stop, counts))
             for i in range(200)]
         try:
             for t in threads:
