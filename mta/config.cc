@@ -639,6 +639,20 @@ const std::vector<Setting>& Schema() {
        [](const toml::node& n, Config& c) {
          return GetBool(n, &c.smtp_received_shows_auth_user);
        }},
+      {"smtp", "submission_adds_missing_fields", "true",
+       "On the submission listeners, add a Message-ID and a Date to mail\n"
+       "that has none (RFC 6409 §8.3). Large receivers refuse or junk mail\n"
+       "without a Message-ID, and many applications do not write one.",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.smtp_submission_adds_missing_fields);
+       }},
+      {"smtp", "relay_adds_missing_fields", "false",
+       "The same on the relay listener. Off: mail relayed from other\n"
+       "servers is passed on as it came; turn it on when applications on\n"
+       "trusted networks send through the relay port.",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.smtp_relay_adds_missing_fields);
+       }},
       {"smtp", "max_connections", "1000",
        "SMTP connections at once, all listeners; more get 421.",
        [](const toml::node& n, Config& c) {

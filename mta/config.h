@@ -70,6 +70,9 @@ struct Config {
   absl::Duration smtp_command_timeout;
   int smtp_max_connections = 1000;
   bool smtp_received_shows_auth_user = false;
+  // Add a missing Message-ID and Date (RFC 6409 §8.3).
+  bool smtp_submission_adds_missing_fields = true;
+  bool smtp_relay_adds_missing_fields = false;
   int smtp_max_connections_per_client = 50;
 
   // [queue]

@@ -225,6 +225,9 @@ absl::Status Daemon::Start() {
   reception_.max_recipients = static_cast<size_t>(config_.smtp_max_recipients);
   reception_.command_timeout = config_.smtp_command_timeout;
   reception_.received_shows_auth_user = config_.smtp_received_shows_auth_user;
+  reception_.submission_adds_missing_fields =
+      config_.smtp_submission_adds_missing_fields;
+  reception_.relay_adds_missing_fields = config_.smtp_relay_adds_missing_fields;
   reception_.auth_without_tls = config_.auth_without_tls;
   if (config_.auth_without_tls) {
     log::Warn(kLog,

@@ -4,6 +4,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
+#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -11,6 +12,7 @@
 #include "base/log.h"
 #include "mta/delivery/routing.h"
 #include "mta/shard/socket.h"
+#include "mta/submission.h"
 
 namespace peregrine {
 namespace {
@@ -303,7 +305,15 @@ void SmtpConnection::Enqueue(smtp::Message m) {
       m.auth_user.empty() ? "" : "A", ";\r\n\t",
       absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", now, absl::UTCTimeZone()),
       "\r\n");
-  std::string body = received + m.data;
+  bool add_fields = mode_ == ListenMode::kRelay
+                        ? context_.relay_adds_missing_fields
+                        : context_.submission_adds_missing_fields;
+  std::string added;
+  if (add_fields) {
+    thread_local absl::BitGen random;
+    added = MissingSubmissionFields(m.data, context_.hostname, now, random);
+  }
+  std::string body = absl::StrCat(received, added, m.data);
 
   // Signed once, here, before it is queued.
   if (auto table = context_.dkim ? context_.dkim() : nullptr) {

@@ -90,6 +90,9 @@ struct ReceptionContext {
   absl::Duration command_timeout = absl::Minutes(5);
   // Name the authenticated user in Received (off: it is private).
   bool received_shows_auth_user = false;
+  // Add a missing Message-ID and Date (RFC 6409 §8.3), per listener kind.
+  bool submission_adds_missing_fields = true;
+  bool relay_adds_missing_fields = false;
   bool auth_without_tls = false;
 };
 
