@@ -6,6 +6,7 @@
 #include "absl/hash/hash.h"
 #include "absl/random/random.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -164,6 +165,7 @@ void SmtpConnection::Begin() {
     if (tls_context_ == nullptr) return Finish();  // Nothing to offer.
     // TLS first; the banner goes out once the handshake is done.
     tls_ = tls::TlsSession::Server(tls_context_);
+    ArmTimer(kFirstByteTimeout);
   } else {
     session_.Start();
   }
@@ -173,15 +175,37 @@ void SmtpConnection::Begin() {
 
 void SmtpConnection::FromSocket(absl::string_view bytes) {
   if (tls_ == nullptr) {
+    got_bytes_ = true;
     session_.Feed(bytes);
     return;
   }
   std::string plaintext;
   bool was_up = tls_->handshake_done();
+  bool first = !got_bytes_;
+  got_bytes_ = true;
   absl::Status status = tls_->Feed(bytes, &plaintext);
   outbox_ += tls_->TakeCiphertext();  // Handshake messages, alerts.
   if (!status.ok()) {
-    log::Debug(kLog, "TLS with %s: %s", peer_.HostString(), status.message());
+    // A TLS record starts with 0x16 (handshake); SMTP text with a letter.
+    bool plain_smtp = first && mode_ == ListenMode::kSubmissions &&
+                      !bytes.empty() && absl::ascii_isalpha(bytes[0]);
+    if (plain_smtp) {
+      log::Warn(kLog,
+                "refused %s on the implicit-TLS port: it spoke plain SMTP "
+                "(\"%s\"); set the client to TLS on connect (SMTPS), or use "
+                "the submission port with STARTTLS",
+                peer_.HostString(),
+                absl::CHexEscape(
+                    bytes.substr(0, std::min<size_t>(bytes.find('\r'), 20))));
+    } else if (!was_up) {
+      log::Warn(kLog,
+                "TLS handshake with %s failed: %s (an old client without TLS "
+                "1.2, or one that does not trust this certificate)",
+                peer_.HostString(), status.message());
+    } else {
+      log::Info(kLog, "TLS with %s failed: %s", peer_.HostString(),
+                status.message());
+    }
     finishing_after_send_ = true;
     return;
   }
@@ -196,10 +220,12 @@ void SmtpConnection::FromSocket(absl::string_view bytes) {
   if (!plaintext.empty()) session_.Feed(plaintext);
 }
 
-void SmtpConnection::ArmTimer() {
+void SmtpConnection::ArmTimer() { ArmTimer(context_.command_timeout); }
+
+void SmtpConnection::ArmTimer(absl::Duration timeout) {
   if (finishing_) return;  // A late callback: the timer would outlive us.
   if (timer_ != 0) reactor_.CancelTimer(timer_);
-  timer_ = reactor_.AddTimer(context_.command_timeout, [this] {
+  timer_ = reactor_.AddTimer(timeout, [this] {
     timer_ = 0;
     OnTimeout();
   });
@@ -207,6 +233,14 @@ void SmtpConnection::ArmTimer() {
 
 void SmtpConnection::OnTimeout() {
   if (finishing_) return;
+  if (mode_ == ListenMode::kSubmissions && !got_bytes_) {
+    log::Warn(kLog,
+              "closed %s on the implicit-TLS port: it sent nothing for %s; a "
+              "client waiting for a plain-text greeting should use the "
+              "submission port (587, STARTTLS) or be set to TLS on connect",
+              peer_.HostString(), absl::FormatDuration(kFirstByteTimeout));
+    return Finish();
+  }
   if (writing_) {
     // Its replies have not drained for a whole command timeout: a 421
     // would only queue behind them.
@@ -262,6 +296,7 @@ void SmtpConnection::Pump() {
     // Everything the client sends from now on is TLS.
     tls_ = tls::TlsSession::Server(tls_context_);
   }
+  LogRefusals();
   if (auto message = session_.TakeMessage()) Enqueue(*std::move(message));
   if (auto request = session_.TakeAuthRequest()) {
     Authenticate(*std::move(request));
@@ -269,6 +304,16 @@ void SmtpConnection::Pump() {
   SendPending();
   bool done = session_.closing() || finishing_after_send_;
   if (done && !writing_ && outbox_.empty()) Finish();
+}
+
+void SmtpConnection::LogRefusals() {
+  for (const smtp::Refusal& r : session_.TakeRefusals()) {
+    log::Warn(kLog, "refused %s on %s: %s (%s)", peer_.HostString(),
+              mode_ == ListenMode::kRelay        ? "the relay port"
+              : mode_ == ListenMode::kSubmission ? "the submission port"
+                                                 : "the implicit-TLS port",
+              r.reply, r.hint);
+  }
 }
 
 void SmtpConnection::SendPending() {

@@ -109,6 +109,9 @@ class SmtpConnection {
  public:
   // Unsent replies above which the connection stops reading.
   static constexpr size_t kMaxUnsentBytes = 256 * 1024;
+  // On the implicit-TLS port a client speaks first (its TLS hello): one
+  // silent this long is waiting for a plain-text greeting instead.
+  static constexpr absl::Duration kFirstByteTimeout = absl::Seconds(10);
 
   // Takes ownership of `fd`; `open` counts live connections of the shard.
   static void Start(shard::Reactor& reactor, int fd,
@@ -131,7 +134,10 @@ class SmtpConnection {
   void FromSocket(absl::string_view bytes);
   void Authenticate(smtp::AuthRequest request);
   void ArmTimer();
+  void ArmTimer(absl::Duration timeout);
   void OnTimeout();
+  // Logs what the session refused, with the client and the listener.
+  void LogRefusals();
   // Replies taken from the session but not yet written.
   size_t Unsent() const { return outbox_.size() + sending_.size(); }
   void Finish();
@@ -160,7 +166,8 @@ class SmtpConnection {
   bool auth_pending_ = false;
   bool finishing_ = false;
   bool finishing_after_send_ = false;
-  bool counted_ = false;  // Holds a slot of the ConnectionLimiter.
+  bool counted_ = false;    // Holds a slot of the ConnectionLimiter.
+  bool got_bytes_ = false;  // The client has sent anything at all.
   shard::Reactor::TimerId timer_ = 0;
 };
 

@@ -13,10 +13,23 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 
+# Every package, listed by top-level folder rather than as //...: a
+# bazel-* link left by a run with another output base (the sanitizer pass
+# below uses one) would otherwise be read as a folder of packages.
+packages() {
+  local d
+  for d in */; do
+    d=${d%/}
+    case "$d" in bazel-*) continue ;; esac
+    case " $* " in *" $d "*) continue ;; esac
+    [ -n "$(find "$d" -name BUILD.bazel -print -quit)" ] && echo "//$d/..."
+  done
+}
+
 targets=("$@")
 asan=${PEREGRINE_ASAN:-1}
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(//...)
+  mapfile -t targets < <(packages)
 else
   asan=0
 fi
@@ -46,15 +59,8 @@ count "$log" "$rc"
 if [ "$asan" = 1 ]; then
   echo "== the tests again under AddressSanitizer + UndefinedBehaviorSanitizer"
   # Every package but the benchmarks (timings mean nothing under ASan; they
-  # run above) and the fuzz targets (built with ASan by themselves). Listed
-  # by folder rather than //... so that this second output base does not
-  # wander into the first one's bazel-* links.
-  patterns=()
-  for d in */; do
-    d=${d%/}
-    case "$d" in bazel-* | bench | third_party | tools) continue ;; esac
-    [ -n "$(find "$d" -name BUILD.bazel -print -quit)" ] && patterns+=("//$d/...")
-  done
+  # run above) and the fuzz targets (built with ASan by themselves).
+  mapfile -t patterns < <(packages bench third_party tools)
   base="$(bazel info output_base 2>/dev/null)-asan"
   bazel --output_base="$base" test --config=asan --symlink_prefix=/ \
     --keep_going -- "${patterns[@]}" -//tests/fuzz/... 2>&1 | tee "$log.asan"

@@ -102,10 +102,33 @@ void ServerSession::Reply(absl::string_view text) {
 void ServerSession::Error(absl::string_view text) {
   Reply(text);
   if (++errors_ >= config_.max_errors) {
-    Reply(absl::StrCat("421 4.7.0 ", config_.hostname,
-                       " Error: too many errors"));
+    std::string bye =
+        absl::StrCat("421 4.7.0 ", config_.hostname, " Error: too many errors");
+    Reply(bye);
     phase_ = Phase::kClosed;
+    refusals_.push_back(
+        {Refusal::Kind::kTooManyErrors, std::move(bye),
+         absl::StrCat(config_.max_errors,
+                      " errors in one connection, the last answered \"", text,
+                      "\": probably not a mail client, or one speaking "
+                      "another protocol")});
   }
+}
+
+void ServerSession::Refuse(Refusal::Kind kind, std::string reply,
+                           std::string hint) {
+  uint32_t bit = 1u << static_cast<int>(kind);
+  if ((refused_kinds_ & bit) == 0) {
+    refused_kinds_ |= bit;
+    refusals_.push_back({kind, reply, std::move(hint)});
+  }
+  Error(reply);
+}
+
+std::vector<Refusal> ServerSession::TakeRefusals() {
+  std::vector<Refusal> out;
+  out.swap(refusals_);
+  return out;
 }
 
 void ServerSession::TimedOut() {
@@ -287,9 +310,13 @@ void ServerSession::Ehlo(absl::string_view arg, bool extended) {
                           : "501 5.5.4 Syntax: HELO hostname");
   }
   if (!IsHeloArgument(arg)) {
-    return Error(
-        "501 5.5.2 Error: invalid EHLO/HELO argument: give your host's "
-        "domain name or an address literal such as [192.0.2.1]");
+    return Refuse(
+        Refusal::Kind::kBadHelo,
+        "501 5.5.2 Error: invalid EHLO/HELO argument: give your "
+        "host's domain name or an address literal such as "
+        "[192.0.2.1]",
+        "the client's EHLO/HELO name is neither a domain nor an address "
+        "literal");
   }
   ResetTransaction();
   helo_ = std::string(arg);
@@ -317,9 +344,15 @@ void ServerSession::Mail(absl::string_view arg) {
   if (helo_.empty()) return Error("503 5.5.1 Error: send HELO/EHLO first");
   if (have_mail_) return Error("503 5.5.1 Error: nested MAIL command");
   if (config_.auth_required && authenticated_.empty()) {
-    return Error(config_.tls_active || !config_.tls_available
-                     ? "530 5.7.0 Authentication required"
-                     : "530 5.7.0 Must issue a STARTTLS command first");
+    bool tls_first = !config_.tls_active && config_.tls_available;
+    return Refuse(
+        Refusal::Kind::kAuthRequired,
+        tls_first ? "530 5.7.0 Must issue a STARTTLS command first"
+                  : "530 5.7.0 Authentication required",
+        tls_first ? "the client sent MAIL on a submission port without "
+                    "STARTTLS and AUTH: set it to use STARTTLS and a user name"
+                  : "the client sent MAIL on a submission port without "
+                    "AUTH: set a user name and password in it");
   }
   if (!absl::StartsWithIgnoreCase(arg, "FROM:")) {
     return Error("501 5.5.4 Syntax: MAIL FROM:<address>");
@@ -377,7 +410,11 @@ void ServerSession::Mail(absl::string_view arg) {
     return Error("553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
   }
   if (size > config_.max_message_bytes) {
-    return Error("552 5.3.4 Error: message size exceeds fixed limit");
+    return Refuse(Refusal::Kind::kTooBig,
+                  "552 5.3.4 Error: message size exceeds fixed limit",
+                  absl::StrCat("the client declared SIZE=", size,
+                               " over smtp.max_message_size (",
+                               config_.max_message_bytes, " bytes)"));
   }
   declared_size_ = size;
   m.sender = address;
@@ -441,8 +478,13 @@ void ServerSession::Rcpt(absl::string_view arg) {
     return Error("553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
   }
   if (!config_.relay_allowed && authenticated_.empty()) {
-    return Error(
-        absl::StrCat("554 5.7.1 <", address, ">: Relay access denied"));
+    return Refuse(
+        Refusal::Kind::kRelayDenied,
+        absl::StrCat("554 5.7.1 <", address, ">: Relay access denied"),
+        "the client is not in relay.trusted_networks and did not "
+        "authenticate: an application "
+        "should submit on the submission port with AUTH, or its network be "
+        "added to relay.trusted_networks");
   }
   if (message_.recipients.size() >= config_.max_recipients) {
     // Not counted as an error: the client sends the rest later.
@@ -612,7 +654,10 @@ bool ServerSession::BdatBytes() {
   if (too_big_) {
     if (chunk_last_) {
       ResetTransaction();
-      Error("552 5.3.4 Error: message file too big");
+      Refuse(
+          Refusal::Kind::kTooBig, "552 5.3.4 Error: message file too big",
+          absl::StrCat("the client sent a message over smtp.max_message_size (",
+                       config_.max_message_bytes, " bytes)"));
     } else {
       Reply("552 5.3.4 Error: message file too big");
       bdat_failed_ = true;
@@ -635,7 +680,10 @@ void ServerSession::FinishMessage() {
   if (too_big_) {
     phase_ = Phase::kCommand;
     ResetTransaction();
-    Error("552 5.3.4 Error: message file too big");
+    Refuse(
+        Refusal::Kind::kTooBig, "552 5.3.4 Error: message file too big",
+        absl::StrCat("the client sent a message over smtp.max_message_size (",
+                     config_.max_message_bytes, " bytes)"));
     return;
   }
   ready_ = std::move(message_);
@@ -648,9 +696,11 @@ void ServerSession::Auth(absl::string_view arg) {
   }
   if (helo_.empty()) return Error("503 5.5.1 Error: send HELO/EHLO first");
   if (!config_.tls_active && !config_.auth_without_tls) {
-    return Error(
-        "538 5.7.11 Encryption required for requested authentication "
-        "mechanism");
+    return Refuse(Refusal::Kind::kAuthNeedsTls,
+                  "538 5.7.11 Encryption required for requested "
+                  "authentication mechanism",
+                  "the client tried AUTH without TLS: set it to use STARTTLS "
+                  "(port 587) or TLS on connect (port 465)");
   }
   if (!authenticated_.empty()) {
     return Error("503 5.5.1 Error: already authenticated");

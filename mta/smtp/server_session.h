@@ -74,6 +74,22 @@ struct AuthRequest {
   std::string password;
 };
 
+// A refusal worth an operator's attention (a client misconfigured or
+// misbehaving), noted once per kind per session for the driver to log.
+struct Refusal {
+  enum class Kind {
+    kRelayDenied,
+    kTooBig,
+    kAuthRequired,
+    kAuthNeedsTls,
+    kBadHelo,
+    kTooManyErrors,
+  };
+  Kind kind;
+  std::string reply;  // What the client was told, without CRLF.
+  std::string hint;   // What the client probably did wrong.
+};
+
 struct Recipient {
   std::string address;
   std::string orcpt;   // DSN ORCPT as given ("rfc822;user@example.com").
@@ -123,6 +139,8 @@ class ServerSession {
   bool wants_tls() const { return phase_ == Phase::kWaitTls; }
   // TLS is up: the session starts over (RFC 3207 §4.2: forget EHLO).
   void TlsStarted();
+  // Refusals noted since the last call (each kind once per session).
+  std::vector<Refusal> TakeRefusals();
   // Credentials to check (RFC 4954); the session waits for AuthResult().
   std::optional<AuthRequest> TakeAuthRequest();
   // `why` goes with kTryLater's 454.
@@ -152,6 +170,8 @@ class ServerSession {
   void Command(absl::string_view line);
   void Reply(absl::string_view text);  // One line, without CRLF.
   void Error(absl::string_view text);  // A reply that counts as an error.
+  // Error(reply), and the refusal noted for the log.
+  void Refuse(Refusal::Kind kind, std::string reply, std::string hint);
   void ResetTransaction();
   void ShutdownNow();
   void Ehlo(absl::string_view arg, bool extended);
@@ -175,6 +195,8 @@ class ServerSession {
   int errors_ = 0;
   bool discarding_ = false;  // Skipping the rest of an over-long line.
   bool blocked_ = false;     // Output full; see blocked().
+  std::vector<Refusal> refusals_;
+  uint32_t refused_kinds_ = 0;  // Bits by Refusal::Kind: noted already.
 
   std::string helo_;
   bool ehlo_ = false;

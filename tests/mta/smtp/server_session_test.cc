@@ -380,9 +380,10 @@ TEST(ServerSessionTest, BdatLineEndsAreNormalizedAcrossChunksAndSplits) {
 }
 
 TEST(ServerSessionTest, EhloArgumentsMustBeADomainOrAnAddressLiteral) {
-  for (const char* ok :
-       {"client.test", "a", "localhost", "mail-1.example.com.", "DESKTOP_42",
-        "[192.0.2.1]", "[IPv6:2001:db8::1]", "b\xc3\xbc" "cher.test"}) {
+  for (const char* ok : {"client.test", "a", "localhost", "mail-1.example.com.",
+                         "DESKTOP_42", "[192.0.2.1]", "[IPv6:2001:db8::1]",
+                         "b\xc3\xbc"
+                         "cher.test"}) {
     EXPECT_TRUE(IsHeloArgument(ok)) << ok;
     Outcome run = Dialog(absl::StrCat("EHLO ", ok, "\r\n"));
     EXPECT_THAT(Codes(run.output), ElementsAre("220", "250")) << ok;
@@ -401,6 +402,32 @@ TEST(ServerSessionTest, EhloArgumentsMustBeADomainOrAnAddressLiteral) {
   // NUL inside the argument.
   Outcome run = Dialog(std::string("EHLO a\0b\r\n", 10));
   EXPECT_THAT(Codes(run.output), ElementsAre("220", "501"));
+}
+
+TEST(ServerSessionTest, RefusalsAreNotedOncePerKindWithAHint) {
+  SessionConfig c = Trusted();
+  c.relay_allowed = false;
+  c.max_message_bytes = 100;
+  ServerSession s(c);
+  s.Start();
+  s.Feed(
+      "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n"
+      "RCPT TO:<z@y.test>\r\nRSET\r\nMAIL FROM:<a@b.test> SIZE=5000\r\n");
+  std::vector<Refusal> r = s.TakeRefusals();
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].kind, Refusal::Kind::kRelayDenied);
+  EXPECT_THAT(r[0].reply, HasSubstr("554 5.7.1 <x@y.test>"));
+  EXPECT_THAT(r[0].hint, HasSubstr("relay.trusted_networks"));
+  EXPECT_EQ(r[1].kind, Refusal::Kind::kTooBig);
+  EXPECT_THAT(r[1].hint, HasSubstr("SIZE=5000"));
+  EXPECT_TRUE(s.TakeRefusals().empty());
+  s.Feed("MAIL FROM:<a@b.test> SIZE=6000\r\n");  // Noted already.
+  EXPECT_TRUE(s.TakeRefusals().empty());
+  for (int i = 0; i < 30; ++i) s.Feed("BOGUS\r\n");
+  r = s.TakeRefusals();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].kind, Refusal::Kind::kTooManyErrors);
+  EXPECT_TRUE(s.closing());
 }
 
 TEST(ServerSessionTest, BdatWithoutRecipientsConsumesTheChunk) {
