@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "dkim/key.h"
@@ -567,6 +569,43 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
     if (std::string(what) != "list") {
       sub->add_option("name", user_args.name, "User name")->required();
     }
+  }
+
+  // "help", no command and an unknown command, said plainly (CLI11 alone
+  // answers "A subcommand is required" to all three).
+  std::vector<std::string> commands;
+  for (const CLI::App* sub : app.get_subcommands({})) {
+    commands.push_back(sub->get_name());
+  }
+  auto known = [&](absl::string_view name) {
+    return std::find(commands.begin(), commands.end(), name) != commands.end();
+  };
+  std::string list = absl::StrJoin(commands, ", ");
+  std::string first = argc >= 2 ? argv[1] : "";
+  if (first == "help") {
+    if (argc == 2) {
+      out << app.help();
+      return 0;
+    }
+    if (!known(argv[2])) {
+      err << "peregrine help: no command '" << argv[2]
+          << "'; the commands are: " << list << "\n";
+      return kExitUsage;
+    }
+    out << app.get_subcommand(argv[2])->help();
+    return 0;
+  }
+  if (argc < 2) {
+    err << "peregrine: say what to do: " << list
+        << " (peregrine help COMMAND tells more; peregrine serve runs the "
+           "MTA)\n";
+    return kExitUsage;
+  }
+  if (!first.empty() && first[0] != '-' && !known(first)) {
+    err << "peregrine: unknown command '" << first
+        << "'; the commands are: " << list
+        << " (peregrine help COMMAND tells more)\n";
+    return kExitUsage;
   }
 
   try {

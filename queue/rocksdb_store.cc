@@ -119,7 +119,16 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
     return s;
   }
   store->CheckFreeSpace();
-  if (store->spool_->ReserveShort()) {
+  Spool::DiskUse use = store->spool_->Usage();
+  store->spool_used_ = use.segments > 0 || use.spares > 0;
+  if (!store->spool_used_ && store->spool_->ReserveShort()) {
+    log::Info(kLog,
+              "spool: a new queue; its reserve of %d ready segments (%d MiB) "
+              "is written once mail has come in",
+              store->options_.spool_reserve_segments,
+              store->options_.spool_reserve_segments *
+                  (store->options_.spool_segment_bytes >> 20));
+  } else if (store->spool_->ReserveShort()) {
     absl::Time start = absl::Now();
     Spool::DiskUse before = store->spool_->Usage();
     store->PrepareReserve(UINT64_MAX);
@@ -146,6 +155,13 @@ absl::Status RocksStore::OpenDb() {
   // Deleted messages make the WAL and memtables churn; cap total WAL size so
   // that column families with few writes are flushed and old logs go away.
   db_options.max_total_wal_size = 256 << 20;
+  // No preallocation: RocksDB would fallocate ~1.1 write buffers (70 MiB)
+  // for each WAL and 4 MiB for the MANIFEST, more than a small disk has
+  // (and an empty data directory should stay small). The WAL is not the
+  // durable log here (the spool is) and is synced only at checkpoints, so
+  // growing it as it is written costs no extra flush per commit.
+  db_options.allow_fallocate = false;
+  db_options.manifest_preallocation_size = 64 << 10;
   if (options_.test_lose_unsynced_rocksdb_writes) {
     db_options.avoid_flush_during_shutdown = true;
   }
@@ -743,7 +759,7 @@ void RocksStore::CommitterMain() {
     ids.clear();
     relocated.clear();
     bool stop;
-    bool preparing = !failed_before && spool_->ReserveShort() &&
+    bool preparing = spool_used_ && !failed_before && spool_->ReserveShort() &&
                      absl::Now() >= prepare_after_;
     {
       absl::MutexLock lock(&mu_);
@@ -799,6 +815,7 @@ void RocksStore::CommitterMain() {
         status = Commit(batch, group, patches, ids, relocated, &rocks_failed);
         checkpoint_due = true;
         last_commit = absl::Now();
+        spool_used_ = true;
       }
       commits_.fetch_add(1, std::memory_order_relaxed);
       if (!status.ok()) {

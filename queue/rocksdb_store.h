@@ -259,6 +259,10 @@ class RocksStore final : public Store {
   std::atomic<uint64_t> commits_{0};
   absl::Time last_space_check_;
   absl::Time prepare_after_ = absl::InfinitePast();  // Committer only.
+  // The spool has held mail, before this open or since: only then is the
+  // reserve written (a new, idle instance keeps its disk). Committer only
+  // once it runs.
+  bool spool_used_ = false;
   std::thread committer_;
 };
 

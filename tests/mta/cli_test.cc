@@ -137,6 +137,26 @@ TEST(CliTest, UsageErrorsExit2) {
   EXPECT_EQ(Cli({"frobnicate"}).code, 2);
 }
 
+TEST(CliTest, HelpAndUnknownCommandsAreSaidPlainly) {
+  Result r = Cli({"help"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("serve"));
+  r = Cli({"help", "user"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("add"));
+  r = Cli({"frobnicate"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown command 'frobnicate'"));
+  EXPECT_THAT(r.err, HasSubstr("serve, config"));
+  EXPECT_THAT(r.err, testing::Not(HasSubstr("A subcommand is required")));
+  r = Cli({});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("say what to do"));
+  r = Cli({"help", "nope"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("no command 'nope'"));
+}
+
 TEST(CliTest, HelpExits0) {
   Result r = Cli({"--help"});
   EXPECT_EQ(r.code, 0);
