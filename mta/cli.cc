@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -255,14 +256,17 @@ absl::StatusOr<std::unique_ptr<queue::RocksStore>> OpenQueueForCli(
         absl::StrCat("no queue at ", options.path, " (wrong --data-dir?)"));
   }
   options.shards = 65535;  // Keep every recipient where it is.
-  auto store = queue::RocksStore::Open(options);
-  if (store.ok() || !absl::StrContains(store.status().message(), "lock")) {
-    return store;
-  }
-  // A running daemon holds the queue: look at it read-only, as it is now.
+  // Always a read-only view that writes nothing: it works on a full disk,
+  // beside a running daemon, and cannot change a stopped one's queue.
   options.read_only = true;
   auto view = queue::RocksStore::Open(options);
-  if (view.ok()) {
+  std::string data_dir = a.data_dir.empty() ? config->data_dir : a.data_dir;
+  int lock =
+      ::open((data_dir + "/peregrine.lock").c_str(), O_RDONLY | O_CLOEXEC);
+  bool running = lock >= 0 && ::flock(lock, LOCK_SH | LOCK_NB) != 0 &&
+                 errno == EWOULDBLOCK;
+  if (lock >= 0) ::close(lock);
+  if (view.ok() && running) {
     std::cerr << "(the daemon is running: a read-only view of its queue as "
                  "of now)\n";
   }

@@ -105,6 +105,9 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         c.auth_available = mode != ListenMode::kRelay ||
                            (context.has_users && context.has_users());
         c.auth_without_tls = context.auth_without_tls;
+        if (queue::Store* q = context.queue) {
+          c.has_room = [q](uint64_t bytes) { return q->HasRoomFor(bytes); };
+        }
         c.relay_allowed = mode == ListenMode::kRelay && trusted_;
         return c;
       }()) {

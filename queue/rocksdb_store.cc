@@ -1,9 +1,14 @@
 #include "queue/rocksdb_store.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -97,6 +102,7 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
     return absl::InvalidArgumentError("queue: shards must be 1..65535");
   }
   std::unique_ptr<RocksStore> store(new RocksStore(std::move(options)));
+  if (!store->options_.read_only) store->ReleaseEmergencySpaceIfFull();
   {
     absl::MutexLock lock(&store->db_mu_);
     if (absl::Status s = store->OpenDb(); !s.ok()) return s;
@@ -144,8 +150,45 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
   return store;
 }
 
+namespace {
+
+// RocksDB's info log, kept out of a file of its own: the daemon's log gets
+// what RocksDB says at warning level and above (the rest is tuning chatter),
+// and a read-only view writes nothing at all. A LOG file in the data
+// directory would be one more write that fails on a full disk, which
+// Debian's RocksDB answers with an assertion.
+class InfoLog : public rocksdb::Logger {
+ public:
+  explicit InfoLog(bool quiet)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL), quiet_(quiet) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format,
+            va_list ap) override {
+    if (quiet_ || level < GetInfoLogLevel()) return;
+    char line[1024];
+    vsnprintf(line, sizeof(line), format, ap);
+    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      log::Error("rocksdb", "%s", line);
+    } else {
+      log::Warn("rocksdb", "%s", line);
+    }
+  }
+
+ private:
+  const bool quiet_;
+};
+
+}  // namespace
+
 absl::Status RocksStore::OpenDb() {
   rocksdb::Options db_options;
+  db_options.info_log = std::make_shared<InfoLog>(options_.read_only);
+  // Recovery keeps what the WAL holds in memtables instead of writing it
+  // out at open: a start on a nearly full disk writes as little as it can.
+  db_options.avoid_flush_during_recovery = true;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 2;
@@ -205,15 +248,16 @@ absl::Status RocksStore::OpenDb() {
   rocksdb::DB* db = nullptr;
   rocksdb::Status s;
   if (options_.read_only) {
-    // A secondary instance keeps its own small info log and state here.
+    // A secondary instance would keep its info log here; it has none (the
+    // InfoLog above), so the folder is only made when it can be, and
+    // nothing is written on a full disk.
+    // secondary_dir_ is only what we made: the destructor removes it.
     char dir[] = "/tmp/peregrine-queue-view.XXXXXX";
-    if (mkdtemp(dir) == nullptr) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot make a directory in /tmp: ", strerror(errno)));
-    }
-    secondary_dir_ = dir;
+    if (mkdtemp(dir) != nullptr) secondary_dir_ = dir;
+    // Without one, the queue's own path: read, never written (no info log).
+    std::string secondary = secondary_dir_.empty() ? options_.path : dir;
     db_options.max_open_files = -1;  // Required by secondary mode.
-    s = rocksdb::DB::OpenAsSecondary(db_options, options_.path, secondary_dir_,
+    s = rocksdb::DB::OpenAsSecondary(db_options, options_.path, secondary,
                                      families, &handles_, &db);
     if (s.ok()) s = db->TryCatchUpWithPrimary();
   } else {
@@ -518,10 +562,21 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
           "queue: recipient shard ", r.shard, " >= shards ", options_.shards)));
     }
   }
-  if (!AcceptingNewMail()) {
+  // What the message takes on disk: its body in the spool, and roughly its
+  // envelope and recipients in RocksDB. Admitted only when that leaves the
+  // floor free, counting messages admitted before and not written yet.
+  const uint64_t need =
+      message.body.size() + 1024 + 256 * message.recipients.size();
+  if (!AcceptingNewMail() || !HasRoomFor(need)) {
     return fail(absl::ResourceExhaustedError(absl::StrCat(
-        "queue: free disk space under the floor of ", options_.min_free_bytes,
-        " bytes; not accepting new mail")));
+        "queue: ", need >> 10,
+        " KiB more would take free disk space on the "
+        "device holding ",
+        options_.path, " (",
+        free_at_check_.load(std::memory_order_relaxed) >> 20,
+        " MiB free) under the floor (queue.min_free_space, ", Floor() >> 20,
+        " MiB); new mail is refused until "
+        "space is freed")));
   }
 
   // Encode outside the lock; only keys need the id.
@@ -553,8 +608,23 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
     work_.Signal();
     return;
   }
+  // Again under the lock, which every admission takes: two shards cannot
+  // both take the last room.
+  if (!HasRoomFor(need)) {
+    waiters_.push_back(
+        {[done = std::move(done)](absl::Status s) mutable { done(s); },
+         absl::ResourceExhaustedError(absl::StrCat(
+             "queue: free disk space on the device holding ", options_.path,
+             " would go under the floor (queue.min_free_space); new mail is "
+             "refused "
+             "until space is freed"))});
+    work_.Signal();
+    return;
+  }
   MessageId id = NextId();
   std::string key = codec::MessageKey(id);
+  admitted_.fetch_add(need, std::memory_order_relaxed);
+  group_admitted_ += need;
   // The reference holds the body's offset within the record; the committer
   // adds where the record goes.
   ref.offset = group_.AddBody(message.body, ref.crc);
@@ -672,17 +742,87 @@ void RocksStore::Update(RecipientUpdate update, Done done) {
   work_.Signal();
 }
 
+std::string RocksStore::EmergencyPath() const {
+  return options_.path + "/emergency-space";
+}
+
+void RocksStore::ReleaseEmergencySpaceIfFull() {
+  // What an open writes at most: a MANIFEST, an OPTIONS file, a new WAL,
+  // the spool's checkpoint; RocksDB aborts when one of them hits ENOSPC.
+  constexpr uint64_t kOpenNeeds = 4 << 20;
+  uint64_t free = options_.free_bytes();
+  if (free >= kOpenNeeds || options_.emergency_space_bytes == 0) return;
+  std::string path = EmergencyPath();
+  if (::unlink(path.c_str()) == 0) {
+    emergency_released_ = true;
+    log::Error(kLog,
+               "the disk holding %s is full (%d KiB free): deleted the %d MiB "
+               "emergency space kept there for this, to start and deliver "
+               "what is queued; new mail is refused (452) until space is "
+               "freed on that device",
+               options_.path, free >> 10, options_.emergency_space_bytes >> 20);
+  } else {
+    log::Error(kLog,
+               "the disk holding %s is full (%d KiB free) and no emergency "
+               "space is left to free; the queue may not open: free space "
+               "on that device",
+               options_.path, free >> 10);
+  }
+}
+
+void RocksStore::KeepEmergencySpace(uint64_t free) {
+  const uint64_t bytes = options_.emergency_space_bytes;
+  if (bytes == 0 || options_.read_only) return;
+  // Only with room to spare: never what pushes the disk under the floor.
+  if (free < options_.min_free_bytes + 2 * bytes) return;
+  std::string path = EmergencyPath();
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) return;
+  std::string tmp = path + ".part";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  // Blocks reserved, nothing written: fast, and freed in one unlink.
+  int err = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+  ::close(fd);
+  if (err != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return;
+  }
+  if (emergency_released_.exchange(false)) {
+    log::Info(kLog, "the emergency space in %s is kept again", path);
+  }
+}
+
+uint64_t RocksStore::Floor() const {
+  return options_.min_free_bytes +
+         (emergency_released_.load(std::memory_order_relaxed)
+              ? options_.emergency_space_bytes
+              : 0);
+}
+
+bool RocksStore::HasRoomFor(uint64_t bytes) const {
+  if (options_.min_free_bytes == 0) return true;
+  uint64_t free = free_at_check_.load(std::memory_order_relaxed);
+  uint64_t need = admitted_.load(std::memory_order_relaxed) + bytes + Floor();
+  return free >= need;
+}
+
 void RocksStore::CheckFreeSpace() {
   last_space_check_ = absl::Now();
-  if (options_.min_free_bytes == 0) return;
+  if (options_.min_free_bytes == 0 && options_.emergency_space_bytes == 0) {
+    return;
+  }
   uint64_t free = options_.free_bytes();
-  bool ok = free >= options_.min_free_bytes;
+  free_at_check_.store(free, std::memory_order_relaxed);
+  KeepEmergencySpace(free);
+  if (options_.min_free_bytes == 0) return;
+  bool ok = free >= Floor();
   bool was = accepting_.exchange(ok);
   if (was && !ok) {
     log::Error(kLog,
                "free disk space %d MiB is under the floor of %d MiB: refusing "
                "new mail (452) until space is freed",
-               free >> 20, options_.min_free_bytes >> 20);
+               free >> 20, Floor() >> 20);
   } else if (!was && ok) {
     log::Info(kLog, "free disk space %d MiB: accepting new mail again",
               free >> 20);
@@ -746,6 +886,7 @@ void RocksStore::CommitterMain() {
   std::vector<Patch> patches;
   std::vector<MessageId> ids;
   std::vector<Relocated> relocated;
+  uint64_t group_bytes = 0;  // What the group's new messages were admitted for.
   while (true) {
     if (absl::Now() - last_relocation >= options_.spool_relocate_interval) {
       last_relocation = absl::Now();
@@ -781,6 +922,8 @@ void RocksStore::CommitterMain() {
       patches.swap(patches_);
       ids.swap(group_ids_);
       relocated.swap(relocated_);
+      group_bytes = group_admitted_;
+      group_admitted_ = 0;
       stop = stopping_ && waiters.empty();
     }
     if (absl::Now() - last_space_check_ >= kSpaceCheckInterval) {
@@ -818,8 +961,21 @@ void RocksStore::CommitterMain() {
         spool_used_ = true;
       }
       commits_.fetch_add(1, std::memory_order_relaxed);
+      // Written (or failed): the free space says the rest from now on.
+      if (options_.min_free_bytes > 0) {
+        free_at_check_.store(options_.free_bytes(), std::memory_order_relaxed);
+      }
+      admitted_.fetch_sub(group_bytes, std::memory_order_relaxed);
+      group_bytes = 0;
       if (!status.ok()) {
-        log::Error(kLog, "%s", status.message());
+        bool full = absl::IsResourceExhausted(status) ||
+                    absl::StrContains(status.message(), "No space left");
+        log::Error(kLog, "%s%s", status.message(),
+                   full ? absl::StrCat("; no space left on the device holding ",
+                                       options_.path,
+                                       ": the group was refused (451); free "
+                                       "space there")
+                        : "");
         // RocksDB treats most I/O errors as fatal: reopen it. A failed
         // spool write leaves RocksDB as it was; the next group is written
         // in the failed one's place.

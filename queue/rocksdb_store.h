@@ -75,6 +75,11 @@ struct RocksStoreOptions {
   // Free bytes of the queue's file system; default statvfs(path). Tests
   // replace it.
   std::function<uint64_t()> free_bytes;
+  // A file of this size kept in the queue folder while there is room, and
+  // deleted when a start finds the disk too full for RocksDB to open, so
+  // that a daemon restarted on a full disk can still deliver what it holds.
+  // 0: none.
+  uint64_t emergency_space_bytes = 16 << 20;
   // Inspection of a queue another process (a running daemon) has open:
   // RocksDB's secondary mode, caught up once at open. Nothing is written;
   // Enqueue and Update are refused.
@@ -104,6 +109,7 @@ class RocksStore final : public Store {
   bool AcceptingNewMail() const override {
     return accepting_.load(std::memory_order_relaxed);
   }
+  bool HasRoomFor(uint64_t bytes) const override;
 
   // Joint writes done so far (each one fsync in sync mode).
   uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
@@ -120,8 +126,17 @@ class RocksStore final : public Store {
   }
   // Re-reads free space now instead of at the next periodic check.
   void CheckFreeSpace();
+  // The emergency space (RocksStoreOptions::emergency_space_bytes).
+  std::string EmergencyPath() const;
 
  private:
+  // Before RocksDB opens: deletes the emergency space if the disk is full.
+  void ReleaseEmergencySpaceIfFull();
+  // With `free` bytes free: makes the emergency space again if missing.
+  void KeepEmergencySpace(uint64_t free);
+  // Free bytes new mail must leave: min_free_bytes, plus the emergency
+  // space while it is released.
+  uint64_t Floor() const;
   // Writes up to `max_bytes` of the spool's reserve while it is short and
   // the disk has room above the free-space floor. A failure is logged and
   // pauses preparation for a minute.
@@ -227,6 +242,17 @@ class RocksStore final : public Store {
   SpoolGroup group_ ABSL_GUARDED_BY(mu_);
   std::vector<Patch> patches_ ABSL_GUARDED_BY(mu_);
   std::vector<MessageId> group_ids_ ABSL_GUARDED_BY(mu_);
+  // Bytes the messages of the group being formed will take on disk.
+  uint64_t group_admitted_ ABSL_GUARDED_BY(mu_) = 0;
+  // Free bytes at the last check (after each group commit, and once a
+  // second), and bytes admitted since but not written: a new message is
+  // refused when it would take the disk under the floor, so the floor is
+  // never crossed by a burst between two checks.
+  std::atomic<uint64_t> free_at_check_{UINT64_MAX};
+  // The emergency space was freed at this start: it is no room for new mail
+  // (the floor counts it) until it could be made again.
+  std::atomic<bool> emergency_released_{false};
+  std::atomic<uint64_t> admitted_{0};
   std::vector<Relocated> relocated_ ABSL_GUARDED_BY(mu_);
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   // Earliest schedule time per shard in `batch_`; published to

@@ -66,6 +66,10 @@ class Store {
 
   // False while free disk space is under the configured floor.
   virtual bool AcceptingNewMail() const = 0;
+  // False when `bytes` more (a message announced with SIZE) would take free
+  // disk space under the floor, counting what is accepted but not yet
+  // written. Enqueue() makes the same check with the message's real size.
+  virtual bool HasRoomFor(uint64_t bytes) const { return AcceptingNewMail(); }
 };
 
 }  // namespace peregrine::queue

@@ -24,8 +24,8 @@ PACKAGES=(
   # Resolver tests run an authoritative DNS server of their own on loopback.
   nsd
   # The delivery test on built-in defaults runs in a network namespace of
-  # its own (unshare, ip).
-  util-linux iproute2
+  # its own (unshare, ip); the full-disk test mounts a small ext4 image.
+  util-linux iproute2 mount e2fsprogs
   # The system trust store, for delivery.tls = "verify".
   ca-certificates
 )

@@ -4,8 +4,11 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -25,16 +28,41 @@ std::string OpenSslErrors() {
   return out.empty() ? "unknown error" : out;
 }
 
-bool WritePem(const std::string& path, bool private_key, EVP_PKEY* key,
-              X509* cert) {
-  FILE* f = fopen(path.c_str(), "w");
-  if (f == nullptr) return false;
+// Writes a PEM file whole or not at all (a temporary file renamed into
+// place): a key cut short by a full disk would fail every later start.
+absl::Status WritePem(const std::string& path, bool private_key, EVP_PKEY* key,
+                      X509* cert) {
+  std::string tmp = path + ".tmp";
+  FILE* f = fopen(tmp.c_str(), "w");
+  if (f == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
+  }
   if (private_key) fchmod(fileno(f), 0600);
   bool ok = private_key ? PEM_write_PrivateKey(f, key, nullptr, nullptr, 0,
                                                nullptr, nullptr)
                         : PEM_write_X509(f, cert);
-  fclose(f);
-  return ok;
+  errno = 0;
+  ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+  int err = errno;
+  if (fclose(f) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (ok && rename(tmp.c_str(), path.c_str()) != 0) {
+    ok = false;
+    err = errno;
+  }
+  if (ok) return absl::OkStatus();
+  unlink(tmp.c_str());
+  if (err == ENOSPC || err == EDQUOT) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot write ", path,
+        ": no space left on the device holding it; free some space there"));
+  }
+  return absl::UnavailableError(
+      absl::StrCat("cannot write ", path, ": ",
+                   err != 0 ? std::strerror(err) : OpenSslErrors()));
 }
 
 }  // namespace
@@ -102,15 +130,17 @@ absl::StatusOr<std::pair<std::string, std::string>> EnsureSelfSigned(
     X509_add_ext(cert, ext, -1);
     X509_EXTENSION_free(ext);
   }
-  bool ok = X509_sign(cert, key, EVP_sha256()) > 0 &&
-            WritePem(key_path, true, key, nullptr) &&
-            WritePem(crt, false, nullptr, cert);
+  absl::Status written =
+      X509_sign(cert, key, EVP_sha256()) > 0
+          ? WritePem(key_path, true, key, nullptr)
+          : absl::InternalError(absl::StrCat("cannot sign: ", OpenSslErrors()));
+  if (written.ok()) written = WritePem(crt, false, nullptr, cert);
   EVP_PKEY_free(key);
   X509_free(cert);
-  if (!ok) {
-    return absl::InternalError(
-        absl::StrCat("cannot write a self-signed certificate in ", dir, ": ",
-                     OpenSslErrors()));
+  if (!written.ok()) {
+    return absl::Status(written.code(),
+                        absl::StrCat("cannot make a self-signed certificate: ",
+                                     written.message()));
   }
   return std::make_pair(crt, key_path);
 }

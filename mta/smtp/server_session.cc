@@ -416,6 +416,10 @@ void ServerSession::Mail(absl::string_view arg) {
                                " over smtp.max_message_size (",
                                config_.max_message_bytes, " bytes)"));
   }
+  if (config_.has_room && !config_.has_room(size)) {
+    // Transient, and not the client's error: it may try again later.
+    return Reply("452 4.3.1 Insufficient system storage");
+  }
   declared_size_ = size;
   m.sender = address;
   m.helo = helo_;

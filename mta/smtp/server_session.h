@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,6 +61,9 @@ struct SessionConfig {
   // AUTH over a connection without TLS: off, so passwords never cross the
   // network in the clear (538 then).
   bool auth_without_tls = false;
+  // Is there disk room for a message of this size (0: unknown)? Asked at
+  // MAIL, with SIZE when given: 452 when not. Unset: always.
+  std::function<bool(uint64_t bytes)> has_room;
 };
 
 // What the check of an AuthRequest found.

@@ -1,3 +1,5 @@
+#include <sys/stat.h>
+
 #include <atomic>
 #include <filesystem>
 #include <thread>
@@ -451,6 +453,89 @@ TEST(StoreTest, FreeSpaceFloorRefusesNewMailButNotUpdates) {
       UpdateSync(*store, Outcome(due[0], RecipientState::kDelivered)).ok());
   free_bytes = 5ull << 30;
   store->CheckFreeSpace();
+  EXPECT_TRUE(store->AcceptingNewMail());
+  EXPECT_TRUE(EnqueueSync(*store, Message({{"bob@a.test", 0}})).ok());
+}
+
+// A burst between two free-space checks used to run the disk from 10 MiB
+// free to 11 KiB: now each message is admitted against the bytes it takes,
+// counting those admitted before it and not yet written.
+TEST(StoreTest, FloorIsNeverCrossedByABurst) {
+  constexpr uint64_t kBase = 10 << 20, kFloor = 8 << 20;
+  std::atomic<RocksStore*> self{nullptr};
+  RocksStoreOptions o = Options(TempPath("burst"), 1);
+  o.min_free_bytes = kFloor;
+  o.emergency_space_bytes = 0;
+  // The disk fills as the spool is written.
+  o.free_bytes = [&] {
+    RocksStore* s = self.load();
+    uint64_t used = s ? s->SpoolUsage().bytes : 0;
+    return used >= kBase ? 0 : kBase - used;
+  };
+  auto store = OpenOrDie(o);
+  self = store.get();
+  store->CheckFreeSpace();
+  EXPECT_TRUE(store->HasRoomFor(1 << 20));
+  EXPECT_FALSE(store->HasRoomFor(3 << 20));
+  std::atomic<int> accepted{0}, refused{0}, answered{0};
+  for (int i = 0; i < 98; ++i) {
+    store->Enqueue(
+        Message({{"bob@a.test", 0}}, absl::StrCat("Subject: ", i, "\r\n\r\n",
+                                                  std::string(100 << 10, 'x'))),
+        [&](absl::StatusOr<MessageId> id) {
+          (id.ok() ? accepted : refused)++;
+          if (!id.ok()) {
+            EXPECT_TRUE(absl::IsResourceExhausted(id.status()));
+          }
+          ++answered;
+        });
+  }
+  absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (answered.load() < 98 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(answered.load(), 98);
+  EXPECT_GT(accepted.load(), 10);
+  EXPECT_GT(refused.load(), 50);
+  // The spool's own record headers are the only bytes not counted ahead.
+  EXPECT_GE(o.free_bytes(), kFloor - (64 << 10))
+      << accepted.load() << " accepted";
+  store.reset();
+  self = nullptr;
+}
+
+TEST(StoreTest, EmergencySpaceLetsAStartOnAFullDiskDeliver) {
+  std::atomic<uint64_t> free_bytes{1ull << 30};
+  RocksStoreOptions o = Options(TempPath("emergency"), 1);
+  o.min_free_bytes = 1 << 20;
+  o.emergency_space_bytes = 2 << 20;
+  o.free_bytes = [&] { return free_bytes.load(); };
+  auto store = OpenOrDie(o);
+  store->CheckFreeSpace();
+  std::string path = store->EmergencyPath();
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0) << "kept while there is room";
+  EXPECT_EQ(st.st_size, 2 << 20);
+  ASSERT_TRUE(EnqueueSync(*store, Message({{"bob@a.test", 0}})).ok());
+  store.reset();
+  // The disk filled up while it was stopped.
+  free_bytes = 0;
+  store = OpenOrDie(o);
+  EXPECT_NE(stat(path.c_str(), &st), 0) << "released to start";
+  // What the freed space holds is no room for new mail...
+  free_bytes = 2 << 20;
+  store->CheckFreeSpace();
+  EXPECT_FALSE(store->AcceptingNewMail());
+  EXPECT_FALSE(store->HasRoomFor(0));
+  // ...but what is queued is delivered.
+  auto due = *store->Due(0, absl::Now(), 10);
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_TRUE(
+      UpdateSync(*store, Outcome(due[0], RecipientState::kDelivered)).ok());
+  // Space again: the emergency space is kept again, and mail taken.
+  free_bytes = 1ull << 30;
+  store->CheckFreeSpace();
+  EXPECT_EQ(stat(path.c_str(), &st), 0);
   EXPECT_TRUE(store->AcceptingNewMail());
   EXPECT_TRUE(EnqueueSync(*store, Message({{"bob@a.test", 0}})).ok());
 }
