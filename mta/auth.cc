@@ -37,13 +37,20 @@ Authenticator::~Authenticator() {
     stop_ = true;
   }
   for (std::thread& t : threads_) t.join();
-  // What is still queued gets an answer; its connections are closing.
+  AnswerQueued();  // Their connections are closing.
+}
+
+void Authenticator::AnswerQueued() {
   std::deque<Job> left;
   {
     absl::MutexLock lock(&mu_);
     left.swap(clean_);
     for (Job& j : suspect_) left.push_back(std::move(j));
     suspect_.clear();
+    for (const Job& j : left) {
+      auto it = clients_.find(j.key);
+      if (it != clients_.end()) --it->second.in_flight;
+    }
   }
   for (Job& j : left) {
     j.done({smtp::AuthVerdict::kTryLater, absl::ZeroDuration(),

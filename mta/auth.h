@@ -87,6 +87,9 @@ class Authenticator {
   void Check(std::string client, std::string user, std::string password,
              absl::AnyInvocable<void(AuthAnswer)> done);
   Stats stats() const;
+  // Answers every check still queued with kTryLater, at once (the daemon's
+  // drain timeout: their connections are closing).
+  void AnswerQueued();
   // The address a client is counted under ("2001:db8:1:2::/64" for IPv6).
   static std::string ClientKey(absl::string_view client);
 

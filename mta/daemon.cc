@@ -570,6 +570,28 @@ int Daemon::OpenConnections() const {
   return total;
 }
 
+void Daemon::CloseConnections() {
+  // Checks still queued are answered at once, then every shard closes what
+  // it has; a connection waiting for a queue write closes when it comes.
+  // The reactors stop only after that (bounded), so no connection outlives
+  // its shard.
+  authenticator_.AnswerQueued();
+  for (int i = 0; i < group_->size(); ++i) {
+    group_->SubmitTo(i, [] { SmtpConnection::CloseAll(); });
+  }
+  auto received = [this] {
+    int n = 0;
+    for (const auto& state : shards_) {
+      n += state->open_connections.load(std::memory_order_relaxed);
+    }
+    return n;
+  };
+  absl::Time until = absl::Now() + absl::Seconds(2);
+  while (received() > 0 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
 void Daemon::BeginDrain() {
   for (int i = 0; i < group_->size(); ++i) {
     group_->SubmitTo(i, [this, i] {
@@ -698,6 +720,7 @@ int Daemon::Run() {
       if (absl::Now() >= deadline) {
         log::Warn(kLog, "drain timeout: closing %d connections",
                   OpenConnections());
+        CloseConnections();
         break;
       }
     }

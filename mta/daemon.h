@@ -66,6 +66,8 @@ class Daemon {
   // The outbound engine's shared context (none when delivery is off).
   absl::Status PrepareDelivery();
   void BeginDrain();
+  // At the drain timeout: closes every connection now (bounded wait).
+  void CloseConnections();
   void Reload();
   // (Re)reads every DKIM key file and logs what each key will do.
   // Every file the configuration names can be read (exact fix if not).

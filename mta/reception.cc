@@ -121,6 +121,12 @@ void SmtpConnection::ShutdownAll() {
   for (SmtpConnection* c : all) c->Shutdown();
 }
 
+void SmtpConnection::CloseAll() {
+  std::vector<SmtpConnection*> all(live_connections.begin(),
+                                   live_connections.end());
+  for (SmtpConnection* c : all) c->Finish();
+}
+
 void SmtpConnection::Shutdown() {
   if (finishing_ || !live_connections.contains(this)) return;
   if (tls_ != nullptr && !tls_->handshake_done()) {
@@ -456,9 +462,15 @@ void SmtpConnection::Authenticate(smtp::AuthRequest request) {
             ReadMore();
           };
           // Failures from a guessing address are answered late, by a timer
-          // (the connection waits for it: auth_pending_ holds Finish()).
-          if (answer.delay > absl::ZeroDuration()) {
-            reactor_.AddTimer(answer.delay, deliver);
+          // that Finish() cancels (the check itself is over).
+          if (answer.delay > absl::ZeroDuration() && !finishing_) {
+            auth_pending_ = false;
+            auth_delay_timer_ =
+                reactor_.AddTimer(answer.delay, [this, deliver]() mutable {
+                  auth_delay_timer_ = 0;
+                  auth_pending_ = true;  // What deliver() expects.
+                  deliver();
+                });
           } else {
             deliver();
           }
@@ -472,6 +484,10 @@ void SmtpConnection::Finish() {
   if (timer_ != 0) {
     reactor_.CancelTimer(timer_);
     timer_ = 0;
+  }
+  if (auth_delay_timer_ != 0) {
+    reactor_.CancelTimer(auth_delay_timer_);
+    auth_delay_timer_ = 0;
   }
   if (conn_.closing()) return;
   if (counted_) {

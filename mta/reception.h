@@ -13,11 +13,11 @@
 // Lifetime: the connection owns itself. Finish() is the only way out: it
 // marks the connection finishing, and (once no queue write and no AUTH
 // check is pending, whose completions would call it again) cancels the
-// timer and closes the socket; Close()'s completion, which runs after every
-// other callback of the socket, deletes the object. So every callback (read,
-// write, timer, DNS answer, queue and AUTH completions) may run after
-// Finish(); each one returns at once when `finishing_` is set and never
-// re-arms a timer or starts I/O then.
+// timers (command timeout, a held-back AUTH answer) and closes the socket;
+// Close()'s completion, which runs after every other callback of the socket,
+// deletes the object. So every callback (read, write, timer, DNS answer, queue
+// and AUTH completions) may run after Finish(); each one returns at once when
+// `finishing_` is set and never re-arms a timer or starts I/O then.
 //
 // Backpressure: a client that pipelines without reading its replies gets
 // no more of its input read while more than kMaxUnsentBytes of replies wait
@@ -120,6 +120,9 @@ class SmtpConnection {
   // Drain, on the calling shard: idle connections get 421 and close now,
   // busy ones once their current message is answered.
   static void ShutdownAll();
+  // At the drain timeout, on the calling shard: every connection closes now
+  // (one waiting for a queue write or an AUTH check closes when it comes).
+  static void CloseAll();
 
  private:
   SmtpConnection(shard::Reactor& reactor, int fd,
@@ -169,6 +172,8 @@ class SmtpConnection {
   bool counted_ = false;    // Holds a slot of the ConnectionLimiter.
   bool got_bytes_ = false;  // The client has sent anything at all.
   shard::Reactor::TimerId timer_ = 0;
+  // A failed AUTH's answer, held back by this timer; Finish() cancels it.
+  shard::Reactor::TimerId auth_delay_timer_ = 0;
 };
 
 }  // namespace peregrine

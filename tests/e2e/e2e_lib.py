@@ -81,16 +81,28 @@ admin = []
 
     def start(self):
         self.log = open(os.path.join(self.data, "daemon.log"), "a")
+        since = self.log.tell()  # A restart appends: read only what is new.
         self.proc = subprocess.Popen(
             [PEREGRINE, "serve", "--config", self.cfg, "--data-dir", self.data],
             stderr=self.log, stdout=subprocess.DEVNULL)
-        deadline = time.time() + 10
+        # Listening comes first, the rest of the start after (queue, keys,
+        # users): ready once the log says "started:" (a sanitizer build
+        # takes a while).
+        log_path = os.path.join(self.data, "daemon.log")
+        deadline = time.time() + 30
         while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
+            if self.proc.poll() is not None:
+                break
+            with open(log_path) as f:
+                f.seek(since)
+                if "started:" in f.read():
+                    try:
+                        with socket.create_connection(("127.0.0.1", self.port),
+                                                      0.2):
+                            return
+                    except OSError:
+                        pass
+            time.sleep(0.05)
         raise AssertionError("daemon did not start")
 
     def stop(self, sig=signal.SIGTERM):

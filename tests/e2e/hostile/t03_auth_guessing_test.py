@@ -88,7 +88,10 @@ class AuthGuessingTest(unittest.TestCase):
                 time.sleep(0.3)
             stop.set()
             self.assertIsNone(d.proc.poll(), "daemon died")
-            self.assertEqual(d.stop(), 0)  # Closes the guessers' connections.
+            code = d.stop()  # Closes the guessers' connections.
+            with open(d.log.name) as f:
+                tail = f.read()[-6000:]
+            self.assertEqual(code, 0, tail)
             for t in threads:
                 t.join(timeout=30)
             print(f"login under attack: {timings} s; guess replies {counts}")
