@@ -239,6 +239,10 @@ std::string EncodeRecipient(const RecipientRecord& rec) {
   PutVarint(&v, rec.attempts);
   PutTime(&v, rec.next_attempt);
   PutStr(&v, rec.last_reply);
+  // Added later, at the end: a record without it decodes as never held.
+  if (rec.held > absl::ZeroDuration()) {
+    PutVarint(&v, static_cast<uint64_t>(absl::ToInt64Seconds(rec.held)));
+  }
   return v;
 }
 
@@ -263,6 +267,10 @@ absl::StatusOr<RecipientRecord> DecodeRecipient(MessageId id, uint32_t index,
   rec.next_attempt = r.Time();
   rec.last_reply = r.Str();
   if (!r.ok()) return absl::DataLossError("recipient: truncated record");
+  if (!r.done()) {
+    rec.held = absl::Seconds(static_cast<int64_t>(r.Varint()));
+    if (!r.ok()) return absl::DataLossError("recipient: truncated record");
+  }
   return rec;
 }
 

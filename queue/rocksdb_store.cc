@@ -667,7 +667,8 @@ void RocksStore::Update(RecipientUpdate update, Done done) {
   }
   RecipientRecord after = before;
   after.state = update.state;
-  after.attempts = before.attempts + 1;
+  after.attempts = before.attempts + (update.attempted ? 1 : 0);
+  after.held = before.held + update.held_more;
   after.last_reply = std::move(update.reply);
   if (update.state == RecipientState::kDeferred) {
     // The queue keeps microseconds; round here so that the record, its

@@ -76,6 +76,9 @@ struct RecipientRecord {
   uint32_t attempts = 0;
   absl::Time next_attempt = absl::UnixEpoch();
   std::string last_reply;
+  // Time held back by a suspended site: it does not count toward the
+  // maximum age (whole seconds on disk).
+  absl::Duration held = absl::ZeroDuration();
 
   absl::string_view domain() const;
 };
@@ -101,6 +104,11 @@ struct RecipientUpdate {
   RecipientState state = RecipientState::kDeferred;
   absl::Time next_attempt;  // For kDeferred.
   std::string reply;        // The remote reply or the reason.
+  // False for a recipient put back unattempted (its site is suspended): the
+  // attempt count stays as it was.
+  bool attempted = true;
+  // Added to the record's `held`.
+  absl::Duration held_more = absl::ZeroDuration();
 };
 
 struct QueueCounts {

@@ -452,7 +452,8 @@ class OutboundConnection {
       waiting_for_work_ = true;
       if (messages_ >= site_.options.messages_per_connection) return Leave();
       if (!engine_.GiveJob(site_, this)) {
-        if (engine_.draining_) return Leave();
+        // Suspended: the transaction in flight is done; start no other.
+        if (engine_.draining_ || site_.options.suspended) return Leave();
         site_.idle.push_back(this);
         Idle();
       }
@@ -705,10 +706,9 @@ void DeliveryShard::Reload(std::shared_ptr<const DeliveryOptions> options) {
   } else {
     log::Error(kLog, "back-off rules: %s", rules.status().message());
   }
+  absl::Time now = absl::Now();
   for (auto& [key, site] : sites_) {
-    SiteOptions fresh = site->smarthost
-                            ? options_->defaults
-                            : ResolveSite(*options_, site->domain, site->mx);
+    SiteOptions fresh = OptionsFor(site->smarthost, site->domain, site->mx);
     if (fresh.message_rate != site->options.message_rate) {
       site->message_rate = *TokenBucket::Parse(fresh.message_rate);
     }
@@ -717,9 +717,72 @@ void DeliveryShard::Reload(std::shared_ptr<const DeliveryOptions> options) {
     }
     site->window.SetMax(fresh.max_connections);
     bool resumed = site->options.suspended && !fresh.suspended;
+    bool suspended = !site->options.suspended && fresh.suspended;
     site->options = std::move(fresh);
-    if (resumed) log::Info(kLog, "site %s: resumed", site->key);
+    if (suspended) {
+      // At once: what waits is held (unattempted, its time not counted),
+      // idle connections leave, busy ones finish their transaction first.
+      for (auto& job : site->ready) job->held_since = now;
+      std::vector<OutboundConnection*> idle = site->idle;
+      for (OutboundConnection* c : idle) c->Leave();
+      log::Info(kLog,
+                "site %s: suspended: %d transactions held, %d connections "
+                "finish the one they are sending",
+                site->key, site->ready.size(), site->window.in_flight());
+      ParkExcess(*site);
+    }
+    if (resumed) {
+      for (auto& job : site->ready) {
+        if (job->held_since != absl::InfinitePast()) {
+          job->held += now - job->held_since;
+          job->held_since = absl::InfinitePast();
+        }
+      }
+      log::Info(kLog, "site %s: resumed: %d transactions released", site->key,
+                site->ready.size());
+    }
     Pump(*site);
+  }
+}
+
+SiteOptions DeliveryShard::OptionsFor(
+    bool smarthost, absl::string_view domain,
+    const std::vector<dns::MxHost>& mx) const {
+  if (!smarthost) return ResolveSite(*options_, domain, mx);
+  // The smarthost is a site too: rules match its host name (mx_suffixes)
+  // or, for a site of its own, the domain they name.
+  return ResolveSite(*options_, domain,
+                     {dns::MxHost{options_->smarthost.host, 0, false}});
+}
+
+bool DeliveryShard::HasDomainRule(absl::string_view domain) const {
+  if (domain.empty()) return false;
+  for (const SiteRule& r : options_->rules) {
+    if (!r.domains.empty() && r.Matches(domain, {})) return true;
+  }
+  return false;
+}
+
+void DeliveryShard::ParkExcess(Site& site) {
+  absl::Time now = absl::Now();
+  int parked = 0;
+  while (site.ready.size() > kMaxHeldJobs) {
+    std::unique_ptr<Job> job = std::move(site.ready.back());
+    site.ready.pop_back();
+    absl::Duration held = job->held + kParkFor;
+    if (job->held_since != absl::InfinitePast()) held += now - job->held_since;
+    for (const queue::RecipientRecord& r : job->recipients) {
+      Finish(r, queue::RecipientState::kDeferred, now + kParkFor,
+             "451 4.4.5 delivery to this site is suspended (held)",
+             job->claimed_by, /*attempted=*/false, held);
+      ++parked;
+    }
+  }
+  if (parked > 0) {
+    log::Info(kLog,
+              "site %s: suspended: %d more recipients wait in the queue "
+              "(looked at again every %s, unattempted)",
+              site.key, parked, absl::FormatDuration(kParkFor));
   }
 }
 
@@ -794,8 +857,11 @@ void DeliveryShard::Poll() {
           by_domain;
       for (queue::RecipientRecord& r : *due) {
         std::string domain = absl::AsciiStrToLower(r.domain());
-        // Through a smarthost, one transaction carries every domain.
-        if (options_->smarthost.Covers(domain)) domain.clear();
+        // Through a smarthost, one transaction carries every domain (but
+        // those a site rule names: they are sites of their own).
+        if (options_->smarthost.Covers(domain) && !HasDomainRule(domain)) {
+          domain.clear();
+        }
         Job*& job = by_domain[{r.message, domain}];
         if (job == nullptr) {
           jobs.push_back(std::make_unique<Job>());
@@ -847,7 +913,11 @@ void DeliveryShard::Route(std::unique_ptr<Job> job) {
   bool relayed = job->domain.empty() ? !options.smarthost.host.empty()
                                      : options.smarthost.Covers(job->domain);
   if (relayed) {
-    return hand_over(std::move(job), "smarthost", {}, true);
+    std::string key = HasDomainRule(job->domain)
+                          ? absl::StrCat("smarthost:domain:", job->domain)
+                          : std::string("smarthost");
+    if (key == "smarthost") job->domain.clear();
+    return hand_over(std::move(job), std::move(key), {}, true);
   }
   if (job->domain.empty()) {
     return DeferAll(*job, "553 5.1.3 the address has no domain", true);
@@ -895,18 +965,17 @@ void DeliveryShard::AddToSite(std::unique_ptr<Job> job, std::string site_key,
                               std::vector<dns::MxHost> mx, bool smarthost) {
   auto it = sites_.find(site_key);
   if (it == sites_.end()) {
-    SiteOptions options = smarthost ? options_->defaults
-                                    : ResolveSite(*options_, job->domain, mx);
+    SiteOptions options = OptionsFor(smarthost, job->domain, mx);
     auto site = std::make_unique<Site>(site_key, job->domain, std::move(mx),
                                        smarthost, std::move(options));
+    if (site->options.suspended) {
+      log::Info(kLog, "site %s: suspended: its mail is held", site->key);
+    }
     it = sites_.emplace(site_key, std::move(site)).first;
   }
   Site& site = *it->second;
   site.last_used = absl::Now();
-  if (site.options.suspended) {
-    return DeferAll(*job, "451 4.4.5 delivery to this site is suspended",
-                    false);
-  }
+  if (site.options.suspended) job->held_since = site.last_used;
   // Transactions of at most recipients_per_transaction.
   size_t per = static_cast<size_t>(site.options.recipients_per_transaction);
   while (job->recipients.size() > per) {
@@ -916,6 +985,7 @@ void DeliveryShard::AddToSite(std::unique_ptr<Job> job, std::string site_key,
     site.ready.push_back(std::move(part));
   }
   site.ready.push_back(std::move(job));
+  if (site.options.suspended) return ParkExcess(site);
   Pump(site);
 }
 
@@ -933,7 +1003,7 @@ void DeliveryShard::Wake(Site& site, absl::Time when) {
 }
 
 void DeliveryShard::Pump(Site& site) {
-  if (draining_) return;
+  if (draining_ || site.options.suspended) return;
   absl::Time now = absl::Now();
   if (now < site.paused_until) return Wake(site, site.paused_until);
   if (site.reduced_until != absl::InfinitePast() && now >= site.reduced_until) {
@@ -974,7 +1044,7 @@ bool DeliveryShard::GiveJob(Site& site, OutboundConnection* conn) {
     conn->connecting_counted_ = false;
     --site.connecting;
   }
-  if (draining_ || site.ready.empty()) return false;
+  if (draining_ || site.options.suspended || site.ready.empty()) return false;
   absl::Time now = absl::Now();
   if (now < site.paused_until) {
     Wake(site, site.paused_until);
@@ -1050,12 +1120,15 @@ void DeliveryShard::ApplyBackoff(Site& site, int code, absl::string_view text) {
 
 void DeliveryShard::Finish(const queue::RecipientRecord& r,
                            queue::RecipientState state, absl::Time next,
-                           const std::string& reply, int claimed_by) {
+                           const std::string& reply, int claimed_by,
+                           bool attempted, absl::Duration held_more) {
   queue::RecipientUpdate u;
   u.before = r;
   u.state = state;
   u.next_attempt = next;
   u.reply = reply;
+  u.attempted = attempted;
+  u.held_more = held_more;
   std::string id = queue::FormatMessageId(r.message);
   context_.queue->Update(std::move(u), [id, index = r.index](absl::Status s) {
     if (!s.ok()) {
@@ -1097,8 +1170,10 @@ void DeliveryShard::Deferred(Job& job, const queue::RecipientRecord& r,
     job.received = m.ok() ? m->envelope.received : absl::Now();
   }
   absl::Time now = absl::Now();
+  // Time held by a suspended site is not counted toward the maximum age.
+  absl::Duration held = r.held + job.held;
   std::optional<absl::Time> next =
-      retry_.Next(r.attempts + 1, job.received, now, rng_);
+      retry_.Next(r.attempts + 1, job.received + held, now, rng_);
   if (!next) {
     std::string why = absl::StrCat(
         "expired after ", r.attempts + 1, " attempts over ",
@@ -1113,7 +1188,8 @@ void DeliveryShard::Deferred(Job& job, const queue::RecipientRecord& r,
             queue::FormatMessageId(r.message), r.spec.address, r.attempts + 1,
             absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", *next, absl::UTCTimeZone()),
             Quoted(reply));
-  Finish(r, queue::RecipientState::kDeferred, *next, reply, job.claimed_by);
+  Finish(r, queue::RecipientState::kDeferred, *next, reply, job.claimed_by,
+         /*attempted=*/true, job.held);
 }
 
 void DeliveryShard::DeferAll(Job& job, const std::string& reply,

@@ -65,6 +65,10 @@ struct Job {
   std::vector<queue::RecipientRecord> recipients;
   int claimed_by = 0;  // The shard whose claims these are.
   absl::Time received = absl::InfinitePast();  // Known once read.
+  // Held back by a suspended site: for how long so far, and since when
+  // (InfinitePast: not held now). Not counted toward the maximum age.
+  absl::Duration held = absl::ZeroDuration();
+  absl::Time held_since = absl::InfinitePast();
 };
 
 struct Site;
@@ -124,7 +128,20 @@ class DeliveryShard {
                 const std::string& reply);
   void DeferAll(Job& job, const std::string& reply, bool permanent);
   void Finish(const queue::RecipientRecord& r, queue::RecipientState state,
-              absl::Time next, const std::string& reply, int claimed_by);
+              absl::Time next, const std::string& reply, int claimed_by,
+              bool attempted = true,
+              absl::Duration held_more = absl::ZeroDuration());
+  // A suspended site holds at most kMaxHeldJobs transactions in memory (and
+  // claims); the rest go back to the queue for kParkFor, unattempted.
+  static constexpr size_t kMaxHeldJobs = 500;
+  static constexpr absl::Duration kParkFor = absl::Minutes(1);
+  void ParkExcess(Site& site);
+  // Options of a site: by its MX hosts, or the smarthost's name.
+  SiteOptions OptionsFor(bool smarthost, absl::string_view domain,
+                         const std::vector<dns::MxHost>& mx) const;
+  // A [[delivery.sites]] rule names this domain: it is a site of its own,
+  // through the smarthost too.
+  bool HasDomainRule(absl::string_view domain) const;
 
   shard::Reactor& reactor_;
   EngineContext& context_;

@@ -215,13 +215,15 @@ class RawSink:
     """A minimal SMTP server on 127.0.0.1 that keeps the exact bytes of each
     message's DATA section as the client sent them (dot-stuffing and line
     ends included), for tests of what goes out on the wire. No PIPELINING,
-    no extensions; one connection at a time; at most `max_bytes` a message.
+    no extensions; a thread per connection; at most `max_bytes` a message;
+    `delay` seconds before each message is acknowledged.
     """
 
-    def __init__(self, max_bytes=1 << 20):
+    def __init__(self, max_bytes=1 << 20, delay=0):
         import threading
         self.messages = []  # Raw DATA bytes, up to and with "\r\n.\r\n".
         self.max_bytes = max_bytes
+        self.delay = delay  # Seconds before each message's 250.
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -232,17 +234,22 @@ class RawSink:
         self.thread.start()
 
     def _serve(self):
+        import threading
         while not self.stopping:
             try:
                 conn, _ = self.sock.accept()
             except (socket.timeout, OSError):
                 continue
-            with conn:
-                conn.settimeout(10)
-                try:
-                    self._session(conn)
-                except OSError:
-                    pass
+            threading.Thread(target=self._connection, args=(conn,),
+                             daemon=True).start()
+
+    def _connection(self, conn):
+        with conn:
+            conn.settimeout(10)
+            try:
+                self._session(conn)
+            except OSError:
+                pass
 
     def _session(self, conn):
         buf = b""
@@ -263,6 +270,8 @@ class RawSink:
                         return
                     buf += data
                 end = (b"\r\n" + buf).index(b"\r\n.\r\n") + 3
+                if self.delay:
+                    time.sleep(self.delay)
                 self.messages.append(buf[:end])
                 buf = buf[end:]
                 conn.sendall(b"250 2.0.0 kept\r\n")

@@ -540,6 +540,37 @@ TEST(StoreTest, EmergencySpaceLetsAStartOnAFullDiskDeliver) {
   EXPECT_TRUE(EnqueueSync(*store, Message({{"bob@a.test", 0}})).ok());
 }
 
+// A recipient put back by a suspended site: no attempt counted, and the
+// time held kept (it does not count toward the maximum age), across a
+// restart too.
+TEST(StoreTest, UnattemptedUpdatesKeepTheCountAndAddHeldTime) {
+  RocksStoreOptions o = Options(TempPath("held"), 1);
+  auto store = OpenOrDie(o);
+  ASSERT_TRUE(EnqueueSync(*store, Message({{"bob@a.test", 0}})).ok());
+  auto due = *store->Due(0, absl::Now(), 10);
+  ASSERT_EQ(due.size(), 1u);
+  RecipientUpdate park =
+      Outcome(due[0], RecipientState::kDeferred, absl::Now() - absl::Seconds(1),
+              "451 4.4.5 held");
+  park.attempted = false;
+  park.held_more = absl::Minutes(3);
+  ASSERT_TRUE(UpdateSync(*store, std::move(park)).ok());
+  due = *store->Due(0, absl::Now(), 10);
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_EQ(due[0].attempts, 0u);
+  EXPECT_EQ(due[0].held, absl::Minutes(3));
+  RecipientUpdate tried = Outcome(due[0], RecipientState::kDeferred,
+                                  absl::Now() - absl::Seconds(1), "451 later");
+  tried.held_more = absl::Seconds(30);
+  ASSERT_TRUE(UpdateSync(*store, std::move(tried)).ok());
+  store.reset();
+  store = OpenOrDie(o);
+  due = *store->Due(0, absl::Now(), 10);
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_EQ(due[0].attempts, 1u);
+  EXPECT_EQ(due[0].held, absl::Minutes(3) + absl::Seconds(30));
+}
+
 // Fails every WAL append while `fail` is set, like a full or broken disk.
 class FlakyFs : public rocksdb::FileSystemWrapper {
  public:

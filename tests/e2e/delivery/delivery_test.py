@@ -388,9 +388,13 @@ class DeliveryTest(unittest.TestCase):
 
         def body(d):
             send(d, ["a@dest.test"])
-            self.assertTrue(wait_log(d, r"deferred id=\S+ to=<a@dest.test> "
-                                        r".*suspended"))
+            # Held, not deferred: no attempt counted, nothing sent.
+            self.assertTrue(wait_log(d, r"site domain:dest.test: suspended: "
+                                        r"its mail is held"))
+            time.sleep(0.5)
             self.assertEqual(sink.messages(), [])
+            self.assertNotIn("deferred id=", log_of(d))
+            self.assertIn("<a@dest.test>  attempts=0", d.queue("list"))
             # Resumed by editing the file and SIGHUP: no restart.
             with open(d.cfg) as f:
                 text = f.read()
@@ -398,7 +402,8 @@ class DeliveryTest(unittest.TestCase):
                 f.write(text.replace("suspended = true", "suspended = false"))
             d.proc.send_signal(signal.SIGHUP)
             self.assertTrue(wait_log(d, r"applied: delivery.sites"))
-            self.assertEqual(sink.wait_for(1), 1)
+            # Released at once, not at a retry hours later.
+            self.assertEqual(sink.wait_for(1, timeout=5), 1)
             self.assertTrue(wait_log(d, r"delivered id=\S+ to=<a@dest.test>"))
         self.run_case(zones, [sink], '[[delivery.sites]]\n'
                       'domains = ["dest.test"]\nsuspended = true\n', body)
