@@ -256,6 +256,7 @@ absl::StatusOr<std::unique_ptr<queue::RocksStore>> OpenQueueForCli(
         absl::StrCat("no queue at ", options.path, " (wrong --data-dir?)"));
   }
   options.shards = 65535;  // Keep every recipient where it is.
+  options.keep_finished = config->queue_keep_finished;
   // Always a read-only view that writes nothing: it works on a full disk,
   // beside a running daemon, and cannot change a stopped one's queue.
   options.read_only = true;
@@ -306,6 +307,13 @@ int QueueCommand(const std::string& what, const QueueArgs& a, std::ostream& out,
       out << "  " << queue::StateName(static_cast<queue::RecipientState>(i))
           << " " << c->by_state[i] << "\n";
     }
+    // Finished recipients leave the queue: their totals are kept apart.
+    out << "finished since the queue was made: delivered "
+        << c->totals[static_cast<int>(queue::RecipientState::kDelivered)]
+        << ", failed "
+        << c->totals[static_cast<int>(queue::RecipientState::kFailed)]
+        << ", expired "
+        << c->totals[static_cast<int>(queue::RecipientState::kExpired)] << "\n";
     queue::Spool::DiskUse spool = (*store)->SpoolUsage();
     out << "spool: " << spool.segments << " segment files and " << spool.spares
         << " spares, " << absl::StrFormat("%.1f", spool.bytes / 1048576.0)
@@ -344,12 +352,17 @@ int QueueCommand(const std::string& what, const QueueArgs& a, std::ostream& out,
     return kExitUsage;
   }
   auto m = (*store)->Read(id, a.body);
+  if (absl::IsNotFound(m.status())) m = (*store)->Lookup(id);  // Finished?
   if (!m.ok()) {
     err << "peregrine queue show: " << m.status().message() << "\n";
     return absl::IsNotFound(m.status()) ? kExitUsage : kExitRuntime;
   }
+  if (m->finished) {
+    out << "(finished: no longer in the queue; this is the record kept of it "
+           "for queue.keep_finished)\n";
+  }
   PrintMessage(*m, out);
-  if (a.body) out << "\n" << m->body;
+  if (a.body && !m->finished) out << "\n" << m->body;
   return 0;
 }
 

@@ -683,6 +683,15 @@ const std::vector<Setting>& Schema() {
        [](const toml::node& n, Config& c) {
          return GetSize(n, 0, uint64_t{1} << 50, &c.queue_min_free_bytes);
        }},
+      {"queue", "keep_finished", "\"3d\"",
+       "How long `peregrine queue show ID` can still find a message after\n"
+       "it finished (delivered, failed or expired): its envelope and each\n"
+       "recipient's outcome and last reply are kept, not the body. \"0s\":\n"
+       "none kept.",
+       [](const toml::node& n, Config& c) {
+         return GetDuration(n, absl::ZeroDuration(), absl::Hours(24 * 365),
+                            &c.queue_keep_finished);
+       }},
       {"queue", "body_blob_files", "true",
        "Bodies are kept in the spool (<data_dir>/queue/spool), written\n"
        "once. This applies only to bodies a version before the spool left\n"

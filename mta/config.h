@@ -81,6 +81,7 @@ struct Config {
   bool queue_body_blob_files = true;
   uint64_t queue_block_cache_bytes = 0;
   uint64_t queue_spool_reserve_bytes = 0;
+  absl::Duration queue_keep_finished = absl::Hours(72);
 
   // [dkim]
   dkim::Policy dkim;

@@ -16,7 +16,9 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
 #include "queue/codec.h"
@@ -35,6 +37,24 @@ constexpr uint32_t kMaxRecipients = 100000;
 const char* const kShardsKey = "shards";
 // Where spool replay starts: everything before is in RocksDB, synced.
 const char* const kCheckpointKey = "spool_checkpoint";
+const char* const kTotalsKey = "totals";
+// In the finished family, the envelope sorts after every recipient.
+constexpr uint32_t kEnvelopeIndex = UINT32_MAX;
+constexpr absl::Duration kFinishedSweepInterval = absl::Minutes(1);
+
+std::string EncodeTotals(const uint64_t (&totals)[5]) {
+  std::string out;
+  for (uint64_t t : totals) absl::StrAppend(&out, t, " ");
+  return out;
+}
+
+void DecodeTotals(absl::string_view text, uint64_t (&totals)[5]) {
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(text, ' ', absl::SkipEmpty());
+  for (size_t i = 0; i < parts.size() && i < 5; ++i) {
+    if (!absl::SimpleAtoi(parts[i], &totals[i])) totals[i] = 0;
+  }
+}
 constexpr absl::Duration kCheckpointInterval = absl::Seconds(1);
 // The committer writes the spool's reserve after this long without a
 // group (not in the gaps of a steady load), a chunk at a time, so that a
@@ -124,6 +144,15 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(
   if (absl::Status s = store->Recover(stats ? stats : &local); !s.ok()) {
     return s;
   }
+  {
+    std::string totals;
+    if (store->db_
+            ->Get(rocksdb::ReadOptions(), store->meta_, kTotalsKey, &totals)
+            .ok()) {
+      absl::MutexLock lock(&store->mu_);
+      DecodeTotals(totals, store->totals_);
+    }
+  }
   store->CheckFreeSpace();
   Spool::DiskUse use = store->spool_->Usage();
   store->spool_used_ = use.segments > 0 || use.spares > 0;
@@ -170,6 +199,11 @@ class InfoLog : public rocksdb::Logger {
     if (quiet_ || level < GetInfoLogLevel()) return;
     char line[1024];
     vsnprintf(line, sizeof(line), format, ap);
+    // Said at every first open, before RocksDB makes the folder: not news.
+    if (absl::StartsWith(line, "Error when reading") &&
+        absl::StrContains(line, " dir")) {
+      return;
+    }
     if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
       log::Error("rocksdb", "%s", line);
     } else {
@@ -244,10 +278,21 @@ absl::Status RocksStore::OpenDb() {
       {"recipients", by_id},
       {"schedule", by_shard},
       {"spooled", by_id},
+      // Recipients finish in any order: no insert hint here.
+      {"finished", small},
   };
   rocksdb::DB* db = nullptr;
   rocksdb::Status s;
   if (options_.read_only) {
+    // A queue made before a family existed has none to open read-only.
+    std::vector<std::string> present;
+    if (rocksdb::DB::ListColumnFamilies(db_options, options_.path, &present)
+            .ok()) {
+      std::erase_if(families, [&](const rocksdb::ColumnFamilyDescriptor& f) {
+        return std::find(present.begin(), present.end(), f.name) ==
+               present.end();
+      });
+    }
     // A secondary instance would keep its info log here; it has none (the
     // InfoLog above), so the folder is only made when it can be, and
     // nothing is written on a full disk.
@@ -278,6 +323,7 @@ absl::Status RocksStore::OpenDb() {
   recipients_ = handles_[3];
   schedule_ = handles_[4];
   spooled_ = handles_[5];
+  finished_ = handles_.size() > 6 ? handles_[6] : nullptr;
   return absl::OkStatus();
 }
 
@@ -302,7 +348,8 @@ void RocksStore::CloseDb() {
   if (!db_) return;
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   handles_.clear();
-  meta_ = bodies_ = envelopes_ = recipients_ = schedule_ = spooled_ = nullptr;
+  meta_ = bodies_ = envelopes_ = recipients_ = schedule_ = spooled_ =
+      finished_ = nullptr;
   db_->Close();
   db_.reset();
 }
@@ -716,9 +763,27 @@ void RocksStore::Update(RecipientUpdate update, Done done) {
   if (IsFinal(after.state)) {
     l.SetFinal(before.index);
     batch_undo_.push_back({before.message, before.index, false, nullptr});
+    ++totals_[static_cast<int>(after.state)];
+    totals_dirty_ = true;
+    const bool keep =
+        finished_ != nullptr && options_.keep_finished > absl::ZeroDuration();
+    if (keep) {
+      batch_.Put(finished_, codec::RecipientKey(before.message, before.index),
+                 record);
+    }
     if (--l.pending == 0) {
       // The last recipient: the message is done everywhere.
       std::string key = codec::MessageKey(before.message);
+      if (keep) {
+        // Its envelope goes with the finished record (committed long ago:
+        // delivery starts only after the enqueue is on disk).
+        std::string envelope;
+        if (db_->Get(rocksdb::ReadOptions(), envelopes_, key, &envelope).ok()) {
+          batch_.Put(finished_,
+                     codec::RecipientKey(before.message, kEnvelopeIndex),
+                     envelope);
+        }
+      }
       batch_.Delete(l.segment != 0 ? spooled_ : bodies_, key);
       batch_.Delete(envelopes_, key);
       for (uint32_t i = 0; i < l.total; ++i) {
@@ -893,6 +958,11 @@ void RocksStore::CommitterMain() {
       last_relocation = absl::Now();
       if (!failed_before) Relocate();
     }
+    if (absl::Now() - last_finished_sweep_ >= kFinishedSweepInterval &&
+        !failed_before) {
+      last_finished_sweep_ = absl::Now();
+      SweepFinished();
+    }
     batch.Clear();
     waiters.clear();
     scheduled.clear();
@@ -914,6 +984,10 @@ void RocksStore::CommitterMain() {
                           absl::ZeroDuration(), wait);
       }
       mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
+      if (totals_dirty_) {
+        batch_.Put(meta_, kTotalsKey, EncodeTotals(totals_));
+        totals_dirty_ = false;
+      }
       std::swap(batch, batch_);
       std::swap(group, group_);
       group_.Clear();
@@ -1067,6 +1141,60 @@ absl::Status RocksStore::Commit(const rocksdb::WriteBatch& batch,
     }
   }
   return s;
+}
+
+void RocksStore::SweepFinished() {
+  if (options_.keep_finished <= absl::ZeroDuration()) return;
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_ || finished_ == nullptr) return;
+  // Ids are microseconds since the epoch, shifted: the cut is an id.
+  MessageId cut = static_cast<MessageId>(
+                      absl::ToUnixMicros(absl::Now() - options_.keep_finished))
+                  << 8;
+  rocksdb::Status s =
+      db_->DeleteRange(rocksdb::WriteOptions(), finished_, codec::MessageKey(0),
+                       codec::MessageKey(cut));
+  if (!s.ok()) {
+    log::Warn(kLog, "dropping finished records older than %s: %s",
+              absl::FormatDuration(options_.keep_finished), s.ToString());
+  }
+}
+
+absl::StatusOr<StoredMessage> RocksStore::ReadFinished(MessageId id) {
+  std::string not_found = absl::StrCat(
+      "no message ", FormatMessageId(id), " in the queue",
+      options_.keep_finished > absl::ZeroDuration()
+          ? absl::StrCat(", and none finished in the last ",
+                         absl::FormatDuration(options_.keep_finished),
+                         " (queue.keep_finished)")
+          : "");
+  if (finished_ == nullptr) return absl::NotFoundError(not_found);
+  StoredMessage m;
+  m.id = id;
+  m.finished = true;
+  bool have_envelope = false;
+  std::string prefix = codec::MessageKey(id);
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions(), finished_));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+       it->Next()) {
+    MessageId got;
+    uint32_t index;
+    if (!codec::ParseRecipientKey(Sv(it->key()), &got, &index)) continue;
+    if (index == kEnvelopeIndex) {
+      auto envelope = codec::DecodeEnvelope(Sv(it->value()));
+      if (!envelope.ok()) return envelope.status();
+      m.envelope = *std::move(envelope);
+      have_envelope = true;
+      continue;
+    }
+    auto rec = codec::DecodeRecipient(id, index, Sv(it->value()));
+    if (!rec.ok()) return rec.status();
+    m.recipients.push_back(*std::move(rec));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "read finished");
+  if (!have_envelope) return absl::NotFoundError(not_found);
+  return m;
 }
 
 void RocksStore::Relocate() {
@@ -1291,6 +1419,14 @@ absl::StatusOr<StoredMessage> RocksStore::Read(MessageId id, bool with_body) {
   return ReadLocked(id, with_body);
 }
 
+absl::StatusOr<StoredMessage> RocksStore::Lookup(MessageId id) {
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return Down();
+  auto m = ReadLocked(id, false);
+  if (absl::IsNotFound(m.status())) return ReadFinished(id);
+  return m;
+}
+
 absl::StatusOr<StoredMessage> RocksStore::ReadLocked(MessageId id,
                                                      bool with_body) {
   StoredMessage m;
@@ -1339,6 +1475,10 @@ absl::StatusOr<QueueCounts> RocksStore::Counts() {
   absl::ReaderMutexLock db_lock(&db_mu_);
   if (!db_) return Down();
   QueueCounts c;
+  std::string totals;
+  if (db_->Get(rocksdb::ReadOptions(), meta_, kTotalsKey, &totals).ok()) {
+    DecodeTotals(totals, c.totals);
+  }
   std::map<std::string, uint64_t> sites, domains;
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;

@@ -75,6 +75,10 @@ struct RocksStoreOptions {
   // Free bytes of the queue's file system; default statvfs(path). Tests
   // replace it.
   std::function<uint64_t()> free_bytes;
+  // How long a short record of a finished message (its envelope, and each
+  // recipient's outcome and last reply; no body) is kept for `queue show`.
+  // Zero: none.
+  absl::Duration keep_finished = absl::Hours(72);
   // A file of this size kept in the queue folder while there is room, and
   // deleted when a start finds the disk too full for RocksDB to open, so
   // that a daemon restarted on a full disk can still deliver what it holds.
@@ -103,6 +107,7 @@ class RocksStore final : public Store {
                                                      size_t limit) override;
   void Unclaim(const RecipientRecord& record) override;
   absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) override;
+  absl::StatusOr<StoredMessage> Lookup(MessageId id) override;
   absl::StatusOr<QueueCounts> Counts() override;
   absl::StatusOr<std::vector<StoredMessage>> List(
       const ListFilter& filter) override;
@@ -231,6 +236,18 @@ class RocksStore final : public Store {
   rocksdb::ColumnFamilyHandle* schedule_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* spooled_ = nullptr;
+  // Finished messages (keep_finished): key RecipientKey(id, i) for each
+  // recipient's final record, RecipientKey(id, kEnvelopeIndex) for the
+  // envelope. Ids grow with time, so old ones go in one range delete.
+  // Null in a read-only view of a queue made before it existed.
+  rocksdb::ColumnFamilyHandle* finished_ = nullptr;
+  // Recipients that reached each final state, ever (meta key "totals");
+  // written with each group that changed them.
+  uint64_t totals_[5] ABSL_GUARDED_BY(mu_) = {};
+  bool totals_dirty_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_finished_sweep_ = absl::InfinitePast();  // Committer.
+  void SweepFinished();  // Committer: drops records past keep_finished.
+  absl::StatusOr<StoredMessage> ReadFinished(MessageId id);
   std::unique_ptr<Spool> spool_;
   std::shared_ptr<rocksdb::Cache> cache_;
 

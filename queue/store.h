@@ -57,7 +57,13 @@ class Store {
                                                              size_t limit) = 0;
   virtual void Unclaim(const RecipientRecord& record) = 0;
 
+  // A message in the queue (NotFound once it is finished).
   virtual absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) = 0;
+  // For operators: a message in the queue, or the short record kept of it
+  // once finished (StoredMessage::finished; no body).
+  virtual absl::StatusOr<StoredMessage> Lookup(MessageId id) {
+    return Read(id, false);
+  }
 
   // For operators (CLI, admin API): whole-queue scans.
   virtual absl::StatusOr<QueueCounts> Counts() = 0;

@@ -94,6 +94,10 @@ struct StoredMessage {
   Envelope envelope;
   std::string body;  // Empty unless asked for.
   std::vector<RecipientRecord> recipients;
+  // A message no longer in the queue, from the short record kept of it
+  // (RocksStoreOptions::keep_finished): every recipient is final and there
+  // is no body.
+  bool finished = false;
 };
 
 // The outcome of one delivery attempt for one recipient.
@@ -115,6 +119,9 @@ struct QueueCounts {
   uint64_t messages = 0;
   uint64_t recipients = 0;
   uint64_t by_state[5] = {};
+  // Recipients that reached each final state since the queue was made
+  // (delivered, failed, expired; by RecipientState).
+  uint64_t totals[5] = {};
   std::vector<std::pair<std::string, uint64_t>> by_site;    // Non-final.
   std::vector<std::pair<std::string, uint64_t>> by_domain;  // Non-final.
 };

@@ -571,6 +571,65 @@ TEST(StoreTest, UnattemptedUpdatesKeepTheCountAndAddHeldTime) {
   EXPECT_EQ(due[0].held, absl::Minutes(3) + absl::Seconds(30));
 }
 
+TEST(StoreTest, FinishedMessagesAreKeptForLookupAndCountedForever) {
+  RocksStoreOptions o = Options(TempPath("finished"), 1);
+  auto store = OpenOrDie(o);
+  auto id =
+      EnqueueSync(*store, Message({{"bob@a.test", 0}, {"eve@b.test", 0}}));
+  ASSERT_TRUE(id.ok());
+  auto due = *store->Due(0, absl::Now(), 10);
+  ASSERT_EQ(due.size(), 2u);
+  ASSERT_TRUE(UpdateSync(*store, Outcome(due[0], RecipientState::kDelivered,
+                                         absl::UnixEpoch(), "250 2.0.0 ok"))
+                  .ok());
+  ASSERT_TRUE(
+      UpdateSync(*store, Outcome(due[1], RecipientState::kFailed,
+                                 absl::UnixEpoch(), "550 5.1.1 no such user"))
+          .ok());
+  EXPECT_TRUE(absl::IsNotFound(store->Read(*id, false).status()));
+  auto check = [&](RocksStore& s) {
+    auto m = s.Lookup(*id);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_TRUE(m->finished);
+    EXPECT_EQ(m->envelope.sender, "alice@sender.test");
+    ASSERT_EQ(m->recipients.size(), 2u);
+    EXPECT_EQ(m->recipients[0].state, RecipientState::kDelivered);
+    EXPECT_EQ(m->recipients[1].state, RecipientState::kFailed);
+    EXPECT_EQ(m->recipients[1].last_reply, "550 5.1.1 no such user");
+    auto c = s.Counts();
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ(c->messages, 0u);
+    EXPECT_EQ(c->totals[static_cast<int>(RecipientState::kDelivered)], 1u);
+    EXPECT_EQ(c->totals[static_cast<int>(RecipientState::kFailed)], 1u);
+  };
+  check(*store);
+  store.reset();
+  store = OpenOrDie(o);  // Across a restart.
+  check(*store);
+  // A read-only view (the CLI's) finds it too.
+  RocksStoreOptions view_options = o;
+  view_options.read_only = true;
+  auto view = RocksStore::Open(view_options);
+  ASSERT_TRUE(view.ok()) << view.status();
+  check(**view);
+  view->reset();
+  // Past the retention, the record goes; the totals stay.
+  store.reset();
+  o.keep_finished = absl::Microseconds(1);
+  store = OpenOrDie(o);
+  absl::Time give_up = absl::Now() + absl::Seconds(5);
+  while (store->Lookup(*id).ok() && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  auto gone = store->Lookup(*id);
+  EXPECT_TRUE(absl::IsNotFound(gone.status())) << gone.status();
+  EXPECT_THAT(std::string(gone.status().message()),
+              HasSubstr("none finished in the last"));
+  EXPECT_EQ(
+      store->Counts()->totals[static_cast<int>(RecipientState::kDelivered)],
+      1u);
+}
+
 // Fails every WAL append while `fail` is set, like a full or broken disk.
 class FlakyFs : public rocksdb::FileSystemWrapper {
  public:
