@@ -85,6 +85,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--shared-mx", action="store_true",
                     help="every domain's MX is one host (one site)")
+    ap.add_argument("--keep-finished", default=None,
+                    help="queue.keep_finished (default: the daemon's)")
     args = ap.parse_args()
     per_domain = args.messages // args.domains
     total = per_domain * args.domains
@@ -114,7 +116,9 @@ def main():
         # The daemon's default spool reserve (the test library sets none).
         d = Daemon(nsd.dns_config() + f"[delivery]\nport = {sink.port}\n"
                    "[smtp]\nmax_connections_per_client = 1000\n"
-                   '[queue]\nspool_reserve = "256MiB"\n')
+                   '[queue]\nspool_reserve = "256MiB"\n' +
+                   (f'keep_finished = "{args.keep_finished}"\n'
+                    if args.keep_finished is not None else ""))
         cpu0 = cpu_seconds(d.proc.pid)
         start = time.time()
         generate(d.port, args.domains, per_domain, args.size)

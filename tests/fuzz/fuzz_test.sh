@@ -5,7 +5,8 @@
 set -euo pipefail
 seconds="${FUZZ_SECONDS:-10}"
 work="${TEST_TMPDIR:-$(mktemp -d)}"
-libs=$(pkg-config --libs absl_strings absl_status absl_statusor absl_str_format)
+libs=$(pkg-config --libs absl_strings absl_status absl_statusor absl_str_format \
+  absl_time absl_synchronization absl_hash absl_raw_hash_set absl_random_random)
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address -I.)
 
 run() {
@@ -20,4 +21,14 @@ run() {
 run server_session_fuzz tests/fuzz/server_session_fuzz.cc mta/smtp/server_session.cc
 run client_session_fuzz tests/fuzz/client_session_fuzz.cc mta/smtp/client_session.cc
 run dns_message_fuzz tests/fuzz/dns_message_fuzz.cc dns/message.cc
+run dkim_key_fuzz tests/fuzz/dkim_key_fuzz.cc dkim/key.cc base/files.cc \
+  -lcrypto
+# toml++ as the daemon uses it: Debian's shared library (built with NDEBUG),
+# not instantiated here with its internal assertions.
+run config_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
+  tests/fuzz/config_fuzz.cc mta/config.cc dns/message.cc \
+  dkim/canonicalize.cc dkim/key.cc dkim/signer.cc dkim/signing_table.cc \
+  mta/delivery/policy.cc mta/delivery/shaping.cc mta/shard/address.cc \
+  mta/shard/epoll_backend.cc mta/shard/uring_backend.cc \
+  base/log.cc base/files.cc -ltomlplusplus -lcrypto -lre2 -luring
 echo "fuzzing done"
