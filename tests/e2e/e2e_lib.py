@@ -291,3 +291,28 @@ class RawSink:
         self.stopping = True
         self.sock.close()
         self.thread.join(timeout=5)
+
+
+def read_reply(f):
+    """One whole SMTP reply (every line of a multi-line one) from a socket's
+    makefile("rb")."""
+    lines = []
+    while True:
+        line = f.readline()
+        lines.append(line)
+        if line[3:4] != b"-":
+            return b"".join(lines)
+
+
+def add_user(data, name, password):
+    """`peregrine user add` in the data directory `data`."""
+    return subprocess.run([PEREGRINE, "user", "add", name, "--data-dir", data],
+                          input=password + "\n", capture_output=True,
+                          text=True, check=True)
+
+
+def smarthost_to(port):
+    """Configuration lines: deliver everything in plain text to 127.0.0.1:port
+    (a RawSink), through [smarthost]."""
+    return (f'[delivery]\n[smarthost]\nhost = "127.0.0.1"\nport = {port}\n'
+            'tls = "none"\n')

@@ -6,7 +6,6 @@ keeps failing are refused without a check (454) once its budget is spent,
 checks of clean addresses go first, and the user's login stays fast."""
 import base64
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -14,7 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import PEREGRINE, TMP, Daemon  # noqa: E402
+from e2e_lib import TMP, Daemon, add_user  # noqa: E402
 
 
 def guesser(port, source, stop, counts):
@@ -64,9 +63,7 @@ def login_seconds(port):
 class AuthGuessingTest(unittest.TestCase):
     def test_a_user_logs_in_fast_while_four_addresses_guess(self):
         data = tempfile.mkdtemp(dir=TMP)
-        subprocess.run([PEREGRINE, "user", "add", "app", "--data-dir", data],
-                       input="correct-horse\n", capture_output=True, text=True,
-                       check=True)
+        add_user(data, "app", "correct-horse")
         d = Daemon("[auth]\nallow_without_tls = true\n"
                    "[smtp]\nmax_connections_per_client = 100\n",
                    data=data, server='drain_timeout = "1s"')

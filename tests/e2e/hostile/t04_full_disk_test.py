@@ -21,7 +21,7 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import PEREGRINE, TMP, RawSink, free_port  # noqa: E402
+from e2e_lib import PEREGRINE, RawSink, TMP, free_port, smarthost_to  # noqa: E402
 
 # Root, loop devices and a mount namespace: re-run inside one of our own,
 # so the mount goes away with the test.
@@ -162,9 +162,8 @@ class FullDiskTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("messages 20", r.stdout)
             # Restarted on the full disk, delivering to a sink.
-            d = Daemon(data, '[queue]\nmin_free_space = "4MiB"\n'
-                       f'[delivery]\n[smarthost]\nhost = "127.0.0.1"\n'
-                       f'port = {sink.port}\ntls = "none"\n')
+            d = Daemon(data, '[queue]\nmin_free_space = "4MiB"\n' +
+                       smarthost_to(sink.port))
             self.assertIn("deleted the 16 MiB emergency space", d.text())
             self.assertEqual(sink.wait_for(20), 20)
             self.assertEqual(d.send(1, timeout=20), [452])

@@ -9,28 +9,20 @@ import sys
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import Daemon, RawSink  # noqa: E402
+from e2e_lib import Daemon, RawSink, read_reply, smarthost_to  # noqa: E402
 
 
 def bdat_dialog(port, chunk):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         f = s.makefile("rb")
 
-        def reply():
-            lines = []
-            while True:
-                line = f.readline()
-                lines.append(line)
-                if line[3:4] != b"-":
-                    return b"".join(lines)
-
-        reply()
+        read_reply(f)
         for cmd in (b"EHLO client.test\r\n", b"MAIL FROM:<a@sender.test>\r\n",
                     b"RCPT TO:<b@anywhere.test>\r\n"):
             s.sendall(cmd)
-            assert reply().startswith(b"250"), cmd
+            assert read_reply(f).startswith(b"250"), cmd
         s.sendall(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
-        r = reply()
+        r = read_reply(f)
         s.sendall(b"QUIT\r\n")
         return r
 
@@ -38,8 +30,7 @@ def bdat_dialog(port, chunk):
 class BdatSmugglingTest(unittest.TestCase):
     def test_next_hop_gets_no_bare_cr_or_lf(self):
         sink = RawSink()
-        d = Daemon(f'[delivery]\n[smarthost]\nhost = "127.0.0.1"\n'
-                   f'port = {sink.port}\ntls = "none"\n')
+        d = Daemon(smarthost_to(sink.port))
         try:
             chunk = (b"Subject: x\r\n\r\nhello\r.\rMAIL FROM:<evil@x.test>\r"
                      b"RCPT TO:<victim@x.test>\rDATA\rforged\r.\rbare\nlf\r\n")

@@ -7,7 +7,7 @@ import sys
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import Daemon  # noqa: E402
+from e2e_lib import Daemon, read_reply  # noqa: E402
 
 
 def dialog(port, lines):
@@ -15,18 +15,10 @@ def dialog(port, lines):
         f = s.makefile("rb")
         replies = []
 
-        def reply():
-            out = []
-            while True:
-                line = f.readline()
-                out.append(line)
-                if line[3:4] != b"-":
-                    return b"".join(out)
-
-        reply()
+        read_reply(f)
         for line in lines:
             s.sendall(line)
-            replies.append(reply())
+            replies.append(read_reply(f))
         return replies
 
 

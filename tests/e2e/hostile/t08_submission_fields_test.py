@@ -5,25 +5,21 @@ without a Message-ID). Now the submission listeners add what is missing,
 inside the DKIM signature; the relay port passes mail on as it came."""
 import re
 import smtplib
-import subprocess
 import sys
 import tempfile
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import PEREGRINE, TMP, Daemon, RawSink  # noqa: E402
+from e2e_lib import TMP, Daemon, RawSink, add_user, smarthost_to  # noqa: E402
 
 
 class SubmissionFieldsTest(unittest.TestCase):
     def test_submission_adds_message_id_and_date_relay_does_not(self):
         data = tempfile.mkdtemp(dir=TMP)
-        subprocess.run([PEREGRINE, "user", "add", "app", "--data-dir", data],
-                       input="app-password\n", capture_output=True, text=True,
-                       check=True)
+        add_user(data, "app", "app-password")
         sink = RawSink()
-        d = Daemon("[auth]\nallow_without_tls = true\n"
-                   f'[delivery]\n[smarthost]\nhost = "127.0.0.1"\n'
-                   f'port = {sink.port}\ntls = "none"\n', data=data)
+        d = Daemon("[auth]\nallow_without_tls = true\n" +
+                   smarthost_to(sink.port), data=data)
         try:
             bare = "From: app@sender.test\r\nSubject: bare\r\n\r\nhi\r\n"
             with smtplib.SMTP("127.0.0.1", d.submission,

@@ -14,7 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import Daemon, RawSink  # noqa: E402
+from e2e_lib import Daemon, RawSink, smarthost_to  # noqa: E402
 
 
 def count(sink, domain):
@@ -24,8 +24,7 @@ def count(sink, domain):
 class SiteSuspensionTest(unittest.TestCase):
     def test_suspend_holds_at_once_and_resume_releases_at_once(self):
         sink = RawSink(delay=0.05)
-        base = (f'[delivery]\n[smarthost]\nhost = "127.0.0.1"\n'
-                f'port = {sink.port}\ntls = "none"\n')
+        base = smarthost_to(sink.port)
         rule = ('[[delivery.sites]]\ndomains = ["held.test"]\n'
                 'max_connections = 2\nsuspended = {}\n')
         d = Daemon(base + rule.format("false"))
@@ -85,8 +84,7 @@ class SiteSuspensionTest(unittest.TestCase):
 
     def test_a_rule_suspends_smarthost_mail_from_the_start(self):
         sink = RawSink()
-        d = Daemon(f'[delivery]\n[smarthost]\nhost = "127.0.0.1"\n'
-                   f'port = {sink.port}\ntls = "none"\n'
+        d = Daemon(smarthost_to(sink.port) +
                    '[[delivery.sites]]\ndomains = ["held.test"]\n'
                    'suspended = true\n')
         try:

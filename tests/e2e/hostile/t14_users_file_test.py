@@ -10,7 +10,7 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import PEREGRINE, TMP, Daemon  # noqa: E402
+from e2e_lib import Daemon, PEREGRINE, TMP  # noqa: E402
 
 
 def add(data, name, password):

@@ -11,14 +11,13 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import PEREGRINE, Daemon, RawSink  # noqa: E402
+from e2e_lib import Daemon, PEREGRINE, RawSink, smarthost_to  # noqa: E402
 
 
 class FinishedMailTest(unittest.TestCase):
     def test_totals_and_finished_messages_can_be_looked_up(self):
         sink = RawSink()
-        d = Daemon(f'[delivery]\n[smarthost]\nhost = "127.0.0.1"\n'
-                   f'port = {sink.port}\ntls = "none"\n')
+        d = Daemon(smarthost_to(sink.port))
         try:
             with d.smtp() as s:
                 for i in range(5):
