@@ -1,0 +1,253 @@
+// The reception driver (SmtpConnection) against clients that reset at every
+// point of a dialog, with a short command timeout so that timers fire
+// around the closes, and a queue whose acknowledgements come late from
+// another thread. The lifetime rule in mta/reception.h is what is tested:
+// every connection is freed (the open count returns to zero), no callback
+// runs on a freed connection (ASan, in the sanitizer pass), and the shard
+// still serves afterwards. On both I/O backends.
+#include "mta/reception.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "mta/shard/shard_group.h"
+#include "mta/shard/socket.h"
+
+namespace peregrine {
+namespace {
+
+// Acknowledges each message `delay` later, from a thread of its own (as the
+// committer does).
+class SlowStore : public queue::Store {
+ public:
+  explicit SlowStore(absl::Duration delay) : delay_(delay) {}
+  ~SlowStore() override {
+    for (std::thread& t : threads_) t.join();
+  }
+  void Enqueue(queue::NewMessage, EnqueueDone done) override {
+    absl::Duration delay = delay_;
+    uint64_t id = ++next_;
+    std::lock_guard<std::mutex> lock(mu_);
+    threads_.emplace_back([delay, id, done = std::move(done)]() mutable {
+      absl::SleepFor(delay);
+      done(id);
+    });
+  }
+  void Update(queue::RecipientUpdate, Done done) override {
+    done(absl::OkStatus());
+  }
+  absl::StatusOr<std::vector<queue::RecipientRecord>> Due(int, absl::Time,
+                                                          size_t) override {
+    return std::vector<queue::RecipientRecord>{};
+  }
+  absl::StatusOr<std::vector<queue::RecipientRecord>> Claim(int, absl::Time,
+                                                            size_t) override {
+    return std::vector<queue::RecipientRecord>{};
+  }
+  void Unclaim(const queue::RecipientRecord&) override {}
+  absl::StatusOr<queue::StoredMessage> Read(queue::MessageId, bool) override {
+    return absl::NotFoundError("none");
+  }
+  absl::StatusOr<queue::QueueCounts> Counts() override {
+    return queue::QueueCounts{};
+  }
+  absl::StatusOr<std::vector<queue::StoredMessage>> List(
+      const queue::ListFilter&) override {
+    return std::vector<queue::StoredMessage>{};
+  }
+  bool AcceptingNewMail() const override { return true; }
+  uint64_t enqueued() const { return next_.load(); }
+
+ private:
+  const absl::Duration delay_;
+  std::atomic<uint64_t> next_{0};
+  std::mutex mu_;
+  std::vector<std::thread> threads_;
+};
+
+constexpr char kDialog[] =
+    "EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<b@dest.test>\r\n"
+    "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n";
+
+class ReceptionTest : public ::testing::TestWithParam<shard::BackendKind> {
+ protected:
+  void SetUp() override {
+    shard::ShardGroup::Options options;
+    options.shards = 1;
+    options.backend = GetParam();
+    group_ = std::make_unique<shard::ShardGroup>(options);
+    context_.queue = &store_;
+    context_.trusted_networks = {*shard::Cidr::Parse("127.0.0.0/8")};
+    context_.hostname = "test.example";
+    context_.command_timeout = absl::Milliseconds(50);
+    auto fd = shard::Listen(*shard::SocketAddress::Parse("127.0.0.1:0"), false);
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    listen_fd_ = *fd;
+    port_ = shard::LocalAddress(listen_fd_)->port();
+    ASSERT_TRUE(group_
+                    ->Start([this](shard::Reactor& r) {
+                      reactor_ = &r;
+                      Arm();
+                    })
+                    .ok());
+  }
+  void TearDown() override {
+    // As the daemon does at its drain timeout: no connection outlives its
+    // shard.
+    absl::Notification closed;
+    group_->SubmitTo(0, [&] {
+      SmtpConnection::CloseAll();
+      closed.Notify();
+    });
+    closed.WaitForNotification();
+    EXPECT_TRUE(AllFreed());
+    group_->Stop();
+    group_->Join();
+    close(listen_fd_);
+  }
+  void Arm() {
+    reactor_->io().Accept(listen_fd_, [this](int c) {
+      if (c < 0) return;
+      SmtpConnection::Start(*reactor_, c, context_, open_, ListenMode::kRelay);
+      Arm();
+    });
+  }
+  int Connect() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port_);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    return fd;
+  }
+  static void Reset(int fd) {
+    linger l{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    close(fd);  // RST.
+  }
+  // Waits until every connection has been freed.
+  bool AllFreed() {
+    absl::Time until = absl::Now() + absl::Seconds(10);
+    while (open_.load() > 0 && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return open_.load() == 0;
+  }
+  // A whole dialog still works: the shard serves.
+  void StillServes() {
+    int fd = Connect();
+    ASSERT_EQ(write(fd, kDialog, sizeof(kDialog) - 1),
+              static_cast<ssize_t>(sizeof(kDialog) - 1));
+    std::string got;
+    char buf[4096];
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) got.append(buf, n);
+    close(fd);
+    EXPECT_NE(got.find("250 2.0.0 Ok: queued"), std::string::npos) << got;
+    EXPECT_NE(got.find("221"), std::string::npos) << got;
+  }
+
+  SlowStore store_{absl::Milliseconds(20)};
+  ReceptionContext context_;
+  std::unique_ptr<shard::ShardGroup> group_;
+  shard::Reactor* reactor_ = nullptr;
+  std::atomic<int> open_{0};
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+TEST_P(ReceptionTest, ResetOrCloseAtEveryPointOfADialog) {
+  const std::string dialog = kDialog;
+  for (size_t cut = 0; cut <= dialog.size(); ++cut) {
+    int fd = Connect();
+    if (cut > 0) {
+      ASSERT_EQ(write(fd, dialog.data(), cut), static_cast<ssize_t>(cut));
+    }
+    // Now, while a reply is being written, while the queue write is in
+    // flight, or after the timer fired.
+    absl::SleepFor(absl::Microseconds((cut * 7919) % 3000));
+    if (cut % 3 == 2) {
+      close(fd);  // FIN.
+    } else {
+      Reset(fd);
+    }
+  }
+  ASSERT_TRUE(AllFreed()) << open_.load() << " connections never freed";
+  absl::SleepFor(absl::Milliseconds(150));  // Past every timeout.
+  StillServes();
+  EXPECT_TRUE(AllFreed());
+}
+
+TEST_P(ReceptionTest, FloodWithoutReadingThenResetPastTheTimeout) {
+  // More than loopback's socket buffers hold (several MiB each way).
+  std::string flood;
+  for (int i = 0; i < 4000000; ++i) flood += "NOOP\r\n";
+  for (int round = 0; round < 5; ++round) {
+    int fd = Connect();
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    timeval tv{0, 200000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    size_t sent = 0;
+    while (sent < flood.size()) {
+      ssize_t n = write(fd, flood.data() + sent, flood.size() - sent);
+      if (n <= 0) break;  // The daemon stopped reading.
+      sent += static_cast<size_t>(n);
+    }
+    EXPECT_LT(sent, flood.size()) << "backpressure never stopped the flood";
+    Reset(fd);
+  }
+  ASSERT_TRUE(AllFreed());
+  absl::SleepFor(absl::Milliseconds(150));
+  StillServes();
+}
+
+TEST_P(ReceptionTest, ANeverReadingClientIsClosedAtTheCommandTimeout) {
+  std::string flood;
+  for (int i = 0; i < 200000; ++i) flood += "EHLO a\r\n";
+  int fd = Connect();
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  timeval tv{0, 200000};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  size_t sent = 0;
+  while (sent < flood.size()) {
+    ssize_t n = write(fd, flood.data() + sent, flood.size() - sent);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  absl::Time until = absl::Now() + absl::Seconds(5);
+  while (open_.load() == 0 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  // Not reading: the daemon closes it once the timeout passes.
+  ASSERT_TRUE(AllFreed()) << "a connection that never reads stayed open";
+  close(fd);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ReceptionTest,
+                         ::testing::Values(shard::BackendKind::kIoUring,
+                                           shard::BackendKind::kEpoll),
+                         [](const auto& info) {
+                           return info.param == shard::BackendKind::kIoUring
+                                      ? std::string("io_uring")
+                                      : std::string("epoll");
+                         });
+
+}  // namespace
+}  // namespace peregrine
