@@ -53,6 +53,20 @@ absl::string_view PrivateKey::algorithm() const {
   return type_ == KeyType::kRsa ? "rsa-sha256" : "ed25519-sha256";
 }
 
+absl::StatusOr<std::shared_ptr<const PrivateKey>> PrivateKey::Checked(
+    std::shared_ptr<const PrivateKey> key, absl::string_view source) {
+  // A damaged file can hold a key that parses but whose parts do not fit
+  // together: found now, not at the first message (which it would hold).
+  // One signature per load.
+  if (auto signature = key->Sign("peregrine key check"); !signature.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": the key cannot sign (", signature.status().message(),
+        "); the file is probably damaged: make a new key with peregrine dkim "
+        "keygen and publish its TXT record"));
+  }
+  return key;
+}
+
 absl::StatusOr<std::shared_ptr<const PrivateKey>> PrivateKey::Adopt(
     EVP_PKEY* pkey, absl::string_view source) {
   int id = EVP_PKEY_get_base_id(pkey);
@@ -65,12 +79,14 @@ absl::StatusOr<std::shared_ptr<const PrivateKey>> PrivateKey::Adopt(
           kMinRsaBits, " to ", kMaxRsaBits,
           " bits (2048 is what receivers expect today)"));
     }
-    return std::shared_ptr<const PrivateKey>(
-        new PrivateKey(pkey, KeyType::kRsa, bits));
+    return Checked(std::shared_ptr<const PrivateKey>(
+                       new PrivateKey(pkey, KeyType::kRsa, bits)),
+                   source);
   }
   if (id == EVP_PKEY_ED25519) {
-    return std::shared_ptr<const PrivateKey>(
-        new PrivateKey(pkey, KeyType::kEd25519, 256));
+    return Checked(std::shared_ptr<const PrivateKey>(
+                       new PrivateKey(pkey, KeyType::kEd25519, 256)),
+                   source);
   }
   std::string type = OBJ_nid2sn(id) ? OBJ_nid2sn(id) : "unknown";
   EVP_PKEY_free(pkey);

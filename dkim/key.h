@@ -59,6 +59,9 @@ class PrivateKey {
  private:
   PrivateKey(EVP_PKEY* pkey, KeyType type, int bits)
       : pkey_(pkey), type_(type), bits_(bits) {}
+  // `key` if it can sign, else an error naming `source`.
+  static absl::StatusOr<std::shared_ptr<const PrivateKey>> Checked(
+      std::shared_ptr<const PrivateKey> key, absl::string_view source);
   static absl::StatusOr<std::shared_ptr<const PrivateKey>> Adopt(
       EVP_PKEY* pkey, absl::string_view source);
 

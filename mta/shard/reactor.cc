@@ -13,8 +13,12 @@ thread_local Reactor* tls_current = nullptr;
 }  // namespace
 
 Reactor::Reactor(int id, std::unique_ptr<IoBackend> io,
-                 absl::Duration idle_spin)
-    : id_(id), io_(std::move(io)), idle_spin_(idle_spin), now_(absl::Now()) {
+                 absl::Duration idle_spin, Clock clock)
+    : id_(id),
+      io_(std::move(io)),
+      idle_spin_(idle_spin),
+      clock_(clock),
+      now_(clock()) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
@@ -134,17 +138,30 @@ absl::Duration Reactor::SleepBudget() {
     timer_heap_.pop();
   }
   if (!timer_heap_.empty()) {
-    budget = std::min(budget, timer_heap_.top().when - absl::Now());
+    budget = std::min(budget, timer_heap_.top().when - clock_());
   }
   return std::max(budget, absl::ZeroDuration());
+}
+
+int Reactor::RunOnce() {
+  Reactor* previous = tls_current;
+  tls_current = this;
+  now_ = clock_();
+  int work = RunTimers();
+  work += RunPosted();
+  work += RunDeferred();
+  for (Poller* p : pollers_) work += p->Poll();
+  work += io_->Poll(absl::ZeroDuration(), [this] { now_ = clock_(); });
+  tls_current = previous;
+  return work;
 }
 
 void Reactor::Run() {
   tls_current = this;
   ArmWakeFd();
-  absl::Time last_work = absl::Now();
+  absl::Time last_work = clock_();
   while (!stopping()) {
-    now_ = absl::Now();
+    now_ = clock_();
     int work = RunTimers();
     work += RunPosted();
     work += RunDeferred();
@@ -160,7 +177,7 @@ void Reactor::Run() {
     // timer armed by them (a new connection's command timeout) counts from
     // now, not from when the sleep began.
     auto woke = [this, wait] {
-      if (wait > absl::ZeroDuration()) now_ = absl::Now();
+      if (wait > absl::ZeroDuration()) now_ = clock_();
     };
     if (io_->Poll(wait, woke) > 0) last_work = now_;
     sleeping_.store(false, std::memory_order_relaxed);

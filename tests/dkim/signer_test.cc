@@ -188,6 +188,18 @@ TEST(KeyTest, RefusesKeysThatCannotSignDkim) {
   EXPECT_THAT(std::string(key.status().message()), HasSubstr("768 bits"));
 }
 
+// Found by dkim_key_fuzz: an RSA key whose parts do not fit together
+// parsed and passed every check, and then could not sign: the daemon would
+// have held that domain's mail. It is refused at load now.
+TEST(KeyTest, AKeyThatCannotSignIsRefusedAtLoad) {
+  auto key = PrivateKey::LoadPemFile("tests/dkim/testdata/damaged_rsa.pem");
+  ASSERT_FALSE(key.ok());
+  EXPECT_THAT(std::string(key.status().message()),
+              HasSubstr("the key cannot sign"));
+  EXPECT_THAT(std::string(key.status().message()),
+              HasSubstr("peregrine dkim keygen"));
+}
+
 TEST(KeyTest, TxtRecordsSplitAt255Bytes) {
   std::string value(600, 'a');
   std::string quoted = QuoteTxt(value);

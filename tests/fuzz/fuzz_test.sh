@@ -31,4 +31,11 @@ run config_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   mta/delivery/policy.cc mta/delivery/shaping.cc mta/shard/address.cc \
   mta/shard/epoll_backend.cc mta/shard/uring_backend.cc \
   base/log.cc base/files.cc -ltomlplusplus -lcrypto -lre2 -luring
+# Whole connections through the reception driver, fake backend and clock.
+run reception_fuzz tests/fuzz/reception_fuzz.cc mta/reception.cc \
+  mta/submission.cc mta/smtp/server_session.cc mta/shard/reactor.cc \
+  mta/shard/connection.cc mta/shard/address.cc mta/shard/socket.cc \
+  mta/delivery/routing.cc queue/codec.cc tls/tls.cc dkim/canonicalize.cc \
+  dkim/key.cc dkim/signer.cc dkim/signing_table.cc base/log.cc \
+  base/files.cc dns/caching_resolver.cc dns/message.cc -lssl -lcrypto
 echo "fuzzing done"
