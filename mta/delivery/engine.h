@@ -19,6 +19,17 @@
 //      expired after the maximum age.
 // Everything here runs on shard threads; a site and its connections live
 // on one shard and need no locks.
+//
+// Lifetime of an OutboundConnection: it owns itself, on its site's shard.
+// It ends only through Gone(), which clears the shared `alive_` flag,
+// cancels its timers, leaves the site's idle list, and deletes it from a
+// deferred task (never from inside one of its own callbacks). A DNS answer
+// or connect completion that arrives later finds `alive_` false and does
+// nothing; socket callbacks also check `conn_->closing()`, and a socket's
+// Close() completion runs after every other callback of that socket, so
+// a retry on the next address never sees the old socket's completions.
+// Timer callbacks are cancelled in Finish(), CloseSocket() and Gone(), and
+// ArmTimer() does nothing once the connection is closing.
 #pragma once
 
 #include <atomic>
