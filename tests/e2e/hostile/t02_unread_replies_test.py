@@ -61,6 +61,9 @@ class UnreadRepliesTest(unittest.TestCase):
             # Each flooder got only a little way: the daemon stopped reading.
             for _, sent in results:
                 self.assertLess(sent, 20 << 20)
+            print(f"RSS {base:.0f} MB before, {peak:.0f} MB at the peak; "
+                  f"sent before the daemon stopped reading: "
+                  f"{[sent >> 10 for _, sent in results]} KiB")
             self.assertLess(peak, 300, f"RSS {peak:.0f} MB (from {base:.0f})")
             # Others are served meanwhile.
             with d.smtp() as s:
