@@ -1,3 +1,5 @@
+// Over 800 lines: the store's data model, its committer and its recovery.
+// Issue 13 moves the committer and recovery into files of their own.
 #include "queue/rocksdb_store.h"
 
 #include <fcntl.h>

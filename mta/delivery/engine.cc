@@ -1,3 +1,6 @@
+// Over 800 lines and three concerns: an outbound connection's driver, the
+// per-site scheduler, and claiming, routing and outcomes. Issue 13 splits
+// them into outbound_connection, site and engine files.
 #include "mta/delivery/engine.h"
 
 #include <sys/socket.h>

@@ -56,8 +56,6 @@ class Cidr {
   // Inside loopback, RFC 1918, shared (100.64/10), link-local or unique
   // local (fc00::/7) space.
   bool IsPrivate() const;
-  int family() const { return family_; }
-  int prefix() const { return prefix_; }
   std::string ToString() const;
 
  private:

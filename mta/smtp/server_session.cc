@@ -1,3 +1,6 @@
+// Over 800 lines, one concern: the server side of SMTP as one state
+// machine (commands, DATA, BDAT, AUTH, replies); splitting it by command
+// would scatter the state every command reads.
 #include "mta/smtp/server_session.h"
 
 #include <algorithm>

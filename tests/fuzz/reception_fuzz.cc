@@ -39,6 +39,7 @@
 #include "mta/reception.h"
 #include "mta/shard/io_backend.h"
 #include "mta/shard/reactor.h"
+#include "tests/queue/null_store.h"
 
 namespace peregrine {
 namespace {
@@ -122,34 +123,11 @@ class FakeBackend : public shard::IoBackend {
 };
 
 // Queue writes answered when the harness says so.
-class FakeStore : public queue::Store {
+class FakeStore : public queue::NullStore {
  public:
   void Enqueue(queue::NewMessage, EnqueueDone done) override {
     pending.push_back(std::move(done));
   }
-  void Update(queue::RecipientUpdate, Done done) override {
-    done(absl::OkStatus());
-  }
-  absl::StatusOr<std::vector<queue::RecipientRecord>> Due(int, absl::Time,
-                                                          size_t) override {
-    return std::vector<queue::RecipientRecord>{};
-  }
-  absl::StatusOr<std::vector<queue::RecipientRecord>> Claim(int, absl::Time,
-                                                            size_t) override {
-    return std::vector<queue::RecipientRecord>{};
-  }
-  void Unclaim(const queue::RecipientRecord&) override {}
-  absl::StatusOr<queue::StoredMessage> Read(queue::MessageId, bool) override {
-    return absl::NotFoundError("none");
-  }
-  absl::StatusOr<queue::QueueCounts> Counts() override {
-    return queue::QueueCounts{};
-  }
-  absl::StatusOr<std::vector<queue::StoredMessage>> List(
-      const queue::ListFilter&) override {
-    return std::vector<queue::StoredMessage>{};
-  }
-  bool AcceptingNewMail() const override { return true; }
   std::deque<EnqueueDone> pending;
 };
 

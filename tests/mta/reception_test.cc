@@ -24,13 +24,14 @@
 #include "gtest/gtest.h"
 #include "mta/shard/shard_group.h"
 #include "mta/shard/socket.h"
+#include "tests/queue/null_store.h"
 
 namespace peregrine {
 namespace {
 
 // Acknowledges each message `delay` later, from a thread of its own (as the
 // committer does).
-class SlowStore : public queue::Store {
+class SlowStore : public queue::NullStore {
  public:
   explicit SlowStore(absl::Duration delay) : delay_(delay) {}
   ~SlowStore() override {
@@ -38,41 +39,16 @@ class SlowStore : public queue::Store {
   }
   void Enqueue(queue::NewMessage, EnqueueDone done) override {
     absl::Duration delay = delay_;
-    uint64_t id = ++next_;
+    uint64_t id = ++next_id_;
     std::lock_guard<std::mutex> lock(mu_);
     threads_.emplace_back([delay, id, done = std::move(done)]() mutable {
       absl::SleepFor(delay);
       done(id);
     });
   }
-  void Update(queue::RecipientUpdate, Done done) override {
-    done(absl::OkStatus());
-  }
-  absl::StatusOr<std::vector<queue::RecipientRecord>> Due(int, absl::Time,
-                                                          size_t) override {
-    return std::vector<queue::RecipientRecord>{};
-  }
-  absl::StatusOr<std::vector<queue::RecipientRecord>> Claim(int, absl::Time,
-                                                            size_t) override {
-    return std::vector<queue::RecipientRecord>{};
-  }
-  void Unclaim(const queue::RecipientRecord&) override {}
-  absl::StatusOr<queue::StoredMessage> Read(queue::MessageId, bool) override {
-    return absl::NotFoundError("none");
-  }
-  absl::StatusOr<queue::QueueCounts> Counts() override {
-    return queue::QueueCounts{};
-  }
-  absl::StatusOr<std::vector<queue::StoredMessage>> List(
-      const queue::ListFilter&) override {
-    return std::vector<queue::StoredMessage>{};
-  }
-  bool AcceptingNewMail() const override { return true; }
-  uint64_t enqueued() const { return next_.load(); }
 
  private:
   const absl::Duration delay_;
-  std::atomic<uint64_t> next_{0};
   std::mutex mu_;
   std::vector<std::thread> threads_;
 };
@@ -132,6 +108,21 @@ class ReceptionTest : public ::testing::TestWithParam<shard::BackendKind> {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
     return fd;
+  }
+  // Sends `flood` to a client socket that reads almost nothing, until the
+  // daemon stops reading (a send blocks for 200 ms); returns what went in.
+  static size_t FloodWithoutReading(int fd, const std::string& flood) {
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    timeval tv{0, 200000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    size_t sent = 0;
+    while (sent < flood.size()) {
+      ssize_t n = write(fd, flood.data() + sent, flood.size() - sent);
+      if (n <= 0) break;  // The daemon stopped reading.
+      sent += static_cast<size_t>(n);
+    }
+    return sent;
   }
   static void Reset(int fd) {
     linger l{1, 0};
@@ -199,16 +190,7 @@ TEST_P(ReceptionTest, FloodWithoutReadingThenResetPastTheTimeout) {
   for (int i = 0; i < 4000000; ++i) flood += "NOOP\r\n";
   for (int round = 0; round < 5; ++round) {
     int fd = Connect();
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    timeval tv{0, 200000};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    size_t sent = 0;
-    while (sent < flood.size()) {
-      ssize_t n = write(fd, flood.data() + sent, flood.size() - sent);
-      if (n <= 0) break;  // The daemon stopped reading.
-      sent += static_cast<size_t>(n);
-    }
+    size_t sent = FloodWithoutReading(fd, flood);
     EXPECT_LT(sent, flood.size()) << "backpressure never stopped the flood";
     Reset(fd);
   }
@@ -221,16 +203,7 @@ TEST_P(ReceptionTest, ANeverReadingClientIsClosedAtTheCommandTimeout) {
   std::string flood;
   for (int i = 0; i < 200000; ++i) flood += "EHLO a\r\n";
   int fd = Connect();
-  int small = 4096;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  timeval tv{0, 200000};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  size_t sent = 0;
-  while (sent < flood.size()) {
-    ssize_t n = write(fd, flood.data() + sent, flood.size() - sent);
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
+  FloodWithoutReading(fd, flood);
   absl::Time until = absl::Now() + absl::Seconds(5);
   while (open_.load() == 0 && absl::Now() < until) {
     absl::SleepFor(absl::Milliseconds(1));

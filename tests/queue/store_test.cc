@@ -1,3 +1,6 @@
+// Over 800 lines, one concern: RocksStore's behaviour (enqueue, claims,
+// updates, recovery, the spool, storage faults, the floor, finished
+// records), each case against a real RocksDB in a temporary folder.
 #include <sys/stat.h>
 
 #include <atomic>
