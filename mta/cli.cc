@@ -283,7 +283,9 @@ void PrintMessage(const queue::StoredMessage& m, std::ostream& out) {
   for (const auto& r : m.recipients) {
     out << "    " << queue::StateName(r.state) << "  <" << r.spec.address
         << ">  attempts=" << r.attempts;
-    if (!r.last_reply.empty()) out << "  last: " << r.last_reply;
+    if (r.last_reply.code != 0 || !r.last_reply.text.empty()) {
+      out << "  last: " << r.last_reply.ToString();
+    }
     out << "\n";
   }
 }

@@ -238,7 +238,7 @@ std::string EncodeRecipient(const RecipientRecord& rec) {
   v.push_back(static_cast<char>(rec.state));
   PutVarint(&v, rec.attempts);
   PutTime(&v, rec.next_attempt);
-  PutStr(&v, rec.last_reply);
+  PutStr(&v, rec.last_reply.ToString());
   // Added later, at the end: a record without it decodes as never held.
   if (rec.held > absl::ZeroDuration()) {
     PutVarint(&v, static_cast<uint64_t>(absl::ToInt64Seconds(rec.held)));
@@ -265,7 +265,7 @@ absl::StatusOr<RecipientRecord> DecodeRecipient(MessageId id, uint32_t index,
   rec.state = static_cast<RecipientState>(state);
   rec.attempts = static_cast<uint32_t>(r.Varint());
   rec.next_attempt = r.Time();
-  rec.last_reply = r.Str();
+  rec.last_reply = Reply::Parse(r.Str());
   if (!r.ok()) return absl::DataLossError("recipient: truncated record");
   if (!r.done()) {
     rec.held = absl::Seconds(static_cast<int64_t>(r.Varint()));

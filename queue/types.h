@@ -11,6 +11,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "base/reply.h"
 
 namespace peregrine::queue {
 
@@ -75,7 +76,7 @@ struct RecipientRecord {
   RecipientState state = RecipientState::kQueued;
   uint32_t attempts = 0;
   absl::Time next_attempt = absl::UnixEpoch();
-  std::string last_reply;
+  Reply last_reply;  // Of the last attempt (stored as one line).
   // Time held back by a suspended site: it does not count toward the
   // maximum age (whole seconds on disk).
   absl::Duration held = absl::ZeroDuration();
@@ -107,7 +108,7 @@ struct RecipientUpdate {
   RecipientRecord before;
   RecipientState state = RecipientState::kDeferred;
   absl::Time next_attempt;  // For kDeferred.
-  std::string reply;        // The remote reply or the reason.
+  Reply reply;              // The remote reply, or Peregrine's reason.
   // False for a recipient put back unattempted (its site is suspended): the
   // attempt count stays as it was.
   bool attempted = true;

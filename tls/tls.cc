@@ -279,8 +279,14 @@ std::string TlsSession::TakeCiphertext() {
 }
 
 std::string TlsSession::Description() const {
-  return absl::StrCat(SSL_get_version(ssl_), " ",
-                      SSL_CIPHER_get_name(SSL_get_current_cipher(ssl_)));
+  return absl::StrCat(Version(), " ", Cipher());
+}
+
+std::string TlsSession::Version() const { return SSL_get_version(ssl_); }
+
+std::string TlsSession::Cipher() const {
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
+  return cipher == nullptr ? "" : SSL_CIPHER_get_name(cipher);
 }
 
 }  // namespace peregrine::tls

@@ -78,6 +78,9 @@ class TlsSession {
   bool handshake_done() const { return SSL_is_init_finished(ssl_); }
   // "TLSv1.3 TLS_AES_256_GCM_SHA384" once the handshake is done.
   std::string Description() const;
+  // Its two parts: "TLSv1.3" and "TLS_AES_256_GCM_SHA384".
+  std::string Version() const;
+  std::string Cipher() const;
   // Client side: the peer's certificate chain is trusted and names the
   // host; else why not ("self-signed certificate", ...).
   bool Verified(std::string* why = nullptr) const;

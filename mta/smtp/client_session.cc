@@ -47,11 +47,6 @@ Reply Made(int code, absl::string_view enhanced, absl::string_view text) {
 
 }  // namespace
 
-std::string Reply::ToString() const {
-  return absl::StrCat(code, enhanced.empty() ? "" : " ", enhanced,
-                      text.empty() ? "" : " ", text);
-}
-
 ClientSession::ClientSession(ClientConfig config)
     : config_(std::move(config)) {}
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "base/reply.h"
 
 namespace peregrine::smtp {
 
@@ -37,14 +38,8 @@ struct ClientConfig {
   std::string auth_password;
 };
 
-// One server reply, joined over its lines.
-struct Reply {
-  int code = 0;          // 250, 451, ... ; 0 when the session made it up.
-  std::string enhanced;  // "2.1.5" when the server gives one.
-  std::string text;      // Lines joined with a space.
-  bool transient() const { return code < 500; }
-  std::string ToString() const;
-};
+// One server reply, joined over its lines (base/reply.h).
+using Reply = ::peregrine::Reply;
 
 struct OutRecipient {
   std::string address;

@@ -103,7 +103,7 @@ RecipientUpdate Outcome(const RecipientRecord& r, RecipientState state,
   u.before = r;
   u.state = state;
   u.next_attempt = next;
-  u.reply = std::move(reply);
+  u.reply = Reply::Parse(reply);
   return u;
 }
 
@@ -190,7 +190,8 @@ TEST(StoreTest, DeferredRecipientComesBackAtItsTime) {
   ASSERT_EQ(again->size(), 1u);
   EXPECT_EQ((*again)[0].state, RecipientState::kDeferred);
   EXPECT_EQ((*again)[0].attempts, 1u);
-  EXPECT_EQ((*again)[0].last_reply, "451 4.7.1 greylisted");
+  EXPECT_EQ((*again)[0].last_reply, Reply::Parse("451 4.7.1 greylisted"));
+  EXPECT_EQ((*again)[0].last_reply.enhanced, "4.7.1");
   EXPECT_EQ((*again)[0].next_attempt,
             absl::FromUnixMicros(absl::ToUnixMicros(later)));
   // The stale copy from the first Due() can no longer be used.
@@ -598,7 +599,7 @@ TEST(StoreTest, FinishedMessagesAreKeptForLookupAndCountedForever) {
     ASSERT_EQ(m->recipients.size(), 2u);
     EXPECT_EQ(m->recipients[0].state, RecipientState::kDelivered);
     EXPECT_EQ(m->recipients[1].state, RecipientState::kFailed);
-    EXPECT_EQ(m->recipients[1].last_reply, "550 5.1.1 no such user");
+    EXPECT_EQ(m->recipients[1].last_reply.ToString(), "550 5.1.1 no such user");
     auto c = s.Counts();
     ASSERT_TRUE(c.ok());
     EXPECT_EQ(c->messages, 0u);
@@ -1224,7 +1225,7 @@ TEST(StoreTest, ManyRecipientsBeyondSixtyFour) {
 TEST(CodecTest, GarbledValuesAreErrorsNotCrashes) {
   RecipientRecord r;
   r.spec.address = "someone@example.test";
-  r.last_reply = "250 ok";
+  r.last_reply = Reply{250, "", "ok"};
   std::string good = codec::EncodeRecipient(r);
   ASSERT_TRUE(codec::DecodeRecipient(1, 0, good).ok());
   for (size_t cut = 0; cut < good.size(); ++cut) {
