@@ -1,0 +1,303 @@
+#include "mta/outcome/event_log.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "base/log.h"
+#include "nlohmann/json.hpp"
+
+namespace peregrine::outcome {
+namespace {
+
+constexpr char kLog[] = "events";
+
+using Json = nlohmann::ordered_json;
+
+Json StringOrNull(const std::string& s) {
+  return s.empty() ? Json(nullptr) : Json(s);
+}
+
+std::string Rfc3339(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
+}
+
+bool IsDelivery(Kind k) { return k != Kind::kReceived && k != Kind::kRejected; }
+
+}  // namespace
+
+std::string EventLog::ToJson(const Outcome& o) {
+  Json j;
+  j["time"] = Rfc3339(o.time);
+  j["type"] = std::string(KindName(o.kind));
+  j["id"] = o.id == 0 ? Json(nullptr) : Json(queue::FormatMessageId(o.id));
+  // "" is the null sender <>; unknown (refused before MAIL) is null.
+  j["sender"] = o.kind == Kind::kRejected && o.sender.empty() ? Json(nullptr)
+                                                              : Json(o.sender);
+  j["recipient"] = StringOrNull(o.recipient);
+  if (o.kind == Kind::kReceived) {
+    j["recipients"] = o.recipients;
+  } else {
+    j["recipients"] = nullptr;
+  }
+  j["site"] = StringOrNull(o.site);
+  j["mx"] = StringOrNull(o.mx);
+  j["ip"] = StringOrNull(o.ip);
+  j["source"] = StringOrNull(o.source);
+  if (o.tls) {
+    j["tls"] = {{"version", o.tls->version},
+                {"cipher", o.tls->cipher},
+                {"verified", o.tls->verified}};
+  } else {
+    j["tls"] = nullptr;
+  }
+  j["code"] = o.reply.code == 0 ? Json(nullptr) : Json(o.reply.code);
+  j["enhanced"] = StringOrNull(o.reply.enhanced);
+  j["reply"] = StringOrNull(o.reply.text);
+  j["reason"] = StringOrNull(o.reason);
+  j["attempt"] = o.attempt == 0 ? Json(nullptr) : Json(o.attempt);
+  j["next_attempt"] =
+      o.kind == Kind::kDeferred && o.next_attempt != absl::InfinitePast()
+          ? Json(Rfc3339(o.next_attempt))
+          : Json(nullptr);
+  j["queue_time_ms"] = IsDelivery(o.kind)
+                           ? Json(absl::ToInt64Milliseconds(o.queue_time))
+                           : Json(nullptr);
+  j["size"] = o.size == 0 ? Json(nullptr) : Json(o.size);
+  Json tags = Json::object();
+  if (!o.tenant.empty()) tags["tenant"] = o.tenant;
+  if (!o.campaign.empty()) tags["campaign"] = o.campaign;
+  j["tags"] = std::move(tags);
+  j["client"] = StringOrNull(o.client);
+  j["helo"] = StringOrNull(o.helo);
+  j["auth_user"] = StringOrNull(o.auth_user);
+  j["listener"] = StringOrNull(o.listener);
+  // Bytes that are not UTF-8 (a remote reply, an 8-bit address) become
+  // U+FFFD rather than an exception or an unparseable line.
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+EventLog::EventLog(EventLogOptions options) : options_(std::move(options)) {
+  for (int i = 0; i <= std::max(options_.shards, 1); ++i) {
+    buffers_.push_back(std::make_unique<Buffer>());
+  }
+}
+
+absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(
+    EventLogOptions options) {
+  std::unique_ptr<EventLog> log(new EventLog(std::move(options)));
+  if (!log->options_.to_stdout) {
+    absl::Status s = log->OpenFile();
+    if (!s.ok()) return s;
+  }
+  log->writer_ = std::thread([raw = log.get()] { raw->Run(); });
+  return log;
+}
+
+EventLog::~EventLog() {
+  {
+    absl::MutexLock l(&mu_);
+    stop_ = true;
+  }
+  if (writer_.joinable()) writer_.join();
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::Status EventLog::OpenFile() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = ::open(options_.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+               0640);
+  if (fd_ < 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "events.path: cannot open ", options_.path, ": ", strerror(errno),
+        "; create its folder and let the user peregrine runs as "
+        "write there, or set events.stdout = true"));
+  }
+  struct stat st;
+  size_ = ::fstat(fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  return absl::OkStatus();
+}
+
+void EventLog::OnOutcome(const Outcome& outcome) {
+  std::string line = ToJson(outcome);
+  line += '\n';
+  size_t index = outcome.shard >= 0 && outcome.shard < options_.shards
+                     ? static_cast<size_t>(outcome.shard)
+                     : buffers_.size() - 1;
+  Buffer& b = *buffers_[index];
+  bool wake = false;
+  {
+    absl::MutexLock l(&b.mu);
+    if (b.lines.size() + line.size() > kMaxBuffered) {
+      dropped_.fetch_add(1);
+      behind_.fetch_add(1);
+      return;
+    }
+    size_t before = b.lines.size();
+    b.lines += line;
+    ++b.count;
+    wake = before < kWakeAt && b.lines.size() >= kWakeAt;
+  }
+  if (wake) {
+    absl::MutexLock l(&mu_);
+    wake_ = true;
+  }
+}
+
+void EventLog::Reopen() {
+  absl::MutexLock l(&mu_);
+  reopen_ = true;
+}
+
+void EventLog::Flush() {
+  absl::MutexLock l(&mu_);
+  uint64_t want = ++flush_asked_;
+  auto done = [this, want]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return flush_done_ >= want;
+  };
+  mu_.Await(absl::Condition(&done));
+}
+
+void EventLog::Run() {
+  for (;;) {
+    bool stop;
+    bool reopen;
+    uint64_t flush_target;
+    {
+      absl::MutexLock l(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return wake_ || stop_ || reopen_ || flush_asked_ > flush_done_;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&ready), options_.flush_every);
+      wake_ = false;
+      stop = stop_;
+      reopen = reopen_;
+      reopen_ = false;
+      flush_target = flush_asked_;
+    }
+    if (reopen && !options_.to_stdout) {
+      absl::Status s = OpenFile();
+      if (!s.ok()) last_error_ = std::string(s.message());
+    }
+    std::string batch;
+    uint64_t lines = 0;
+    for (auto& b : buffers_) {
+      absl::MutexLock l(&b->mu);
+      if (b->lines.empty()) continue;
+      if (batch.empty()) {
+        batch.swap(b->lines);
+      } else {
+        batch += b->lines;
+        b->lines.clear();
+      }
+      lines += b->count;
+      b->count = 0;
+    }
+    if (!batch.empty()) WriteBatch(batch, lines);
+    if (uint64_t n = behind_.exchange(0); n > 0) {
+      NoteDropped(n, "events came faster than they could be written");
+    }
+    absl::Time now = absl::Now();
+    if (dropped_unreported_ > 0 && now - last_warning_ >= absl::Minutes(1)) {
+      log::Warn(kLog,
+                "%d events dropped (%s); mail is delivered as usual, the "
+                "event log misses them",
+                dropped_unreported_, last_error_);
+      dropped_unreported_ = 0;
+      last_warning_ = now;
+    }
+    {
+      absl::MutexLock l(&mu_);
+      flush_done_ = flush_target;
+    }
+    if (stop) return;
+  }
+}
+
+void EventLog::NoteDropped(uint64_t lines, const std::string& why) {
+  dropped_unreported_ += lines;
+  last_error_ = why;
+}
+
+void EventLog::WriteBatch(const std::string& batch, uint64_t lines) {
+  int fd = options_.to_stdout ? STDOUT_FILENO : fd_;
+  if (fd < 0) {
+    absl::Status s = OpenFile();
+    if (!s.ok()) {
+      dropped_.fetch_add(lines);
+      return NoteDropped(lines, std::string(s.message()));
+    }
+    fd = fd_;
+  }
+  if (!options_.to_stdout) {
+    struct stat st;
+    if (::fstat(fd, &st) == 0) size_ = static_cast<uint64_t>(st.st_size);
+    if (options_.max_size > 0 && size_ > 0 &&
+        size_ + batch.size() > options_.max_size) {
+      Rotate();
+      fd = fd_;
+      if (fd < 0) {
+        dropped_.fetch_add(lines);
+        return NoteDropped(lines, last_error_);
+      }
+    }
+  }
+  size_t done = 0;
+  std::string error;
+  while (done < batch.size()) {
+    ssize_t n = ::write(fd, batch.data() + done, batch.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      error = n < 0 ? strerror(errno) : "nothing written";
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (done == batch.size()) {
+    size_ += done;
+    written_.fetch_add(lines);
+    return;
+  }
+  // Keep the whole lines written; cut a torn one so every line parses.
+  size_t whole = batch.rfind('\n', done == 0 ? 0 : done - 1);
+  size_t keep = (whole == std::string::npos || done == 0) ? 0 : whole + 1;
+  if (!options_.to_stdout && keep < done) {
+    if (::ftruncate(fd, static_cast<off_t>(size_ + keep)) != 0) {
+      error += "; and the torn last line could not be cut";
+    }
+  }
+  size_ += keep;
+  uint64_t kept_lines = 0;
+  for (size_t i = 0; i < keep; ++i) kept_lines += batch[i] == '\n';
+  written_.fetch_add(kept_lines);
+  dropped_.fetch_add(lines - kept_lines);
+  NoteDropped(
+      lines - kept_lines,
+      absl::StrCat("writing ", options_.to_stdout ? "stdout" : options_.path,
+                   ": ", error));
+}
+
+void EventLog::Rotate() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  const std::string& p = options_.path;
+  if (options_.keep <= 0) {
+    ::unlink(p.c_str());
+  } else {
+    for (int i = options_.keep - 1; i >= 1; --i) {
+      ::rename(absl::StrCat(p, ".", i).c_str(),
+               absl::StrCat(p, ".", i + 1).c_str());
+    }
+    ::rename(p.c_str(), absl::StrCat(p, ".1").c_str());
+  }
+  absl::Status s = OpenFile();
+  if (!s.ok()) last_error_ = std::string(s.message());
+}
+
+}  // namespace peregrine::outcome

@@ -1,0 +1,113 @@
+// Outcome: what happened to mail, as one value, and the one seam it passes.
+//
+// Reception publishes `received` (a message is queued) and `rejected` (a
+// client was refused something worth an operator's attention); the delivery
+// engine publishes `delivered`, `deferred`, `failed` and `expired` for each
+// recipient of each attempt. Every outcome goes through one Bus to every
+// consumer: the queue update, the human log, the JSON event log, and what
+// later features add (DSNs, suppression, metrics, webhooks), none of which
+// the producers know about.
+//
+// Threads: Publish() runs on the thread where the outcome happened (a
+// shard), from many shards at once. Consumers are attached before the shards
+// start and outlive them. Each consumer's OnOutcome() is thread-safe and
+// must not block or wait for I/O: it records what it needs and hands the
+// work off (the queue's committer, a writer thread). A consumer that falls
+// behind drops what it cannot hold and counts it; it never slows delivery.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "base/reply.h"
+#include "queue/types.h"
+
+namespace peregrine::outcome {
+
+enum class Kind : uint8_t {
+  kReceived,   // Reception: the message is queued (one per message).
+  kRejected,   // Reception: a client was refused (not queued).
+  kDelivered,  // Terminal: the destination accepted the recipient.
+  kDeferred,   // Not final: tried (or held), tried again at next_attempt.
+  kFailed,     // Terminal: permanent failure.
+  kExpired,    // Terminal: transient failures until the maximum age.
+};
+absl::string_view KindName(Kind kind);
+// Delivered, failed and expired: a recipient has exactly one of these.
+bool IsTerminal(Kind kind);
+
+struct Tls {
+  std::string version;    // "TLSv1.3"
+  std::string cipher;     // "TLS_AES_256_GCM_SHA384"
+  bool verified = false;  // Outbound: the chain is trusted and names the host.
+};
+
+struct Outcome {
+  Kind kind = Kind::kDeferred;
+  absl::Time time;
+  int shard = -1;  // Where it happened; -1: not on a shard.
+
+  queue::MessageId id = 0;  // 0: none (refused before it was queued).
+  std::string sender;       // Envelope sender; "" is the null sender.
+  std::string recipient;    // Delivery outcomes; a refused RCPT.
+  std::vector<std::string> recipients;  // kReceived: all of the message's.
+  uint64_t size = 0;                    // Message bytes, once known.
+  std::string tenant;                   // The message's tags.
+  std::string campaign;
+
+  // Delivery: where it went.
+  std::string site;        // The site key (MX rollup, "smarthost", ...).
+  std::string mx;          // MX host name tried last.
+  std::string ip;          // Its address.
+  std::string source;      // Egress source name ([[delivery.sources]]).
+  std::optional<Tls> tls;  // nullopt: the session was not encrypted.
+
+  // The remote reply, or Peregrine's own with a proper enhanced code.
+  Reply reply;
+  // What Peregrine adds in words: why a client was refused, how a
+  // recipient expired ("expired after 9 attempts over 5d").
+  std::string reason;
+  uint32_t attempt = 0;  // Delivery: this attempt's number, from 1.
+  absl::Duration queue_time = absl::ZeroDuration();  // Since received.
+  absl::Time next_attempt = absl::InfinitePast();    // kDeferred.
+
+  // Reception: who sent it, and on which listener.
+  std::string client;  // The client's address.
+  std::string helo;
+  std::string auth_user;
+  std::string listener;  // "relay", "submission" or "submissions".
+
+  // Delivery outcomes, for the queue update: the record as it was claimed,
+  // whether this counts as an attempt (false: held by a suspended site),
+  // and time held to add to the record.
+  queue::RecipientRecord record;
+  bool attempted = true;
+  absl::Duration held_more = absl::ZeroDuration();
+};
+
+// Gets every outcome; see the thread rule at the top.
+class Consumer {
+ public:
+  virtual ~Consumer() = default;
+  virtual void OnOutcome(const Outcome& outcome) = 0;
+};
+
+// The seam. Consumers are called in the order attached: the queue update
+// first, so it never waits on another.
+class Bus {
+ public:
+  // Before the first Publish(); `consumer` outlives the bus's use.
+  void Attach(Consumer* consumer) { consumers_.push_back(consumer); }
+  void Publish(const Outcome& outcome) const {
+    for (Consumer* c : consumers_) c->OnOutcome(outcome);
+  }
+
+ private:
+  std::vector<Consumer*> consumers_;
+};
+
+}  // namespace peregrine::outcome
