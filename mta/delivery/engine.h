@@ -6,34 +6,25 @@
 //      the domain itself when a per-domain rule applies) -> the shard that
 //      owns the site (routing.h). Recipients of one message for one domain
 //      travel together as a Job, handed over with SubmitTo.
-//   3. The owning shard keeps per site: a ready queue, the shaping state
-//      (token buckets, concurrency window, pause after back-off) and its
-//      connections. Idle connections are reused for the next job; new ones
-//      open while the window and the connection rate allow.
-//   4. A connection (OutboundConnection) tries MX hosts in preference
-//      order, each host's IPv4 then IPv6 addresses, moving on after a
-//      connect failure or a 4xx/5xx greeting; it drives a sans-I/O
-//      smtp::ClientSession, with TLS per the site's policy.
-//   5. Every recipient's outcome goes to the queue (Store::Update) and to
-//      the log: delivered, deferred (with its next attempt), failed, or
-//      expired after the maximum age.
+//   3. The owning shard keeps its sites (site.h: ready queue, shaping,
+//      suspension; pure logic) and their connections. Idle connections are
+//      reused for the next job; new ones open while the site allows.
+//   4. A connection (outbound_connection.h) tries the site's hosts and
+//      carries transactions.
+//   5. Every recipient's outcome (delivered, deferred with its next
+//      attempt, failed, expired after the maximum age) is published on the
+//      outcome Bus (mta/outcome): the queue update, the log and the event
+//      log are its consumers.
 // Everything here runs on shard threads; a site and its connections live
-// on one shard and need no locks.
+// on one shard and need no locks. Time is the reactor's (Reactor::Now()),
+// so tests can drive it.
 //
-// Lifetime of an OutboundConnection: it owns itself, on its site's shard.
-// It ends only through Gone(), which clears the shared `alive_` flag,
-// cancels its timers, leaves the site's idle list, and deletes it from a
-// deferred task (never from inside one of its own callbacks). A DNS answer
-// or connect completion that arrives later finds `alive_` false and does
-// nothing; socket callbacks also check `conn_->closing()`, and a socket's
-// Close() completion runs after every other callback of that socket, so
-// a retry on the next address never sees the old socket's completions.
-// Timer callbacks are cancelled in Finish(), CloseSocket() and Gone(), and
-// ArmTimer() does nothing once the connection is closing.
+// Lifetime: a DeliveryShard lives as long as its shard's reactor runs; its
+// sites live in it (a site quiet for ten minutes is forgotten) and outlive
+// their connections, whose own rule is in outbound_connection.h.
 #pragma once
 
 #include <atomic>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <random>
@@ -42,8 +33,11 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "dns/resolver.h"
+#include "mta/delivery/outbound_connection.h"
 #include "mta/delivery/policy.h"
 #include "mta/delivery/shaping.h"
+#include "mta/delivery/site.h"
+#include "mta/outcome/outcome.h"
 #include "mta/shard/reactor.h"
 #include "mta/shard/shard_group.h"
 #include "queue/store.h"
@@ -57,6 +51,8 @@ class DeliveryShard;
 struct EngineContext {
   queue::Store* queue = nullptr;
   shard::ShardGroup* group = nullptr;
+  // Where outcomes go; its first consumer writes them to the queue.
+  const outcome::Bus* outcomes = nullptr;
   DeliveryOptions options;
   std::string helo;  // The EHLO name when no source gives one.
   std::shared_ptr<const tls::ClientContext> tls;
@@ -69,26 +65,10 @@ struct EngineContext {
   absl::Duration poll_interval = absl::Milliseconds(100);
 };
 
-// Recipients of one message for one domain, delivered together.
-struct Job {
-  queue::MessageId message = 0;
-  std::string domain;
-  std::vector<queue::RecipientRecord> recipients;
-  int claimed_by = 0;  // The shard whose claims these are.
-  absl::Time received = absl::InfinitePast();  // Known once read.
-  // Held back by a suspended site: for how long so far, and since when
-  // (InfinitePast: not held now). Not counted toward the maximum age.
-  absl::Duration held = absl::ZeroDuration();
-  absl::Time held_since = absl::InfinitePast();
-};
-
-struct Site;
-class OutboundConnection;
-
-class DeliveryShard {
+class DeliveryShard : public ConnectionHost {
  public:
   DeliveryShard(shard::Reactor& reactor, EngineContext& context);
-  ~DeliveryShard();
+  ~DeliveryShard() override;
   DeliveryShard(const DeliveryShard&) = delete;
   DeliveryShard& operator=(const DeliveryShard&) = delete;
 
@@ -108,9 +88,25 @@ class DeliveryShard {
     return outstanding_.load(std::memory_order_relaxed);
   }
 
- private:
-  friend class OutboundConnection;
+  // ConnectionHost.
+  shard::Reactor& reactor() override { return reactor_; }
+  dns::Resolver* resolver() override;
+  std::shared_ptr<const tls::ClientContext> tls() override {
+    return context_.tls;
+  }
+  std::string default_helo() override { return context_.helo; }
+  std::shared_ptr<const DeliveryOptions> options() override { return options_; }
+  std::mt19937_64& rng() override { return rng_; }
+  bool draining() override { return draining_; }
+  bool GiveJob(Site& site, OutboundConnection* conn) override;
+  void Result(Site& site, Job& job, const queue::RecipientRecord& r,
+              const Reply& reply, const Where& where) override;
+  void Opened() override { open_.fetch_add(1, std::memory_order_relaxed); }
+  void Closed() override { open_.fetch_sub(1, std::memory_order_relaxed); }
+  void Gone(Site& site, OutboundConnection* conn, bool ever_ready,
+            const Reply& failure) override;
 
+ private:
   void Poll();
   void SweepSites();
   void Route(std::unique_ptr<Job> job);
@@ -118,35 +114,21 @@ class DeliveryShard {
                  std::vector<dns::MxHost> mx, bool smarthost);
   void Pump(Site& site);
   void Wake(Site& site, absl::Time when);
-  void OpenConnection(Site& site);
-  // A connection is ready for a job; false: none for it now (it idles).
-  bool GiveJob(Site& site, OutboundConnection* conn);
-  void ConnectionGone(Site& site, OutboundConnection* conn, bool ever_ready,
-                      const std::string& failure);
-  void ApplyBackoff(Site& site, int code, absl::string_view text);
-
-  // Outcomes, written to the queue and logged.
-  struct Delivery {
-    std::string host;  // MX host and address, TLS: for the log.
-    std::string ip;
-    std::string tls;
-  };
-  void Delivered(const Job& job, const queue::RecipientRecord& r,
-                 const std::string& reply, const Delivery& d);
-  void Failed(Job& job, const queue::RecipientRecord& r,
-              const std::string& reply);
-  void Deferred(Job& job, const queue::RecipientRecord& r,
-                const std::string& reply);
-  void DeferAll(Job& job, const std::string& reply, bool permanent);
-  void Finish(const queue::RecipientRecord& r, queue::RecipientState state,
-              absl::Time next, const std::string& reply, int claimed_by,
-              bool attempted = true,
-              absl::Duration held_more = absl::ZeroDuration());
-  // A suspended site holds at most kMaxHeldJobs transactions in memory (and
-  // claims); the rest go back to the queue for kParkFor, unattempted.
-  static constexpr size_t kMaxHeldJobs = 500;
-  static constexpr absl::Duration kParkFor = absl::Minutes(1);
+  void ApplyBackoff(Site& site, const Reply& reply);
+  // Puts what a suspended site holds past its limit back in the queue.
   void ParkExcess(Site& site);
+
+  // Outcomes: published, then the claim is released.
+  void Publish(outcome::Outcome o, const Job& job);
+  void Delivered(Site& site, Job& job, const queue::RecipientRecord& r,
+                 const Reply& reply, const Where& where);
+  void Failed(Job& job, const queue::RecipientRecord& r, const Reply& reply,
+              const Site* site = nullptr, const Where* where = nullptr);
+  void Deferred(Job& job, const queue::RecipientRecord& r, const Reply& reply,
+                const Site* site = nullptr, const Where* where = nullptr);
+  void DeferAll(Job& job, const Reply& reply);
+  // The envelope's sender, size, tags and time received, read once.
+  void ReadEnvelope(Job& job);
   // Options of a site: by its MX hosts, or the smarthost's name.
   SiteOptions OptionsFor(bool smarthost, absl::string_view domain,
                          const std::vector<dns::MxHost>& mx) const;

@@ -1,0 +1,592 @@
+#include "mta/delivery/outbound_connection.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "mta/shard/socket.h"
+
+namespace peregrine::delivery {
+namespace {
+
+constexpr char kLog[] = "delivery";
+
+bool HasEightBit(absl::string_view text) {
+  for (char c : text) {
+    if (static_cast<unsigned char>(c) >= 0x80) return true;
+  }
+  return false;
+}
+
+// A reason Peregrine gives itself, as a transient reply.
+Reply Made(absl::string_view enhanced, std::string text) {
+  return Reply{451, std::string(enhanced), std::move(text)};
+}
+
+bool IsSet(const Reply& r) { return r.code != 0 || !r.text.empty(); }
+
+// A failure of the connection as a whole, as a transient reply for the
+// mail it held: the remote's 4xx code, else 451; its enhanced code in the
+// transient class (5.7.1 -> 4.7.1), else 4.4.1; and `text`.
+Reply Transient(const Reply& r, std::string text) {
+  Reply out;
+  out.code = r.code >= 400 && r.code < 500 ? r.code : 451;
+  out.enhanced =
+      r.enhanced.empty() ? "4.4.1" : absl::StrCat("4", r.enhanced.substr(1));
+  out.text = std::move(text);
+  return out;
+}
+
+}  // namespace
+
+std::string SmarthostHint(const Smarthost& s, smtp::ClientSession::Phase phase,
+                          const std::string& failure) {
+  std::string where = absl::StrCat("smarthost ", s.host, ":", s.port);
+  if (phase == smtp::ClientSession::Phase::kAuth) {
+    return absl::StrCat(
+        where, " refused the login for user '", s.user,
+        "': check smarthost.user and smarthost.password (Gmail and Office "
+        "365 want an app password when two-step verification is on)");
+  }
+  if (absl::StrContains(failure, "Connection refused")) {
+    return absl::StrCat(where,
+                        " refused the connection: is smarthost.host right, "
+                        "and does the relay listen on port ",
+                        s.port, "?");
+  }
+  if (absl::StrContains(failure, "connection timed out")) {
+    return absl::StrCat(where, ": connection timed out; is outbound port ",
+                        s.port,
+                        " blocked by a firewall or by your VPS provider?");
+  }
+  if (absl::StrContains(failure, "timed out") &&
+      phase == smtp::ClientSession::Phase::kGreeting &&
+      s.tls != SmarthostTls::kImplicit) {
+    return absl::StrCat(
+        where,
+        " accepted the connection but sent no greeting: it probably "
+        "expects TLS from the first byte (usual on port 465); set "
+        "smarthost.tls = \"implicit\"");
+  }
+  if (s.tls == SmarthostTls::kImplicit &&
+      (absl::StrContains(failure, "wrong version number") ||
+       absl::StrContains(failure, "packet length too long") ||
+       absl::StrContains(failure, "TLS handshake failed"))) {
+    return absl::StrCat(where,
+                        " speaks plain SMTP first: ports 587 and 25 want "
+                        "smarthost.tls = \"starttls\"");
+  }
+  if (absl::StrContains(failure, "AUTH PLAIN")) {
+    return absl::StrCat(where, ": ", failure,
+                        "; most relays offer AUTH only after STARTTLS");
+  }
+  return absl::StrCat(where, ": ", failure);
+}
+
+OutboundConnection::OutboundConnection(ConnectionHost& host, Site& site)
+    : host_(host),
+      site_(site),
+      options_holder_(host.options()),
+      options_(*options_holder_),
+      reactor_(host.reactor()) {}
+
+void OutboundConnection::Begin() {
+  source_ = PickSource(options_, site_.options().pool, host_.rng());
+  if (site_.smarthost) {
+    hosts_.push_back(options_.smarthost.host);
+    port_ = options_.smarthost.port;
+  } else {
+    for (const dns::MxHost& h : site_.mx) hosts_.push_back(h.host);
+    port_ = options_.port;
+    // Hosts that refused or timed out lately go last, in their order: a
+    // dead first MX does not cost every new connection a timeout.
+    absl::Time now = reactor_.Now();
+    std::stable_partition(
+        hosts_.begin(), hosts_.end(),
+        [&](const std::string& host) { return !site_.HostDown(host, now); });
+  }
+  ResolveHost();
+}
+
+void OutboundConnection::Send(std::unique_ptr<Job> job, std::string body,
+                              const queue::Envelope& envelope) {
+  CancelIdle();
+  job_ = std::move(job);
+  body_ = std::move(body);
+  smtp::OutMessage m;
+  m.sender = envelope.sender;
+  m.envid = envelope.envid;
+  m.ret = static_cast<uint8_t>(envelope.ret);
+  m.body = &body_;
+  m.eight_bit = HasEightBit(body_);
+  m.smtputf8 = HasEightBit(envelope.sender);
+  for (const queue::RecipientRecord& r : job_->recipients) {
+    m.recipients.push_back({r.spec.address, r.spec.notify, r.spec.orcpt});
+    if (HasEightBit(r.spec.address)) m.smtputf8 = true;
+  }
+  session_->SendMessage(m);
+  Pump();
+}
+
+void OutboundConnection::Idle() {
+  CancelIdle();
+  idle_timer_ = reactor_.AddTimer(options_.idle_timeout, [this] {
+    idle_timer_ = 0;
+    Leave();
+  });
+}
+
+void OutboundConnection::Leave() {
+  CancelIdle();
+  auto& idle = site_.idle;
+  idle.erase(std::remove(idle.begin(), idle.end(), this), idle.end());
+  if (closing_) return;  // Already on its way out.
+  if (session_ != nullptr &&
+      session_->phase() != smtp::ClientSession::Phase::kClosed) {
+    session_->Quit();
+    Pump();
+  } else {
+    Gone();
+  }
+}
+
+void OutboundConnection::CancelIdle() {
+  if (idle_timer_ != 0) reactor_.CancelTimer(idle_timer_);
+  idle_timer_ = 0;
+}
+
+void OutboundConnection::ResolveHost() {
+  if (host_index_ >= hosts_.size()) {
+    return Gone(IsSet(last_error_) ? last_error_
+                                   : Made("4.4.4", "no mail exchanger to try"));
+  }
+  dns::Resolver* resolver = host_.resolver();
+  if (resolver == nullptr) return Gone(Made("4.4.3", "no DNS resolver"));
+  resolver->Addresses(
+      hosts_[host_index_],
+      [this, alive = alive_](absl::StatusOr<dns::HostAddresses> addresses) {
+        if (!*alive) return;
+        if (!addresses.ok() || addresses->empty()) {
+          last_error_ =
+              Made("4.4.3",
+                   absl::StrCat(
+                       hosts_[host_index_], ": no address: ",
+                       addresses.ok() ? "none" : addresses.status().message()));
+          ++host_index_;
+          return ResolveHost();
+        }
+        addresses_ = addresses->v4;
+        addresses_.insert(addresses_.end(), addresses->v6.begin(),
+                          addresses->v6.end());
+        address_index_ = 0;
+        TryAddress();
+      });
+}
+
+void OutboundConnection::NextAddress() {
+  plaintext_fallback_ = false;
+  ++address_index_;
+  if (address_index_ >= addresses_.size()) {
+    ++host_index_;
+    return ResolveHost();
+  }
+  TryAddress();
+}
+
+void OutboundConnection::TryAddress() {
+  if (address_index_ >= addresses_.size()) {
+    ++host_index_;
+    return ResolveHost();
+  }
+  const dns::IpAddress& ip = addresses_[address_index_];
+  ip_ = ip.ToString();
+  std::optional<shard::SocketAddress> bind_to;
+  if (source_ != nullptr && !source_->address.empty()) {
+    auto local = shard::SocketAddress::Parse(
+        absl::StrContains(source_->address, ':')
+            ? absl::StrCat("[", source_->address, "]:0")
+            : absl::StrCat(source_->address, ":0"));
+    if (local.ok()) {
+      if (local->family() != ip.family()) return NextAddress();
+      bind_to = *local;
+    }
+  }
+  auto to = shard::SocketAddress::Parse(
+      ip.family() == AF_INET6 ? absl::StrCat("[", ip_, "]:", port_)
+                              : absl::StrCat(ip_, ":", port_));
+  if (!to.ok()) return NextAddress();
+  auto fd = shard::NewStreamSocket(ip.family());
+  if (!fd.ok()) {
+    last_error_ = Made("4.3.0", std::string(fd.status().message()));
+    return NextAddress();
+  }
+  if (bind_to && ::bind(*fd, bind_to->sockaddr_ptr(), bind_to->length()) != 0) {
+    last_error_ =
+        Made("4.4.0", absl::StrCat("cannot send from ", source_->address, ": ",
+                                   strerror(errno)));
+    ::close(*fd);
+    return NextAddress();
+  }
+  conn_ = std::make_unique<shard::Connection>(reactor_, *fd);
+  host_.Opened();
+  ArmTimer(options_.connect_timeout);
+  reactor_.io().Connect(*fd, *to, [this, alive = alive_](int result) {
+    if (!*alive || conn_ == nullptr || conn_->closing()) return;
+    if (result < 0) {
+      last_error_ =
+          Made("4.4.1", absl::StrCat(Peer(), ": connect: ", strerror(-result)));
+      MarkHostDown();
+      return CloseSocket([this] { NextAddress(); });
+    }
+    Connected();
+  });
+}
+
+void OutboundConnection::MarkHostDown() {
+  site_.MarkHostDown(hosts_[host_index_], reactor_.Now());
+}
+
+std::string OutboundConnection::Peer() const {
+  return absl::StrCat(hosts_[host_index_], "[", ip_, "]:", port_);
+}
+
+Where OutboundConnection::Here() const {
+  return Where{hosts_[host_index_], ip_,
+               source_ == nullptr ? "" : source_->name, tls_used_};
+}
+
+void OutboundConnection::Connected() {
+  log::Debug(kLog, "site %s: connected to %s", site_.key, Peer());
+  smtp::ClientConfig c;
+  c.helo = source_ != nullptr && !source_->ehlo.empty()
+               ? source_->ehlo
+               : (options_.helo.empty() ? host_.default_helo() : options_.helo);
+  c.tls_available = host_.tls() != nullptr;
+  implicit_tls_ = false;
+  verify_ = false;
+  if (site_.smarthost) {
+    const Smarthost& s = options_.smarthost;
+    c.auth_user = s.user;
+    c.auth_password = s.password;
+    c.tls = s.tls == SmarthostTls::kStartTls ? smtp::TlsPolicy::kRequired
+                                             : smtp::TlsPolicy::kNone;
+    implicit_tls_ = s.tls == SmarthostTls::kImplicit;
+    verify_ = s.verify && s.tls != SmarthostTls::kNone;
+  } else {
+    switch (site_.options().tls) {
+      case TlsMode::kNone:
+        c.tls = smtp::TlsPolicy::kNone;
+        break;
+      case TlsMode::kOpportunistic:
+        c.tls = plaintext_fallback_ ? smtp::TlsPolicy::kNone
+                                    : smtp::TlsPolicy::kOpportunistic;
+        break;
+      case TlsMode::kRequired:
+        c.tls = smtp::TlsPolicy::kRequired;
+        break;
+      case TlsMode::kVerify:
+        c.tls = smtp::TlsPolicy::kRequired;
+        verify_ = true;
+        break;
+    }
+  }
+  session_ = std::make_unique<smtp::ClientSession>(c);
+  tls_.reset();
+  tls_used_.reset();
+  if (implicit_tls_) StartTls();
+  if (closing_) return;
+  ArmTimer(options_.greeting_timeout);
+  SendPending();
+  ReadMore();
+}
+
+void OutboundConnection::StartTls() {
+  if (host_.tls() == nullptr) return;
+  tls_ = tls::TlsSession::Client(host_.tls(), hosts_[host_index_], verify_);
+  absl::Status s = tls_->Begin();
+  out_ += tls_->TakeCiphertext();
+  if (!s.ok()) Broken("4.7.5", std::string(s.message()));
+}
+
+void OutboundConnection::ArmTimer(absl::Duration d) {
+  if (closing_) return;
+  if (timer_ != 0) reactor_.CancelTimer(timer_);
+  timer_ = reactor_.AddTimer(d, [this] {
+    timer_ = 0;
+    if (connecting()) {
+      // The connect callback sees -ECANCELED and ignores it.
+      last_error_ =
+          Made("4.4.1", absl::StrCat(Peer(), ": connection timed out"));
+      MarkHostDown();
+      return CloseSocket([this] { NextAddress(); });
+    }
+    Broken("4.4.2", absl::StrCat("timed out waiting for ", Peer()));
+  });
+}
+
+void OutboundConnection::ReadMore() {
+  if (reading_ || conn_ == nullptr || conn_->closing()) return;
+  reading_ = true;
+  conn_->Read(buffer_, sizeof(buffer_), [this, alive = alive_](int n) {
+    if (!*alive) return;
+    reading_ = false;
+    if (conn_ == nullptr || conn_->closing()) return;
+    if (n <= 0) {
+      return Broken("4.4.2",
+                    n == 0 ? absl::StrCat(Peer(), " closed the connection")
+                           : absl::StrCat(Peer(), ": ", strerror(-n)));
+    }
+    OnBytes(absl::string_view(buffer_, static_cast<size_t>(n)));
+  });
+}
+
+void OutboundConnection::OnBytes(absl::string_view bytes) {
+  if (tls_ != nullptr) {
+    std::string plaintext;
+    bool was_up = tls_->handshake_done();
+    absl::Status s = tls_->Feed(bytes, &plaintext);
+    out_ += tls_->TakeCiphertext();
+    if (!s.ok())
+      return Broken("4.7.5", absl::StrCat(Peer(), ": ", s.message()));
+    if (!was_up && tls_->handshake_done()) {
+      tls_used_ = outcome::Tls{tls_->Version(), tls_->Cipher(),
+                               tls_->Verified(nullptr)};
+      if (session_->phase() == Phase::kTlsHandshake) session_->TlsStarted();
+    }
+    if (!plaintext.empty()) session_->Feed(plaintext);
+  } else {
+    session_->Feed(bytes);
+  }
+  Pump();
+  ReadMore();
+}
+
+bool OutboundConnection::TakeCommands() {
+  std::string commands = session_->TakeOutput();
+  if (commands.empty()) return true;
+  if (tls_ != nullptr && tls_->handshake_done()) {
+    if (!tls_->Write(commands).ok()) return false;
+    out_ += tls_->TakeCiphertext();
+  } else {
+    out_ += commands;
+  }
+  return true;
+}
+
+// Moves the session along: output out, results to the host, work in.
+void OutboundConnection::Pump() {
+  if (session_ == nullptr || closing_) return;
+  if (!TakeCommands()) return Broken("4.7.5", "TLS write failed");
+  if (session_->phase() == Phase::kTlsHandshake && tls_ == nullptr) {
+    StartTls();
+    if (closing_) return;
+    std::string early = session_->TakeTlsBytes();
+    if (!early.empty()) return OnBytes(early);
+  }
+  if (auto result = session_->TakeResult()) Result(*result);
+  Phase phase = session_->phase();
+  if (phase == Phase::kClosed) {
+    SendPending();
+    return Closed();
+  }
+  if (phase == Phase::kReady && job_ == nullptr && !waiting_for_work_) {
+    ever_ready_ = true;
+    last_phase_ = phase;
+    if (timer_ != 0) reactor_.CancelTimer(timer_);
+    timer_ = 0;
+    waiting_for_work_ = true;
+    if (!site_.MoreOnConnection(messages_)) return Leave();
+    if (!host_.GiveJob(site_, this)) {
+      // Suspended: the transaction in flight is done; start no other.
+      if (host_.draining() || site_.suspended()) return Leave();
+      site_.idle.push_back(this);
+      Idle();
+    }
+    // GiveJob may have sent a message, which pumped already.
+    return;
+  }
+  last_phase_ = phase;
+  ArmTimer(phase == Phase::kGreeting ? options_.greeting_timeout
+           : phase == Phase::kData   ? options_.data_timeout
+                                     : options_.command_timeout);
+  // What Result() added (QUIT after the last message).
+  if (!TakeCommands()) return Broken("4.7.5", "TLS write failed");
+  SendPending();
+}
+
+void OutboundConnection::Result(const smtp::MessageResult& result) {
+  waiting_for_work_ = false;
+  if (job_ == nullptr) return;
+  ++messages_;
+  Where where = Here();
+  bool any_delivered = false;
+  for (size_t i = 0; i < job_->recipients.size(); ++i) {
+    Reply reply = i < result.recipients.size()
+                      ? result.recipients[i]
+                      : Made("4.4.2", "no reply for this recipient");
+    if (reply.code == 0) reply.code = 451;
+    if (site_.smarthost && reply.code == 552) {
+      reply.text =
+          absl::StrCat(reply.text, " (the relay ", options_.smarthost.host,
+                       " refuses messages this large)");
+    }
+    any_delivered = any_delivered || reply.positive();
+    host_.Result(site_, *job_, job_->recipients[i], reply, where);
+  }
+  if (any_delivered) site_.Delivered();  // The window may grow.
+  job_.reset();
+  body_.clear();
+  if (session_->phase() == Phase::kReady &&
+      (!site_.MoreOnConnection(messages_) || host_.draining())) {
+    session_->Quit();
+  }
+}
+
+void OutboundConnection::SendPending() {
+  if (writing_ || out_.empty() || conn_ == nullptr || conn_->closing()) {
+    return;
+  }
+  writing_ = true;
+  sending_.swap(out_);
+  out_.clear();
+  conn_->WriteAll(
+      sending_.data(), sending_.size(), [this, alive = alive_](int result) {
+        if (!*alive) return;
+        writing_ = false;
+        sending_.clear();
+        if (conn_ == nullptr || conn_->closing()) return;
+        if (result < 0) {
+          return Broken("4.4.2", absl::StrCat(Peer(), ": ", strerror(-result)));
+        }
+        if (session_ != nullptr && session_->phase() == Phase::kClosed) {
+          if (out_.empty()) return Closed();
+        }
+        SendPending();
+      });
+}
+
+void OutboundConnection::DeferJob(const Reply& reply) {
+  if (job_ == nullptr) return;
+  Where where = Here();
+  Job& job = *job_;
+  for (const queue::RecipientRecord& r : job.recipients) {
+    host_.Result(site_, job, r, reply, where);
+  }
+  job_.reset();
+}
+
+void OutboundConnection::Broken(absl::string_view enhanced, std::string why) {
+  if (closing_) return;
+  log::Debug(kLog, "site %s: %s", site_.key, why);
+  failure_ = Made(enhanced, std::move(why));
+  failure_ours_ = true;
+  DeferJob(failure_);
+  Finish();
+}
+
+// The session ended (QUIT done, or a failure it reported).
+void OutboundConnection::Closed() {
+  if (closing_ || writing_) return;  // After the last write.
+  const Reply& failure = session_->failure();
+  log::Debug(kLog, "site %s: session with %s over (%s)", site_.key, Peer(),
+             failure.ToString());
+  // The session failed before the message had results: rare.
+  DeferJob(Transient(failure, failure.ToString()));
+  if (last_phase_ != Phase::kQuit) {
+    failure_ = failure;
+    failure_ours_ = false;
+  }
+  Finish();
+}
+
+void OutboundConnection::Finish() {
+  closing_ = true;
+  CancelIdle();
+  auto& idle = site_.idle;
+  idle.erase(std::remove(idle.begin(), idle.end(), this), idle.end());
+  if (timer_ != 0) reactor_.CancelTimer(timer_);
+  timer_ = 0;
+  bool failed = IsSet(failure_);
+  // Refused at the greeting, TLS or hello: the next host may do better
+  // (one smarthost: nothing else to try).
+  bool retry_next = !ever_ready_ && failed && !site_.smarthost;
+  // Opportunistic TLS that fails its handshake: the same host again in
+  // plain text, as Postfix does, rather than no delivery at all.
+  bool again_in_plaintext =
+      retry_next &&
+      (last_phase_ == Phase::kTlsHandshake ||
+       (session_ != nullptr && session_->phase() == Phase::kTlsHandshake)) &&
+      site_.options().tls == TlsMode::kOpportunistic && !plaintext_fallback_;
+  if (failed) {
+    // The words say where and what the remote said; the codes become
+    // transient ones of the same class (see the engine's Gone()).
+    std::string said = failure_ours_ ? failure_.text : failure_.ToString();
+    if (site_.smarthost) {
+      said = SmarthostHint(options_.smarthost, last_phase_, said);
+    } else if (!absl::StartsWith(said, hosts_[host_index_])) {
+      said = absl::StrCat(Peer(), ": ", said);
+    }
+    failure_ = Transient(failure_, std::move(said));
+    last_error_ = failure_;
+  }
+  if (again_in_plaintext) {
+    log::Info(kLog, "site %s: %s; trying again without TLS", site_.key,
+              failure_.text);
+  }
+  CloseSocket([this, retry_next, again_in_plaintext] {
+    if (retry_next) {
+      closing_ = false;
+      failure_ = Reply{};
+      session_.reset();
+      last_phase_ = Phase::kGreeting;
+      if (again_in_plaintext) {
+        plaintext_fallback_ = true;
+        return TryAddress();
+      }
+      return NextAddress();
+    }
+    Gone(failure_);
+  });
+}
+
+void OutboundConnection::CloseSocket(absl::AnyInvocable<void()> then) {
+  if (timer_ != 0) reactor_.CancelTimer(timer_);
+  timer_ = 0;
+  if (conn_ == nullptr) return then();
+  reading_ = writing_ = false;
+  out_.clear();
+  conn_->Close([this, then = std::move(then)]() mutable {
+    conn_.reset();
+    host_.Closed();
+    then();
+  });
+}
+
+// The end: tells the host, then frees itself.
+void OutboundConnection::Gone(Reply failure) {
+  log::Debug(kLog, "site %s: connection gone after %d messages%s%s", site_.key,
+             messages_, IsSet(failure) ? ": " : "", failure.text);
+  *alive_ = false;
+  CancelIdle();
+  if (timer_ != 0) reactor_.CancelTimer(timer_);
+  auto& idle = site_.idle;
+  idle.erase(std::remove(idle.begin(), idle.end(), this), idle.end());
+  ConnectionHost& host = host_;
+  Site& site = site_;
+  bool ever_ready = ever_ready_;
+  // Not from inside a callback of our own connection.
+  reactor_.Defer(
+      [&host, &site, this, ever_ready, failure = std::move(failure)] {
+        host.Gone(site, this, ever_ready, failure);
+        delete this;
+      });
+}
+
+}  // namespace peregrine::delivery
