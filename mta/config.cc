@@ -718,6 +718,36 @@ const std::vector<Setting>& Schema() {
          return GetSize(n, 1 << 20, uint64_t{1} << 40,
                         &c.queue_block_cache_bytes);
        }},
+      {"events", "path", "\"\"",
+       "The JSON event log: one object per line for every message received\n"
+       "or refused and every delivery attempt's outcome (delivered,\n"
+       "deferred, failed, expired), with the remote reply's code, enhanced\n"
+       "status and text kept apart. Empty: none. A relative path is under\n"
+       "server.data_dir. SIGHUP reopens it (for logrotate).",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a file path");
+         if (!s.ok()) return s.status();
+         c.events_path = *s;
+         return absl::OkStatus();
+       }},
+      {"events", "stdout", "false",
+       "Write the events to standard output instead (containers); the\n"
+       "human log stays on standard error.",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.events_stdout);
+       }},
+      {"events", "max_size", "\"100MiB\"",
+       "Rotate the file when it would pass this size: FILE becomes\n"
+       "FILE.1, FILE.1 FILE.2, and so on. \"0\": never (leave it to\n"
+       "logrotate).",
+       [](const toml::node& n, Config& c) {
+         return GetSize(n, 0, uint64_t{1} << 50, &c.events_max_bytes);
+       }},
+      {"events", "keep", "10",
+       "Rotated files kept; the oldest beyond this is removed.",
+       [](const toml::node& n, Config& c) {
+         return GetInt(n, 0, 1000, &c.events_keep);
+       }},
       {"dns", "servers", "[]",
        "DNS servers as \"ip\" or \"ip:port\" (\"[ipv6]:port\"). Empty: the\n"
        "ones in /etc/resolv.conf. Use a resolver that validates and does\n"
@@ -1391,6 +1421,11 @@ std::vector<std::string> ConfigWarnings(const Config& config) {
         "server)"));
   }
   return out;
+}
+
+std::string Config::EventsFilePath() const {
+  if (events_path.empty() || events_path[0] == '/') return events_path;
+  return absl::StrCat(data_dir, "/", events_path);
 }
 
 bool IsReloadable(absl::string_view key) {

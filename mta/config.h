@@ -83,6 +83,14 @@ struct Config {
   uint64_t queue_spool_reserve_bytes = 0;
   absl::Duration queue_keep_finished = absl::Hours(72);
 
+  // [events]
+  std::string events_path;  // Empty: no event log (unless events_stdout).
+  bool events_stdout = false;
+  uint64_t events_max_bytes = 100ull << 20;
+  int events_keep = 10;
+  // events_path, under data_dir when relative; "" when there is none.
+  std::string EventsFilePath() const;
+
   // [dkim]
   dkim::Policy dkim;
 

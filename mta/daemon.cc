@@ -236,6 +236,8 @@ absl::Status Daemon::Start() {
               config_.Where("auth.allow_without_tls"));
   }
 
+  if (absl::Status s = PrepareOutcomes(); !s.ok()) return s;
+  reception_.outcomes = &outcomes_;
   if (absl::Status s = PrepareDelivery(); !s.ok()) return s;
 
   shard::ShardGroup::Options options;
@@ -305,6 +307,31 @@ void Daemon::StartShard(shard::Reactor& reactor) {
   StartAccepting(reactor.id());
 }
 
+absl::Status Daemon::PrepareOutcomes() {
+  recorder_ = std::make_unique<outcome::QueueRecorder>(queue_.get());
+  outcomes_.Attach(recorder_.get());
+  outcomes_.Attach(&human_log_);
+  std::string path = config_.EventsFilePath();
+  if (path.empty() && !config_.events_stdout) return absl::OkStatus();
+  outcome::EventLogOptions o;
+  o.path = path;
+  o.to_stdout = config_.events_stdout;
+  o.max_size = config_.events_max_bytes;
+  o.keep = config_.events_keep;
+  o.shards = static_cast<int>(shards_.size());
+  auto events = outcome::EventLog::Open(o);
+  if (!events.ok()) {
+    return absl::Status(events.status().code(),
+                        absl::StrCat(config_.Where("events.path"), ": ",
+                                     events.status().message()));
+  }
+  events_ = *std::move(events);
+  outcomes_.Attach(events_.get());
+  log::Info(kLog, "events: writing to %s",
+            config_.events_stdout ? "standard output" : path);
+  return absl::OkStatus();
+}
+
 absl::Status Daemon::PrepareDelivery() {
   const delivery::DeliveryOptions& d = config_.delivery;
   if (!d.enabled) {
@@ -319,6 +346,7 @@ absl::Status Daemon::PrepareDelivery() {
   }
   delivery_ = std::make_unique<delivery::EngineContext>();
   delivery_->queue = queue_.get();
+  delivery_->outcomes = &outcomes_;
   delivery_->options = d;
   delivery_->helo = d.helo.empty() ? config_.EffectiveHostname() : d.helo;
   delivery_->tls = *tls;
@@ -700,6 +728,7 @@ int Daemon::Run() {
     timespec tick{0, 100 * 1000 * 1000};
     int sig = sigtimedwait(&set, nullptr, &tick);
     if (sig == SIGHUP) {
+      if (events_ != nullptr) events_->Reopen();
       Reload();
     } else if (sig == SIGTERM || sig == SIGINT) {
       if (draining) {
@@ -741,6 +770,7 @@ int Daemon::Run() {
   // process; what they carried stays queued and is tried again.
   if (delivery_ != nullptr) delivery_->engines.clear();
   group_.reset();
+  if (events_ != nullptr) events_->Flush();  // Every outcome so far.
   queue_.reset();  // Writes what is pending, then closes.
   log::Info(kLog, "stopped");
   return 0;

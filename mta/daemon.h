@@ -25,6 +25,9 @@
 #include "mta/auth.h"
 #include "mta/config.h"
 #include "mta/delivery/engine.h"
+#include "mta/outcome/consumers.h"
+#include "mta/outcome/event_log.h"
+#include "mta/outcome/outcome.h"
 #include "mta/reception.h"
 #include "mta/shard/shard_group.h"
 #include "queue/rocksdb_store.h"
@@ -63,6 +66,8 @@ class Daemon {
   void StartAccepting(int shard);
   // Per shard: its resolver, on its own thread.
   void StartShard(shard::Reactor& reactor);
+  // The outcome seam: the queue update, the log, the event log.
+  absl::Status PrepareOutcomes();
   // The outbound engine's shared context (none when delivery is off).
   absl::Status PrepareDelivery();
   void BeginDrain();
@@ -85,6 +90,11 @@ class Daemon {
   std::string data_dir_override_;
   int lock_fd_ = -1;
   std::unique_ptr<queue::RocksStore> queue_;
+  // Outcomes: attached in this order before the shards start.
+  std::unique_ptr<outcome::QueueRecorder> recorder_;
+  outcome::HumanLog human_log_;
+  std::unique_ptr<outcome::EventLog> events_;
+  outcome::Bus outcomes_;
   Authenticator authenticator_;
   std::unique_ptr<ConnectionLimiter> limiter_;
   ReceptionContext reception_;

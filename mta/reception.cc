@@ -140,7 +140,9 @@ void SmtpConnection::Begin() {
   ArmTimer();
   if (context_.limiter != nullptr) {
     if (!context_.limiter->Acquire(peer_.HostString(), trusted_)) {
-      log::Warn(kLog, "too many connections: refused %s", peer_.HostString());
+      Rejected(Reply{421, "4.7.0", "too many connections, try again later"},
+               "smtp.max_connections or smtp.max_connections_per_client "
+               "reached");
       // Said in the clear even on port 465: the client gets a reason.
       outbox_ =
           absl::StrCat("421 4.7.0 ", context_.hostname,
@@ -220,6 +222,7 @@ void SmtpConnection::FromSocket(absl::string_view bytes) {
   }
   if (!was_up && tls_->handshake_done()) {
     tls_description_ = tls_->Description();
+    tls_used_ = outcome::Tls{tls_->Version(), tls_->Cipher(), false};
     if (session_.wants_tls()) {
       session_.TlsStarted();
     } else {
@@ -305,7 +308,7 @@ void SmtpConnection::Pump() {
     // Everything the client sends from now on is TLS.
     tls_ = tls::TlsSession::Server(tls_context_);
   }
-  LogRefusals();
+  PublishRefusals();
   if (auto message = session_.TakeMessage()) Enqueue(*std::move(message));
   if (auto request = session_.TakeAuthRequest()) {
     Authenticate(*std::move(request));
@@ -315,13 +318,39 @@ void SmtpConnection::Pump() {
   if (done && !writing_ && outbox_.empty()) Finish();
 }
 
-void SmtpConnection::LogRefusals() {
-  for (const smtp::Refusal& r : session_.TakeRefusals()) {
-    log::Warn(kLog, "refused %s on %s: %s (%s)", peer_.HostString(),
-              mode_ == ListenMode::kRelay        ? "the relay port"
-              : mode_ == ListenMode::kSubmission ? "the submission port"
-                                                 : "the implicit-TLS port",
-              r.reply, r.hint);
+const char* SmtpConnection::ListenerName() const {
+  return mode_ == ListenMode::kRelay        ? "relay"
+         : mode_ == ListenMode::kSubmission ? "submission"
+                                            : "submissions";
+}
+
+void SmtpConnection::PublishRefusals() {
+  for (smtp::Refusal& r : session_.TakeRefusals()) {
+    Rejected(Reply::Parse(r.reply), std::move(r.hint), std::move(r.sender),
+             std::move(r.recipient), std::move(r.helo));
+  }
+}
+
+void SmtpConnection::Rejected(Reply reply, std::string reason,
+                              std::string sender, std::string recipient,
+                              std::string helo) {
+  outcome::Outcome o;
+  o.kind = outcome::Kind::kRejected;
+  o.time = reactor_.Now();
+  o.shard = reactor_.id();
+  o.reply = std::move(reply);
+  o.reason = std::move(reason);
+  o.sender = std::move(sender);
+  o.recipient = std::move(recipient);
+  o.helo = std::move(helo);
+  o.client = peer_.HostString();
+  o.listener = ListenerName();
+  o.tls = tls_used_;
+  if (context_.outcomes != nullptr) {
+    context_.outcomes->Publish(o);
+  } else {
+    log::Warn(kLog, "refused %s on the %s port: %s (%s)", o.client, o.listener,
+              o.reply.ToString(), o.reason);
   }
 }
 
@@ -373,8 +402,9 @@ void SmtpConnection::Enqueue(smtp::Message m) {
   if (auto table = context_.dkim ? context_.dkim() : nullptr) {
     auto signatures = table->Sign(body, now);
     if (!signatures.ok()) {
-      log::Warn(kLog, "refused from %s: %s", peer_.HostString(),
-                signatures.status().message());
+      Rejected(Reply{451, "4.3.0", "signing failed"},
+               absl::StrCat("DKIM: ", signatures.status().message()), m.sender,
+               "", m.helo);
       session_.MessageQueued(absl::UnavailableError("dkim"), "");
       return Pump();
     }
@@ -399,30 +429,40 @@ void SmtpConnection::Enqueue(smtp::Message m) {
     q.recipients.push_back(std::move(spec));
   }
   q.body = std::move(body);
-  size_t size = q.body.size();
-  size_t count = q.recipients.size();
-  std::string sender = m.sender;
+  // What the `received` or `rejected` outcome tells, once the queue answers.
+  auto o = std::make_shared<outcome::Outcome>();
+  o->size = q.body.size();
+  o->sender = m.sender;
+  o->helo = m.helo;
+  o->auth_user = m.auth_user;
+  for (const smtp::Recipient& r : m.recipients)
+    o->recipients.push_back(r.address);
   q.envelope.tls = tls_description_;
   q.envelope.auth_user = m.auth_user;
-  std::string auth_user = m.auth_user;
   enqueue_pending_ = true;
   context_.queue->Enqueue(
-      std::move(q), [this, size, count, sender,
-                     auth_user](absl::StatusOr<queue::MessageId> id) {
+      std::move(q), [this, o](absl::StatusOr<queue::MessageId> id) {
         // On the committer thread: back to our shard.
-        reactor_.Post([this, id, size, count, sender, auth_user] {
+        reactor_.Post([this, id, o] {
           enqueue_pending_ = false;
           if (id.ok()) {
-            log::Info(
-                kLog,
-                "received id=%s client=%s from=<%s> rcpt=%d size=%d tls=%s "
-                "auth=%s",
-                queue::FormatMessageId(*id), peer_.HostString(), sender, count,
-                size, tls_description_.empty() ? "none" : tls_description_,
-                auth_user.empty() ? "-" : auth_user);
+            o->kind = outcome::Kind::kReceived;
+            o->time = reactor_.Now();
+            o->shard = reactor_.id();
+            o->id = *id;
+            o->client = peer_.HostString();
+            o->listener = ListenerName();
+            o->tls = tls_used_;
+            o->reply =
+                Reply{250, "2.0.0",
+                      absl::StrCat("queued as ", queue::FormatMessageId(*id))};
+            if (context_.outcomes != nullptr) context_.outcomes->Publish(*o);
           } else {
-            log::Warn(kLog, "not queued from %s: %s", peer_.HostString(),
-                      id.status().message());
+            bool full = absl::IsResourceExhausted(id.status());
+            Rejected(full ? Reply{452, "4.3.1", "insufficient system storage"}
+                          : Reply{451, "4.3.0", "queue file write error"},
+                     absl::StrCat("not queued: ", id.status().message()),
+                     o->sender, "", o->helo);
           }
           if (finishing_) return Finish();  // The client left meanwhile.
           session_.MessageQueued(id.status(),

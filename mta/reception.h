@@ -29,6 +29,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,7 @@
 #include "dkim/signing_table.h"
 #include "dns/resolver.h"
 #include "mta/auth.h"
+#include "mta/outcome/outcome.h"
 #include "mta/shard/address.h"
 #include "mta/shard/connection.h"
 #include "mta/smtp/server_session.h"
@@ -94,6 +96,8 @@ struct ReceptionContext {
   bool submission_adds_missing_fields = true;
   bool relay_adds_missing_fields = false;
   bool auth_without_tls = false;
+  // Where `received` and `rejected` outcomes go; nullptr: nowhere.
+  const outcome::Bus* outcomes = nullptr;
 };
 
 // The shard that owns a recipient domain's site until MX rollup (delivery)
@@ -140,7 +144,12 @@ class SmtpConnection {
   void ArmTimer(absl::Duration timeout);
   void OnTimeout();
   // Logs what the session refused, with the client and the listener.
-  void LogRefusals();
+  // The session's refusals, as `rejected` outcomes.
+  void PublishRefusals();
+  // A `rejected` outcome (and its log line, by the human log consumer).
+  void Rejected(Reply reply, std::string reason, std::string sender = "",
+                std::string recipient = "", std::string helo = "");
+  const char* ListenerName() const;
   // Replies taken from the session but not yet written.
   size_t Unsent() const { return outbox_.size() + sending_.size(); }
   void Finish();
@@ -156,6 +165,7 @@ class SmtpConnection {
   std::shared_ptr<const tls::ServerContext> tls_context_;
   std::unique_ptr<tls::TlsSession> tls_;
   std::string tls_description_;  // Once TLS is up.
+  std::optional<outcome::Tls> tls_used_;
   // The client's forward-confirmed PTR name, once known ("unknown" if none).
   std::string client_name_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -28,7 +28,7 @@ runfiles = os.environ.get("RUNFILES_DIR")
 if runfiles:
     os.chdir(os.path.join(runfiles, "peregrine"))
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import Daemon, Nsd, free_port  # noqa: E402
+from e2e_lib import TERMINAL, Daemon, Nsd, free_port  # noqa: E402
 
 
 def cpu_seconds(pid):
@@ -85,6 +85,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--shared-mx", action="store_true",
                     help="every domain's MX is one host (one site)")
+    ap.add_argument("--no-events", action="store_true",
+                    help="no [events] section (an older build has none)")
     ap.add_argument("--keep-finished", default=None,
                     help="queue.keep_finished (default: the daemon's)")
     args = ap.parse_args()
@@ -153,6 +155,21 @@ def main():
               f"{len(ids)} ({len(set(ids))} distinct); left in queue: "
               f"{len(leftover.splitlines())}")
         print("exactly once: " + ("yes" if ok else "NO"))
+        if not args.no_events:
+            # stop() checked every line parses and no recipient has two
+            # terminal events; here: all of them, each with its reply.
+            events = d.events()
+            received = {e["id"] for e in events if e["type"] == "received"}
+            final = [e for e in events if e["type"] in TERMINAL]
+            structured = all(isinstance(e["code"], int) and
+                             e["reply"] is not None for e in final)
+            events_ok = len(received) == total and len(final) == total and \
+                len({(e["id"], e["recipient"]) for e in final}) == total and \
+                structured
+            print(f"event log: {len(events)} lines, {len(received)} messages "
+                  f"received, {len(final)} terminal events, replies "
+                  f"structured: {'yes' if structured else 'NO'}")
+            ok = ok and events_ok
         return 0 if ok else 1
     finally:
         if d is not None and d.proc.poll() is None:

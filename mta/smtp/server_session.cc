@@ -114,16 +114,19 @@ void ServerSession::Error(absl::string_view text) {
          absl::StrCat(config_.max_errors,
                       " errors in one connection, the last answered \"", text,
                       "\": probably not a mail client, or one speaking "
-                      "another protocol")});
+                      "another protocol"),
+         helo_, have_mail_ ? message_.sender : "", ""});
   }
 }
 
 void ServerSession::Refuse(Refusal::Kind kind, std::string reply,
-                           std::string hint) {
+                           std::string hint, std::string recipient) {
   uint32_t bit = 1u << static_cast<int>(kind);
   if ((refused_kinds_ & bit) == 0) {
     refused_kinds_ |= bit;
-    refusals_.push_back({kind, reply, std::move(hint)});
+    refusals_.push_back({kind, reply, std::move(hint), helo_,
+                         have_mail_ ? message_.sender : "",
+                         std::move(recipient)});
   }
   Error(reply);
 }
@@ -491,7 +494,8 @@ void ServerSession::Rcpt(absl::string_view arg) {
         "the client is not in relay.trusted_networks and did not "
         "authenticate: an application "
         "should submit on the submission port with AUTH, or its network be "
-        "added to relay.trusted_networks");
+        "added to relay.trusted_networks",
+        address);
   }
   if (message_.recipients.size() >= config_.max_recipients) {
     // Not counted as an error: the client sends the rest later.

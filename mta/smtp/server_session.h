@@ -92,6 +92,10 @@ struct Refusal {
   Kind kind;
   std::string reply;  // What the client was told, without CRLF.
   std::string hint;   // What the client probably did wrong.
+  // What the session knew then: "" when not given yet.
+  std::string helo;
+  std::string sender;
+  std::string recipient;  // The refused RCPT.
 };
 
 struct Recipient {
@@ -175,7 +179,8 @@ class ServerSession {
   void Reply(absl::string_view text);  // One line, without CRLF.
   void Error(absl::string_view text);  // A reply that counts as an error.
   // Error(reply), and the refusal noted for the log.
-  void Refuse(Refusal::Kind kind, std::string reply, std::string hint);
+  void Refuse(Refusal::Kind kind, std::string reply, std::string hint,
+              std::string recipient = "");
   void ResetTransaction();
   void ShutdownNow();
   void Ehlo(absl::string_view arg, bool extended);

@@ -2,6 +2,7 @@
 
 Tests run from the runfiles root, so paths are relative to the repository.
 """
+import json
 import os
 import signal
 import smtplib
@@ -10,7 +11,9 @@ import subprocess
 import tempfile
 import time
 
-PEREGRINE = os.path.abspath("mta/peregrine")
+# PEREGRINE_BINARY: another build to run instead (benchmarks compare two).
+PEREGRINE = os.environ.get("PEREGRINE_BINARY") or os.path.abspath(
+    "mta/peregrine")
 NO_IO_URING = os.path.abspath("tests/e2e/no_io_uring")
 TMP = os.environ.get("TEST_TMPDIR", tempfile.gettempdir())
 
@@ -45,7 +48,7 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, extra="", data=None, server=""):
+    def __init__(self, extra="", data=None, server="", events=True):
         self.port = free_port()
         self.data = data or tempfile.mkdtemp(dir=TMP)
         self.cfg = os.path.join(self.data, "peregrine.toml")
@@ -72,6 +75,10 @@ admin = []
             # tests that want one say so.
             with open(self.cfg, "a") as f:
                 f.write('\n[queue]\nspool_reserve = "0"\n')
+        if "[events]" not in extra and events:
+            # Every test keeps an event log; stop() checks it.
+            with open(self.cfg, "a") as f:
+                f.write('\n[events]\npath = "events.json"\n')
         if "[dns]" not in extra:
             # Tests never send DNS beyond loopback: a dead local port.
             with open(self.cfg, "a") as f:
@@ -109,7 +116,25 @@ admin = []
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=15)
         self.log.close()
+        if code == 0:
+            check_events(self.events())
         return code
+
+    def events(self):
+        """The event log's records, each line parsed (AssertionError names
+        a line that is not JSON)."""
+        path = os.path.join(self.data, "events.json")
+        if not os.path.exists(path):
+            return []
+        records = []
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    records.append(json.loads(line))
+                except ValueError as e:
+                    raise AssertionError(
+                        f"events.json:{number}: not JSON ({e}): {line!r}")
+        return records
 
     def queue(self, *args):
         r = subprocess.run([PEREGRINE, "queue", *args, "--data-dir", self.data],
@@ -120,6 +145,45 @@ admin = []
     def smtp(self):
         return smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.test",
                             timeout=10)
+
+
+EVENT_FIELDS = {
+    "time", "type", "id", "sender", "recipient", "recipients", "site", "mx",
+    "ip", "source", "tls", "code", "enhanced", "reply", "reason", "attempt",
+    "next_attempt", "queue_time_ms", "size", "tags", "client", "helo",
+    "auth_user", "listener"}
+TERMINAL = {"delivered", "failed", "expired"}
+
+
+def check_events(records):
+    """What must hold of any event log: the same fields in every record, one
+    `received` per message, at most one terminal event per recipient and
+    nothing for it after that, and every delivery outcome's reply kept
+    structured."""
+    received = set()
+    final = {}
+    for i, r in enumerate(records):
+        assert set(r) == EVENT_FIELDS, f"record {i}: fields {sorted(r)}"
+        assert r["time"].endswith("Z") and len(r["time"]) == 24, r["time"]
+        if r["type"] == "received":
+            assert r["id"] not in received, f"two received events for {r['id']}"
+            received.add(r["id"])
+            continue
+        if r["type"] == "rejected":
+            assert r["code"] is not None, r
+            continue
+        key = (r["id"], r["recipient"])
+        assert key not in final, f"{key}: {r['type']} after {final.get(key)}"
+        assert isinstance(r["code"], int) and 200 <= r["code"] < 600, r
+        assert r["enhanced"] is None or r["enhanced"][0] == str(r["code"])[0], r
+        if r["type"] in TERMINAL:
+            final[key] = r["type"]
+    return final
+
+
+def terminal_events(d):
+    """{(id, recipient): type} of a stopped daemon's event log."""
+    return check_events(d.events())
 
 
 class Nsd:

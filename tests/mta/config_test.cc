@@ -134,6 +134,31 @@ TEST(ConfigTest, QueueSettings) {
   EXPECT_EQ(parsed->queue_spool_reserve_bytes, 0u);
 }
 
+TEST(ConfigTest, EventsSettings) {
+  Config none = DefaultConfig();
+  EXPECT_EQ(none.EventsFilePath(), "");
+  EXPECT_FALSE(none.events_stdout);
+  auto parsed = ParseConfig(
+      "[server]\ndata_dir = \"/var/lib/peregrine\"\n"
+      "[events]\npath = \"events.json\"\nmax_size = \"1GiB\"\nkeep = 3\n",
+      "e.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->EventsFilePath(), "/var/lib/peregrine/events.json");
+  EXPECT_EQ(parsed->events_max_bytes, 1073741824u);
+  EXPECT_EQ(parsed->events_keep, 3);
+  parsed = ParseConfig(
+      "[events]\npath = \"/var/log/peregrine/events.json\"\n"
+      "max_size = \"0\"\nstdout = true\n",
+      "e.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->EventsFilePath(), "/var/log/peregrine/events.json");
+  EXPECT_EQ(parsed->events_max_bytes, 0u);
+  EXPECT_TRUE(parsed->events_stdout);
+  auto bad = ParseConfig("[events]\nkeep = -1\n", "e.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("events.keep"), std::string::npos);
+}
+
 TEST(ConfigTest, DeliveryDefaults) {
   const delivery::DeliveryOptions& d = DefaultConfig().delivery;
   EXPECT_TRUE(d.enabled);
@@ -302,7 +327,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "[serverz]\nx = 1\n",
                 {"bad.toml:1:", "unknown section [serverz]",
                  "sections: server, listen, relay, auth, tls, smtp, queue, "
-                 "dns, dkim"}},
+                 "events, dns, dkim"}},
         BadCase{"KeyOutsideSection",
                 "shards = 4\n",
                 {"bad.toml:1:1:", "unknown section [shards]"}},

@@ -23,7 +23,7 @@ import dkim
 
 sys.path.insert(0, "tests/e2e")
 from e2e_lib import (PEREGRINE, TMP, Daemon, Nsd, Sink,  # noqa: E402
-                     free_port)
+                     free_port, terminal_events)
 
 
 def send(d, recipients, count=1, subject="hello", body="test\r\n"):
@@ -150,6 +150,18 @@ class DeliveryTest(unittest.TestCase):
             self.assertIn("Subject: hello", dump)
             self.assertEqual(d.stop(), 0)
             self.assertEqual(d.queue("list").strip(), "", "queue not empty")
+            # Each message received once; each recipient one terminal event.
+            events = d.events()
+            self.assertEqual(
+                len([e for e in events if e["type"] == "received"]), 3)
+            final = terminal_events(d)
+            self.assertEqual(len(final), 9)
+            self.assertEqual(set(final.values()), {"delivered"})
+            delivered = [e for e in events if e["type"] == "delivered"]
+            self.assertEqual(delivered[0]["mx"], "mx1.dest.test")
+            self.assertEqual(delivered[0]["ip"], "127.0.0.1")
+            self.assertEqual(delivered[0]["code"], 250)
+            self.assertEqual(delivered[0]["site"], "mx1.dest.test")
         except BaseException:
             print(log_of(d))
             print(read(sink.dir + ".log"))
@@ -348,6 +360,23 @@ class DeliveryTest(unittest.TestCase):
                                      timeout=20))
             self.assertEqual(d.stop(), 0)
             self.assertEqual(d.queue("list").strip(), "")
+            # The event log: one terminal event each, replies structured.
+            outcomes = {rcpt: kind for (_, rcpt), kind
+                        in terminal_events(d).items()}
+            self.assertEqual(outcomes, {"h@hard.test": "failed",
+                                        "n@nullmx.test": "failed",
+                                        "s@soft.test": "expired"})
+            events = d.events()
+            null_mx = [e for e in events if e["recipient"] == "n@nullmx.test"]
+            self.assertEqual((null_mx[0]["code"], null_mx[0]["enhanced"]),
+                             (556, "5.1.10"))
+            soft = [e for e in events if e["recipient"] == "s@soft.test"]
+            self.assertEqual([e["type"] for e in soft][:2],
+                             ["deferred", "deferred"])
+            self.assertEqual(soft[0]["attempt"], 1)
+            self.assertIsNotNone(soft[0]["next_attempt"])
+            self.assertEqual(soft[-1]["reason"][:len("expired after")],
+                             "expired after")
         self.run_case(zones, [hard, soft], 'max_age = "4s"\n', body)
 
     def test_421_defers_and_backs_off_the_site(self):
