@@ -88,10 +88,12 @@ admin = []
 
     def start(self):
         self.log = open(os.path.join(self.data, "daemon.log"), "a")
+        # Standard output: the event log when [events] stdout = true.
+        self.out = open(os.path.join(self.data, "stdout.log"), "a")
         since = self.log.tell()  # A restart appends: read only what is new.
         self.proc = subprocess.Popen(
             [PEREGRINE, "serve", "--config", self.cfg, "--data-dir", self.data],
-            stderr=self.log, stdout=subprocess.DEVNULL)
+            stderr=self.log, stdout=self.out)
         # Listening comes first, the rest of the start after (queue, keys,
         # users): ready once the log says "started:" (a sanitizer build
         # takes a while).
@@ -116,6 +118,7 @@ admin = []
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=15)
         self.log.close()
+        self.out.close()
         if code == 0:
             check_events(self.events())
         return code
