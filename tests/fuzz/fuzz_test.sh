@@ -35,7 +35,9 @@ run dkim_key_fuzz tests/fuzz/dkim_key_fuzz.cc dkim/key.cc base/files.cc \
 # toml++ as the daemon uses it: Debian's shared library (built with NDEBUG),
 # not instantiated here with its internal assertions.
 run config_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
-  tests/fuzz/config_fuzz.cc mta/config.cc dns/message.cc \
+  tests/fuzz/config_fuzz.cc mta/config.cc mta/config_values.cc \
+  mta/config_reception.cc mta/config_storage.cc mta/config_delivery.cc \
+  dns/message.cc \
   dkim/canonicalize.cc dkim/key.cc dkim/signer.cc dkim/signing_table.cc \
   mta/delivery/policy.cc mta/delivery/shaping.cc mta/shard/address.cc \
   mta/shard/epoll_backend.cc mta/shard/uring_backend.cc \

@@ -1,0 +1,62 @@
+// Internal to the configuration (mta/config*.cc): the schema's row type,
+// the value parsers rows use, and each group of sections' rows. The table
+// is split by concern: reception (config_reception.cc), storage and
+// signing (config_storage.cc), delivery (config_delivery.cc); config.cc
+// puts the rows together and drives parsing, defaults and checks.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "mta/config.h"
+
+// toml++ is built with exceptions (Debian's shared library only exports that
+// ABI); they never leave the config files: errors become absl::Status.
+#include <toml++/toml.h>
+
+namespace peregrine::config_schema {
+
+// toml++ speaks std::string_view; this abseil has its own string_view.
+inline absl::string_view Sv(std::string_view s) { return {s.data(), s.size()}; }
+
+using Apply = absl::Status (*)(const toml::node& node, Config& config);
+
+// One setting: where it lives, its default as TOML, what
+// `config defaults` says of it, and how a value is checked and applied.
+struct Setting {
+  const char* section;
+  const char* key;
+  const char* default_toml;
+  const char* doc;
+  Apply apply;
+};
+
+// "expected WHAT, got TYPE VALUE".
+absl::Status Expected(absl::string_view what, const toml::node& got);
+absl::StatusOr<std::string> GetString(const toml::node& node,
+                                      absl::string_view what);
+// An array of strings; a lone string is refused (see config_values.cc).
+absl::StatusOr<std::vector<std::string>> GetStringList(const toml::node& node,
+                                                       absl::string_view what);
+absl::Status GetInt(const toml::node& node, int64_t min, int64_t max, int* out);
+// "30s", "5m", "2h", "500ms", "1h30m", "5d".
+absl::Status GetDuration(const toml::node& node, absl::Duration min,
+                         absl::Duration max, absl::Duration* out);
+// "512MiB", "1GiB", "100MB", "4096" (bytes).
+absl::Status GetSize(const toml::node& node, uint64_t min, uint64_t max,
+                     uint64_t* out);
+absl::Status GetBool(const toml::node& node, bool* out);
+
+// [server] [listen] [relay] [auth] [tls] [smtp]
+std::vector<Setting> ReceptionSettings();
+// [queue] [events] [dns] [dkim]
+std::vector<Setting> StorageSettings();
+// [delivery] [[delivery.sites]] [[delivery.sources]] [smarthost]
+std::vector<Setting> DeliverySettings();
+
+}  // namespace peregrine::config_schema
