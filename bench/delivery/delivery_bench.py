@@ -85,6 +85,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--shared-mx", action="store_true",
                     help="every domain's MX is one host (one site)")
+    ap.add_argument("--idle-spin", default=None,
+                    help="server.idle_spin (\"0s\": CPU counts work only, "
+                    "not the shards' spinning while idle)")
     ap.add_argument("--no-events", action="store_true",
                     help="no [events] section (an older build has none)")
     ap.add_argument("--keep-finished", default=None,
@@ -120,7 +123,10 @@ def main():
                    "[smtp]\nmax_connections_per_client = 1000\n"
                    '[queue]\nspool_reserve = "256MiB"\n' +
                    (f'keep_finished = "{args.keep_finished}"\n'
-                    if args.keep_finished is not None else ""))
+                    if args.keep_finished is not None else ""),
+                   events=not args.no_events,
+                   server=(f'idle_spin = "{args.idle_spin}"'
+                           if args.idle_spin is not None else ""))
         cpu0 = cpu_seconds(d.proc.pid)
         start = time.time()
         generate(d.port, args.domains, per_domain, args.size)

@@ -33,51 +33,60 @@ bool IsDelivery(Kind k) { return k != Kind::kReceived && k != Kind::kRejected; }
 }  // namespace
 
 std::string EventLog::ToJson(const Outcome& o) {
-  Json j;
-  j["time"] = Rfc3339(o.time);
-  j["type"] = std::string(KindName(o.kind));
-  j["id"] = o.id == 0 ? Json(nullptr) : Json(queue::FormatMessageId(o.id));
+  // The fields go straight into the object's storage, in this order (the
+  // keys are distinct by construction; no look-up per field).
+  Json j = Json::object();
+  auto& fields = j.get_ref<Json::object_t&>();
+  fields.reserve(24);
+  auto add = [&fields](const char* key, Json value) {
+    fields.emplace_back(key, std::move(value));
+  };
+  add("time", Rfc3339(o.time));
+  add("type", std::string(KindName(o.kind)));
+  add("id", o.id == 0 ? Json(nullptr) : Json(queue::FormatMessageId(o.id)));
   // "" is the null sender <>; unknown (refused before MAIL) is null.
-  j["sender"] = o.kind == Kind::kRejected && o.sender.empty() ? Json(nullptr)
-                                                              : Json(o.sender);
-  j["recipient"] = StringOrNull(o.recipient);
-  if (o.kind == Kind::kReceived) {
-    j["recipients"] = o.recipients;
-  } else {
-    j["recipients"] = nullptr;
-  }
-  j["site"] = StringOrNull(o.site);
-  j["mx"] = StringOrNull(o.mx);
-  j["ip"] = StringOrNull(o.ip);
-  j["source"] = StringOrNull(o.source);
+  add("sender", o.kind == Kind::kRejected && o.sender.empty()
+                    ? Json(nullptr)
+                    : Json(o.sender));
+  add("recipient", StringOrNull(o.recipient));
+  add("recipients",
+      o.kind == Kind::kReceived ? Json(o.recipients) : Json(nullptr));
+  add("site", StringOrNull(o.site));
+  add("mx", StringOrNull(o.mx));
+  add("ip", StringOrNull(o.ip));
+  add("source", StringOrNull(o.source));
   if (o.tls) {
-    j["tls"] = {{"version", o.tls->version},
-                {"cipher", o.tls->cipher},
-                {"verified", o.tls->verified}};
+    Json tls = Json::object();
+    auto& t = tls.get_ref<Json::object_t&>();
+    t.reserve(3);
+    t.emplace_back("version", o.tls->version);
+    t.emplace_back("cipher", o.tls->cipher);
+    t.emplace_back("verified", o.tls->verified);
+    add("tls", std::move(tls));
   } else {
-    j["tls"] = nullptr;
+    add("tls", nullptr);
   }
-  j["code"] = o.reply.code == 0 ? Json(nullptr) : Json(o.reply.code);
-  j["enhanced"] = StringOrNull(o.reply.enhanced);
-  j["reply"] = StringOrNull(o.reply.text);
-  j["reason"] = StringOrNull(o.reason);
-  j["attempt"] = o.attempt == 0 ? Json(nullptr) : Json(o.attempt);
-  j["next_attempt"] =
+  add("code", o.reply.code == 0 ? Json(nullptr) : Json(o.reply.code));
+  add("enhanced", StringOrNull(o.reply.enhanced));
+  add("reply", StringOrNull(o.reply.text));
+  add("reason", StringOrNull(o.reason));
+  add("attempt", o.attempt == 0 ? Json(nullptr) : Json(o.attempt));
+  add("next_attempt",
       o.kind == Kind::kDeferred && o.next_attempt != absl::InfinitePast()
           ? Json(Rfc3339(o.next_attempt))
-          : Json(nullptr);
-  j["queue_time_ms"] = IsDelivery(o.kind)
+          : Json(nullptr));
+  add("queue_time_ms", IsDelivery(o.kind)
                            ? Json(absl::ToInt64Milliseconds(o.queue_time))
-                           : Json(nullptr);
-  j["size"] = o.size == 0 ? Json(nullptr) : Json(o.size);
+                           : Json(nullptr));
+  add("size", o.size == 0 ? Json(nullptr) : Json(o.size));
   Json tags = Json::object();
   if (!o.tenant.empty()) tags["tenant"] = o.tenant;
   if (!o.campaign.empty()) tags["campaign"] = o.campaign;
-  j["tags"] = std::move(tags);
-  j["client"] = StringOrNull(o.client);
-  j["helo"] = StringOrNull(o.helo);
-  j["auth_user"] = StringOrNull(o.auth_user);
-  j["listener"] = StringOrNull(o.listener);
+  add("tags", std::move(tags));
+  add("client", StringOrNull(o.client));
+  add("helo", StringOrNull(o.helo));
+  add("auth_user", StringOrNull(o.auth_user));
+  add("listener", StringOrNull(o.listener));
   // Bytes that are not UTF-8 (a remote reply, an 8-bit address) become
   // U+FFFD rather than an exception or an unparseable line.
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
