@@ -21,13 +21,11 @@
 #include "base/log.h"
 #include "dkim/signing_table.h"
 #include "mta/delivery/policy.h"
+#include "mta/listener.h"
 #include "mta/shard/address.h"
 #include "mta/shard/io_backend.h"
 
 namespace peregrine {
-
-// The SMTP and HTTP endpoints the daemon listens on.
-enum class ListenerKind { kRelay, kSubmission, kSubmissions, kAdmin };
 
 struct ListenerConfig {
   ListenerKind kind;

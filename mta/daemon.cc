@@ -28,20 +28,6 @@ namespace {
 
 constexpr const char* kLog = "daemon";
 
-absl::string_view KindName(ListenerKind kind) {
-  switch (kind) {
-    case ListenerKind::kRelay:
-      return "relay (SMTP)";
-    case ListenerKind::kSubmission:
-      return "submission (SMTP, STARTTLS)";
-    case ListenerKind::kSubmissions:
-      return "submissions (SMTP, implicit TLS)";
-    case ListenerKind::kAdmin:
-      return "admin (HTTP)";
-  }
-  return "?";
-}
-
 // Until the admin API exists its listener answers 503, which HTTP clients
 // understand.
 std::string AdminPlaceholderReply() {
@@ -277,7 +263,7 @@ absl::Status Daemon::Start() {
       config_.dns_cache_entries);
   for (const Bound& b : bound_) {
     log::Info(kLog, "listening on %s: %s", b.address.ToString(),
-              KindName(b.kind));
+              ListenerDescription(b.kind));
   }
   if (bound_.empty()) log::Warn(kLog, "no listeners configured ([listen])");
   return absl::OkStatus();
@@ -394,50 +380,20 @@ void Daemon::StartAccepting(int shard) {
   ShardState& state = *shards_[shard];
   shard::Reactor& reactor = group_->reactor(shard);
   for (const ShardState::Listener& listener : state.listeners) {
-    std::string reply = AdminPlaceholderReply();
-    // Re-arms itself after each connection until the listener is closed.
-    struct AcceptLoop {
-      shard::Reactor& reactor;
-      int fd;
-      std::string reply;
-      std::atomic<int>& open;
-      const ReceptionContext* reception;  // SMTP reception, or a refusal.
-      ListenMode mode;
-      void Arm() {
-        reactor.io().Accept(fd, [this](int client) {
-          if (client == -ECANCELED || reactor.stopping()) {
-            delete this;
-            return;
-          }
-          if (client >= 0) {
-            if (reception != nullptr) {
-              SmtpConnection::Start(reactor, client, *reception, open, mode);
-            } else {
-              (new PlaceholderSession(reactor, client, reply, open))->Start();
-            }
-          } else if (client != -EAGAIN && client != -ECONNABORTED) {
-            log::Warn(kLog, "accept: %s", std::strerror(-client));
-            if (client == -EMFILE || client == -ENFILE) {
-              // Out of descriptors: back off instead of spinning.
-              reactor.AddTimer(absl::Milliseconds(100), [this] { Arm(); });
-              return;
-            }
-          }
-          Arm();
-        });
-      }
-    };
-    // SMTP listeners receive mail; the admin listener answers 503 until the
-    // admin API exists.
-    const ReceptionContext* reception =
-        listener.kind == ListenerKind::kAdmin ? nullptr : &reception_;
-    ListenMode mode =
-        listener.kind == ListenerKind::kSubmission    ? ListenMode::kSubmission
-        : listener.kind == ListenerKind::kSubmissions ? ListenMode::kSubmissions
-                                                      : ListenMode::kRelay;
-    (new AcceptLoop{reactor, listener.fd, std::move(reply),
-                    state.open_connections, reception, mode})
-        ->Arm();
+    std::atomic<int>& open = state.open_connections;
+    AcceptLoop::Accepted accepted;
+    if (listener.kind == ListenerKind::kAdmin) {
+      // Answers 503 until the admin API exists.
+      accepted = [&reactor, &open, reply = AdminPlaceholderReply()](int fd) {
+        (new PlaceholderSession(reactor, fd, reply, open))->Start();
+      };
+    } else {
+      accepted = [&reactor, &open, context = &reception_,
+                  kind = listener.kind](int fd) {
+        SmtpConnection::Start(reactor, fd, *context, open, kind);
+      };
+    }
+    AcceptLoop::Start(reactor, listener.fd, std::move(accepted));
   }
 }
 

@@ -66,7 +66,7 @@ int ShardForDomain(absl::string_view domain, int shards) {
 
 void SmtpConnection::Start(shard::Reactor& reactor, int fd,
                            const ReceptionContext& context,
-                           std::atomic<int>& open, ListenMode mode) {
+                           std::atomic<int>& open, ListenerKind mode) {
   auto peer = shard::PeerAddress(fd);
   (new SmtpConnection(reactor, fd, peer.ok() ? *peer : shard::SocketAddress(),
                       context, open, mode))
@@ -76,7 +76,7 @@ void SmtpConnection::Start(shard::Reactor& reactor, int fd,
 SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
                                const shard::SocketAddress& peer,
                                const ReceptionContext& context,
-                               std::atomic<int>& open, ListenMode mode)
+                               std::atomic<int>& open, ListenerKind mode)
     : reactor_(reactor),
       conn_(reactor, fd),
       peer_(peer),
@@ -97,18 +97,18 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         c.max_message_bytes = context.max_message_bytes;
         c.max_recipients = context.max_recipients;
         c.tls_available = tls_context_ != nullptr;
-        c.tls_active = mode == ListenMode::kSubmissions;
+        c.tls_active = mode == ListenerKind::kSubmissions;
         // Submission is for authenticated clients only, wherever they are.
-        c.auth_required = mode != ListenMode::kRelay;
+        c.auth_required = mode != ListenerKind::kRelay;
         // Submission always offers AUTH (it is the only way in there);
         // the relay port only once there are users.
-        c.auth_available = mode != ListenMode::kRelay ||
+        c.auth_available = mode != ListenerKind::kRelay ||
                            (context.has_users && context.has_users());
         c.auth_without_tls = context.auth_without_tls;
         if (queue::Store* q = context.queue) {
           c.has_room = [q](uint64_t bytes) { return q->HasRoomFor(bytes); };
         }
-        c.relay_allowed = mode == ListenMode::kRelay && trusted_;
+        c.relay_allowed = mode == ListenerKind::kRelay && trusted_;
         return c;
       }()) {
   open_.fetch_add(1, std::memory_order_relaxed);
@@ -172,7 +172,7 @@ void SmtpConnection::Begin() {
           client_name_ = name.ok() ? *name : "unknown";
         });
   }
-  if (mode_ == ListenMode::kSubmissions) {
+  if (mode_ == ListenerKind::kSubmissions) {
     if (tls_context_ == nullptr) return Finish();  // Nothing to offer.
     // TLS first; the banner goes out once the handshake is done.
     tls_ = tls::TlsSession::Server(tls_context_);
@@ -198,7 +198,7 @@ void SmtpConnection::FromSocket(absl::string_view bytes) {
   outbox_ += tls_->TakeCiphertext();  // Handshake messages, alerts.
   if (!status.ok()) {
     // A TLS record starts with 0x16 (handshake); SMTP text with a letter.
-    bool plain_smtp = first && mode_ == ListenMode::kSubmissions &&
+    bool plain_smtp = first && mode_ == ListenerKind::kSubmissions &&
                       !bytes.empty() && absl::ascii_isalpha(bytes[0]);
     if (plain_smtp) {
       log::Warn(kLog,
@@ -245,7 +245,7 @@ void SmtpConnection::ArmTimer(absl::Duration timeout) {
 
 void SmtpConnection::OnTimeout() {
   if (finishing_) return;
-  if (mode_ == ListenMode::kSubmissions && !got_bytes_) {
+  if (mode_ == ListenerKind::kSubmissions && !got_bytes_) {
     log::Warn(kLog,
               "closed %s on the implicit-TLS port: it sent nothing for %s; a "
               "client waiting for a plain-text greeting should use the "
@@ -318,12 +318,6 @@ void SmtpConnection::Pump() {
   if (done && !writing_ && outbox_.empty()) Finish();
 }
 
-const char* SmtpConnection::ListenerName() const {
-  return mode_ == ListenMode::kRelay        ? "relay"
-         : mode_ == ListenMode::kSubmission ? "submission"
-                                            : "submissions";
-}
-
 void SmtpConnection::PublishRefusals() {
   for (smtp::Refusal& r : session_.TakeRefusals()) {
     Rejected(Reply::Parse(r.reply), std::move(r.hint), std::move(r.sender),
@@ -344,7 +338,7 @@ void SmtpConnection::Rejected(Reply reply, std::string reason,
   o.recipient = std::move(recipient);
   o.helo = std::move(helo);
   o.client = peer_.HostString();
-  o.listener = ListenerName();
+  o.listener = std::string(peregrine::ListenerName(mode_));
   o.tls = tls_used_;
   if (context_.outcomes != nullptr) {
     context_.outcomes->Publish(o);
@@ -388,7 +382,7 @@ void SmtpConnection::Enqueue(smtp::Message m) {
       m.auth_user.empty() ? "" : "A", ";\r\n\t",
       absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", now, absl::UTCTimeZone()),
       "\r\n");
-  bool add_fields = mode_ == ListenMode::kRelay
+  bool add_fields = mode_ == ListenerKind::kRelay
                         ? context_.relay_adds_missing_fields
                         : context_.submission_adds_missing_fields;
   std::string added;
@@ -451,7 +445,7 @@ void SmtpConnection::Enqueue(smtp::Message m) {
             o->shard = reactor_.id();
             o->id = *id;
             o->client = peer_.HostString();
-            o->listener = ListenerName();
+            o->listener = std::string(peregrine::ListenerName(mode_));
             o->tls = tls_used_;
             o->reply =
                 Reply{250, "2.0.0",

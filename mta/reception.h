@@ -39,6 +39,7 @@
 #include "dkim/signing_table.h"
 #include "dns/resolver.h"
 #include "mta/auth.h"
+#include "mta/listener.h"
 #include "mta/outcome/outcome.h"
 #include "mta/shard/address.h"
 #include "mta/shard/connection.h"
@@ -104,11 +105,6 @@ struct ReceptionContext {
 // refines it: a stable hash of the domain.
 int ShardForDomain(absl::string_view domain, int shards);
 
-// What a listener is for: relay (port 25: STARTTLS offered, trusted
-// networks may relay), submission (587: STARTTLS, then AUTH required) and
-// submissions (465: TLS from the first byte, AUTH required).
-enum class ListenMode { kRelay, kSubmission, kSubmissions };
-
 class SmtpConnection {
  public:
   // Unsent replies above which the connection stops reading.
@@ -120,7 +116,7 @@ class SmtpConnection {
   // Takes ownership of `fd`; `open` counts live connections of the shard.
   static void Start(shard::Reactor& reactor, int fd,
                     const ReceptionContext& context, std::atomic<int>& open,
-                    ListenMode mode);
+                    ListenerKind mode);
   // Drain, on the calling shard: idle connections get 421 and close now,
   // busy ones once their current message is answered.
   static void ShutdownAll();
@@ -132,7 +128,7 @@ class SmtpConnection {
   SmtpConnection(shard::Reactor& reactor, int fd,
                  const shard::SocketAddress& peer,
                  const ReceptionContext& context, std::atomic<int>& open,
-                 ListenMode mode);
+                 ListenerKind mode);
   void Begin();
   void ReadMore();
   void Pump();
@@ -149,7 +145,6 @@ class SmtpConnection {
   // A `rejected` outcome (and its log line, by the human log consumer).
   void Rejected(Reply reply, std::string reason, std::string sender = "",
                 std::string recipient = "", std::string helo = "");
-  const char* ListenerName() const;
   // Replies taken from the session but not yet written.
   size_t Unsent() const { return outbox_.size() + sending_.size(); }
   void Finish();
@@ -160,7 +155,7 @@ class SmtpConnection {
   shard::SocketAddress peer_;
   const ReceptionContext& context_;
   std::atomic<int>& open_;
-  const ListenMode mode_;
+  const ListenerKind mode_;
   const bool trusted_;  // The client is in a trusted network.
   std::shared_ptr<const tls::ServerContext> tls_context_;
   std::unique_ptr<tls::TlsSession> tls_;

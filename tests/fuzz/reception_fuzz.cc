@@ -181,7 +181,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auths.push_back(std::move(done));
   };
   std::atomic<int> open{0};
-  ListenMode mode = data[0] & 1 ? ListenMode::kSubmission : ListenMode::kRelay;
+  ListenerKind mode =
+      data[0] & 1 ? ListenerKind::kSubmission : ListenerKind::kRelay;
   SmtpConnection::Start(reactor, dup(PeerSocket()), context, open, mode);
   reactor.RunOnce();
 

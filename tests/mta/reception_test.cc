@@ -96,7 +96,8 @@ class ReceptionTest : public ::testing::TestWithParam<shard::BackendKind> {
   void Arm() {
     reactor_->io().Accept(listen_fd_, [this](int c) {
       if (c < 0) return;
-      SmtpConnection::Start(*reactor_, c, context_, open_, ListenMode::kRelay);
+      SmtpConnection::Start(*reactor_, c, context_, open_,
+                            ListenerKind::kRelay);
       Arm();
     });
   }
