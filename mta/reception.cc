@@ -78,7 +78,7 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
                                const ReceptionContext& context,
                                std::atomic<int>& open, ListenerKind mode)
     : reactor_(reactor),
-      conn_(reactor, fd),
+      stream_(reactor, fd, *this),
       peer_(peer),
       context_(context),
       open_(open),
@@ -129,7 +129,7 @@ void SmtpConnection::CloseAll() {
 
 void SmtpConnection::Shutdown() {
   if (finishing_ || !live_connections.contains(this)) return;
-  if (tls_ != nullptr && !tls_->handshake_done()) {
+  if (stream_.tls() != nullptr && !stream_.tls_up()) {
     return Finish();  // In a TLS handshake: nothing can be said in SMTP.
   }
   session_.Shutdown();
@@ -144,9 +144,9 @@ void SmtpConnection::Begin() {
                "smtp.max_connections or smtp.max_connections_per_client "
                "reached");
       // Said in the clear even on port 465: the client gets a reason.
-      outbox_ =
+      (void)stream_.Send(
           absl::StrCat("421 4.7.0 ", context_.hostname,
-                       " Error: too many connections, try again later\r\n");
+                       " Error: too many connections, try again later\r\n"));
       finishing_after_send_ = true;
       SendPending();
       return;
@@ -175,7 +175,7 @@ void SmtpConnection::Begin() {
   if (mode_ == ListenerKind::kSubmissions) {
     if (tls_context_ == nullptr) return Finish();  // Nothing to offer.
     // TLS first; the banner goes out once the handshake is done.
-    tls_ = tls::TlsSession::Server(tls_context_);
+    stream_.StartTlsServer(tls_context_);
     ArmTimer(kFirstByteTimeout);
   } else {
     session_.Start();
@@ -184,52 +184,69 @@ void SmtpConnection::Begin() {
   ReadMore();
 }
 
-void SmtpConnection::FromSocket(absl::string_view bytes) {
-  if (tls_ == nullptr) {
-    got_bytes_ = true;
-    session_.Feed(bytes);
-    return;
-  }
-  std::string plaintext;
-  bool was_up = tls_->handshake_done();
-  bool first = !got_bytes_;
+void SmtpConnection::OnData(absl::string_view plaintext) {
+  // Read before a Finish() that is still waiting for the queue or an AUTH
+  // check: dropped, and nothing may be armed or started.
+  if (finishing_) return;
   got_bytes_ = true;
-  absl::Status status = tls_->Feed(bytes, &plaintext);
-  outbox_ += tls_->TakeCiphertext();  // Handshake messages, alerts.
-  if (!status.ok()) {
-    // A TLS record starts with 0x16 (handshake); SMTP text with a letter.
-    bool plain_smtp = first && mode_ == ListenerKind::kSubmissions &&
-                      !bytes.empty() && absl::ascii_isalpha(bytes[0]);
-    if (plain_smtp) {
-      log::Warn(kLog,
-                "refused %s on the implicit-TLS port: it spoke plain SMTP "
-                "(\"%s\"); set the client to TLS on connect (SMTPS), or use "
-                "the submission port with STARTTLS",
-                peer_.HostString(),
-                absl::CHexEscape(
-                    bytes.substr(0, std::min<size_t>(bytes.find('\r'), 20))));
-    } else if (!was_up) {
-      log::Warn(kLog,
-                "TLS handshake with %s failed: %s (an old client without TLS "
-                "1.2, or one that does not trust this certificate)",
-                peer_.HostString(), status.message());
-    } else {
-      log::Info(kLog, "TLS with %s failed: %s", peer_.HostString(),
-                status.message());
-    }
-    finishing_after_send_ = true;
-    return;
-  }
-  if (!was_up && tls_->handshake_done()) {
-    tls_description_ = tls_->Description();
-    tls_used_ = outcome::Tls{tls_->Version(), tls_->Cipher(), false};
-    if (session_.wants_tls()) {
-      session_.TlsStarted();
-    } else {
-      session_.Start();  // Implicit TLS: the banner, now encrypted.
-    }
-  }
+  ArmTimer();
   if (!plaintext.empty()) session_.Feed(plaintext);
+  Pump();
+  ReadMore();
+}
+
+void SmtpConnection::OnEnd(int) {
+  if (finishing_) return;
+  Finish();  // Closed by the client, or an error.
+}
+
+void SmtpConnection::OnTlsUp() {
+  if (finishing_) return;
+  const tls::TlsSession& tls = *stream_.tls();
+  tls_description_ = tls.Description();
+  tls_used_ = outcome::Tls{tls.Version(), tls.Cipher(), false};
+  if (session_.wants_tls()) {
+    session_.TlsStarted();
+  } else {
+    session_.Start();  // Implicit TLS: the banner, now encrypted.
+  }
+}
+
+void SmtpConnection::OnTlsError(const absl::Status& status, bool was_up,
+                                bool first, absl::string_view bytes) {
+  if (finishing_) return;
+  got_bytes_ = true;
+  // A TLS record starts with 0x16 (handshake); SMTP text with a letter.
+  bool plain_smtp = first && mode_ == ListenerKind::kSubmissions &&
+                    !bytes.empty() && absl::ascii_isalpha(bytes[0]);
+  if (plain_smtp) {
+    log::Warn(kLog,
+              "refused %s on the implicit-TLS port: it spoke plain SMTP "
+              "(\"%s\"); set the client to TLS on connect (SMTPS), or use "
+              "the submission port with STARTTLS",
+              peer_.HostString(),
+              absl::CHexEscape(
+                  bytes.substr(0, std::min<size_t>(bytes.find('\r'), 20))));
+  } else if (!was_up) {
+    log::Warn(kLog,
+              "TLS handshake with %s failed: %s (an old client without TLS "
+              "1.2, or one that does not trust this certificate)",
+              peer_.HostString(), status.message());
+  } else {
+    log::Info(kLog, "TLS with %s failed: %s", peer_.HostString(),
+              status.message());
+  }
+  // The alert goes out, then the connection closes.
+  finishing_after_send_ = true;
+  Pump();
+}
+
+void SmtpConnection::OnWritten(int result) {
+  if (finishing_) return;  // Cancelled by a Finish(); nothing more to do.
+  if (result < 0) return Finish();
+  // Room again: held commands go on, then reading resumes.
+  Pump();
+  ReadMore();
 }
 
 void SmtpConnection::ArmTimer() { ArmTimer(context_.command_timeout); }
@@ -253,14 +270,14 @@ void SmtpConnection::OnTimeout() {
               peer_.HostString(), absl::FormatDuration(kFirstByteTimeout));
     return Finish();
   }
-  if (writing_) {
+  if (stream_.writing()) {
     // Its replies have not drained for a whole command timeout: a 421
     // would only queue behind them.
     log::Warn(kLog,
               "closed %s: it did not read its replies for %s (%d bytes "
               "unsent); a client must read what it is sent",
               peer_.HostString(),
-              absl::FormatDuration(context_.command_timeout), Unsent());
+              absl::FormatDuration(context_.command_timeout), stream_.unsent());
     return Finish();
   }
   session_.TimedOut();
@@ -268,24 +285,13 @@ void SmtpConnection::OnTimeout() {
 }
 
 void SmtpConnection::ReadMore() {
-  if (reading_ || finishing_ || finishing_after_send_ || session_.closing() ||
-      session_.blocked() || Unsent() >= kMaxUnsentBytes ||
+  if (finishing_ || finishing_after_send_ || session_.closing() ||
+      session_.blocked() || stream_.unsent() >= kMaxUnsentBytes ||
       session_.phase() == smtp::ServerSession::Phase::kWaitQueue ||
       session_.phase() == smtp::ServerSession::Phase::kWaitAuth) {
     return;
   }
-  reading_ = true;
-  conn_.Read(buffer_, sizeof(buffer_), [this](int n) {
-    reading_ = false;
-    // Completed before a Finish() cancelled it: the bytes are dropped, and
-    // nothing may be armed or started (Close()'s completion frees us next).
-    if (finishing_) return;
-    if (n <= 0) return Finish();  // Closed by the client, or an error.
-    ArmTimer();
-    FromSocket(absl::string_view(buffer_, static_cast<size_t>(n)));
-    Pump();
-    ReadMore();
-  });
+  stream_.Read();  // OnData, OnEnd or OnTlsError next.
 }
 
 void SmtpConnection::Pump() {
@@ -294,19 +300,14 @@ void SmtpConnection::Pump() {
   // room, lets it go on as long as the unsent bytes stay under the bound.
   for (;;) {
     std::string replies = session_.TakeOutput();
-    if (!replies.empty()) {
-      if (tls_ != nullptr && tls_->handshake_done()) {
-        if (tls_->Write(replies).ok()) outbox_ += tls_->TakeCiphertext();
-      } else {
-        outbox_ += replies;  // Plain text, "220 Ready to start TLS" included.
-      }
-    }
-    if (!session_.blocked() || Unsent() >= kMaxUnsentBytes) break;
+    // Encrypted once TLS is up; "220 Ready to start TLS" in the clear.
+    (void)stream_.Send(replies);
+    if (!session_.blocked() || stream_.unsent() >= kMaxUnsentBytes) break;
     session_.Resume();
   }
-  if (session_.wants_tls() && tls_ == nullptr) {
+  if (session_.wants_tls() && stream_.tls() == nullptr) {
     // Everything the client sends from now on is TLS.
-    tls_ = tls::TlsSession::Server(tls_context_);
+    stream_.StartTlsServer(tls_context_);
   }
   PublishRefusals();
   if (auto message = session_.TakeMessage()) Enqueue(*std::move(message));
@@ -315,7 +316,7 @@ void SmtpConnection::Pump() {
   }
   SendPending();
   bool done = session_.closing() || finishing_after_send_;
-  if (done && !writing_ && outbox_.empty()) Finish();
+  if (done && !stream_.writing() && stream_.unsent() == 0) Finish();
 }
 
 void SmtpConnection::PublishRefusals() {
@@ -349,19 +350,8 @@ void SmtpConnection::Rejected(Reply reply, std::string reason,
 }
 
 void SmtpConnection::SendPending() {
-  if (writing_ || outbox_.empty() || finishing_) return;
-  writing_ = true;
-  sending_.swap(outbox_);
-  outbox_.clear();
-  conn_.WriteAll(sending_.data(), sending_.size(), [this](int result) {
-    writing_ = false;
-    sending_.clear();
-    if (finishing_) return;  // Cancelled by a Finish(); nothing more to do.
-    if (result < 0) return Finish();
-    // Room again: held commands go on, then reading resumes.
-    Pump();
-    ReadMore();
-  });
+  if (finishing_) return;
+  stream_.Flush();  // OnWritten next.
 }
 
 void SmtpConnection::Enqueue(smtp::Message m) {
@@ -523,14 +513,14 @@ void SmtpConnection::Finish() {
     reactor_.CancelTimer(auth_delay_timer_);
     auth_delay_timer_ = 0;
   }
-  if (conn_.closing()) return;
+  if (stream_.closing()) return;
   if (counted_) {
     context_.limiter->Release(peer_.HostString());
     counted_ = false;
   }
   *alive_ = false;  // A DNS answer may still come; it finds us gone.
   live_connections.erase(this);
-  conn_.Close([this] {
+  stream_.Close([this] {
     open_.fetch_sub(1, std::memory_order_relaxed);
     delete this;
   });

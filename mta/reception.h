@@ -13,11 +13,13 @@
 // Lifetime: the connection owns itself. Finish() is the only way out: it
 // marks the connection finishing, and (once no queue write and no AUTH
 // check is pending, whose completions would call it again) cancels the
-// timers (command timeout, a held-back AUTH answer) and closes the socket;
-// Close()'s completion, which runs after every other callback of the socket,
-// deletes the object. So every callback (read, write, timer, DNS answer, queue
-// and AUTH completions) may run after Finish(); each one returns at once when
-// `finishing_` is set and never re-arms a timer or starts I/O then.
+// timers (command timeout, a held-back AUTH answer) and closes the stream
+// (mta/stream: the socket, and TLS when there is any); the stream's Close()
+// completion, which runs after every other callback of the socket, deletes
+// the object. So every callback (the stream's read, write and TLS events,
+// timers, DNS answer, queue and AUTH completions) may run after Finish();
+// each one returns at once when `finishing_` is set and never re-arms a
+// timer or starts I/O then.
 //
 // Backpressure: a client that pipelines without reading its replies gets
 // no more of its input read while more than kMaxUnsentBytes of replies wait
@@ -44,6 +46,7 @@
 #include "mta/shard/address.h"
 #include "mta/shard/connection.h"
 #include "mta/smtp/server_session.h"
+#include "mta/stream/stream.h"
 #include "queue/store.h"
 #include "tls/tls.h"
 
@@ -105,7 +108,7 @@ struct ReceptionContext {
 // refines it: a stable hash of the domain.
 int ShardForDomain(absl::string_view domain, int shards);
 
-class SmtpConnection {
+class SmtpConnection : private Stream::Handler {
  public:
   // Unsent replies above which the connection stops reading.
   static constexpr size_t kMaxUnsentBytes = 256 * 1024;
@@ -134,42 +137,39 @@ class SmtpConnection {
   void Pump();
   void SendPending();
   void Enqueue(smtp::Message message);
-  void FromSocket(absl::string_view bytes);
+  // Stream::Handler: each returns at once once finishing_ is set.
+  void OnData(absl::string_view plaintext) override;
+  void OnEnd(int error) override;
+  void OnTlsUp() override;
+  void OnTlsError(const absl::Status& status, bool handshake_done, bool first,
+                  absl::string_view bytes) override;
+  void OnWritten(int result) override;
   void Authenticate(smtp::AuthRequest request);
   void ArmTimer();
   void ArmTimer(absl::Duration timeout);
   void OnTimeout();
-  // Logs what the session refused, with the client and the listener.
   // The session's refusals, as `rejected` outcomes.
   void PublishRefusals();
   // A `rejected` outcome (and its log line, by the human log consumer).
   void Rejected(Reply reply, std::string reason, std::string sender = "",
                 std::string recipient = "", std::string helo = "");
-  // Replies taken from the session but not yet written.
-  size_t Unsent() const { return outbox_.size() + sending_.size(); }
   void Finish();
   void Shutdown();
 
   shard::Reactor& reactor_;
-  shard::Connection conn_;
+  Stream stream_;  // The socket, in the clear or TLS.
   shard::SocketAddress peer_;
   const ReceptionContext& context_;
   std::atomic<int>& open_;
   const ListenerKind mode_;
   const bool trusted_;  // The client is in a trusted network.
   std::shared_ptr<const tls::ServerContext> tls_context_;
-  std::unique_ptr<tls::TlsSession> tls_;
   std::string tls_description_;  // Once TLS is up.
   std::optional<outcome::Tls> tls_used_;
   // The client's forward-confirmed PTR name, once known ("unknown" if none).
   std::string client_name_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   smtp::ServerSession session_;
-  char buffer_[16 * 1024];
-  std::string outbox_;   // Replies waiting for the current write.
-  std::string sending_;  // The write in flight.
-  bool writing_ = false;
-  bool reading_ = false;
   bool enqueue_pending_ = false;
   bool auth_pending_ = false;
   bool finishing_ = false;
