@@ -234,11 +234,12 @@ void OutboundConnection::TryAddress() {
     ::close(*fd);
     return NextAddress();
   }
-  conn_ = std::make_unique<shard::Connection>(reactor_, *fd);
+  stream_ = std::make_unique<Stream>(reactor_, *fd,
+                                     static_cast<Stream::Handler&>(*this));
   host_.Opened();
   ArmTimer(options_.connect_timeout);
   reactor_.io().Connect(*fd, *to, [this, alive = alive_](int result) {
-    if (!*alive || conn_ == nullptr || conn_->closing()) return;
+    if (!*alive || stream_ == nullptr || stream_->closing()) return;
     if (result < 0) {
       last_error_ =
           Made("4.4.1", absl::StrCat(Peer(), ": connect: ", strerror(-result)));
@@ -298,7 +299,6 @@ void OutboundConnection::Connected() {
     }
   }
   session_ = std::make_unique<smtp::ClientSession>(c);
-  tls_.reset();
   tls_used_.reset();
   if (implicit_tls_) StartTls();
   if (closing_) return;
@@ -308,10 +308,9 @@ void OutboundConnection::Connected() {
 }
 
 void OutboundConnection::StartTls() {
-  if (host_.tls() == nullptr) return;
-  tls_ = tls::TlsSession::Client(host_.tls(), hosts_[host_index_], verify_);
-  absl::Status s = tls_->Begin();
-  out_ += tls_->TakeCiphertext();
+  if (host_.tls() == nullptr || stream_ == nullptr) return;
+  absl::Status s =
+      stream_->StartTlsClient(host_.tls(), hosts_[host_index_], verify_);
   if (!s.ok()) Broken("4.7.5", std::string(s.message()));
 }
 
@@ -332,63 +331,60 @@ void OutboundConnection::ArmTimer(absl::Duration d) {
 }
 
 void OutboundConnection::ReadMore() {
-  if (reading_ || conn_ == nullptr || conn_->closing()) return;
-  reading_ = true;
-  conn_->Read(buffer_, sizeof(buffer_), [this, alive = alive_](int n) {
-    if (!*alive) return;
-    reading_ = false;
-    if (conn_ == nullptr || conn_->closing()) return;
-    if (n <= 0) {
-      return Broken("4.4.2",
-                    n == 0 ? absl::StrCat(Peer(), " closed the connection")
-                           : absl::StrCat(Peer(), ": ", strerror(-n)));
-    }
-    OnBytes(absl::string_view(buffer_, static_cast<size_t>(n)));
-  });
+  if (stream_ != nullptr) stream_->Read();  // OnData, OnEnd or OnTlsError.
 }
 
-void OutboundConnection::OnBytes(absl::string_view bytes) {
-  if (tls_ != nullptr) {
-    std::string plaintext;
-    bool was_up = tls_->handshake_done();
-    absl::Status s = tls_->Feed(bytes, &plaintext);
-    out_ += tls_->TakeCiphertext();
-    if (!s.ok())
-      return Broken("4.7.5", absl::StrCat(Peer(), ": ", s.message()));
-    if (!was_up && tls_->handshake_done()) {
-      tls_used_ = outcome::Tls{tls_->Version(), tls_->Cipher(),
-                               tls_->Verified(nullptr)};
-      if (session_->phase() == Phase::kTlsHandshake) session_->TlsStarted();
-    }
-    if (!plaintext.empty()) session_->Feed(plaintext);
-  } else {
-    session_->Feed(bytes);
-  }
+void OutboundConnection::OnData(absl::string_view plaintext) {
+  if (!plaintext.empty()) session_->Feed(plaintext);
   Pump();
   ReadMore();
 }
 
-bool OutboundConnection::TakeCommands() {
-  std::string commands = session_->TakeOutput();
-  if (commands.empty()) return true;
-  if (tls_ != nullptr && tls_->handshake_done()) {
-    if (!tls_->Write(commands).ok()) return false;
-    out_ += tls_->TakeCiphertext();
-  } else {
-    out_ += commands;
+void OutboundConnection::OnEnd(int error) {
+  Broken("4.4.2", error == 0 ? absl::StrCat(Peer(), " closed the connection")
+                             : absl::StrCat(Peer(), ": ", strerror(-error)));
+}
+
+void OutboundConnection::OnTlsUp() {
+  const tls::TlsSession& tls = *stream_->tls();
+  tls_used_ = outcome::Tls{tls.Version(), tls.Cipher(), tls.Verified(nullptr)};
+  if (session_->phase() == Phase::kTlsHandshake) session_->TlsStarted();
+}
+
+void OutboundConnection::OnTlsError(const absl::Status& status, bool, bool,
+                                    absl::string_view) {
+  Broken("4.7.5", absl::StrCat(Peer(), ": ", status.message()));
+}
+
+void OutboundConnection::OnWritten(int result) {
+  if (result < 0) {
+    return Broken("4.4.2", absl::StrCat(Peer(), ": ", strerror(-result)));
   }
-  return true;
+  if (session_ != nullptr && session_->phase() == Phase::kClosed &&
+      stream_->unsent() == 0) {
+    return Closed();
+  }
+  SendPending();
+}
+
+bool OutboundConnection::TakeCommands() {
+  // Encrypted once TLS is up.
+  return stream_ != nullptr && stream_->Send(session_->TakeOutput()).ok();
 }
 
 // Moves the session along: output out, results to the host, work in.
 void OutboundConnection::Pump() {
   if (session_ == nullptr || closing_) return;
   if (!TakeCommands()) return Broken("4.7.5", "TLS write failed");
-  if (session_->phase() == Phase::kTlsHandshake && tls_ == nullptr) {
+  if (session_->phase() == Phase::kTlsHandshake && stream_->tls() == nullptr) {
     StartTls();
     if (closing_) return;
+    // What the server sent after its 220 belongs to TLS.
     std::string early = session_->TakeTlsBytes();
-    if (!early.empty()) return OnBytes(early);
+    if (!early.empty()) {
+      stream_->Flush();  // The client's hello first.
+      return stream_->Received(early);
+    }
   }
   if (auto result = session_->TakeResult()) Result(*result);
   Phase phase = session_->phase();
@@ -450,26 +446,7 @@ void OutboundConnection::Result(const smtp::MessageResult& result) {
 }
 
 void OutboundConnection::SendPending() {
-  if (writing_ || out_.empty() || conn_ == nullptr || conn_->closing()) {
-    return;
-  }
-  writing_ = true;
-  sending_.swap(out_);
-  out_.clear();
-  conn_->WriteAll(
-      sending_.data(), sending_.size(), [this, alive = alive_](int result) {
-        if (!*alive) return;
-        writing_ = false;
-        sending_.clear();
-        if (conn_ == nullptr || conn_->closing()) return;
-        if (result < 0) {
-          return Broken("4.4.2", absl::StrCat(Peer(), ": ", strerror(-result)));
-        }
-        if (session_ != nullptr && session_->phase() == Phase::kClosed) {
-          if (out_.empty()) return Closed();
-        }
-        SendPending();
-      });
+  if (stream_ != nullptr) stream_->Flush();  // OnWritten next.
 }
 
 void OutboundConnection::DeferJob(const Reply& reply) {
@@ -493,7 +470,9 @@ void OutboundConnection::Broken(absl::string_view enhanced, std::string why) {
 
 // The session ended (QUIT done, or a failure it reported).
 void OutboundConnection::Closed() {
-  if (closing_ || writing_) return;  // After the last write.
+  if (closing_ || (stream_ != nullptr && stream_->writing())) {
+    return;  // After the last write.
+  }
   const Reply& failure = session_->failure();
   log::Debug(kLog, "site %s: session with %s over (%s)", site_.key, Peer(),
              failure.ToString());
@@ -559,11 +538,9 @@ void OutboundConnection::Finish() {
 void OutboundConnection::CloseSocket(absl::AnyInvocable<void()> then) {
   if (timer_ != 0) reactor_.CancelTimer(timer_);
   timer_ = 0;
-  if (conn_ == nullptr) return then();
-  reading_ = writing_ = false;
-  out_.clear();
-  conn_->Close([this, then = std::move(then)]() mutable {
-    conn_.reset();
+  if (stream_ == nullptr) return then();
+  stream_->Close([this, then = std::move(then)]() mutable {
+    stream_.reset();
     host_.Closed();
     then();
   });

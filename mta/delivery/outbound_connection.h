@@ -14,10 +14,10 @@
 // the site's idle list, and deletes it from a deferred task (never from
 // inside one of its own callbacks), after telling the host. A DNS answer or
 // connect completion that arrives later finds `alive_` false and does
-// nothing; socket callbacks also check `conn_->closing()`, and a socket's
-// Close() completion runs after every other callback of that socket, so a
-// retry on the next address never sees the old socket's completions. Timer
-// callbacks are cancelled in Finish(), CloseSocket() and Gone(), and
+// nothing; the stream (mta/stream) drops its socket's completions once
+// closing, and its Close() completion runs after every other callback of
+// that socket, so a retry on the next address never sees the old socket's.
+// Timer callbacks are cancelled in Finish(), CloseSocket() and Gone(), and
 // ArmTimer() does nothing once the connection is closing. The host and the
 // site outlive every connection of the site.
 #pragma once
@@ -37,6 +37,7 @@
 #include "mta/shard/connection.h"
 #include "mta/shard/reactor.h"
 #include "mta/smtp/client_session.h"
+#include "mta/stream/stream.h"
 #include "queue/types.h"
 #include "tls/tls.h"
 
@@ -79,7 +80,7 @@ class ConnectionHost {
 std::string SmarthostHint(const Smarthost& s, smtp::ClientSession::Phase phase,
                           const std::string& failure);
 
-class OutboundConnection {
+class OutboundConnection : private Stream::Handler {
  public:
   OutboundConnection(ConnectionHost& host, Site& site);
 
@@ -109,7 +110,13 @@ class OutboundConnection {
   void ArmTimer(absl::Duration d);
   bool connecting() const { return session_ == nullptr; }
   void ReadMore();
-  void OnBytes(absl::string_view bytes);
+  // Stream::Handler.
+  void OnData(absl::string_view plaintext) override;
+  void OnEnd(int error) override;
+  void OnTlsUp() override;
+  void OnTlsError(const absl::Status& status, bool handshake_done, bool first,
+                  absl::string_view bytes) override;
+  void OnWritten(int result) override;
   bool TakeCommands();
   void Pump();
   void Result(const smtp::MessageResult& result);
@@ -137,20 +144,14 @@ class OutboundConnection {
   size_t address_index_ = 0;
   int port_ = 25;
   std::string ip_;
-  Reply last_error_;  // Of the last address tried.
-  std::unique_ptr<shard::Connection> conn_;
+  Reply last_error_;                // Of the last address tried.
+  std::unique_ptr<Stream> stream_;  // To the address tried now.
   std::unique_ptr<smtp::ClientSession> session_;
-  std::unique_ptr<tls::TlsSession> tls_;
   std::optional<outcome::Tls> tls_used_;
   bool implicit_tls_ = false;
   bool verify_ = false;
   std::unique_ptr<Job> job_;
   std::string body_;
-  char buffer_[16 * 1024];
-  std::string out_;
-  std::string sending_;
-  bool reading_ = false;
-  bool writing_ = false;
   bool closing_ = false;
   bool ever_ready_ = false;
   bool waiting_for_work_ = false;
