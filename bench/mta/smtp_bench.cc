@@ -269,7 +269,7 @@ Measured Serve(queue::Store& store, int total) {
       void Arm() {
         r.io().Accept(fd, [this](int c) {
           if (c < 0) return;
-          SmtpConnection::Start(r, c, ctx, open, ListenMode::kRelay);
+          SmtpConnection::Start(r, c, ctx, open, ListenerKind::kRelay);
           Arm();
         });
       }

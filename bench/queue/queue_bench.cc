@@ -287,7 +287,7 @@ void BM_Dequeue(benchmark::State& state) {
           RecipientUpdate u;
           u.before = r;
           u.state = RecipientState::kDelivered;
-          u.reply = "250 ok";
+          u.reply = Reply{250, "", "ok"};
           store.Update(std::move(u), [&](absl::Status s) {
             if (!s.ok()) std::abort();
             if (--left == 0) batch_done.Notify();
