@@ -26,6 +26,7 @@
 #include "dkim/key.h"
 #include "dkim/signer.h"
 #include "dkim/signing_table.h"
+#include "mta/bounce/classifier.h"
 #include "mta/config.h"
 #include "mta/daemon.h"
 #include "mta/users.h"
@@ -85,12 +86,53 @@ std::vector<std::string> CheckFiles(const Config& config) {
         " s=", e.spec.selector, ": ", e.signer.status().message(),
         " (serve would hold that domain's mail until it is fixed)"));
   }
+  auto rules = bounce::Classifier::Create(config.bounce_rules_file);
+  if (!rules.ok()) {
+    errors.push_back(absl::StrCat(config.Where("bounce.rules_file"), ": ",
+                                  rules.status().message()));
+  }
   auto users = UsersFile::Load(config.UsersFilePath());
   if (!users.ok()) {
     errors.push_back(absl::StrCat(config.Where("auth.users_file"), ": ",
                                   users.status().message()));
   }
   return errors;
+}
+
+struct BounceArgs {
+  std::vector<std::string> reply;
+  std::string rules;   // --rules FILE
+  std::string config;  // --config FILE: its bounce.rules_file
+};
+
+// `peregrine bounce classify REPLY`: the category and the rule that said so.
+int BounceClassify(const BounceArgs& args, std::ostream& out,
+                   std::ostream& err) {
+  std::string rules = args.rules;
+  if (rules.empty() && !args.config.empty()) {
+    auto config = LoadConfigFile(args.config);
+    if (!config.ok()) {
+      err << config.status().message() << "\n";
+      return kExitUsage;
+    }
+    rules = config->bounce_rules_file;
+  }
+  auto classifier = bounce::Classifier::Create(rules);
+  if (!classifier.ok()) {
+    err << "peregrine bounce classify: " << classifier.status().message()
+        << "\n";
+    return kExitUsage;
+  }
+  Reply reply = Reply::Parse(absl::StrJoin(args.reply, " "));
+  bounce::Verdict v = (*classifier)->Classify(reply);
+  out << "reply:    " << reply.ToString() << "\n";
+  out << "category: " << bounce::CategoryName(v.category) << "\n";
+  if (v.rule.empty()) {
+    out << "rule:     none matched\n";
+  } else {
+    out << "rule:     " << v.rule << " '" << v.pattern << "'\n";
+  }
+  return 0;
 }
 
 int ConfigCheck(const std::string& path, std::ostream& out, std::ostream& err) {
@@ -590,6 +632,23 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
     }
   }
 
+  CLI::App* bounce_cmd =
+      app.add_subcommand("bounce", "How failures are classified");
+  bounce_cmd->require_subcommand(1);
+  BounceArgs bounce_args;
+  CLI::App* classify = bounce_cmd->add_subcommand(
+      "classify",
+      "The category of a reply, e.g. peregrine bounce classify \"550 5.1.1 "
+      "no such user\", and the rule that matched");
+  classify->add_option("reply", bounce_args.reply, "The reply, quoted")
+      ->required();
+  classify->add_option("--rules", bounce_args.rules,
+                       "A rule file tried before the built-in rules");
+  classify->add_option("-c,--config", bounce_args.config,
+                       "Use this configuration's bounce.rules_file");
+  CLI::App* rules_cmd = bounce_cmd->add_subcommand(
+      "rules", "Print the built-in classification rules (TOML)");
+
   // "help", no command and an unknown command, said plainly (CLI11 alone
   // answers "A subcommand is required" to all three).
   std::vector<std::string> commands;
@@ -648,6 +707,11 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
     }
   }
   if (*sign) return DkimSign(sign_args, std::cin, out, err);
+  if (*classify) return BounceClassify(bounce_args, out, err);
+  if (*rules_cmd) {
+    out << bounce::DefaultRules();
+    return 0;
+  }
   if (*defaults) {
     out << DefaultConfigToml();
     return 0;

@@ -378,7 +378,8 @@ bool IsReloadable(absl::string_view key) {
   return key == "server.log_level" || absl::StartsWith(key, "dkim.") ||
          absl::StartsWith(key, "tls.") || absl::StartsWith(key, "auth.") ||
          absl::StartsWith(key, "delivery.") ||
-         absl::StartsWith(key, "smarthost.");
+         absl::StartsWith(key, "smarthost.") ||
+         absl::StartsWith(key, "bounce.");
 }
 
 }  // namespace peregrine

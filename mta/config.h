@@ -98,6 +98,9 @@ struct Config {
   int dns_tries = 2;
   int dns_cache_entries = 10000;
 
+  // [bounce]
+  std::string bounce_rules_file;  // Empty: the built-in rules only.
+
   // [delivery], [smarthost]
   delivery::DeliveryOptions delivery;
   absl::Duration delivery_backoff_pause = absl::Minutes(5);

@@ -336,6 +336,18 @@ absl::Status Daemon::PrepareDelivery() {
   delivery_->options = d;
   delivery_->helo = d.helo.empty() ? config_.EffectiveHostname() : d.helo;
   delivery_->tls = *tls;
+  auto classifier = bounce::Classifier::Create(config_.bounce_rules_file);
+  if (!classifier.ok()) {
+    return absl::Status(classifier.status().code(),
+                        absl::StrCat(config_.Where("bounce.rules_file"), ": ",
+                                     classifier.status().message()));
+  }
+  delivery_->classifier = *classifier;
+  log::Info(kLog, "bounce: %d classification rules%s", (*classifier)->rules(),
+            config_.bounce_rules_file.empty()
+                ? ""
+                : absl::StrCat(" (", config_.bounce_rules_file,
+                               " before the built-in ones)"));
   delivery_->resolver = [this](int shard) -> dns::Resolver* {
     return shards_[shard]->resolver.get();
   };
@@ -663,6 +675,27 @@ void Daemon::Reload() {
           delivery_->engines[i]->Reload(shared);
         }
       });
+    }
+  }
+  // The classification rules are read again (an operator edits the file);
+  // a broken file keeps the rules in force.
+  if (delivery_ != nullptr) {
+    auto classifier = bounce::Classifier::Create(fresh->bounce_rules_file);
+    if (!classifier.ok()) {
+      log::Error(kLog,
+                 "SIGHUP: bounce rules not reloaded, keeping those in "
+                 "force: %s",
+                 classifier.status().message());
+    } else {
+      config_.bounce_rules_file = fresh->bounce_rules_file;
+      std::shared_ptr<const bounce::Classifier> shared = *classifier;
+      for (int i = 0; i < group_->size(); ++i) {
+        group_->SubmitTo(i, [this, i, shared] {
+          if (delivery_->engines[i] != nullptr) {
+            delivery_->engines[i]->SetClassifier(shared);
+          }
+        });
+      }
     }
   }
   // Certificates too are read again (renewed by certbot, say); a bad one

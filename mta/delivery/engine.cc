@@ -22,7 +22,8 @@ DeliveryShard::DeliveryShard(shard::Reactor& reactor, EngineContext& context)
       rng_(static_cast<uint64_t>(absl::ToUnixNanos(reactor.Now())) +
            static_cast<uint64_t>(reactor.id())),
       retry_(context.options.retry) {
-  Reload(std::make_shared<const DeliveryOptions>(context.options));
+  Reload(std::make_shared<const DeliveryOptions>(context.options),
+         context.classifier);
 }
 
 DeliveryShard::~DeliveryShard() {
@@ -36,8 +37,11 @@ dns::Resolver* DeliveryShard::resolver() {
   return context_.resolver ? context_.resolver(reactor_.id()) : nullptr;
 }
 
-void DeliveryShard::Reload(std::shared_ptr<const DeliveryOptions> options) {
+void DeliveryShard::Reload(
+    std::shared_ptr<const DeliveryOptions> options,
+    std::shared_ptr<const bounce::Classifier> classifier) {
   options_ = std::move(options);
+  if (classifier != nullptr) classifier_ = std::move(classifier);
   retry_ = RetrySchedule(options_->retry);
   auto rules = BackoffRules::Create(options_->backoff, options_->on_421);
   if (rules.ok()) {
@@ -405,17 +409,32 @@ void DeliveryShard::Result(Site& site, Job& job,
                            const queue::RecipientRecord& r, const Reply& reply,
                            const Where& where) {
   if (reply.positive()) return Delivered(site, job, r, reply, where);
+  bounce::Verdict verdict = Classify(reply);
   if (reply.code >= 500) {
-    Failed(job, r, reply, &site, &where);
+    Failed(job, r, reply, &site, &where, &verdict);
   } else {
-    Deferred(job, r, reply, &site, &where);
+    Deferred(job, r, reply, &site, &where, &verdict);
   }
-  ApplyBackoff(site, reply);
+  ApplyBackoff(site, reply, verdict);
 }
 
-void DeliveryShard::ApplyBackoff(Site& site, const Reply& reply) {
+bounce::Verdict DeliveryShard::Classify(const Reply& reply) const {
+  return classifier_ != nullptr ? classifier_->Classify(reply)
+                                : bounce::Verdict{};
+}
+
+void DeliveryShard::ApplyBackoff(Site& site, const Reply& reply,
+                                 const bounce::Verdict& verdict) {
   if (backoff_ == nullptr) return;
   std::optional<Backoff> b = backoff_->Match(reply.code, reply.ToString());
+  bool throttled = verdict.category == bounce::Category::kRateLimited ||
+                   verdict.category == bounce::Category::kIpReputation;
+  if (!b && throttled && !reply.positive() && reply.code < 500) {
+    // The receiver slows us down in words of its own: as for a 421.
+    b = Backoff{
+        options_->on_421.pause, options_->on_421.rate_factor,
+        absl::StrCat("classified ", bounce::CategoryName(verdict.category))};
+  }
   if (!b) return;
   site.BackOff(*b, reactor_.Now());
   log::Warn(kLog, "site %s: backing off for %s at %.0f%% of its rates (%s): %s",
@@ -482,17 +501,21 @@ void DeliveryShard::Delivered(Site& site, Job& job,
 
 void DeliveryShard::Failed(Job& job, const queue::RecipientRecord& r,
                            const Reply& reply, const Site* site,
-                           const Where* where) {
+                           const Where* where, const bounce::Verdict* verdict) {
   ReadEnvelope(job);
   outcome::Outcome o;
   o.kind = outcome::Kind::kFailed;
   Fill(o, r, reply, site, where);
+  bounce::Verdict v = verdict != nullptr ? *verdict : Classify(reply);
+  o.category = v.category;
+  o.category_rule = std::move(v.rule);
   Publish(std::move(o), job);
 }
 
 void DeliveryShard::Deferred(Job& job, const queue::RecipientRecord& r,
                              const Reply& reply, const Site* site,
-                             const Where* where) {
+                             const Where* where,
+                             const bounce::Verdict* verdict) {
   ReadEnvelope(job);
   absl::Time now = reactor_.Now();
   outcome::Outcome o;
@@ -503,12 +526,16 @@ void DeliveryShard::Deferred(Job& job, const queue::RecipientRecord& r,
       retry_.Next(r.attempts + 1, job.received + held, now, rng_);
   if (!next) {
     o.kind = outcome::Kind::kExpired;
+    o.category = bounce::Category::kExpired;
     o.reason = absl::StrCat("expired after ", r.attempts + 1, " attempts over ",
                             absl::FormatDuration(absl::Trunc(
                                 now - job.received, absl::Minutes(1))));
     return Publish(std::move(o), job);
   }
   o.kind = outcome::Kind::kDeferred;
+  bounce::Verdict v = verdict != nullptr ? *verdict : Classify(reply);
+  o.category = v.category;
+  o.category_rule = std::move(v.rule);
   o.next_attempt = *next;
   o.held_more = job.held;
   Publish(std::move(o), job);

@@ -33,6 +33,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "dns/resolver.h"
+#include "mta/bounce/classifier.h"
 #include "mta/delivery/outbound_connection.h"
 #include "mta/delivery/policy.h"
 #include "mta/delivery/shaping.h"
@@ -56,6 +57,8 @@ struct EngineContext {
   DeliveryOptions options;
   std::string helo;  // The EHLO name when no source gives one.
   std::shared_ptr<const tls::ClientContext> tls;
+  // What kind of failure each reply reports (nullptr: none classified).
+  std::shared_ptr<const bounce::Classifier> classifier;
   // The resolver of a shard (on that shard's thread).
   std::function<dns::Resolver*(int shard)> resolver;
   // Per shard, once started.
@@ -80,7 +83,12 @@ class DeliveryShard : public ConnectionHost {
   // On the shard's thread: new limits, rules, sources and smarthost (SIGHUP).
   // Sites take their new options at once; open connections finish as they
   // began.
-  void Reload(std::shared_ptr<const DeliveryOptions> options);
+  void Reload(std::shared_ptr<const DeliveryOptions> options,
+              std::shared_ptr<const bounce::Classifier> classifier = nullptr);
+  // On the shard's thread: new classification rules (SIGHUP).
+  void SetClassifier(std::shared_ptr<const bounce::Classifier> classifier) {
+    classifier_ = std::move(classifier);
+  }
   // Outbound connections open now (any thread).
   int open_connections() const { return open_.load(std::memory_order_relaxed); }
   // Recipients this shard claimed that have no outcome yet (any thread).
@@ -114,7 +122,11 @@ class DeliveryShard : public ConnectionHost {
                  std::vector<dns::MxHost> mx, bool smarthost);
   void Pump(Site& site);
   void Wake(Site& site, absl::Time when);
-  void ApplyBackoff(Site& site, const Reply& reply);
+  // A 421, a back-off pattern, or a deferral classified rate_limited or
+  // ip_reputation pauses the site and slows it down.
+  void ApplyBackoff(Site& site, const Reply& reply,
+                    const bounce::Verdict& verdict);
+  bounce::Verdict Classify(const Reply& reply) const;
   // Puts what a suspended site holds past its limit back in the queue.
   void ParkExcess(Site& site);
 
@@ -122,10 +134,13 @@ class DeliveryShard : public ConnectionHost {
   void Publish(outcome::Outcome o, const Job& job);
   void Delivered(Site& site, Job& job, const queue::RecipientRecord& r,
                  const Reply& reply, const Where& where);
+  // `verdict`: the reply's classification when the caller has it.
   void Failed(Job& job, const queue::RecipientRecord& r, const Reply& reply,
-              const Site* site = nullptr, const Where* where = nullptr);
+              const Site* site = nullptr, const Where* where = nullptr,
+              const bounce::Verdict* verdict = nullptr);
   void Deferred(Job& job, const queue::RecipientRecord& r, const Reply& reply,
-                const Site* site = nullptr, const Where* where = nullptr);
+                const Site* site = nullptr, const Where* where = nullptr,
+                const bounce::Verdict* verdict = nullptr);
   void DeferAll(Job& job, const Reply& reply);
   // The envelope's sender, size, tags and time received, read once.
   void ReadEnvelope(Job& job);
@@ -140,6 +155,7 @@ class DeliveryShard : public ConnectionHost {
   EngineContext& context_;
   std::shared_ptr<const DeliveryOptions> options_;
   std::unique_ptr<BackoffRules> backoff_;
+  std::shared_ptr<const bounce::Classifier> classifier_;
   absl::flat_hash_map<std::string, std::unique_ptr<Site>> sites_;
   std::mt19937_64 rng_;
   RetrySchedule retry_;

@@ -19,6 +19,12 @@ std::string Quoted(absl::string_view text) {
   return absl::StrCat("\"", out, "\"");
 }
 
+// " category=mailbox_full" after a failure's line; "" when there is none.
+std::string CategoryText(const Outcome& o) {
+  if (!o.category) return "";
+  return absl::StrCat(" category=", bounce::CategoryName(*o.category));
+}
+
 std::string TlsText(const Outcome& o, bool outbound) {
   if (!o.tls) return "none";
   return absl::StrCat(o.tls->version, " ", o.tls->cipher,
@@ -98,18 +104,20 @@ void HumanLog::OnOutcome(const Outcome& o) {
     case Kind::kDeferred:
       if (!o.attempted) return;
       return log::Info("delivery",
-                       "deferred id=%s to=<%s> attempts=%u next=%s reply=%s",
+                       "deferred id=%s to=<%s> attempts=%u next=%s reply=%s%s",
                        id, o.recipient, o.attempt,
                        absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", o.next_attempt,
                                         absl::UTCTimeZone()),
-                       Quoted(o.reply.ToString()));
+                       Quoted(o.reply.ToString()), CategoryText(o));
     case Kind::kFailed:
-      return log::Info("delivery", "failed id=%s to=<%s> attempts=%u reply=%s",
-                       id, o.recipient, o.attempt, Quoted(o.reply.ToString()));
+      return log::Info(
+          "delivery", "failed id=%s to=<%s> attempts=%u reply=%s%s", id,
+          o.recipient, o.attempt, Quoted(o.reply.ToString()), CategoryText(o));
     case Kind::kExpired:
       return log::Info(
-          "delivery", "expired id=%s to=<%s> reply=%s", id, o.recipient,
-          Quoted(absl::StrCat(o.reason, "; last: ", o.reply.ToString())));
+          "delivery", "expired id=%s to=<%s> reply=%s%s", id, o.recipient,
+          Quoted(absl::StrCat(o.reason, "; last: ", o.reply.ToString())),
+          CategoryText(o));
   }
 }
 

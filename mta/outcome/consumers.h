@@ -24,9 +24,9 @@ class QueueRecorder : public Consumer {
 //   received  id=… client=… from=<…> rcpt=N size=N tls=… auth=…
 //   refused   CLIENT on the relay port: REPLY (REASON)
 //   delivered id=… to=<…> host=mx[ip] tls=… attempts=N delay=… reply="…"
-//   deferred  id=… to=<…> attempts=N next=…Z reply="…"
-//   failed    id=… to=<…> attempts=N reply="…"
-//   expired   id=… to=<…> reply="expired after …; last: …"
+//   deferred  id=… to=<…> attempts=N next=…Z reply="…" category=…
+//   failed    id=… to=<…> attempts=N reply="…" category=…
+//   expired   id=… to=<…> reply="expired after …; last: …" category=expired
 // Recipients held back unattempted (a suspended site) get no line of their
 // own: the engine logs how many.
 class HumanLog : public Consumer {

@@ -45,9 +45,8 @@ std::string EventLog::ToJson(const Outcome& o) {
   add("type", std::string(KindName(o.kind)));
   add("id", o.id == 0 ? Json(nullptr) : Json(queue::FormatMessageId(o.id)));
   // "" is the null sender <>; unknown (refused before MAIL) is null.
-  add("sender", o.kind == Kind::kRejected && o.sender.empty()
-                    ? Json(nullptr)
-                    : Json(o.sender));
+  add("sender", o.kind == Kind::kRejected && o.sender.empty() ? Json(nullptr)
+                                                              : Json(o.sender));
   add("recipient", StringOrNull(o.recipient));
   add("recipients",
       o.kind == Kind::kReceived ? Json(o.recipients) : Json(nullptr));
@@ -70,6 +69,9 @@ std::string EventLog::ToJson(const Outcome& o) {
   add("enhanced", StringOrNull(o.reply.enhanced));
   add("reply", StringOrNull(o.reply.text));
   add("reason", StringOrNull(o.reason));
+  add("category", o.category
+                      ? Json(std::string(bounce::CategoryName(*o.category)))
+                      : Json(nullptr));
   add("attempt", o.attempt == 0 ? Json(nullptr) : Json(o.attempt));
   add("next_attempt",
       o.kind == Kind::kDeferred && o.next_attempt != absl::InfinitePast()

@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "base/reply.h"
+#include "mta/bounce/category.h"
 #include "queue/types.h"
 
 namespace peregrine::outcome {
@@ -71,6 +72,10 @@ struct Outcome {
   // What Peregrine adds in words: why a client was refused, how a
   // recipient expired ("expired after 9 attempts over 5d").
   std::string reason;
+  // Failed, deferred and expired: what kind of failure the reply reports
+  // (mta/bounce), and the rule that said so.
+  std::optional<bounce::Category> category;
+  std::string category_rule;
   uint32_t attempt = 0;  // Delivery: this attempt's number, from 1.
   absl::Duration queue_time = absl::ZeroDuration();  // Since received.
   absl::Time next_attempt = absl::InfinitePast();    // kDeferred.

@@ -152,7 +152,8 @@ admin = []
 
 EVENT_FIELDS = {
     "time", "type", "id", "sender", "recipient", "recipients", "site", "mx",
-    "ip", "source", "tls", "code", "enhanced", "reply", "reason", "attempt",
+    "ip", "source", "tls", "code", "enhanced", "reply", "reason", "category",
+    "attempt",
     "next_attempt", "queue_time_ms", "size", "tags", "client", "helo",
     "auth_user", "listener"}
 TERMINAL = {"delivered", "failed", "expired"}
@@ -179,6 +180,8 @@ def check_events(records):
         assert key not in final, f"{key}: {r['type']} after {final.get(key)}"
         assert isinstance(r["code"], int) and 200 <= r["code"] < 600, r
         assert r["enhanced"] is None or r["enhanced"][0] == str(r["code"])[0], r
+        if r["type"] in ("failed", "expired"):
+            assert r["category"] is not None, f"no category: {r}"
         if r["type"] in TERMINAL:
             final[key] = r["type"]
     return final

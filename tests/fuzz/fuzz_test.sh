@@ -51,4 +51,9 @@ run reception_fuzz tests/fuzz/reception_fuzz.cc mta/reception.cc mta/listener.cc
   dkim/canonicalize.cc \
   dkim/key.cc dkim/signer.cc dkim/signing_table.cc base/log.cc \
   base/files.cc dns/caching_resolver.cc dns/message.cc -lssl -lcrypto
+# Bounce rule files (TOML, RE2) and remote replies through the classifier.
+run bounce_rules_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
+  tests/fuzz/bounce_rules_fuzz.cc mta/bounce/classifier.cc \
+  mta/bounce/category.cc mta/bounce/default_rules.cc base/reply.cc \
+  -ltomlplusplus -lre2
 echo "fuzzing done"

@@ -368,8 +368,9 @@ class DeliveryTest(unittest.TestCase):
                                         "s@soft.test": "expired"})
             events = d.events()
             null_mx = [e for e in events if e["recipient"] == "n@nullmx.test"]
-            self.assertEqual((null_mx[0]["code"], null_mx[0]["enhanced"]),
-                             (556, "5.1.10"))
+            self.assertEqual((null_mx[0]["code"], null_mx[0]["enhanced"],
+                              null_mx[0]["category"]),
+                             (556, "5.1.10", "bad_domain"))
             soft = [e for e in events if e["recipient"] == "s@soft.test"]
             self.assertEqual([e["type"] for e in soft][:2],
                              ["deferred", "deferred"])
@@ -377,6 +378,9 @@ class DeliveryTest(unittest.TestCase):
             self.assertIsNotNone(soft[0]["next_attempt"])
             self.assertEqual(soft[-1]["reason"][:len("expired after")],
                              "expired after")
+            self.assertEqual(soft[-1]["category"], "expired")
+            self.assertTrue(wait_log(d, r"failed id=\S+ to=<n@nullmx.test> "
+                                        r".* category=bad_domain"))
         self.run_case(zones, [hard, soft], 'max_age = "4s"\n', body)
 
     def test_421_defers_and_backs_off_the_site(self):

@@ -257,6 +257,7 @@ class EngineTest : public ::testing::Test {
     context_.options.retry.max_age = absl::Hours(1);
     context_.poll_interval = absl::Milliseconds(10);
     context_.engines.resize(1);
+    context_.classifier = *bounce::Classifier::Create();
     context_.resolver = [this](int) -> dns::Resolver* {
       return resolver_.get();
     };
@@ -332,8 +333,12 @@ TEST_F(EngineTest, EachRecipientItsOwnReply) {
   ASSERT_TRUE(bad && later && good);
   EXPECT_EQ(bad->kind, outcome::Kind::kFailed);
   EXPECT_EQ(bad->reply, (Reply{550, "5.1.1", "no such user"}));
+  EXPECT_EQ(bad->category, bounce::Category::kInvalidRecipient);
+  EXPECT_FALSE(bad->category_rule.empty());
   EXPECT_EQ(later->kind, outcome::Kind::kDeferred);
   EXPECT_EQ(later->reply, (Reply{451, "4.7.1", "greylisted"}));
+  EXPECT_EQ(later->category, bounce::Category::kRateLimited);
+  EXPECT_FALSE(good->category.has_value());
   EXPECT_GT(later->next_attempt, absl::Now());
   EXPECT_EQ(later->record.index, 1u);
   EXPECT_EQ(good->kind, outcome::Kind::kDelivered);
@@ -361,6 +366,9 @@ TEST_F(EngineTest, DnsAnswersBecomeRepliesWithTheirOwnCodes) {
   EXPECT_EQ(servfail->reply.code, 451);
   EXPECT_EQ(servfail->reply.enhanced, "4.4.3");
   EXPECT_EQ(no_domain->reply.enhanced, "5.1.3");
+  EXPECT_EQ(null_mx->category, bounce::Category::kBadDomain);
+  EXPECT_EQ(nx->category, bounce::Category::kBadDomain);
+  EXPECT_EQ(servfail->category, bounce::Category::kDnsFailure);
 }
 
 TEST_F(EngineTest, ARefusedGreetingDefersWithATransientCode) {
@@ -391,6 +399,7 @@ TEST_F(EngineTest, NobodyListeningDefersNoAnswerFromHost) {
   EXPECT_EQ(all[0].kind, outcome::Kind::kDeferred);
   EXPECT_EQ(all[0].reply.code, 451);
   EXPECT_EQ(all[0].reply.enhanced, "4.4.1");
+  EXPECT_EQ(all[0].category, bounce::Category::kConnection);
   EXPECT_TRUE(absl::StrContains(all[0].reply.text, "connect"))
       << all[0].reply.text;
 }
@@ -415,10 +424,54 @@ TEST_F(EngineTest, PastTheMaximumAgeATransientFailureExpires) {
   auto all = outcomes_.WaitFor(1);
   ASSERT_EQ(all.size(), 1u);
   EXPECT_EQ(all[0].kind, outcome::Kind::kExpired);
+  EXPECT_EQ(all[0].category, bounce::Category::kExpired);
   EXPECT_EQ(all[0].reply, (Reply{451, "4.7.1", "greylisted"}));
   EXPECT_TRUE(absl::StartsWith(all[0].reason, "expired after 1 attempts"))
       << all[0].reason;
   EXPECT_EQ(store_.updates(), 1u);
+}
+
+TEST_F(EngineTest, AThrottlingReplyPausesTheSite) {
+  // One connection at a time; the first message is deferred with words
+  // that classify as rate_limited (no 421, no back-off pattern): the site
+  // pauses, so the second message waits, unattempted, while the connection
+  // idles out.
+  ScriptedServer server("220 mx.ok.test ESMTP",
+                        {{"first@", "450 4.2.1 rate limit exceeded, slow "
+                                    "down"}});
+  context_.options.defaults.initial_connections = 1;
+  context_.options.defaults.max_connections = 1;
+  context_.options.on_421.pause = absl::Hours(1);
+  store_.Add(1, {"first@ok.test"});
+  store_.Add(2, {"second@ok.test"});
+  Start(server.port());
+  auto all = outcomes_.WaitFor(1);
+  ASSERT_GE(all.size(), 1u);
+  EXPECT_EQ(all[0].recipient, "first@ok.test");
+  EXPECT_EQ(all[0].category, bounce::Category::kRateLimited);
+  // The connection leaves after its idle time; nothing else was tried.
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (context_.engines[0]->open_connections() > 0 &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(context_.engines[0]->open_connections(), 0);
+  EXPECT_EQ(outcomes_.all().size(), 1u);
+  EXPECT_EQ(context_.engines[0]->outstanding(), 1);
+}
+
+TEST_F(EngineTest, WithoutAThrottlingReplyTheNextMessageGoesOn) {
+  // The same, with a plain 4xx: no pause, both are tried.
+  ScriptedServer server("220 mx.ok.test ESMTP",
+                        {{"first@", "450 4.2.0 mailbox busy"}});
+  context_.options.defaults.initial_connections = 1;
+  context_.options.defaults.max_connections = 1;
+  store_.Add(1, {"first@ok.test"});
+  store_.Add(2, {"second@ok.test"});
+  Start(server.port());
+  auto all = outcomes_.WaitFor(2);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(For(all, "second@ok.test")->kind, outcome::Kind::kDelivered);
 }
 
 }  // namespace

@@ -60,7 +60,7 @@ TEST(EventLogJson, Delivered) {
       R"("site":"mx.example.net","mx":"mx1.example.net","ip":"192.0.2.7","source":"ip1",)"
       R"("tls":{"version":"TLSv1.3","cipher":"TLS_AES_256_GCM_SHA384","verified":true},)"
       R"("code":250,"enhanced":"2.0.0","reply":"Ok: queued as 4XYZ","reason":null,)"
-      R"("attempt":1,"next_attempt":null,"queue_time_ms":1534,"size":2048,)"
+      R"("category":null,"attempt":1,"next_attempt":null,"queue_time_ms":1534,"size":2048,)"
       R"("tags":{"tenant":"shop","campaign":"black-friday"},"client":null,)"
       R"("helo":null,"auth_user":null,"listener":null})");
 }
@@ -75,13 +75,14 @@ TEST(EventLogJson, Deferred) {
   o.reply = Reply{451, "4.7.1", "greylisted"};
   o.attempt = 2;
   o.next_attempt = At() + absl::Minutes(10);
+  o.category = bounce::Category::kRateLimited;
   EXPECT_EQ(
       EventLog::ToJson(o),
       R"({"time":"2026-11-27T12:00:00.123Z","type":"deferred","id":"0000000000001A2B",)"
       R"("sender":"news@shop.example","recipient":"ann@example.com","recipients":null,)"
       R"("site":"mx.example.net","mx":"mx1.example.net","ip":"192.0.2.7","source":null,)"
       R"("tls":null,"code":451,"enhanced":"4.7.1","reply":"greylisted","reason":null,)"
-      R"("attempt":2,"next_attempt":"2026-11-27T12:10:00.123Z","queue_time_ms":1534,)"
+      R"("category":"rate_limited","attempt":2,"next_attempt":"2026-11-27T12:10:00.123Z","queue_time_ms":1534,)"
       R"("size":2048,"tags":{},"client":null,"helo":null,"auth_user":null,"listener":null})");
 }
 
@@ -89,7 +90,9 @@ TEST(EventLogJson, FailedAndExpired) {
   Outcome o = Delivered();
   o.kind = Kind::kFailed;
   o.reply = Reply{550, "5.1.1", "no such user"};
+  o.category = bounce::Category::kInvalidRecipient;
   nlohmann::json j = nlohmann::json::parse(EventLog::ToJson(o));
+  EXPECT_EQ(j["category"], "invalid_recipient");
   EXPECT_EQ(j["type"], "failed");
   EXPECT_EQ(j["code"], 550);
   EXPECT_EQ(j["enhanced"], "5.1.1");
@@ -122,7 +125,7 @@ TEST(EventLogJson, Received) {
       R"("site":null,"mx":null,"ip":null,"source":null,)"
       R"("tls":{"version":"TLSv1.3","cipher":"TLS_AES_128_GCM_SHA256","verified":false},)"
       R"("code":250,"enhanced":"2.0.0","reply":"queued as 0000000000000007","reason":null,)"
-      R"("attempt":null,"next_attempt":null,"queue_time_ms":null,"size":900,"tags":{},)"
+      R"("category":null,"attempt":null,"next_attempt":null,"queue_time_ms":null,"size":900,"tags":{},)"
       R"("client":"203.0.113.9","helo":"app.example","auth_user":"app","listener":"submission"})");
 }
 
@@ -143,7 +146,8 @@ TEST(EventLogJson, Rejected) {
       R"("recipient":"victim@elsewhere.example","recipients":null,"site":null,"mx":null,)"
       R"("ip":null,"source":null,"tls":null,"code":554,"enhanced":"5.7.1",)"
       R"("reply":"<victim@elsewhere.example>: Relay access denied",)"
-      R"("reason":"not in relay.trusted_networks","attempt":null,"next_attempt":null,)"
+      R"("reason":"not in relay.trusted_networks","category":null,"attempt":null,)"
+      R"("next_attempt":null,)"
       R"("queue_time_ms":null,"size":null,"tags":{},"client":"198.51.100.4",)"
       R"("helo":"spammer","auth_user":null,"listener":"relay"})");
 }
