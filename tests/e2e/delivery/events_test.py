@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import Daemon, Nsd, Sink, check_events  # noqa: E402
+from e2e_lib import TMP, Daemon, Nsd, Sink, check_events  # noqa: E402
 
 
 def send(d, recipients, subject="hello"):
@@ -143,6 +143,58 @@ class EventsTest(unittest.TestCase):
         except BaseException:
             print(log_of(d))
             raise
+
+    def test_classification_rules_reload_on_sighup(self):
+        # A destination refusing every RCPT; an operator's rule says what
+        # that is, then another after SIGHUP.
+        refusing = Sink("-f", "rcpt", host="127.0.0.2", port=self.sink.port)
+        self.nsd.stop()
+        self.nsd = Nsd({"dest.test": ["@ IN MX 10 mx1.dest.test.",
+                                      "mx1 IN A 127.0.0.2"]})
+        rules = os.path.join(TMP, f"rules-{os.getpid()}.toml")
+
+        def write_rules(category):
+            with open(rules, "w") as f:
+                f.write(f"[[rule]]\ncategory = \"{category}\"\n"
+                        "patterns = ['^5']\n")
+
+        write_rules("policy")
+        d = self.start(f'[events]\npath = "events.json"\n'
+                       f'[bounce]\nrules_file = "{rules}"\n')
+        try:
+            send(d, ["a@dest.test"], "first")
+            self.assertTrue(wait_for(lambda: re.search(
+                r"failed id=\S+ to=<a@dest.test> .* category=policy",
+                log_of(d))))
+            write_rules("spam_block")
+            d.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(wait_for(lambda: "SIGHUP" in log_of(d)))
+            send(d, ["b@dest.test"], "second")
+            self.assertTrue(wait_for(lambda: re.search(
+                r"failed id=\S+ to=<b@dest.test> .* category=spam_block",
+                log_of(d))))
+            # A broken file keeps the rules in force.
+            with open(rules, "w") as f:
+                f.write("[[rule]]\ncategory = \"nonsense\"\n")
+            d.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(wait_for(
+                lambda: "bounce rules not reloaded" in log_of(d)))
+            send(d, ["c@dest.test"], "third")
+            self.assertTrue(wait_for(lambda: re.search(
+                r"failed id=\S+ to=<c@dest.test> .* category=spam_block",
+                log_of(d))))
+            self.assertEqual(d.stop(), 0)
+            failed = {e["recipient"]: e["category"] for e in d.events()
+                      if e["type"] == "failed"}
+            self.assertEqual(failed, {"a@dest.test": "policy",
+                                      "b@dest.test": "spam_block",
+                                      "c@dest.test": "spam_block"})
+        except BaseException:
+            print(log_of(d))
+            raise
+        finally:
+            refusing.stop()
+            os.unlink(rules)
 
     def test_a_full_disk_loses_events_not_mail(self):
         d = self.start('[events]\npath = "/dev/full"\n')
