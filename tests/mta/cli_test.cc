@@ -158,8 +158,9 @@ TEST(CliTest, HelpAndUnknownCommandsAreSaidPlainly) {
 }
 
 TEST(CliTest, BounceClassifySaysTheCategoryAndTheRule) {
-  Result r = Cli({"bounce", "classify", "552 5.2.2 <a@example.com>: user is "
-                                        "over quota"});
+  Result r = Cli({"bounce", "classify",
+                  "552 5.2.2 <a@example.com>: user is "
+                  "over quota"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("category: mailbox_full"));
   EXPECT_THAT(r.out, HasSubstr("rule:     (built-in rules):"));
@@ -168,14 +169,13 @@ TEST(CliTest, BounceClassifySaysTheCategoryAndTheRule) {
   EXPECT_THAT(r.out, HasSubstr("reply:    550 5.1.1 no such user"));
   EXPECT_THAT(r.out, HasSubstr("category: invalid_recipient"));
   // An operator's rule wins, from --rules or the configuration's file.
-  std::string rules =
-      WriteTemp("mine.toml",
-                "[[rule]]\ncategory = \"policy\"\npatterns = ['quota']\n");
+  std::string rules = WriteTemp(
+      "mine.toml", "[[rule]]\ncategory = \"policy\"\npatterns = ['quota']\n");
   r = Cli({"bounce", "classify", "--rules", rules.c_str(), "552 5.2.2 quota"});
   EXPECT_THAT(r.out, HasSubstr("category: policy"));
   EXPECT_THAT(r.out, HasSubstr("mine.toml:3 'quota'"));
-  std::string config = WriteTemp(
-      "with_rules.toml", "[bounce]\nrules_file = \"" + rules + "\"\n");
+  std::string config = WriteTemp("with_rules.toml",
+                                 "[bounce]\nrules_file = \"" + rules + "\"\n");
   r = Cli({"bounce", "classify", "-c", config.c_str(), "552 5.2.2 quota"});
   EXPECT_THAT(r.out, HasSubstr("category: policy"));
   r = Cli({"bounce", "classify", "250 2.0.0 ok"});
@@ -188,8 +188,8 @@ TEST(CliTest, BounceRulesAreNamedWhenBroken) {
   Result r = Cli({"bounce", "classify", "--rules", rules.c_str(), "550 x"});
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("broken.toml:1: unknown category 'nope'"));
-  std::string config = WriteTemp(
-      "broken_rules.toml", "[bounce]\nrules_file = \"" + rules + "\"\n");
+  std::string config = WriteTemp("broken_rules.toml",
+                                 "[bounce]\nrules_file = \"" + rules + "\"\n");
   r = Cli({"config", "check", config.c_str()});
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("bounce.rules_file"));

@@ -51,4 +51,3 @@ BENCHMARK(BM_OnOutcome);
 
 }  // namespace
 }  // namespace peregrine::outcome
-

@@ -25,59 +25,74 @@ const Case kCases[] = {
      "Please try double-checking the recipient's email address",
      C::kInvalidRecipient},
     {"552 5.2.2 The email account that you tried to reach is over quota and "
-     "inactive", C::kMailboxFull},
+     "inactive",
+     C::kMailboxFull},
     {"550 5.2.1 The email account that you tried to reach is disabled",
      C::kInactiveMailbox},
     {"552 5.3.4 Your message exceeded Google's message size limits",
      C::kMessageTooLarge},
     {"550 5.7.26 This message does not pass authentication checks (SPF and "
-     "DKIM both do not pass)", C::kAuthFailure},
+     "DKIM both do not pass)",
+     C::kAuthFailure},
     {"550 5.7.1 Our system has detected that this message is likely "
-     "unsolicited mail", C::kSpamBlock},
+     "unsolicited mail",
+     C::kSpamBlock},
     {"421 4.7.0 [203.0.113.9] Our system has detected an unusual rate of "
-     "unsolicited mail originating from your IP address", C::kIpReputation},
+     "unsolicited mail originating from your IP address",
+     C::kIpReputation},
     {"450 4.2.1 The user you are trying to contact is receiving mail at a "
      "rate that prevents additional messages from being delivered",
      C::kRateLimited},
     {"550 5.7.25 The IP address sending this message does not have a PTR "
-     "record setup", C::kAuthFailure},
+     "record setup",
+     C::kAuthFailure},
     {"421 4.7.28 Gmail has detected an unusual rate of mail originating "
-     "from your DKIM domain", C::kRateLimited},
+     "from your DKIM domain",
+     C::kRateLimited},
     {"550 5.7.1 Messages missing a valid Message-ID header are not accepted",
      C::kPolicy},
     {"552 5.7.0 This message was blocked because its content presents a "
-     "potential security issue", C::kContentRejected},
+     "potential security issue",
+     C::kContentRejected},
     // Outlook / Office 365
     {"550 5.5.0 Requested action not taken: mailbox unavailable",
      C::kInvalidRecipient},
     {"550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP "
-     "address lookup", C::kInvalidRecipient},
+     "address lookup",
+     C::kInvalidRecipient},
     {"550 5.7.1 Unfortunately, messages from [203.0.113.9] weren't sent. "
      "Please contact your Internet service provider since part of their "
-     "network is on our block list (S3150)", C::kIpReputation},
+     "network is on our block list (S3150)",
+     C::kIpReputation},
     {"451 4.7.500 Server busy. Please try again later from [203.0.113.9]. "
-     "(S77719)", C::kRateLimited},
+     "(S77719)",
+     C::kRateLimited},
     {"550 5.7.606 Access denied, banned sending IP [203.0.113.9]",
      C::kIpReputation},
     {"550 5.4.1 Recipient address rejected: Access denied. AS(201806281)",
      C::kInvalidRecipient},
     {"550 5.7.509 Access denied, sending domain example.com does not pass "
-     "DMARC verification and has a DMARC policy of reject", C::kAuthFailure},
+     "DMARC verification and has a DMARC policy of reject",
+     C::kAuthFailure},
     {"552 5.2.2 STOREDRV.Deliver; mailbox full", C::kMailboxFull},
     {"550 5.7.708 Service unavailable. Access denied, traffic not accepted "
-     "from this IP", C::kIpReputation},
+     "from this IP",
+     C::kIpReputation},
     // Yahoo / AOL
     {"554 delivery error: dd This user doesn't have a yahoo.com account "
      "(someone@yahoo.com) [0] - mta1234.mail.bf1.yahoo.com",
      C::kInvalidRecipient},
     {"421 4.7.0 [TSS04] Messages from 203.0.113.9 temporarily deferred due "
-     "to unexpected volume or user complaints", C::kRateLimited},
+     "to unexpected volume or user complaints",
+     C::kRateLimited},
     {"553 5.7.1 [BL21] Connections will not be accepted from 203.0.113.9, "
-     "because the ip is in Spamhaus's list", C::kIpReputation},
+     "because the ip is in Spamhaus's list",
+     C::kIpReputation},
     {"554 5.7.9 Message not accepted for policy reasons", C::kPolicy},
     {"550 5.7.9 This mail has been blocked because the sender is "
      "unauthenticated. Yahoo requires all senders to authenticate with "
-     "either SPF or DKIM", C::kAuthFailure},
+     "either SPF or DKIM",
+     C::kAuthFailure},
     {"552 1 Requested mail action aborted, mailbox not found",
      C::kInvalidRecipient},
     {"554 30 Sorry, your message size exceeds 41943040 bytes",
@@ -105,14 +120,15 @@ const Case kCases[] = {
      C::kSpamBlock},
     {"421 Try again later", C::kRateLimited},
     {"550 Message was not accepted -- invalid mailbox. Local mailbox "
-     "someone@mail.ru is unavailable: user not found", C::kInvalidRecipient},
+     "someone@mail.ru is unavailable: user not found",
+     C::kInvalidRecipient},
     // Yandex
     {"550 5.7.1 No such user!", C::kInvalidRecipient},
-    {"554 5.7.1 [2] Message rejected under suspicion of SPAM",
-     C::kSpamBlock},
+    {"554 5.7.1 [2] Message rejected under suspicion of SPAM", C::kSpamBlock},
     {"452 4.2.2 Mailbox size limit exceeded", C::kMailboxFull},
     {"451 4.7.1 Sorry, the service is currently unavailable. Please come "
-     "back later.", C::kRateLimited},
+     "back later.",
+     C::kRateLimited},
     // QQ
     {"550 Mailbox not found or access denied", C::kInvalidRecipient},
     {"550 Ip frequency limited", C::kRateLimited},
@@ -121,7 +137,8 @@ const Case kCases[] = {
     {"550 Mail content denied", C::kContentRejected},
     // Proofpoint, Mimecast, Barracuda, Cloudmark
     {"554 5.7.1 Service unavailable; Client host [203.0.113.9] blocked using "
-     "Proofpoint Dynamic Reputation", C::kIpReputation},
+     "Proofpoint Dynamic Reputation",
+     C::kIpReputation},
     {"550 5.7.1 Message blocked due to spam content in the message",
      C::kSpamBlock},
     {"550 Invalid Recipient - https://community.mimecast.com/docs/DOC-1369",
@@ -129,24 +146,29 @@ const Case kCases[] = {
     {"554 Email rejected due to security policies", C::kPolicy},
     {"550 Administrative prohibition - envelope blocked", C::kPolicy},
     {"554 Service unavailable; Client host [203.0.113.9] blocked using "
-     "Barracuda Reputation", C::kIpReputation},
+     "Barracuda Reputation",
+     C::kIpReputation},
     {"550 No such user (someone@example.com)", C::kInvalidRecipient},
     {"550 5.7.0 Local Policy Violation", C::kSpamBlock},
     {"554 5.7.1 Message rejected by Cloudmark Sender Intelligence",
      C::kIpReputation},
     // Blocklists named by the receiver
     {"554 5.7.1 Service unavailable; Client host [203.0.113.9] blocked using "
-     "zen.spamhaus.org", C::kIpReputation},
+     "zen.spamhaus.org",
+     C::kIpReputation},
     {"550 5.7.1 Blocked - see https://www.spamcop.net/bl.shtml?203.0.113.9",
      C::kIpReputation},
     // Postfix, Exim, Sendmail, Exchange on premises
     {"550 5.1.1 <a@example.com>: Recipient address rejected: User unknown in "
-     "virtual mailbox table", C::kInvalidRecipient},
+     "virtual mailbox table",
+     C::kInvalidRecipient},
     {"550 5.1.1 <a@example.com>: Recipient address rejected: User unknown in "
-     "local recipient table", C::kInvalidRecipient},
+     "local recipient table",
+     C::kInvalidRecipient},
     {"554 5.7.1 <a@other.example>: Relay access denied", C::kPolicy},
     {"450 4.1.8 <x@nodomain.example>: Sender address rejected: Domain not "
-     "found", C::kBadDomain},
+     "found",
+     C::kBadDomain},
     {"550 Unrouteable address", C::kBadDomain},
     {"550 5.1.2 Host unknown (Name server: nosuch.example: host not found)",
      C::kBadDomain},
@@ -164,8 +186,7 @@ const Case kCases[] = {
     {"550 5.1.6 Recipient no longer with the company", C::kInvalidRecipient},
     {"554 5.6.0 Message contains invalid header", C::kContentRejected},
     {"452 4.5.3 Too many recipients", C::kRateLimited},
-    {"550 5.7.1 Sender address rejected: not owned by user",
-     C::kPolicy},
+    {"550 5.7.1 Sender address rejected: not owned by user", C::kPolicy},
     {"550 This account has been suspended", C::kInactiveMailbox},
     {"421 4.3.2 Service not available, closing transmission channel",
      C::kRateLimited},
@@ -176,8 +197,7 @@ const Case kCases[] = {
     // Peregrine's own replies
     {"556 5.1.10 example.com accepts no mail (null MX)", C::kBadDomain},
     {"550 5.1.2 nosuch.example: no such domain (NXDOMAIN)", C::kBadDomain},
-    {"451 4.4.3 MX look-up for example.com failed: SERVFAIL",
-     C::kDnsFailure},
+    {"451 4.4.3 MX look-up for example.com failed: SERVFAIL", C::kDnsFailure},
     {"451 4.4.1 mx.example.com[192.0.2.1]:25: connect: Connection refused",
      C::kConnection},
     {"451 4.4.2 timed out waiting for mx.example.com[192.0.2.1]:25",

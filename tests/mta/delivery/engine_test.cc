@@ -452,8 +452,9 @@ TEST_F(EngineTest, AThrottlingReplyPausesTheSite) {
   // pauses, so the second message waits, unattempted, while the connection
   // idles out.
   ScriptedServer server("220 mx.ok.test ESMTP",
-                        {{"first@", "450 4.2.1 rate limit exceeded, slow "
-                                    "down"}});
+                        {{"first@",
+                          "450 4.2.1 rate limit exceeded, slow "
+                          "down"}});
   context_.options.defaults.initial_connections = 1;
   context_.options.defaults.max_connections = 1;
   context_.options.on_421.pause = absl::Hours(1);

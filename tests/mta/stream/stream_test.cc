@@ -138,7 +138,8 @@ TEST_F(StreamTest, BytesBothWaysInTheClearThenTheEnd) {
 }
 
 TEST_F(StreamTest, TlsBetweenAClientAndAServerStream) {
-  std::string dir = absl::StrCat(::testing::TempDir(), "/stream-tls-", getpid());
+  std::string dir =
+      absl::StrCat(::testing::TempDir(), "/stream-tls-", getpid());
   auto made = tls::EnsureSelfSigned(dir, "mx.test");
   ASSERT_TRUE(made.ok()) << made.status();
   auto server_ctx = tls::ServerContext::FromFiles(made->first, made->second);
