@@ -341,12 +341,8 @@ void SmtpConnection::Rejected(Reply reply, std::string reason,
   o.client = peer_.HostString();
   o.listener = std::string(peregrine::ListenerName(mode_));
   o.tls = tls_used_;
-  if (context_.outcomes != nullptr) {
-    context_.outcomes->Publish(o);
-  } else {
-    log::Warn(kLog, "refused %s on the %s port: %s (%s)", o.client, o.listener,
-              o.reply.ToString(), o.reason);
-  }
+  // The human log's line comes from its consumer (mta/outcome).
+  if (context_.outcomes != nullptr) context_.outcomes->Publish(o);
 }
 
 void SmtpConnection::SendPending() {
