@@ -27,6 +27,7 @@
 #include "dkim/signer.h"
 #include "dkim/signing_table.h"
 #include "mta/bounce/classifier.h"
+#include "mta/cli_commands.h"
 #include "mta/config.h"
 #include "mta/daemon.h"
 #include "mta/users.h"
@@ -649,6 +650,41 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   CLI::App* rules_cmd = bounce_cmd->add_subcommand(
       "rules", "Print the built-in classification rules (TOML)");
 
+  SuppressionArgs sup;
+  CLI::App* sup_cmd = app.add_subcommand(
+      "suppression", "Addresses no longer mailed (works while the daemon runs)");
+  sup_cmd->require_subcommand(1);
+  const char* sup_commands[] = {"list", "export", "add", "remove", "import"};
+  for (const char* what : sup_commands) {
+    std::string w = what;
+    CLI::App* sub = sup_cmd->add_subcommand(
+        what, w == "list"     ? "Print the list"
+              : w == "export" ? "Print the list as CSV"
+              : w == "add"    ? "Suppress an address"
+              : w == "remove" ? "Mail an address again"
+                              : "Add every address of a CSV file (- : stdin)");
+    sub->add_option("-c,--config", sup.config_path, "TOML configuration file");
+    sub->add_option("--data-dir", sup.data_dir, "Data directory");
+    sub->add_option("--scope", sup.scope,
+                    "\"\" (global), tenant:NAME or campaign:NAME");
+    if (w == "add" || w == "remove") {
+      sub->add_option("address", sup.address, "The address")->required();
+    }
+    if (w == "add") {
+      sub->add_option("--reason", sup.reason, "Why, in words");
+      sub->add_option("--category", sup.category,
+                      "A category name, complaint or manual (the default)");
+      sub->add_option("--expires", sup.expires,
+                      "When it stops counting (2027-01-01); default never");
+    }
+    if (w == "import") {
+      sub->add_option("file", sup.file,
+                      "address[,scope,category,reason,source,added,expires] "
+                      "lines")
+          ->required();
+    }
+  }
+
   // "help", no command and an unknown command, said plainly (CLI11 alone
   // answers "A subcommand is required" to all three).
   std::vector<std::string> commands;
@@ -704,6 +740,11 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   for (const char* what : {"stats", "list", "show"}) {
     if (*queue_cmd->get_subcommand(what)) {
       return QueueCommand(what, queue_args, out, err);
+    }
+  }
+  for (const char* what : sup_commands) {
+    if (*sup_cmd->get_subcommand(what)) {
+      return SuppressionCommand(what, sup, std::cin, out, err);
     }
   }
   if (*sign) return DkimSign(sign_args, std::cin, out, err);

@@ -31,7 +31,8 @@ const std::vector<Setting>& Schema() {
   static const auto* schema = [] {
     auto* all = new std::vector<Setting>(config_schema::ReceptionSettings());
     for (auto part : {config_schema::StorageSettings(),
-                      config_schema::DeliverySettings()}) {
+                      config_schema::DeliverySettings(),
+                      config_schema::BounceSettings()}) {
       all->insert(all->end(), part.begin(), part.end());
     }
     return all;
@@ -379,7 +380,7 @@ bool IsReloadable(absl::string_view key) {
          absl::StartsWith(key, "tls.") || absl::StartsWith(key, "auth.") ||
          absl::StartsWith(key, "delivery.") ||
          absl::StartsWith(key, "smarthost.") ||
-         absl::StartsWith(key, "bounce.");
+         key == "bounce.rules_file";
 }
 
 }  // namespace peregrine

@@ -100,6 +100,19 @@ struct Config {
 
   // [bounce]
   std::string bounce_rules_file;  // Empty: the built-in rules only.
+  bool bounce_dsn = true;
+  std::vector<std::string> bounce_no_dsn_listeners;
+  std::vector<std::string> bounce_no_dsn_sender_domains;
+  absl::Duration bounce_delay_dsn_after = absl::Hours(4);
+  std::vector<std::string> bounce_delay_dsn_listeners = {"submission",
+                                                         "submissions"};
+  uint64_t bounce_dsn_full_limit = 50000;
+  // [suppression]
+  bool suppression_enabled = true;
+  std::vector<std::string> suppression_categories = {
+      "invalid_recipient", "bad_domain", "inactive_mailbox"};
+  std::string suppression_scope;  // "", "tenant" or "campaign".
+  absl::Duration suppression_expiry = absl::ZeroDuration();  // 0: never.
 
   // [delivery], [smarthost]
   delivery::DeliveryOptions delivery;

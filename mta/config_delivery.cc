@@ -448,18 +448,6 @@ std::vector<Setting> DeliverySettings() {
          if (l.ok()) c.delivery.smarthost.domains = *l;
          return l.status();
        }},
-      {"bounce", "rules_file", "\"\"",
-       "Your own failure classification rules, tried before the built-in\n"
-       "ones (`peregrine bounce rules` prints those: copy a [[rule]] to\n"
-       "change it). Each [[rule]] has a category and RE2 patterns matched\n"
-       "against \"CODE ENHANCED TEXT\" of a reply. `peregrine bounce\n"
-       "classify \"550 5.1.1 ...\"` shows which rule a reply meets. SIGHUP\n"
-       "reloads it.",
-       [](const toml::node& n, Config& c) {
-         auto s = GetString(n, "a file path");
-         if (s.ok()) c.bounce_rules_file = *s;
-         return s.status();
-       }},
   };
 }
 

@@ -58,5 +58,7 @@ std::vector<Setting> ReceptionSettings();
 std::vector<Setting> StorageSettings();
 // [delivery] [[delivery.sites]] [[delivery.sources]] [smarthost]
 std::vector<Setting> DeliverySettings();
+// [bounce] [suppression]
+std::vector<Setting> BounceSettings();
 
 }  // namespace peregrine::config_schema

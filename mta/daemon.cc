@@ -19,6 +19,7 @@
 #include "base/files.h"
 #include "base/log.h"
 #include "dns/cares_transport.h"
+#include "mta/bounce/suppression_admin.h"
 #include "mta/shard/connection.h"
 #include "mta/shard/socket.h"
 #include "mta/version.h"
@@ -294,11 +295,55 @@ void Daemon::StartShard(shard::Reactor& reactor) {
 }
 
 absl::Status Daemon::PrepareOutcomes() {
-  recorder_ = std::make_unique<outcome::QueueRecorder>(queue_.get());
+  if (config_.suppression_enabled) {
+    suppression_ =
+        std::make_unique<bounce::SuppressionList>(queue_->SideTable());
+    reception_.check_recipient = [this](absl::string_view sender,
+                                        absl::string_view recipient) {
+      return CheckSuppressed(sender, recipient);
+    };
+  }
+  bounce::NotifierOptions n;
+  n.hostname = config_.EffectiveHostname();
+  n.dsn = config_.bounce_dsn;
+  n.no_dsn_listeners = config_.bounce_no_dsn_listeners;
+  n.no_dsn_sender_domains = config_.bounce_no_dsn_sender_domains;
+  n.delay_after = config_.bounce_delay_dsn_after;
+  n.delay_listeners = config_.bounce_delay_dsn_listeners;
+  n.full_limit = config_.bounce_dsn_full_limit;
+  n.shard_for_domain = [shards = static_cast<int>(shards_.size())](
+                           absl::string_view domain) {
+    return static_cast<uint16_t>(ShardForDomain(domain, shards));
+  };
+  for (const std::string& c : config_.suppression_categories) {
+    if (auto category = bounce::ParseCategory(c)) n.suppress.push_back(*category);
+  }
+  n.suppress_scope = config_.suppression_scope;
+  n.suppress_for = config_.suppression_expiry;
+  notifier_ = std::make_unique<bounce::Notifier>(queue_.get(), &outcomes_,
+                                                 suppression_.get(), n);
+  recorder_ =
+      std::make_unique<outcome::QueueRecorder>(queue_.get(), notifier_.get());
   outcomes_.Attach(recorder_.get());
   outcomes_.Attach(&human_log_);
+  log::Info(kLog, "bounces: DSNs %s; suppression list %s",
+            !config_.bounce_dsn ? "off"
+            : config_.bounce_delay_dsn_after > absl::ZeroDuration()
+                ? absl::StrCat("on (delay notices after ",
+                               absl::FormatDuration(
+                                   config_.bounce_delay_dsn_after),
+                               ")")
+                : std::string("on (no delay notices)"),
+            config_.suppression_enabled
+                ? absl::StrCat("on (", absl::StrJoin(
+                                           config_.suppression_categories, ", "),
+                               ")")
+                : std::string("off"));
   std::string path = config_.EventsFilePath();
-  if (path.empty() && !config_.events_stdout) return absl::OkStatus();
+  if (path.empty() && !config_.events_stdout) {
+    outcomes_.Attach(notifier_.get());
+    return absl::OkStatus();
+  }
   outcome::EventLogOptions o;
   o.path = path;
   o.to_stdout = config_.events_stdout;
@@ -313,6 +358,7 @@ absl::Status Daemon::PrepareOutcomes() {
   }
   events_ = *std::move(events);
   outcomes_.Attach(events_.get());
+  outcomes_.Attach(notifier_.get());
   log::Info(kLog, "events: writing to %s",
             config_.events_stdout ? "standard output" : path);
   return absl::OkStatus();
@@ -386,6 +432,31 @@ absl::Status Daemon::PrepareDelivery() {
     }
   }
   return absl::OkStatus();
+}
+
+std::string Daemon::CheckSuppressed(absl::string_view sender,
+                                    absl::string_view recipient) {
+  auto found = suppression_->Find(recipient, "", "", absl::Now());
+  if (!found.ok()) {
+    // The list cannot be read: the mail goes (as it would without one).
+    log::Warn(kLog, "suppression list: %s", found.status().message());
+    return "";
+  }
+  if (!found->has_value()) return "";
+  outcome::Outcome o;
+  o.kind = outcome::Kind::kSuppressionHit;
+  o.time = absl::Now();
+  o.sender = std::string(sender);
+  o.recipient = std::string(recipient);
+  o.reason = absl::StrCat("refused at RCPT: suppressed since ",
+                          absl::FormatTime("%Y-%m-%d", (*found)->added,
+                                           absl::UTCTimeZone()),
+                          " (", (*found)->category, ", ", (*found)->source,
+                          (*found)->scope.empty() ? "" : ", ",
+                          (*found)->scope, ")");
+  o.reply = Reply::Parse(bounce::SuppressedReply(recipient, **found));
+  outcomes_.Publish(o);
+  return bounce::SuppressedReply(recipient, **found);
 }
 
 void Daemon::StartAccepting(int shard) {
@@ -713,9 +784,15 @@ int Daemon::Run() {
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, sig);
   bool draining = false;
   absl::Time deadline;
+  int ticks = 0;
   while (true) {
     timespec tick{0, 100 * 1000 * 1000};
     int sig = sigtimedwait(&set, nullptr, &tick);
+    // Changes to the suppression list from the CLI (suppression_admin.h).
+    if (suppression_ != nullptr && ++ticks % 3 == 0) {
+      bounce::ServeRequests(bounce::RequestDir(config_.data_dir),
+                            *suppression_);
+    }
     if (sig == SIGHUP) {
       if (events_ != nullptr) events_->Reopen();
       Reload();
@@ -759,6 +836,8 @@ int Daemon::Run() {
   // process; what they carried stays queued and is tried again.
   if (delivery_ != nullptr) delivery_->engines.clear();
   group_.reset();
+  // Failures still waiting for their DSNs are written with them.
+  if (notifier_ != nullptr) notifier_->Stop();
   if (events_ != nullptr) events_->Flush();  // Every outcome so far.
   queue_.reset();  // Writes what is pending, then closes.
   log::Info(kLog, "stopped");

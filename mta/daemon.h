@@ -23,6 +23,8 @@
 #include "dkim/signing_table.h"
 #include "dns/caching_resolver.h"
 #include "mta/auth.h"
+#include "mta/bounce/notifier.h"
+#include "mta/bounce/suppression.h"
 #include "mta/config.h"
 #include "mta/delivery/engine.h"
 #include "mta/outcome/consumers.h"
@@ -68,6 +70,9 @@ class Daemon {
   void StartShard(shard::Reactor& reactor);
   // The outcome seam: the queue update, the log, the event log.
   absl::Status PrepareOutcomes();
+  // The RCPT check: a suppressed address's refusal, or "".
+  std::string CheckSuppressed(absl::string_view sender,
+                              absl::string_view recipient);
   // The outbound engine's shared context (none when delivery is off).
   absl::Status PrepareDelivery();
   void BeginDrain();
@@ -91,6 +96,9 @@ class Daemon {
   int lock_fd_ = -1;
   std::unique_ptr<queue::RocksStore> queue_;
   // Outcomes: attached in this order before the shards start.
+  // After the queue: destroyed (and stopped) before it.
+  std::unique_ptr<bounce::SuppressionList> suppression_;
+  std::unique_ptr<bounce::Notifier> notifier_;
   std::unique_ptr<outcome::QueueRecorder> recorder_;
   outcome::HumanLog human_log_;
   std::unique_ptr<outcome::EventLog> events_;

@@ -109,6 +109,7 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
           c.has_room = [q](uint64_t bytes) { return q->HasRoomFor(bytes); };
         }
         c.relay_allowed = mode == ListenerKind::kRelay && trusted_;
+        c.check_recipient = context.check_recipient;
         return c;
       }()) {
   open_.fetch_add(1, std::memory_order_relaxed);
@@ -398,6 +399,7 @@ void SmtpConnection::Enqueue(smtp::Message m) {
   q.envelope.client_address = peer_.HostString();
   q.envelope.helo = m.helo;
   q.envelope.received = now;
+  q.envelope.listener = std::string(peregrine::ListenerName(mode_));
   for (const smtp::Recipient& r : m.recipients) {
     queue::RecipientSpec spec;
     spec.address = r.address;

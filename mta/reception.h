@@ -100,6 +100,11 @@ struct ReceptionContext {
   bool submission_adds_missing_fields = true;
   bool relay_adds_missing_fields = false;
   bool auth_without_tls = false;
+  // smtp::SessionConfig::check_recipient (the suppression list); unset:
+  // none. Runs on the shard.
+  std::function<std::string(absl::string_view sender,
+                            absl::string_view recipient)>
+      check_recipient;
   // Where `received` and `rejected` outcomes go; nullptr: nowhere.
   const outcome::Bus* outcomes = nullptr;
 };

@@ -201,6 +201,8 @@ std::string EncodeEnvelope(const Envelope& e) {
   PutTime(&v, e.received);
   PutVarint(&v, e.recipient_count);
   PutVarint(&v, e.body_bytes);
+  // Added later, at the end: a record without it has no listener.
+  if (!e.listener.empty()) PutStr(&v, e.listener);
   return v;
 }
 
@@ -223,6 +225,7 @@ absl::StatusOr<Envelope> DecodeEnvelope(absl::string_view value) {
   e.received = r.Time();
   e.recipient_count = static_cast<uint32_t>(r.Varint());
   e.body_bytes = r.Varint();
+  if (!r.done()) e.listener = r.Str();
   if (!r.ok()) return absl::DataLossError("envelope: truncated record");
   return e;
 }
@@ -239,10 +242,12 @@ std::string EncodeRecipient(const RecipientRecord& rec) {
   PutVarint(&v, rec.attempts);
   PutTime(&v, rec.next_attempt);
   PutStr(&v, rec.last_reply.ToString());
-  // Added later, at the end: a record without it decodes as never held.
-  if (rec.held > absl::ZeroDuration()) {
+  // Added later, at the end: a record without them decodes as never held
+  // and never notified of a delay.
+  if (rec.held > absl::ZeroDuration() || rec.delay_notified) {
     PutVarint(&v, static_cast<uint64_t>(absl::ToInt64Seconds(rec.held)));
   }
+  if (rec.delay_notified) v.push_back(1);
   return v;
 }
 
@@ -271,6 +276,7 @@ absl::StatusOr<RecipientRecord> DecodeRecipient(MessageId id, uint32_t index,
     rec.held = absl::Seconds(static_cast<int64_t>(r.Varint()));
     if (!r.ok()) return absl::DataLossError("recipient: truncated record");
   }
+  if (!r.done()) rec.delay_notified = (r.Byte() & 1) != 0;
   return rec;
 }
 

@@ -60,6 +60,74 @@ void RocksStore::Refuse(absl::Status status,
   work_.Signal();
 }
 
+absl::Status RocksStore::PrepareMessage(NewMessage& message,
+                                        PreparedMessage* out) {
+  if (options_.read_only) {  // No committer thread: answer here.
+    return absl::FailedPreconditionError("queue: opened read-only");
+  }
+  if (message.recipients.empty()) {
+    return absl::InvalidArgumentError("queue: message has no recipients");
+  }
+  if (message.recipients.size() > kMaxRecipients) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("queue: more than ", kMaxRecipients, " recipients"));
+  }
+  for (const RecipientSpec& r : message.recipients) {
+    if (r.shard >= options_.shards) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "queue: recipient shard ", r.shard, " >= shards ", options_.shards));
+    }
+  }
+  // What the message takes on disk: its body in the spool, and roughly its
+  // envelope and recipients in RocksDB.
+  out->need = message.body.size() + 1024 + 256 * message.recipients.size();
+  // Encode outside the lock; only keys need the id.
+  out->now = absl::Now();
+  message.envelope.recipient_count =
+      static_cast<uint32_t>(message.recipients.size());
+  message.envelope.body_bytes = message.body.size();
+  out->envelope = codec::EncodeEnvelope(message.envelope);
+  out->ref.length = static_cast<uint32_t>(message.body.size());
+  out->ref.crc =
+      rocksdb::crc32c::Extend(0, message.body.data(), message.body.size());
+  out->records.reserve(message.recipients.size());
+  for (RecipientSpec& spec : message.recipients) {
+    RecipientRecord rec;
+    rec.spec = std::move(spec);
+    rec.next_attempt = out->now;
+    out->records.push_back(codec::EncodeRecipient(rec));
+    out->shards.push_back(rec.spec.shard);
+  }
+  out->body = std::move(message.body);
+  return absl::OkStatus();
+}
+
+MessageId RocksStore::AddMessageLocked(PreparedMessage& m) {
+  MessageId id = NextId();
+  std::string key = codec::MessageKey(id);
+  admitted_.fetch_add(m.need, std::memory_order_relaxed);
+  group_admitted_ += m.need;
+  // The reference holds the body's offset within the record; the committer
+  // adds where the record goes.
+  m.ref.offset = group_.AddBody(m.body, m.ref.crc);
+  char encoded_ref[kBodyRefBytes];
+  EncodeBodyRef(m.ref, encoded_ref);
+  batch_.Put(spooled_, key, rocksdb::Slice(encoded_ref, kBodyRefBytes));
+  patches_.push_back({batch_.GetDataSize() - kBodyRefBytes, m.ref.offset});
+  group_ids_.push_back(id);
+  batch_.Put(envelopes_, key, m.envelope);
+  for (uint32_t i = 0; i < m.records.size(); ++i) {
+    batch_.Put(recipients_, codec::RecipientKey(id, i), m.records[i]);
+    batch_.Put(schedule_, codec::ScheduleKey(m.shards[i], m.now, id, i), "");
+    NoteScheduled(m.shards[i], m.now);
+  }
+  Live& l = live_[id];
+  l.total = l.pending = static_cast<uint32_t>(m.records.size());
+  l.body_bytes = m.ref.length;
+  batch_undo_.push_back({id, 0, true, nullptr});
+  return id;
+}
+
 void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
   auto fail = [&](absl::Status status) {
     Refuse(std::move(status),
@@ -68,27 +136,13 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
   if (options_.read_only) {  // No committer thread: answer here.
     return done(absl::FailedPreconditionError("queue: opened read-only"));
   }
-  if (message.recipients.empty()) {
-    return fail(absl::InvalidArgumentError("queue: message has no recipients"));
-  }
-  if (message.recipients.size() > kMaxRecipients) {
-    return fail(absl::InvalidArgumentError(
-        absl::StrCat("queue: more than ", kMaxRecipients, " recipients")));
-  }
-  for (const RecipientSpec& r : message.recipients) {
-    if (r.shard >= options_.shards) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "queue: recipient shard ", r.shard, " >= shards ", options_.shards)));
-    }
-  }
-  // What the message takes on disk: its body in the spool, and roughly its
-  // envelope and recipients in RocksDB. Admitted only when that leaves the
-  // floor free, counting messages admitted before and not written yet.
-  const uint64_t need =
-      message.body.size() + 1024 + 256 * message.recipients.size();
-  if (!AcceptingNewMail() || !HasRoomFor(need)) {
+  PreparedMessage m;
+  if (absl::Status s = PrepareMessage(message, &m); !s.ok()) return fail(s);
+  // Admitted only when what it takes leaves the floor free, counting
+  // messages admitted before and not written yet.
+  if (!AcceptingNewMail() || !HasRoomFor(m.need)) {
     return fail(absl::ResourceExhaustedError(absl::StrCat(
-        "queue: ", need >> 10,
+        "queue: ", m.need >> 10,
         " KiB more would take free disk space on the "
         "device holding ",
         options_.path, " (",
@@ -96,26 +150,6 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
         " MiB free) under the floor (queue.min_free_space, ", Floor() >> 20,
         " MiB); new mail is refused until "
         "space is freed")));
-  }
-
-  // Encode outside the lock; only keys need the id.
-  absl::Time now = absl::Now();
-  message.envelope.recipient_count =
-      static_cast<uint32_t>(message.recipients.size());
-  message.envelope.body_bytes = message.body.size();
-  std::string envelope = codec::EncodeEnvelope(message.envelope);
-  BodyRef ref;
-  ref.length = static_cast<uint32_t>(message.body.size());
-  ref.crc =
-      rocksdb::crc32c::Extend(0, message.body.data(), message.body.size());
-  std::vector<std::string> records;
-  records.reserve(message.recipients.size());
-  for (RecipientSpec& spec : message.recipients) {
-    RecipientRecord rec;
-    rec.spec = std::move(spec);
-    rec.next_attempt = now;
-    records.push_back(codec::EncodeRecipient(rec));
-    spec = std::move(rec.spec);
   }
 
   absl::ReaderMutexLock db_lock(&db_mu_);  // Column family handles.
@@ -129,7 +163,7 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
   }
   // Again under the lock, which every admission takes: two shards cannot
   // both take the last room.
-  if (!HasRoomFor(need)) {
+  if (!HasRoomFor(m.need)) {
     waiters_.push_back(
         {[done = std::move(done)](absl::Status s) mutable { done(s); },
          absl::ResourceExhaustedError(absl::StrCat(
@@ -140,29 +174,7 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
     work_.Signal();
     return;
   }
-  MessageId id = NextId();
-  std::string key = codec::MessageKey(id);
-  admitted_.fetch_add(need, std::memory_order_relaxed);
-  group_admitted_ += need;
-  // The reference holds the body's offset within the record; the committer
-  // adds where the record goes.
-  ref.offset = group_.AddBody(message.body, ref.crc);
-  char encoded_ref[kBodyRefBytes];
-  EncodeBodyRef(ref, encoded_ref);
-  batch_.Put(spooled_, key, rocksdb::Slice(encoded_ref, kBodyRefBytes));
-  patches_.push_back({batch_.GetDataSize() - kBodyRefBytes, ref.offset});
-  group_ids_.push_back(id);
-  batch_.Put(envelopes_, key, envelope);
-  for (uint32_t i = 0; i < records.size(); ++i) {
-    batch_.Put(recipients_, codec::RecipientKey(id, i), records[i]);
-    uint16_t shard = message.recipients[i].shard;
-    batch_.Put(schedule_, codec::ScheduleKey(shard, now, id, i), "");
-    NoteScheduled(shard, now);
-  }
-  Live& l = live_[id];
-  l.total = l.pending = static_cast<uint32_t>(records.size());
-  l.body_bytes = ref.length;
-  batch_undo_.push_back({id, 0, true, nullptr});
+  MessageId id = AddMessageLocked(m);
   waiters_.push_back({[done = std::move(done), id](absl::Status s) mutable {
                         if (s.ok()) {
                           done(id);
@@ -174,20 +186,24 @@ void RocksStore::Enqueue(NewMessage message, EnqueueDone done) {
   work_.Signal();
 }
 
-void RocksStore::Update(RecipientUpdate update, Done done) {
-  const RecipientRecord& before = update.before;
-  if (options_.read_only) {  // No committer thread: answer here.
-    return done(absl::FailedPreconditionError("queue: opened read-only"));
+absl::Status RocksStore::CheckUpdate(const RecipientUpdate& update) const {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError("queue: opened read-only");
   }
   if (update.state == RecipientState::kQueued) {
-    return Refuse(absl::InvalidArgumentError(
-                      "queue: an attempt cannot make a recipient 'queued'"),
-                  std::move(done));
+    return absl::InvalidArgumentError(
+        "queue: an attempt cannot make a recipient 'queued'");
   }
+  return absl::OkStatus();
+}
+
+std::string RocksStore::EncodeUpdated(RecipientUpdate& update) {
+  const RecipientRecord& before = update.before;
   RecipientRecord after = before;
   after.state = update.state;
   after.attempts = before.attempts + (update.attempted ? 1 : 0);
   after.held = before.held + update.held_more;
+  after.delay_notified = before.delay_notified || update.delay_notified;
   after.last_reply = std::move(update.reply);
   if (update.state == RecipientState::kDeferred) {
     // The queue keeps microseconds; round here so that the record, its
@@ -195,47 +211,28 @@ void RocksStore::Update(RecipientUpdate update, Done done) {
     after.next_attempt =
         absl::FromUnixMicros(absl::ToUnixMicros(update.next_attempt));
   }
-  std::string record = codec::EncodeRecipient(after);
+  update.next_attempt = after.next_attempt;
+  return codec::EncodeRecipient(after);
+}
 
-  absl::ReaderMutexLock db_lock(&db_mu_);  // Column family handles.
-  absl::MutexLock lock(&mu_);
-  if (!db_) {
-    waiters_.push_back({std::move(done), Down()});
-    work_.Signal();
-    return;
-  }
+absl::Status RocksStore::AddUpdateLocked(const RecipientUpdate& update,
+                                         const std::string& record) {
+  const RecipientRecord& before = update.before;
   auto it = live_.find(before.message);
   if (it == live_.end() || before.index >= it->second.total ||
       it->second.IsFinal(before.index)) {
-    waiters_.push_back(
-        {std::move(done),
-         absl::FailedPreconditionError(absl::StrCat(
-             "queue: recipient ", before.index, " of message ",
-             FormatMessageId(before.message), " is final or unknown"))});
-    work_.Signal();
-    return;
+    return absl::FailedPreconditionError(
+        absl::StrCat("queue: recipient ", before.index, " of message ",
+                     FormatMessageId(before.message), " is final or unknown"));
   }
-  // The claim goes once this batch is on disk (or failed): until then a
-  // scan would still find the old schedule entry and the old record, and
-  // hand the recipient out a second time.
-  done = [this, shard = before.spec.shard, id = before.message,
-          index = before.index,
-          done = std::move(done)](absl::Status s) mutable {
-    {
-      absl::MutexLock claims_lock(&floor_mu_);
-      auto c = claims_.find(shard);
-      if (c != claims_.end()) c->second.claimed.erase({id, index});
-    }
-    done(std::move(s));
-  };
   Live& l = it->second;
   batch_.Delete(schedule_,
                 codec::ScheduleKey(before.spec.shard, before.next_attempt,
                                    before.message, before.index));
-  if (IsFinal(after.state)) {
+  if (IsFinal(update.state)) {
     l.SetFinal(before.index);
     batch_undo_.push_back({before.message, before.index, false, nullptr});
-    ++totals_[static_cast<int>(after.state)];
+    ++totals_[static_cast<int>(update.state)];
     totals_dirty_ = true;
     const bool keep =
         finished_ != nullptr && options_.keep_finished > absl::ZeroDuration();
@@ -271,12 +268,118 @@ void RocksStore::Update(RecipientUpdate update, Done done) {
     batch_.Put(recipients_, codec::RecipientKey(before.message, before.index),
                record);
     batch_.Put(schedule_,
-               codec::ScheduleKey(after.spec.shard, after.next_attempt,
-                                  after.message, after.index),
+               codec::ScheduleKey(before.spec.shard, update.next_attempt,
+                                  before.message, before.index),
                "");
-    NoteScheduled(after.spec.shard, after.next_attempt);
+    NoteScheduled(before.spec.shard, update.next_attempt);
   }
-  waiters_.push_back({std::move(done), absl::OkStatus()});
+  return absl::OkStatus();
+}
+
+void RocksStore::ReleaseClaim(uint16_t shard, MessageId id, uint32_t index) {
+  absl::MutexLock claims_lock(&floor_mu_);
+  auto c = claims_.find(shard);
+  if (c != claims_.end()) c->second.claimed.erase({id, index});
+}
+
+void RocksStore::Update(RecipientUpdate update, Done done) {
+  if (options_.read_only) {  // No committer thread: answer here.
+    return done(absl::FailedPreconditionError("queue: opened read-only"));
+  }
+  if (absl::Status s = CheckUpdate(update); !s.ok()) {
+    return Refuse(std::move(s), std::move(done));
+  }
+  std::string record = EncodeUpdated(update);
+
+  absl::ReaderMutexLock db_lock(&db_mu_);  // Column family handles.
+  absl::MutexLock lock(&mu_);
+  if (!db_) {
+    waiters_.push_back({std::move(done), Down()});
+    work_.Signal();
+    return;
+  }
+  absl::Status added = AddUpdateLocked(update, record);
+  if (added.ok()) {
+    // The claim goes once this batch is on disk (or failed): until then a
+    // scan would still find the old schedule entry and the old record, and
+    // hand the recipient out a second time.
+    done = [this, shard = update.before.spec.shard, id = update.before.message,
+            index = update.before.index,
+            done = std::move(done)](absl::Status s) mutable {
+      ReleaseClaim(shard, id, index);
+      done(std::move(s));
+    };
+  }
+  waiters_.push_back({std::move(done), std::move(added)});
+  work_.Signal();
+}
+
+void RocksStore::UpdateWithNotice(std::vector<RecipientUpdate> updates,
+                                  std::optional<NewMessage> notice,
+                                  EnqueueDone done) {
+  auto answer = [this](absl::Status s, EnqueueDone done) {
+    Refuse(std::move(s),
+           [done = std::move(done)](absl::Status s) mutable { done(s); });
+  };
+  if (options_.read_only) {
+    return done(absl::FailedPreconditionError("queue: opened read-only"));
+  }
+  std::vector<std::string> records;
+  for (RecipientUpdate& u : updates) {
+    if (absl::Status s = CheckUpdate(u); !s.ok()) {
+      return answer(std::move(s), std::move(done));
+    }
+    records.push_back(EncodeUpdated(u));
+  }
+  PreparedMessage m;
+  if (notice.has_value()) {
+    // No free-space floor here: a notice is small next to what the failed
+    // message frees, and refusing it would leave the failure unrecorded.
+    if (absl::Status s = PrepareMessage(*notice, &m); !s.ok()) {
+      return answer(std::move(s), std::move(done));
+    }
+  }
+
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  absl::MutexLock lock(&mu_);
+  if (!db_) {
+    waiters_.push_back(
+        {[done = std::move(done)](absl::Status s) mutable { done(s); },
+         Down()});
+    work_.Signal();
+    return;
+  }
+  std::vector<const RecipientRecord*> applied;
+  std::string skipped;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    absl::Status s = AddUpdateLocked(updates[i], records[i]);
+    if (s.ok()) {
+      applied.push_back(&updates[i].before);
+    } else {
+      absl::StrAppend(&skipped, skipped.empty() ? "" : "; ", s.message());
+    }
+  }
+  // Nothing applied: someone else finished these recipients, and the
+  // notice about them is not ours to send.
+  MessageId id = 0;
+  if (!applied.empty() && notice.has_value()) id = AddMessageLocked(m);
+  std::vector<std::tuple<uint16_t, MessageId, uint32_t>> claims;
+  for (const RecipientRecord* r : applied) {
+    claims.emplace_back(r->spec.shard, r->message, r->index);
+  }
+  waiters_.push_back(
+      {[this, claims = std::move(claims), id, skipped,
+        done = std::move(done)](absl::Status s) mutable {
+         for (const auto& [shard, message, index] : claims) {
+           ReleaseClaim(shard, message, index);
+         }
+         if (!s.ok()) return done(s);
+         if (!skipped.empty() && claims.empty()) {
+           return done(absl::FailedPreconditionError(skipped));
+         }
+         done(id);
+       },
+       absl::OkStatus()});
   work_.Signal();
 }
 

@@ -235,6 +235,8 @@ absl::Status RocksStore::OpenDb() {
       {"spooled", by_id},
       // Recipients finish in any order: no insert hint here.
       {"finished", small},
+      // RocksStore::SideTable(): the suppression list.
+      {"side", small},
   };
   rocksdb::DB* db = nullptr;
   rocksdb::Status s;
@@ -278,7 +280,12 @@ absl::Status RocksStore::OpenDb() {
   recipients_ = handles_[3];
   schedule_ = handles_[4];
   spooled_ = handles_[5];
-  finished_ = handles_.size() > 6 ? handles_[6] : nullptr;
+  finished_ = nullptr;
+  side_ = nullptr;
+  for (size_t i = 6; i < handles_.size(); ++i) {
+    if (handles_[i]->GetName() == "finished") finished_ = handles_[i];
+    if (handles_[i]->GetName() == "side") side_ = handles_[i];
+  }
   return absl::OkStatus();
 }
 
@@ -304,7 +311,7 @@ void RocksStore::CloseDb() {
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   handles_.clear();
   meta_ = bodies_ = envelopes_ = recipients_ = schedule_ = spooled_ =
-      finished_ = nullptr;
+      finished_ = side_ = nullptr;
   db_->Close();
   db_.reset();
 }
@@ -473,6 +480,80 @@ absl::StatusOr<StoredMessage> RocksStore::Read(MessageId id, bool with_body) {
   absl::ReaderMutexLock db_lock(&db_mu_);
   if (!db_) return Down();
   return ReadLocked(id, with_body);
+}
+
+// --- The side table ---------------------------------------------------------
+
+class RocksStore::Side final : public Table {
+ public:
+  explicit Side(RocksStore& store) : store_(store) {}
+
+  absl::Status Put(absl::string_view key, absl::string_view value) override {
+    absl::ReaderMutexLock db_lock(&store_.db_mu_);
+    if (absl::Status s = Usable(true); !s.ok()) return s;
+    rocksdb::WriteOptions w;
+    w.sync = store_.options_.sync;
+    return FromRocks(store_.db_->Put(w, store_.side_, Slice(key), Slice(value)),
+                     "write");
+  }
+  absl::StatusOr<std::optional<std::string>> Get(
+      absl::string_view key) override {
+    absl::ReaderMutexLock db_lock(&store_.db_mu_);
+    if (absl::Status s = Usable(false); !s.ok()) return s;
+    if (store_.side_ == nullptr) return std::nullopt;
+    std::string value;
+    rocksdb::Status s = store_.db_->Get(rocksdb::ReadOptions(), store_.side_,
+                                        Slice(key), &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return FromRocks(s, "read");
+    return value;
+  }
+  absl::Status Delete(absl::string_view key) override {
+    absl::ReaderMutexLock db_lock(&store_.db_mu_);
+    if (absl::Status s = Usable(true); !s.ok()) return s;
+    rocksdb::WriteOptions w;
+    w.sync = store_.options_.sync;
+    return FromRocks(store_.db_->Delete(w, store_.side_, Slice(key)), "write");
+  }
+  absl::Status Scan(absl::string_view prefix,
+                    absl::FunctionRef<bool(absl::string_view, absl::string_view)>
+                        visit) override {
+    absl::ReaderMutexLock db_lock(&store_.db_mu_);
+    if (absl::Status s = Usable(false); !s.ok()) return s;
+    if (store_.side_ == nullptr) return absl::OkStatus();
+    std::unique_ptr<rocksdb::Iterator> it(
+        store_.db_->NewIterator(rocksdb::ReadOptions(), store_.side_));
+    for (it->Seek(Slice(prefix)); it->Valid(); it->Next()) {
+      absl::string_view k(it->key().data(), it->key().size());
+      if (!absl::StartsWith(k, prefix)) break;
+      if (!visit(k, absl::string_view(it->value().data(), it->value().size())))
+        break;
+    }
+    return FromRocks(it->status(), "read");
+  }
+
+ private:
+  static rocksdb::Slice Slice(absl::string_view s) {
+    return rocksdb::Slice(s.data(), s.size());
+  }
+  absl::Status Usable(bool write) const
+      ABSL_SHARED_LOCKS_REQUIRED(store_.db_mu_) {
+    if (!store_.db_) return store_.Down();
+    if (write && store_.options_.read_only) {
+      return absl::FailedPreconditionError("queue: opened read-only");
+    }
+    if (write && store_.side_ == nullptr) {
+      return absl::FailedPreconditionError("queue: no side table");
+    }
+    return absl::OkStatus();
+  }
+  RocksStore& store_;
+};
+
+Table* RocksStore::SideTable() {
+  absl::MutexLock lock(&side_mu_);
+  if (side_table_ == nullptr) side_table_ = std::make_unique<Side>(*this);
+  return side_table_.get();
 }
 
 absl::StatusOr<StoredMessage> RocksStore::Lookup(MessageId id) {

@@ -35,6 +35,7 @@
 #include "absl/synchronization/mutex.h"
 #include "queue/spool.h"
 #include "queue/store.h"
+#include "queue/table.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
 
@@ -101,6 +102,9 @@ class RocksStore final : public Store {
 
   void Enqueue(NewMessage message, EnqueueDone done) override;
   void Update(RecipientUpdate update, Done done) override;
+  void UpdateWithNotice(std::vector<RecipientUpdate> updates,
+                        std::optional<NewMessage> notice,
+                        EnqueueDone done) override;
   absl::StatusOr<std::vector<RecipientRecord>> Due(int shard, absl::Time now,
                                                    size_t limit) override;
   absl::StatusOr<std::vector<RecipientRecord>> Claim(int shard, absl::Time now,
@@ -115,6 +119,10 @@ class RocksStore final : public Store {
     return accepting_.load(std::memory_order_relaxed);
   }
   bool HasRoomFor(uint64_t bytes) const override;
+
+  // The side table (table.h), for the suppression list; lives as long as
+  // the store.
+  Table* SideTable();
 
   // Joint writes done so far (each one fsync in sync mode).
   uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
@@ -221,6 +229,27 @@ class RocksStore final : public Store {
   void Relocate();
   void UndoBatch(std::vector<Undo>& undo);
   void Refuse(absl::Status status, absl::AnyInvocable<void(absl::Status)> done);
+  // A message checked and encoded outside the lock, then added to the
+  // pending group under it.
+  struct PreparedMessage {
+    std::string body;
+    std::string envelope;
+    BodyRef ref;
+    std::vector<std::string> records;
+    std::vector<uint16_t> shards;
+    uint64_t need = 0;  // Bytes it takes on disk, roughly.
+    absl::Time now;
+  };
+  absl::Status PrepareMessage(NewMessage& message, PreparedMessage* out);
+  MessageId AddMessageLocked(PreparedMessage& m)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
+  absl::Status CheckUpdate(const RecipientUpdate& update) const;
+  // The record after `update`; rounds update.next_attempt as stored.
+  static std::string EncodeUpdated(RecipientUpdate& update);
+  absl::Status AddUpdateLocked(const RecipientUpdate& update,
+                               const std::string& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
+  void ReleaseClaim(uint16_t shard, MessageId id, uint32_t index);
   void NoteScheduled(uint16_t shard, absl::Time when)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   MessageId NextId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -241,6 +270,11 @@ class RocksStore final : public Store {
   // envelope. Ids grow with time, so old ones go in one range delete.
   // Null in a read-only view of a queue made before it existed.
   rocksdb::ColumnFamilyHandle* finished_ = nullptr;
+  // The side table's entries; null in a read-only view of an older queue.
+  rocksdb::ColumnFamilyHandle* side_ = nullptr;
+  class Side;
+  absl::Mutex side_mu_;
+  std::unique_ptr<Table> side_table_ ABSL_GUARDED_BY(side_mu_);
   // Recipients that reached each final state, ever (meta key "totals");
   // written with each group that changed them.
   uint64_t totals_[5] ABSL_GUARDED_BY(mu_) = {};

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,23 @@ class Store {
   // Records one attempt's outcome. FailedPrecondition if the recipient is
   // already final or unknown (nothing is written then).
   virtual void Update(RecipientUpdate update, Done done) = 0;
+
+  // Records several attempts' outcomes and queues `notice` (a DSN about
+  // them) in one atomic write: either the recipients are failed and their
+  // notice is queued, or neither. An update for a recipient already final
+  // is skipped; when every one is, the notice is dropped too and `done`
+  // gets FailedPrecondition. Otherwise `done` gets the notice's id (0
+  // without one). The notice is not held to the free-space floor: it is
+  // small, and refusing it would leave the failure unrecorded.
+  // The default (for test stores) is not atomic: the updates, then the
+  // notice.
+  virtual void UpdateWithNotice(std::vector<RecipientUpdate> updates,
+                                std::optional<NewMessage> notice,
+                                EnqueueDone done) {
+    for (RecipientUpdate& u : updates) Update(std::move(u), [](absl::Status) {});
+    if (notice.has_value()) return Enqueue(*std::move(notice), std::move(done));
+    done(MessageId{0});
+  }
 
   // Up to `limit` non-final recipients of `shard` with next_attempt <= now,
   // earliest first. They stay due until Update() moves them.

@@ -41,6 +41,9 @@ struct Envelope {
   std::string helo;
   std::string auth_user;
   std::string tls;  // "TLSv1.3 TLS_AES_256_GCM_SHA384", or empty.
+  // The listener it came in on ("relay", "submission", ...; "dsn" for a
+  // notice Peregrine made), for per-listener DSN settings.
+  std::string listener;
   absl::Time received = absl::UnixEpoch();
   uint32_t recipient_count = 0;  // Set by the store.
   uint64_t body_bytes = 0;       // Set by the store.
@@ -80,6 +83,8 @@ struct RecipientRecord {
   // Time held back by a suspended site: it does not count toward the
   // maximum age (whole seconds on disk).
   absl::Duration held = absl::ZeroDuration();
+  // A "delayed" DSN was sent for it (sent at most once).
+  bool delay_notified = false;
 
   absl::string_view domain() const;
 };
@@ -114,6 +119,8 @@ struct RecipientUpdate {
   bool attempted = true;
   // Added to the record's `held`.
   absl::Duration held_more = absl::ZeroDuration();
+  // Sets the record's delay_notified (a "delayed" DSN goes with this).
+  bool delay_notified = false;
 };
 
 struct QueueCounts {

@@ -373,6 +373,7 @@ bool DeliveryShard::GiveJob(Site& site, OutboundConnection* conn) {
   job->size = e.body_bytes;
   job->tenant = e.tenant;
   job->campaign = e.campaign;
+  job->listener = e.listener;
   conn->Send(std::move(job), std::move(message->body), e);
   return true;
 }
@@ -455,6 +456,7 @@ void DeliveryShard::ReadEnvelope(Job& job) {
   job.size = m->envelope.body_bytes;
   job.tenant = m->envelope.tenant;
   job.campaign = m->envelope.campaign;
+  job.listener = m->envelope.listener;
 }
 
 void DeliveryShard::Publish(outcome::Outcome o, const Job& job) {
@@ -465,6 +467,7 @@ void DeliveryShard::Publish(outcome::Outcome o, const Job& job) {
   o.size = job.size;
   o.tenant = job.tenant;
   o.campaign = job.campaign;
+  o.listener = job.listener;
   o.queue_time = o.time - job.received;
   context_.outcomes->Publish(o);
   context_.engines[job.claimed_by]->outstanding_.fetch_sub(

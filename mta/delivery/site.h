@@ -39,6 +39,7 @@ struct Job {
   uint64_t size = 0;
   std::string tenant;
   std::string campaign;
+  std::string listener;  // Where it came in (the envelope's).
   // Held back by a suspended site: for how long so far, and since when
   // (InfinitePast: not held now). Not counted toward the maximum age.
   absl::Duration held = absl::ZeroDuration();

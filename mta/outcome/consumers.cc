@@ -45,9 +45,6 @@ absl::string_view ListenerWords(absl::string_view listener) {
 void QueueRecorder::OnOutcome(const Outcome& o) {
   queue::RecipientUpdate u;
   switch (o.kind) {
-    case Kind::kReceived:
-    case Kind::kRejected:
-      return;
     case Kind::kDelivered:
       u.state = queue::RecipientState::kDelivered;
       break;
@@ -61,6 +58,8 @@ void QueueRecorder::OnOutcome(const Outcome& o) {
     case Kind::kExpired:
       u.state = queue::RecipientState::kExpired;
       break;
+    default:  // Reception and bounce handling: nothing to record here.
+      return;
   }
   u.before = o.record;
   u.reply = o.reply;
@@ -70,6 +69,7 @@ void QueueRecorder::OnOutcome(const Outcome& o) {
   }
   u.attempted = o.attempted;
   u.held_more = o.held_more;
+  if (diverter_ != nullptr && diverter_->Divert(o, u)) return;
   std::string id = queue::FormatMessageId(o.record.message);
   queue_->Update(std::move(u), [id, index = o.record.index](absl::Status s) {
     if (!s.ok()) {
@@ -118,6 +118,25 @@ void HumanLog::OnOutcome(const Outcome& o) {
           "delivery", "expired id=%s to=<%s> reply=%s%s", id, o.recipient,
           Quoted(absl::StrCat(o.reason, "; last: ", o.reply.ToString())),
           CategoryText(o));
+    case Kind::kBounce:
+      return log::Info("bounce", "bounce id=%s to=<%s>%s: %s", id,
+                       o.recipient, CategoryText(o), o.reason);
+    case Kind::kDsnSent:
+      return log::Info("bounce", "dsn id=%s to=<%s>: %s", id, o.recipient,
+                       o.reason);
+    case Kind::kAsyncBounce:
+      return log::Info("bounce", "async bounce to=<%s> reply=%s%s: %s",
+                       o.recipient, Quoted(o.reply.ToString()),
+                       CategoryText(o), o.reason);
+    case Kind::kComplaint:
+      return log::Info("bounce", "complaint to=<%s>: %s", o.recipient,
+                       o.reason);
+    case Kind::kSuppressed:
+      return log::Info("bounce", "suppressed <%s>%s: %s", o.recipient,
+                       CategoryText(o), o.reason);
+    case Kind::kSuppressionHit:
+      return log::Info("bounce", "suppression hit to=<%s> from=<%s>: %s",
+                       o.recipient, o.sender, o.reason);
   }
 }
 

@@ -11,13 +11,28 @@ namespace peregrine::outcome {
 // Writes each delivery outcome to the queue (Store::Update, committed by
 // the queue's own thread; the call only hands it over). Reception outcomes
 // need nothing: the message was queued before `received` was published.
+// Takes some outcomes' queue updates over: bounce::Notifier writes a
+// failure and its DSN together, in one atomic write.
+class UpdateDiverter {
+ public:
+  virtual ~UpdateDiverter() = default;
+  // On the outcome's thread. True: it took `update` (moved from) and will
+  // write it; false: the recorder writes it as usual.
+  virtual bool Divert(const Outcome& outcome,
+                      queue::RecipientUpdate& update) = 0;
+};
+
 class QueueRecorder : public Consumer {
  public:
-  explicit QueueRecorder(queue::Store* queue) : queue_(queue) {}
+  // `diverter` may be null; it outlives the recorder's use.
+  explicit QueueRecorder(queue::Store* queue,
+                         UpdateDiverter* diverter = nullptr)
+      : queue_(queue), diverter_(diverter) {}
   void OnOutcome(const Outcome& outcome) override;
 
  private:
   queue::Store* const queue_;
+  UpdateDiverter* const diverter_;
 };
 
 // The human log's line for each outcome, as operators grep for it:

@@ -28,7 +28,10 @@ std::string Rfc3339(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
 }
 
-bool IsDelivery(Kind k) { return k != Kind::kReceived && k != Kind::kRejected; }
+bool IsDelivery(Kind k) {
+  return k == Kind::kDelivered || k == Kind::kDeferred || k == Kind::kFailed ||
+         k == Kind::kExpired || k == Kind::kBounce;
+}
 
 }  // namespace
 

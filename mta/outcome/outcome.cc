@@ -16,6 +16,18 @@ absl::string_view KindName(Kind kind) {
       return "failed";
     case Kind::kExpired:
       return "expired";
+    case Kind::kBounce:
+      return "bounce";
+    case Kind::kDsnSent:
+      return "dsn_sent";
+    case Kind::kAsyncBounce:
+      return "async_bounce";
+    case Kind::kComplaint:
+      return "complaint";
+    case Kind::kSuppressed:
+      return "suppressed";
+    case Kind::kSuppressionHit:
+      return "suppression_hit";
   }
   return "unknown";
 }

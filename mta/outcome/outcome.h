@@ -36,6 +36,13 @@ enum class Kind : uint8_t {
   kDeferred,   // Not final: tried (or held), tried again at next_attempt.
   kFailed,     // Terminal: permanent failure.
   kExpired,    // Terminal: transient failures until the maximum age.
+  // Bounce handling (mta/bounce), after a failure or expiry:
+  kBounce,          // A recipient failed or expired: its category, its DSN.
+  kDsnSent,         // A DSN was queued to the sender (id: the DSN's).
+  kAsyncBounce,     // A bounce came back later, for a recipient we sent to.
+  kComplaint,       // A feedback-loop report (ARF) named a recipient.
+  kSuppressed,      // An address was added to the suppression list.
+  kSuppressionHit,  // Mail to a suppressed address was refused or dropped.
 };
 absl::string_view KindName(Kind kind);
 // Delivered, failed and expired: a recipient has exactly one of these.

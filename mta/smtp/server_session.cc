@@ -501,6 +501,11 @@ void ServerSession::Rcpt(absl::string_view arg) {
     // Not counted as an error: the client sends the rest later.
     return Reply("452 4.5.3 Error: too many recipients");
   }
+  if (config_.check_recipient) {
+    // Not counted as an error: a list with dead addresses is no attack.
+    std::string refusal = config_.check_recipient(message_.sender, address);
+    if (!refusal.empty()) return Reply(refusal);
+  }
   r.address = address;
   message_.recipients.push_back(std::move(r));
   Reply("250 2.1.5 Ok");

@@ -64,6 +64,12 @@ struct SessionConfig {
   // Is there disk room for a message of this size (0: unknown)? Asked at
   // MAIL, with SIZE when given: 452 when not. Unset: always.
   std::function<bool(uint64_t bytes)> has_room;
+  // Asked for each RCPT that passed every other check: "" accepts it, a
+  // reply line (without CRLF) refuses it, e.g. a suppressed address's 550.
+  // Unset: all accepted.
+  std::function<std::string(absl::string_view sender,
+                            absl::string_view recipient)>
+      check_recipient;
 };
 
 // What the check of an AuthRequest found.

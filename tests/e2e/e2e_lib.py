@@ -145,6 +145,16 @@ admin = []
         assert r.returncode == 0, r.stderr
         return r.stdout
 
+    def cli(self, *args, check=True):
+        """`peregrine ARGS --data-dir DATA`: its stdout (stderr on failure
+        with check=False: the CompletedProcess)."""
+        r = subprocess.run([PEREGRINE, *args, "--data-dir", self.data],
+                           capture_output=True, text=True, timeout=30)
+        if not check:
+            return r
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
     def smtp(self):
         return smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.test",
                             timeout=10)
@@ -157,6 +167,8 @@ EVENT_FIELDS = {
     "next_attempt", "queue_time_ms", "size", "tags", "client", "helo",
     "auth_user", "listener"}
 TERMINAL = {"delivered", "failed", "expired"}
+BOUNCE_EVENTS = {"bounce", "dsn_sent", "async_bounce", "complaint",
+                 "suppressed", "suppression_hit"}
 
 
 def check_events(records):
@@ -175,6 +187,14 @@ def check_events(records):
             continue
         if r["type"] == "rejected":
             assert r["code"] is not None, r
+            continue
+        if r["type"] in BOUNCE_EVENTS:
+            if r["type"] == "bounce":
+                assert r["category"] is not None, f"no category: {r}"
+                assert final.get((r["id"], r["recipient"])) in (
+                    "failed", "expired"), f"bounce before its failure: {r}"
+            if r["type"] == "dsn_sent":
+                assert r["id"] is not None and r["sender"] == "", r
             continue
         key = (r["id"], r["recipient"])
         assert key not in final, f"{key}: {r['type']} after {final.get(key)}"
@@ -286,16 +306,21 @@ class RawSink:
     message's DATA section as the client sent them (dot-stuffing and line
     ends included), for tests of what goes out on the wire. No PIPELINING,
     no extensions; a thread per connection; at most `max_bytes` a message;
-    `delay` seconds before each message is acknowledged.
+    `delay` seconds before each message is acknowledged. `refuse` maps a
+    recipient address to the reply its RCPT gets ("550 5.1.1 no such user").
     """
 
-    def __init__(self, max_bytes=1 << 20, delay=0):
+    def __init__(self, max_bytes=1 << 20, delay=0, host="127.0.0.1", port=0,
+                 refuse=None):
         import threading
         self.messages = []  # Raw DATA bytes, up to and with "\r\n.\r\n".
+        self.envelopes = []  # (MAIL FROM, [RCPT TO]) of each message.
         self.max_bytes = max_bytes
         self.delay = delay  # Seconds before each message's 250.
+        self.refuse = refuse or {}
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
         self.sock.listen(16)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
@@ -323,6 +348,7 @@ class RawSink:
 
     def _session(self, conn):
         buf = b""
+        sender, rcpts = None, []
         conn.sendall(b"220 rawsink ESMTP\r\n")
         while not self.stopping:
             while b"\r\n" not in buf:
@@ -343,8 +369,22 @@ class RawSink:
                 if self.delay:
                     time.sleep(self.delay)
                 self.messages.append(buf[:end])
+                self.envelopes.append((sender, rcpts))
+                sender, rcpts = None, []
                 buf = buf[end:]
                 conn.sendall(b"250 2.0.0 kept\r\n")
+            elif verb == b"MAIL":
+                text = line.decode(errors="replace")
+                sender = text[text.index("<") + 1:text.index(">")]
+                conn.sendall(b"250 ok\r\n")
+            elif verb == b"RCPT":
+                text = line.decode(errors="replace")
+                rcpt = text[text.index("<") + 1:text.index(">")]
+                if rcpt in self.refuse:
+                    conn.sendall(self.refuse[rcpt].encode() + b"\r\n")
+                else:
+                    rcpts.append(rcpt)
+                    conn.sendall(b"250 ok\r\n")
             elif verb == b"QUIT":
                 conn.sendall(b"221 bye\r\n")
                 return

@@ -1,0 +1,26 @@
+// Subcommands of `peregrine` that live in files of their own (cli.cc
+// parses the command line and calls them).
+#pragma once
+
+#include <iosfwd>
+#include <string>
+
+namespace peregrine {
+
+struct SuppressionArgs {
+  std::string config_path;
+  std::string data_dir;
+  std::string address;
+  std::string scope;  // "", "tenant:NAME", "campaign:NAME".
+  std::string category = "manual";
+  std::string reason;
+  std::string expires;  // "2027-01-01" or RFC 3339; "": never.
+  std::string file;     // import: a CSV file, or "-".
+};
+
+// what: list, export, add, remove, import. Exit status 0, 1 (something
+// was refused or failed), 2 (usage).
+int SuppressionCommand(const std::string& what, const SuppressionArgs& args,
+                       std::istream& in, std::ostream& out, std::ostream& err);
+
+}  // namespace peregrine
