@@ -652,7 +652,8 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
 
   SuppressionArgs sup;
   CLI::App* sup_cmd = app.add_subcommand(
-      "suppression", "Addresses no longer mailed (works while the daemon runs)");
+      "suppression",
+      "Addresses no longer mailed (works while the daemon runs)");
   sup_cmd->require_subcommand(1);
   const char* sup_commands[] = {"list", "export", "add", "remove", "import"};
   for (const char* what : sup_commands) {

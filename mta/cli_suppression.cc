@@ -49,8 +49,7 @@ std::string Quote(absl::string_view field) {
 }  // namespace
 
 int SuppressionCommand(const std::string& what, const SuppressionArgs& a,
-                       std::istream& in, std::ostream& out,
-                       std::ostream& err) {
+                       std::istream& in, std::ostream& out, std::ostream& err) {
   absl::StatusOr<Config> config =
       a.config_path.empty() ? DefaultConfig() : LoadConfigFile(a.config_path);
   if (!config.ok()) {
@@ -120,8 +119,8 @@ int SuppressionCommand(const std::string& what, const SuppressionArgs& a,
   options.read_only = !change;
   auto store = queue::RocksStore::Open(options);
   if (!store.ok()) {
-    err << "peregrine suppression " << what << ": "
-        << store.status().message() << "\n";
+    err << "peregrine suppression " << what << ": " << store.status().message()
+        << "\n";
     return 1;
   }
   bounce::SuppressionList list((*store)->SideTable());
@@ -138,8 +137,8 @@ int SuppressionCommand(const std::string& what, const SuppressionArgs& a,
     if (what == "export") {
       out << bounce::ToCsv(e) << "\n";
     } else {
-      out << e.address << "  " << (e.scope.empty() ? "global" : e.scope)
-          << "  " << e.category << "  added " << Day(e.added) << "  expires "
+      out << e.address << "  " << (e.scope.empty() ? "global" : e.scope) << "  "
+          << e.category << "  added " << Day(e.added) << "  expires "
           << Day(e.expires) << (e.expires <= now ? " (expired)" : "") << "  "
           << e.source << "  " << e.reason << "\n";
     }

@@ -15,9 +15,9 @@ absl::Status ListenerNames(const std::vector<std::string>& names,
                            absl::string_view what) {
   for (const std::string& n : names) {
     if (n != "relay" && n != "submission" && n != "submissions") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": unknown listener \"", n,
-          "\" (relay, submission or submissions)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": unknown listener \"", n,
+                       "\" (relay, submission or submissions)"));
     }
   }
   return absl::OkStatus();
@@ -101,9 +101,9 @@ std::vector<Setting> BounceSettings() {
          if (!l.ok()) return l.status();
          for (const std::string& name : *l) {
            if (!bounce::ParseCategory(name)) {
-             return absl::InvalidArgumentError(absl::StrCat(
-                 "unknown category \"", name,
-                 "\" (peregrine bounce rules lists them)"));
+             return absl::InvalidArgumentError(
+                 absl::StrCat("unknown category \"", name,
+                              "\" (peregrine bounce rules lists them)"));
            }
          }
          c.suppression_categories = *l;

@@ -311,12 +311,13 @@ absl::Status Daemon::PrepareOutcomes() {
   n.delay_after = config_.bounce_delay_dsn_after;
   n.delay_listeners = config_.bounce_delay_dsn_listeners;
   n.full_limit = config_.bounce_dsn_full_limit;
-  n.shard_for_domain = [shards = static_cast<int>(shards_.size())](
-                           absl::string_view domain) {
-    return static_cast<uint16_t>(ShardForDomain(domain, shards));
-  };
+  n.shard_for_domain =
+      [shards = static_cast<int>(shards_.size())](absl::string_view domain) {
+        return static_cast<uint16_t>(ShardForDomain(domain, shards));
+      };
   for (const std::string& c : config_.suppression_categories) {
-    if (auto category = bounce::ParseCategory(c)) n.suppress.push_back(*category);
+    if (auto category = bounce::ParseCategory(c))
+      n.suppress.push_back(*category);
   }
   n.suppress_scope = config_.suppression_scope;
   n.suppress_for = config_.suppression_expiry;
@@ -329,15 +330,14 @@ absl::Status Daemon::PrepareOutcomes() {
   log::Info(kLog, "bounces: DSNs %s; suppression list %s",
             !config_.bounce_dsn ? "off"
             : config_.bounce_delay_dsn_after > absl::ZeroDuration()
-                ? absl::StrCat("on (delay notices after ",
-                               absl::FormatDuration(
-                                   config_.bounce_delay_dsn_after),
-                               ")")
+                ? absl::StrCat(
+                      "on (delay notices after ",
+                      absl::FormatDuration(config_.bounce_delay_dsn_after), ")")
                 : std::string("on (no delay notices)"),
             config_.suppression_enabled
-                ? absl::StrCat("on (", absl::StrJoin(
-                                           config_.suppression_categories, ", "),
-                               ")")
+                ? absl::StrCat(
+                      "on (",
+                      absl::StrJoin(config_.suppression_categories, ", "), ")")
                 : std::string("off"));
   std::string path = config_.EventsFilePath();
   if (path.empty() && !config_.events_stdout) {
@@ -448,12 +448,11 @@ std::string Daemon::CheckSuppressed(absl::string_view sender,
   o.time = absl::Now();
   o.sender = std::string(sender);
   o.recipient = std::string(recipient);
-  o.reason = absl::StrCat("refused at RCPT: suppressed since ",
-                          absl::FormatTime("%Y-%m-%d", (*found)->added,
-                                           absl::UTCTimeZone()),
-                          " (", (*found)->category, ", ", (*found)->source,
-                          (*found)->scope.empty() ? "" : ", ",
-                          (*found)->scope, ")");
+  o.reason = absl::StrCat(
+      "refused at RCPT: suppressed since ",
+      absl::FormatTime("%Y-%m-%d", (*found)->added, absl::UTCTimeZone()), " (",
+      (*found)->category, ", ", (*found)->source,
+      (*found)->scope.empty() ? "" : ", ", (*found)->scope, ")");
   o.reply = Reply::Parse(bounce::SuppressedReply(recipient, **found));
   outcomes_.Publish(o);
   return bounce::SuppressedReply(recipient, **found);

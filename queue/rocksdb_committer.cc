@@ -367,19 +367,18 @@ void RocksStore::UpdateWithNotice(std::vector<RecipientUpdate> updates,
   for (const RecipientRecord* r : applied) {
     claims.emplace_back(r->spec.shard, r->message, r->index);
   }
-  waiters_.push_back(
-      {[this, claims = std::move(claims), id, skipped,
-        done = std::move(done)](absl::Status s) mutable {
-         for (const auto& [shard, message, index] : claims) {
-           ReleaseClaim(shard, message, index);
-         }
-         if (!s.ok()) return done(s);
-         if (!skipped.empty() && claims.empty()) {
-           return done(absl::FailedPreconditionError(skipped));
-         }
-         done(id);
-       },
-       absl::OkStatus()});
+  waiters_.push_back({[this, claims = std::move(claims), id, skipped,
+                       done = std::move(done)](absl::Status s) mutable {
+                        for (const auto& [shard, message, index] : claims) {
+                          ReleaseClaim(shard, message, index);
+                        }
+                        if (!s.ok()) return done(s);
+                        if (!skipped.empty() && claims.empty()) {
+                          return done(absl::FailedPreconditionError(skipped));
+                        }
+                        done(id);
+                      },
+                      absl::OkStatus()});
   work_.Signal();
 }
 

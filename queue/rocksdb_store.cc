@@ -515,9 +515,10 @@ class RocksStore::Side final : public Table {
     w.sync = store_.options_.sync;
     return FromRocks(store_.db_->Delete(w, store_.side_, Slice(key)), "write");
   }
-  absl::Status Scan(absl::string_view prefix,
-                    absl::FunctionRef<bool(absl::string_view, absl::string_view)>
-                        visit) override {
+  absl::Status Scan(
+      absl::string_view prefix,
+      absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit)
+      override {
     absl::ReaderMutexLock db_lock(&store_.db_mu_);
     if (absl::Status s = Usable(false); !s.ok()) return s;
     if (store_.side_ == nullptr) return absl::OkStatus();

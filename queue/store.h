@@ -55,7 +55,8 @@ class Store {
   virtual void UpdateWithNotice(std::vector<RecipientUpdate> updates,
                                 std::optional<NewMessage> notice,
                                 EnqueueDone done) {
-    for (RecipientUpdate& u : updates) Update(std::move(u), [](absl::Status) {});
+    for (RecipientUpdate& u : updates)
+      Update(std::move(u), [](absl::Status) {});
     if (notice.has_value()) return Enqueue(*std::move(notice), std::move(done));
     done(MessageId{0});
   }

@@ -76,6 +76,23 @@ absl::string_view Advice(Category c) {
   return "See the reply of the receiving server below.";
 }
 
+// `text` in lines of at most 76 characters where words allow, each after
+// `indent`, CRLF after each.
+std::string Wrap(absl::string_view text, absl::string_view indent) {
+  std::string out, line(indent);
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (line.size() > indent.size() && line.size() + 1 + word.size() > 76) {
+      absl::StrAppend(&out, line, "\r\n");
+      line = absl::StrCat(indent, "  ");
+    } else if (line.size() > indent.size()) {
+      line += ' ';
+    }
+    line.append(word.data(), word.size());
+  }
+  if (line.size() > indent.size()) absl::StrAppend(&out, line, "\r\n");
+  return out;
+}
+
 }  // namespace
 
 std::string DecodeXtext(absl::string_view xtext) {
@@ -96,10 +113,9 @@ std::string DecodeXtext(absl::string_view xtext) {
   return out;
 }
 
-std::string DsnStatus(const Reply& reply, Category category,
-                      DsnAction action) {
-  char cls = action == DsnAction::kDelayed ? '4'
-             : reply.code >= 500           ? '5'
+std::string DsnStatus(const Reply& reply, Category category, DsnAction action) {
+  char cls = action == DsnAction::kDelayed    ? '4'
+             : reply.code >= 500              ? '5'
              : category == Category::kExpired ? '4'
                                               : '5';
   if (IsEnhancedStatus(reply.enhanced)) {
@@ -199,13 +215,16 @@ std::string BuildDsn(const DsnInput& in) {
   }
   for (const DsnRecipient& r : in.recipients) {
     absl::StrAppend(&out, "\r\n<", OneLine(r.address), ">:\r\n");
-    if (!r.reason.empty()) absl::StrAppend(&out, "    ", OneLine(r.reason), ".\r\n");
-    absl::StrAppend(&out, "    ", Advice(r.category), "\r\n");
+    if (!r.reason.empty()) {
+      out += Wrap(absl::StrCat(OneLine(r.reason), "."), "    ");
+    }
+    out += Wrap(Advice(r.category), "    ");
     if (r.reply.code != 0 || !r.reply.text.empty()) {
-      absl::StrAppend(&out, "    ",
-                      r.remote ? absl::StrCat(OneLine(r.remote_mta), " said: ")
-                               : std::string("Reason: "),
-                      OneLine(r.reply.ToString()), "\r\n");
+      out += Wrap(
+          absl::StrCat(r.remote ? absl::StrCat(OneLine(r.remote_mta), " said:")
+                                : std::string("Reason:"),
+                       " ", OneLine(r.reply.ToString())),
+          "    ");
     }
     if (r.action == DsnAction::kDelayed &&
         r.retry_until != absl::InfinitePast()) {
@@ -221,8 +240,8 @@ std::string BuildDsn(const DsnInput& in) {
   out += "Content-Type: message/delivery-status\r\n\r\n";
   absl::StrAppend(&out, "Reporting-MTA: dns; ", host, "\r\n");
   if (!in.envid.empty()) {
-    absl::StrAppend(&out, "Original-Envelope-Id: ",
-                    OneLine(DecodeXtext(in.envid)), "\r\n");
+    absl::StrAppend(
+        &out, "Original-Envelope-Id: ", OneLine(DecodeXtext(in.envid)), "\r\n");
   }
   if (in.arrival != absl::InfinitePast()) {
     absl::StrAppend(&out, "Arrival-Date: ", Rfc5322Date(in.arrival), "\r\n");
@@ -245,8 +264,7 @@ std::string BuildDsn(const DsnInput& in) {
     absl::StrAppend(&out, "Status: ", DsnStatus(r.reply, r.category, r.action),
                     "\r\n");
     if (r.remote && !r.remote_mta.empty()) {
-      absl::StrAppend(&out, "Remote-MTA: dns; ", OneLine(r.remote_mta),
-                      "\r\n");
+      absl::StrAppend(&out, "Remote-MTA: dns; ", OneLine(r.remote_mta), "\r\n");
     }
     if (r.reply.code != 0) {
       absl::StrAppend(&out, "Diagnostic-Code: smtp; ",

@@ -26,8 +26,8 @@ struct DsnRecipient {
   std::string address;  // Final-Recipient.
   std::string orcpt;    // ORCPT as received ("rfc822;a+2Bb@example.com").
   DsnAction action = DsnAction::kFailed;
-  Reply reply;           // The remote's reply, or Peregrine's own.
-  bool remote = false;   // `reply` came from `remote_mta`.
+  Reply reply;             // The remote's reply, or Peregrine's own.
+  bool remote = false;     // `reply` came from `remote_mta`.
   std::string remote_mta;  // Host name of the MX tried last.
   Category category = Category::kUnknown;
   absl::Time last_attempt = absl::InfinitePast();
@@ -61,8 +61,7 @@ std::string DecodeXtext(absl::string_view xtext);
 
 // The status code a DSN gives for a reply: its enhanced code when it has
 // one, else one made from the category and the reply's class.
-std::string DsnStatus(const Reply& reply, Category category,
-                      DsnAction action);
+std::string DsnStatus(const Reply& reply, Category category, DsnAction action);
 
 // The message's header section (up to the first empty line), CRLF.
 absl::string_view HeaderSection(absl::string_view message);

@@ -4,6 +4,7 @@
 #include <random>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -131,8 +132,8 @@ void Notifier::OnOutcome(const Outcome& o) {
   b.queue_time = o.queue_time;
   b.listener = o.listener;
   std::string no_dsn = NoDsnReason(o, options_);
-  b.reason = no_dsn.empty() ? absl::StrCat("a DSN goes to <", o.sender, ">")
-                            : no_dsn;
+  b.reason =
+      no_dsn.empty() ? absl::StrCat("a DSN goes to <", o.sender, ">") : no_dsn;
   bus_->Publish(b);
 
   if (suppression_ != nullptr && o.category &&
@@ -150,6 +151,14 @@ void Notifier::Stop() {
     stopping_ = true;
   }
   if (thread_.joinable()) thread_.join();
+  absl::MutexLock lock(&mu_);
+  auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return in_flight_ == 0;
+  };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&answered), absl::Seconds(30))) {
+    log::Error(kLog, "%d failure records with DSNs not answered by the queue",
+               in_flight_);
+  }
 }
 
 void Notifier::Main() {
@@ -219,8 +228,8 @@ void Notifier::Process(queue::MessageId id, Pending p) {
       DsnRecipient r;
       r.address = o.recipient;
       r.orcpt = o.record.spec.orcpt;
-      r.action = o.kind == Kind::kDeferred ? DsnAction::kDelayed
-                                           : DsnAction::kFailed;
+      r.action =
+          o.kind == Kind::kDeferred ? DsnAction::kDelayed : DsnAction::kFailed;
       r.reply = o.reply;
       r.remote = !o.mx.empty() && !o.ip.empty();
       r.remote_mta = o.mx;
@@ -243,22 +252,30 @@ void Notifier::Process(queue::MessageId id, Pending p) {
     to.address = e.sender;
     to.notify = queue::kNotifyNever;
     to.site = absl::AsciiStrToLower(DomainOf(e.sender));
-    to.shard = options_.shard_for_domain ? options_.shard_for_domain(to.site)
-                                         : 0;
+    to.shard =
+        options_.shard_for_domain ? options_.shard_for_domain(to.site) : 0;
     n.recipients.push_back(std::move(to));
     n.body = BuildDsn(in);
     notice = std::move(n);
   }
   size_t count = p.outcomes.size();
   std::string sender = p.outcomes.front().sender;
-  bool delayed = std::all_of(
-      p.outcomes.begin(), p.outcomes.end(),
-      [](const Outcome& o) { return o.kind == Kind::kDeferred; });
+  bool delayed =
+      std::all_of(p.outcomes.begin(), p.outcomes.end(),
+                  [](const Outcome& o) { return o.kind == Kind::kDeferred; });
+  {
+    absl::MutexLock lock(&mu_);
+    ++in_flight_;
+  }
   store_->UpdateWithNotice(
       std::move(p.updates), std::move(notice),
       [this, hex, count, sender, delayed, tenant = p.outcomes.front().tenant,
-       campaign = p.outcomes.front().campaign](
-          absl::StatusOr<queue::MessageId> dsn) {
+       campaign =
+           p.outcomes.front().campaign](absl::StatusOr<queue::MessageId> dsn) {
+        auto answered = absl::MakeCleanup([this] {
+          absl::MutexLock lock(&mu_);
+          --in_flight_;
+        });
         if (!dsn.ok()) {
           log::Error(kLog, "id=%s: recording %d failures and their DSN: %s",
                      hex, count, dsn.status().message());
@@ -289,7 +306,8 @@ void Notifier::Suppress(const Outcome& o) {
   } else if (options_.suppress_scope == "campaign" && !o.campaign.empty()) {
     e.scope = absl::StrCat("campaign:", o.campaign);
   }
-  e.category = std::string(CategoryName(o.category.value_or(Category::kUnknown)));
+  e.category =
+      std::string(CategoryName(o.category.value_or(Category::kUnknown)));
   e.reason = o.reply.ToString();
   e.source = "delivery";
   e.added = absl::Now();
@@ -310,9 +328,10 @@ void Notifier::Suppress(const Outcome& o) {
   s.campaign = o.campaign;
   s.reply = o.reply;
   s.category = o.category;
-  s.reason = absl::StrCat("added to the suppression list",
-                          e.scope.empty() ? "" : absl::StrCat(" (", e.scope, ")"),
-                          " after a ", e.category, " failure");
+  s.reason =
+      absl::StrCat("added to the suppression list",
+                   e.scope.empty() ? "" : absl::StrCat(" (", e.scope, ")"),
+                   " after a ", e.category, " failure");
   bus_->Publish(s);
 }
 

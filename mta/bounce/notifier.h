@@ -75,7 +75,8 @@ class Notifier : public outcome::Consumer, public outcome::UpdateDiverter {
               queue::RecipientUpdate& update) override;
   void OnOutcome(const outcome::Outcome& o) override;
 
-  // Writes everything waiting and stops the thread.
+  // Writes everything waiting, stops the thread, and waits (up to 30 s)
+  // until the queue has answered every write handed to it.
   void Stop();
 
   // Whether a DSN is due for this outcome (see the options); public for
@@ -106,6 +107,7 @@ class Notifier : public outcome::Consumer, public outcome::UpdateDiverter {
   size_t waiting_ ABSL_GUARDED_BY(mu_) = 0;  // Outcomes in pending_.
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // Writes not answered yet.
   std::thread thread_;
 };
 

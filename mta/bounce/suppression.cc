@@ -57,8 +57,8 @@ bool DecodeEntry(absl::string_view key, absl::string_view value,
   e->expires = f[5].empty() || !absl::SimpleAtoi(f[5], &expires)
                    ? absl::InfiniteFuture()
                    : absl::FromUnixSeconds(expires);
-  e->address = f[6].empty() ? std::string(key.substr(sep + 1))
-                            : std::string(f[6]);
+  e->address =
+      f[6].empty() ? std::string(key.substr(sep + 1)) : std::string(f[6]);
   return true;
 }
 
@@ -149,8 +149,8 @@ absl::Status CheckScope(absl::string_view scope) {
 
 absl::Status SuppressionList::Add(const SuppressionEntry& entry) {
   if (!PlausibleAddress(entry.address)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("\"", entry.address, "\" is not an address (local@domain)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", entry.address, "\" is not an address (local@domain)"));
   }
   if (absl::Status s = CheckScope(entry.scope); !s.ok()) return s;
   return table_->Put(Key(entry.scope, entry.address), EncodeValue(entry));
@@ -222,8 +222,8 @@ absl::StatusOr<std::optional<SuppressionEntry>> ParseCsvLine(
   if (absl::ConsumePrefix(&address, "<")) absl::ConsumeSuffix(&address, ">");
   e.address = std::string(address);
   if (!PlausibleAddress(e.address)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "\"", f[0], "\" is not an address (local@domain)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", f[0], "\" is not an address (local@domain)"));
   }
   if (f.size() > 7) {
     return absl::InvalidArgumentError(
@@ -261,9 +261,9 @@ std::string SuppressedReply(absl::string_view address,
                     absl::FormatTime("%Y-%m-%d", e.added, absl::UTCTimeZone()));
   }
   if (!e.reason.empty()) absl::StrAppend(&why, ": ", e.reason.substr(0, 200));
-  std::string reply = absl::StrCat(
-      "550 5.1.1 <", address, ">: this address is suppressed (", why,
-      "); mail to it is not sent");
+  std::string reply =
+      absl::StrCat("550 5.1.1 <", address, ">: this address is suppressed (",
+                   why, "); mail to it is not sent");
   for (char& c : reply) {
     if (static_cast<unsigned char>(c) < 0x20) c = ' ';
   }

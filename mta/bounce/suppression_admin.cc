@@ -67,7 +67,8 @@ std::string ApplyRequest(SuppressionList& list, absl::string_view request,
         }
       }
     } else if (absl::ConsumePrefix(&line, "remove,")) {
-      std::vector<std::string> f = absl::StrSplit(line, absl::MaxSplits(',', 1));
+      std::vector<std::string> f =
+          absl::StrSplit(line, absl::MaxSplits(',', 1));
       std::string scope = f.size() > 1 ? f[1] : "";
       if (absl::Status s = CheckScope(scope); !s.ok()) {
         refuse(s.message());
@@ -79,8 +80,9 @@ std::string ApplyRequest(SuppressionList& list, absl::string_view request,
       } else if (*r) {
         ++removed;
       } else {
-        refuse(absl::StrCat("<", f[0], "> is not on the list",
-                            scope.empty() ? "" : absl::StrCat(" (", scope, ")")));
+        refuse(
+            absl::StrCat("<", f[0], "> is not on the list",
+                         scope.empty() ? "" : absl::StrCat(" (", scope, ")")));
       }
     } else {
       refuse("expected add,... or remove,...");
@@ -100,9 +102,9 @@ void ServeRequests(const std::string& dir, SuppressionList& list) {
     std::string answer;
     uintmax_t size = fs::file_size(path, ec);
     if (ec || size > kMaxRequestBytes) {
-      answer = absl::StrCat("error: the request is over ",
-                            kMaxRequestBytes >> 20,
-                            " MiB; import the file in parts\n");
+      answer =
+          absl::StrCat("error: the request is over ", kMaxRequestBytes >> 20,
+                       " MiB; import the file in parts\n");
     } else {
       std::ifstream f(path, std::ios::binary);
       std::stringstream text;
@@ -130,8 +132,8 @@ absl::StatusOr<std::string> SubmitRequest(const std::string& dir,
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create ", dir, ": ", ec.message()));
   }
-  std::string name = absl::StrCat(dir, "/", getpid(), "-",
-                                   absl::ToUnixNanos(absl::Now()));
+  std::string name =
+      absl::StrCat(dir, "/", getpid(), "-", absl::ToUnixNanos(absl::Now()));
   if (!WriteWhole(name + ".req", request)) {
     return absl::PermissionDeniedError(
         absl::StrCat("cannot write a request in ", dir,

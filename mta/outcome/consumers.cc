@@ -119,15 +119,15 @@ void HumanLog::OnOutcome(const Outcome& o) {
           Quoted(absl::StrCat(o.reason, "; last: ", o.reply.ToString())),
           CategoryText(o));
     case Kind::kBounce:
-      return log::Info("bounce", "bounce id=%s to=<%s>%s: %s", id,
-                       o.recipient, CategoryText(o), o.reason);
+      return log::Info("bounce", "bounce id=%s to=<%s>%s: %s", id, o.recipient,
+                       CategoryText(o), o.reason);
     case Kind::kDsnSent:
       return log::Info("bounce", "dsn id=%s to=<%s>: %s", id, o.recipient,
                        o.reason);
     case Kind::kAsyncBounce:
       return log::Info("bounce", "async bounce to=<%s> reply=%s%s: %s",
-                       o.recipient, Quoted(o.reply.ToString()),
-                       CategoryText(o), o.reason);
+                       o.recipient, Quoted(o.reply.ToString()), CategoryText(o),
+                       o.reason);
     case Kind::kComplaint:
       return log::Info("bounce", "complaint to=<%s>: %s", o.recipient,
                        o.reason);
