@@ -634,7 +634,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   }
 
   CLI::App* bounce_cmd =
-      app.add_subcommand("bounce", "How failures are classified");
+      app.add_subcommand("bounce", "How failures are classified and read");
   bounce_cmd->require_subcommand(1);
   BounceArgs bounce_args;
   CLI::App* classify = bounce_cmd->add_subcommand(
@@ -649,6 +649,21 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
                        "Use this configuration's bounce.rules_file");
   CLI::App* rules_cmd = bounce_cmd->add_subcommand(
       "rules", "Print the built-in classification rules (TOML)");
+  BounceParseArgs parse_args;
+  CLI::App* parse_cmd = bounce_cmd->add_subcommand(
+      "parse",
+      "What Peregrine reads from a bounce or feedback report (JSON): each "
+      "failed recipient, status, reply, category, and the VERP match");
+  parse_cmd->add_option("file", parse_args.file, "The message, or - (stdin)")
+      ->required();
+  parse_cmd->add_option("-c,--config", parse_args.config_path,
+                        "Configuration (rules file, VERP domain and key)");
+  parse_cmd->add_option("--data-dir", parse_args.data_dir,
+                        "Data directory (where verp.secret is)");
+  parse_cmd->add_option("--rules", parse_args.rules,
+                        "A rule file tried before the built-in rules");
+  parse_cmd->add_option("--rcpt", parse_args.recipient,
+                        "The envelope recipient it came to");
 
   SuppressionArgs sup;
   CLI::App* sup_cmd = app.add_subcommand(
@@ -750,6 +765,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   }
   if (*sign) return DkimSign(sign_args, std::cin, out, err);
   if (*classify) return BounceClassify(bounce_args, out, err);
+  if (*parse_cmd) return BounceParse(parse_args, std::cin, out, err);
   if (*rules_cmd) {
     out << bounce::DefaultRules();
     return 0;

@@ -24,3 +24,20 @@ int SuppressionCommand(const std::string& what, const SuppressionArgs& args,
                        std::istream& in, std::ostream& out, std::ostream& err);
 
 }  // namespace peregrine
+
+namespace peregrine {
+
+struct BounceParseArgs {
+  std::string file;  // Or "-".
+  std::string config_path;
+  std::string data_dir;
+  std::string rules;      // A rule file tried before the built-in rules.
+  std::string recipient;  // The envelope recipient it came to (VERP).
+};
+
+// `peregrine bounce parse FILE|-`: what Peregrine reads from one bounce or
+// feedback report, as JSON. Exit 0 when it names a recipient, 1 when not.
+int BounceParse(const BounceParseArgs& args, std::istream& in,
+                std::ostream& out, std::ostream& err);
+
+}  // namespace peregrine

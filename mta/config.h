@@ -107,6 +107,15 @@ struct Config {
   std::vector<std::string> bounce_delay_dsn_listeners = {"submission",
                                                          "submissions"};
   uint64_t bounce_dsn_full_limit = 50000;
+  // VERP and the bounce domains Peregrine receives bounces for.
+  std::string bounce_verp_domain;  // Empty: VERP off.
+  std::string bounce_verp_prefix = "bounces";
+  std::string bounce_verp_secret_file;  // Empty: data_dir/verp.secret.
+  std::vector<std::string> bounce_domains;  // Besides verp_domain.
+  std::string VerpSecretPath() const {
+    return bounce_verp_secret_file.empty() ? data_dir + "/verp.secret"
+                                           : bounce_verp_secret_file;
+  }
   // [suppression]
   bool suppression_enabled = true;
   std::vector<std::string> suppression_categories = {

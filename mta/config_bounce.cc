@@ -86,6 +86,52 @@ std::vector<Setting> BounceSettings() {
        [](const toml::node& n, Config& c) {
          return GetSize(n, 0, 64ull << 20, &c.bounce_dsn_full_limit);
        }},
+      {"bounce", "verp_domain", "\"\"",
+       "Send with a return path per message and recipient,\n"
+       "PREFIX+TOKEN@verp_domain, so bounces that come back name whose mail\n"
+       "failed; the token is signed (HMAC-SHA256) so a forged bounce\n"
+       "suppresses no one. Point this domain's MX at Peregrine: mail to it\n"
+       "is read as bounces and complaints, never relayed. Empty: off.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a domain");
+         if (!s.ok()) return s.status();
+         if (!s->empty() && (s->find('.') == std::string::npos ||
+                             s->find_first_of("@ /") != std::string::npos)) {
+           return Expected("a domain such as \"bounces.example.com\"", n);
+         }
+         c.bounce_verp_domain = *s;
+         return absl::OkStatus();
+       }},
+      {"bounce", "verp_prefix", "\"bounces\"",
+       "The local part before '+' in VERP return paths.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a local part");
+         if (!s.ok()) return s.status();
+         if (s->empty() || s->size() > 32 ||
+             s->find_first_of("@+ <>\"") != std::string::npos) {
+           return Expected("a short local part without @ + or spaces", n);
+         }
+         c.bounce_verp_prefix = *s;
+         return absl::OkStatus();
+       }},
+      {"bounce", "verp_secret_file", "\"\"",
+       "The key that signs VERP tokens; made (random, mode 0600) when\n"
+       "missing. Empty: verp.secret in the data directory. Nodes that share\n"
+       "a bounce domain share this file.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a file path");
+         if (s.ok()) c.bounce_verp_secret_file = *s;
+         return s.status();
+       }},
+      {"bounce", "domains", "[]",
+       "More domains whose mail is read as bounces and feedback reports\n"
+       "(never relayed), besides verp_domain: the address a feedback loop\n"
+       "sends complaints to, say.",
+       [](const toml::node& n, Config& c) {
+         auto l = GetStringList(n, "domains");
+         if (l.ok()) c.bounce_domains = *l;
+         return l.status();
+       }},
       {"suppression", "enabled", "true",
        "Keep a suppression list: recipients whose failures say they are\n"
        "dead are added, and mail to them is refused at RCPT\n"

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <tuple>
 
 #include "absl/strings/ascii.h"
@@ -223,6 +225,7 @@ absl::Status Daemon::Start() {
               config_.Where("auth.allow_without_tls"));
   }
 
+  if (absl::Status s = PrepareBounces(); !s.ok()) return s;
   if (absl::Status s = PrepareOutcomes(); !s.ok()) return s;
   reception_.outcomes = &outcomes_;
   if (absl::Status s = PrepareDelivery(); !s.ok()) return s;
@@ -294,6 +297,96 @@ void Daemon::StartShard(shard::Reactor& reactor) {
   StartAccepting(reactor.id());
 }
 
+std::shared_ptr<const bounce::Classifier> Daemon::Classifier() {
+  absl::MutexLock lock(&classifier_mu_);
+  return classifier_;
+}
+
+absl::Status Daemon::PrepareBounces() {
+  auto classifier = bounce::Classifier::Create(config_.bounce_rules_file);
+  if (!classifier.ok()) {
+    return absl::Status(classifier.status().code(),
+                        absl::StrCat(config_.Where("bounce.rules_file"), ": ",
+                                     classifier.status().message()));
+  }
+  {
+    absl::MutexLock lock(&classifier_mu_);
+    classifier_ = *classifier;
+  }
+  if (config_.bounce_verp_domain.empty() && config_.bounce_domains.empty()) {
+    return absl::OkStatus();
+  }
+  bounce::InboxOptions in;
+  in.verp.domain = config_.bounce_verp_domain;
+  in.verp.prefix = config_.bounce_verp_prefix;
+  if (!in.verp.domain.empty()) {
+    auto secret = LoadVerpSecret();
+    if (!secret.ok()) return secret.status();
+    in.verp.secret = *secret;
+    config_.delivery.verp =
+        std::make_shared<const bounce::VerpOptions>(in.verp);
+    log::Info(kLog,
+              "bounce: VERP return paths %s+TOKEN@%s (one recipient per "
+              "transaction)",
+              in.verp.prefix, in.verp.domain);
+  }
+  in.domains = config_.bounce_domains;
+  for (const std::string& c : config_.suppression_categories) {
+    if (auto category = bounce::ParseCategory(c))
+      in.suppress.push_back(*category);
+  }
+  in.suppress_for = config_.suppression_expiry;
+  in.classifier = [this] { return Classifier(); };
+  std::vector<std::string> domains = config_.bounce_domains;
+  if (!in.verp.domain.empty()) domains.insert(domains.begin(), in.verp.domain);
+  // The suppression list is made in PrepareOutcomes; the inbox reads it
+  // through this pointer once it exists.
+  inbox_options_ = std::move(in);
+  log::Info(kLog, "bounce: reading bounces and complaints sent to %s",
+            absl::StrJoin(domains, ", "));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Daemon::LoadVerpSecret() {
+  std::string path = config_.VerpSecretPath();
+  std::string where = config_.Where("bounce.verp_secret_file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (std::filesystem::exists(path)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(where, ": cannot read ", path,
+                       ": let the user peregrine runs as read it"));
+    }
+    std::string secret = bounce::NewVerpSecret();
+    int fd =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 ||
+        ::write(fd, secret.data(), secret.size()) !=
+            static_cast<ssize_t>(secret.size()) ||
+        ::fsync(fd) != 0) {
+      if (fd >= 0) ::close(fd);
+      return absl::PermissionDeniedError(
+          absl::StrCat(where, ": cannot create ", path, ": ", strerror(errno)));
+    }
+    ::close(fd);
+    log::Info(kLog,
+              "bounce: made a new VERP key in %s (keep it; nodes that "
+              "share the bounce domain need the same one)",
+              path);
+    return secret;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string secret(absl::StripAsciiWhitespace(text.str()));
+  if (secret.size() < 16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": ", path,
+        " holds less than 16 characters; a VERP key needs more (delete it "
+        "to have a new one made)"));
+  }
+  return secret;
+}
+
 absl::Status Daemon::PrepareOutcomes() {
   if (config_.suppression_enabled) {
     suppression_ =
@@ -323,6 +416,20 @@ absl::Status Daemon::PrepareOutcomes() {
   n.suppress_for = config_.suppression_expiry;
   notifier_ = std::make_unique<bounce::Notifier>(queue_.get(), &outcomes_,
                                                  suppression_.get(), n);
+  if (inbox_options_.has_value()) {
+    inbox_ = std::make_unique<bounce::BounceInbox>(*inbox_options_, &outcomes_,
+                                                   suppression_.get());
+    reception_.bounce_domain = [this](absl::string_view domain) {
+      return inbox_->IsBounceDomain(domain);
+    };
+    reception_.read_bounce =
+        [this](std::string message, std::vector<std::string> recipients,
+               std::string client,
+               absl::AnyInvocable<void(absl::Status, std::string)> done) {
+          inbox_->Submit(std::move(message), std::move(recipients),
+                         std::move(client), std::move(done));
+        };
+  }
   recorder_ =
       std::make_unique<outcome::QueueRecorder>(queue_.get(), notifier_.get());
   outcomes_.Attach(recorder_.get());
@@ -382,14 +489,9 @@ absl::Status Daemon::PrepareDelivery() {
   delivery_->options = d;
   delivery_->helo = d.helo.empty() ? config_.EffectiveHostname() : d.helo;
   delivery_->tls = *tls;
-  auto classifier = bounce::Classifier::Create(config_.bounce_rules_file);
-  if (!classifier.ok()) {
-    return absl::Status(classifier.status().code(),
-                        absl::StrCat(config_.Where("bounce.rules_file"), ": ",
-                                     classifier.status().message()));
-  }
-  delivery_->classifier = *classifier;
-  log::Info(kLog, "bounce: %d classification rules%s", (*classifier)->rules(),
+  delivery_->classifier = Classifier();
+  log::Info(kLog, "bounce: %d classification rules%s",
+            delivery_->classifier->rules(),
             config_.bounce_rules_file.empty()
                 ? ""
                 : absl::StrCat(" (", config_.bounce_rules_file,
@@ -737,6 +839,7 @@ void Daemon::Reload() {
     delivery::DeliveryOptions options = fresh->delivery;
     options.enabled = config_.delivery.enabled;
     options.ca_file = config_.delivery.ca_file;
+    options.verp = config_.delivery.verp;  // Set at start (PrepareBounces).
     config_.delivery = options;
     auto shared = std::make_shared<const delivery::DeliveryOptions>(options);
     for (int i = 0; i < group_->size(); ++i) {
@@ -759,6 +862,10 @@ void Daemon::Reload() {
     } else {
       config_.bounce_rules_file = fresh->bounce_rules_file;
       std::shared_ptr<const bounce::Classifier> shared = *classifier;
+      {
+        absl::MutexLock lock(&classifier_mu_);
+        classifier_ = shared;
+      }
       for (int i = 0; i < group_->size(); ++i) {
         group_->SubmitTo(i, [this, i, shared] {
           if (delivery_->engines[i] != nullptr) {
@@ -835,7 +942,9 @@ int Daemon::Run() {
   // process; what they carried stays queued and is tried again.
   if (delivery_ != nullptr) delivery_->engines.clear();
   group_.reset();
-  // Failures still waiting for their DSNs are written with them.
+  // Bounces being read are finished; failures still waiting for their
+  // DSNs are written with them.
+  if (inbox_ != nullptr) inbox_->Stop();
   if (notifier_ != nullptr) notifier_->Stop();
   if (events_ != nullptr) events_->Flush();  // Every outcome so far.
   queue_.reset();  // Writes what is pending, then closes.

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,8 @@
 #include "dkim/signing_table.h"
 #include "dns/caching_resolver.h"
 #include "mta/auth.h"
+#include "mta/bounce/classifier.h"
+#include "mta/bounce/inbox.h"
 #include "mta/bounce/notifier.h"
 #include "mta/bounce/suppression.h"
 #include "mta/config.h"
@@ -69,6 +72,9 @@ class Daemon {
   // Per shard: its resolver, on its own thread.
   void StartShard(shard::Reactor& reactor);
   // The outcome seam: the queue update, the log, the event log.
+  absl::Status PrepareBounces();
+  absl::StatusOr<std::string> LoadVerpSecret();
+  std::shared_ptr<const bounce::Classifier> Classifier();
   absl::Status PrepareOutcomes();
   // The RCPT check: a suppressed address's refusal, or "".
   std::string CheckSuppressed(absl::string_view sender,
@@ -99,6 +105,12 @@ class Daemon {
   // After the queue: destroyed (and stopped) before it.
   std::unique_ptr<bounce::SuppressionList> suppression_;
   std::unique_ptr<bounce::Notifier> notifier_;
+  std::optional<bounce::InboxOptions> inbox_options_;
+  std::unique_ptr<bounce::BounceInbox> inbox_;
+  // The classification rules in force (SIGHUP replaces them).
+  absl::Mutex classifier_mu_;
+  std::shared_ptr<const bounce::Classifier> classifier_
+      ABSL_GUARDED_BY(classifier_mu_);
   std::unique_ptr<outcome::QueueRecorder> recorder_;
   outcome::HumanLog human_log_;
   std::unique_ptr<outcome::EventLog> events_;

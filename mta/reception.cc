@@ -110,6 +110,7 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         }
         c.relay_allowed = mode == ListenerKind::kRelay && trusted_;
         c.check_recipient = context.check_recipient;
+        c.accepts_for = context.bounce_domain;
         return c;
       }()) {
   open_.fetch_add(1, std::memory_order_relaxed);
@@ -369,6 +370,7 @@ void SmtpConnection::Enqueue(smtp::Message m) {
       m.auth_user.empty() ? "" : "A", ";\r\n\t",
       absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", now, absl::UTCTimeZone()),
       "\r\n");
+  if (ReadBounces(m, received)) return;
   bool add_fields = mode_ == ListenerKind::kRelay
                         ? context_.relay_adds_missing_fields
                         : context_.submission_adds_missing_fields;
@@ -453,6 +455,48 @@ void SmtpConnection::Enqueue(smtp::Message m) {
           ReadMore();
         });
       });
+}
+
+bool SmtpConnection::ReadBounces(smtp::Message& m,
+                                 const std::string& received) {
+  if (!context_.bounce_domain || !context_.read_bounce) return false;
+  std::vector<std::string> bounces;
+  std::vector<smtp::Recipient> others;
+  for (const smtp::Recipient& r : m.recipients) {
+    if (context_.bounce_domain(Domain(r.address))) {
+      bounces.push_back(r.address);
+    } else {
+      others.push_back(r);
+    }
+  }
+  if (bounces.empty()) return false;
+  std::string message = absl::StrCat(received, m.data);
+  if (!others.empty()) {
+    // Mixed: the rest is queued as usual; the bounce part is read on the
+    // side, and what it taught is in the log and the events.
+    m.recipients = std::move(others);
+    context_.read_bounce(std::move(message), std::move(bounces),
+                         peer_.HostString(), [](absl::Status, std::string) {});
+    return false;
+  }
+  enqueue_pending_ = true;
+  context_.read_bounce(
+      std::move(message), std::move(bounces), peer_.HostString(),
+      [this](absl::Status status, std::string summary) {
+        // On the inbox's thread: back to our shard.
+        reactor_.Post([this, status, summary] {
+          enqueue_pending_ = false;
+          if (finishing_) return Finish();
+          if (status.ok()) {
+            log::Info(kLog, "bounce from %s read: %s", peer_.HostString(),
+                      summary);
+          }
+          session_.MessageQueued(status, status.ok() ? "bounce" : "");
+          Pump();
+          ReadMore();
+        });
+      });
+  return true;
 }
 
 void SmtpConnection::Authenticate(smtp::AuthRequest request) {

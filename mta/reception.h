@@ -105,6 +105,14 @@ struct ReceptionContext {
   std::function<std::string(absl::string_view sender,
                             absl::string_view recipient)>
       check_recipient;
+  // Bounce domains (mta/bounce/inbox.h): mail for them is taken from any
+  // client and handed to `read_bounce` instead of the queue; `done` may run
+  // on another thread. Unset: none.
+  std::function<bool(absl::string_view domain)> bounce_domain;
+  std::function<void(std::string message, std::vector<std::string> recipients,
+                     std::string client,
+                     absl::AnyInvocable<void(absl::Status, std::string)> done)>
+      read_bounce;
   // Where `received` and `rejected` outcomes go; nullptr: nowhere.
   const outcome::Bus* outcomes = nullptr;
 };
@@ -142,6 +150,9 @@ class SmtpConnection : private Stream::Handler {
   void Pump();
   void SendPending();
   void Enqueue(smtp::Message message);
+  // Hands the recipients in bounce domains to context.read_bounce; true
+  // when none is left to queue (the answer then comes from there).
+  bool ReadBounces(smtp::Message& m, const std::string& received);
   // Stream::Handler: each returns at once once finishing_ is set.
   void OnData(absl::string_view plaintext) override;
   void OnEnd(int error) override;

@@ -10,6 +10,8 @@ PACKAGES=(
   # Libraries.
   liburing-dev librocksdb-dev libc-ares-dev libabsl-dev libssl-dev
   libtomlplusplus-dev libcli11-dev libre2-dev nlohmann-json3-dev
+  # Bounce and feedback-report parsing (MIME).
+  libgmime-3.0-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
   # DKIM signatures are checked by an independent verifier, dkimpy.

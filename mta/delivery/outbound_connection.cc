@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "mta/bounce/verp.h"
 #include "mta/shard/socket.h"
 
 namespace peregrine::delivery {
@@ -122,6 +123,12 @@ void OutboundConnection::Send(std::unique_ptr<Job> job, std::string body,
   body_ = std::move(body);
   smtp::OutMessage m;
   m.sender = envelope.sender;
+  if (options_.verp != nullptr && !envelope.sender.empty() &&
+      job_->recipients.size() == 1) {
+    const queue::RecipientRecord& r = job_->recipients.front();
+    m.sender =
+        bounce::VerpAddress(*options_.verp, r.message, r.index, r.spec.address);
+  }
   m.envid = envelope.envid;
   m.ret = static_cast<uint8_t>(envelope.ret);
   m.body = &body_;

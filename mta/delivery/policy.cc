@@ -102,6 +102,8 @@ SiteOptions ResolveSite(const DeliveryOptions& options,
     if (r.pool) s.pool = *r.pool;
   }
   s.initial_connections = std::min(s.initial_connections, s.max_connections);
+  // VERP names one recipient in the return path: one per transaction.
+  if (options.verp != nullptr) s.recipients_per_transaction = 1;
   return s;
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -19,6 +20,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "dns/resolver.h"
+#include "mta/bounce/verp.h"
 #include "mta/delivery/shaping.h"
 
 namespace peregrine::delivery {
@@ -100,6 +102,8 @@ struct DeliveryOptions {
   Smarthost smarthost;
   // Recipients a shard holds in memory waiting for a connection.
   int max_pending_per_shard = 20000;
+  // Return paths per recipient (mta/bounce/verp.h); null: the sender's.
+  std::shared_ptr<const bounce::VerpOptions> verp;
 };
 
 // The options of a site: the defaults, then every matching rule in order.

@@ -487,7 +487,10 @@ void ServerSession::Rcpt(absl::string_view arg) {
   if (!IsAscii(address) && !message_.smtputf8) {
     return Error("553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
   }
-  if (!config_.relay_allowed && authenticated_.empty()) {
+  size_t at = address.rfind('@');
+  bool ours = config_.accepts_for && at != std::string::npos &&
+              config_.accepts_for(absl::string_view(address).substr(at + 1));
+  if (!config_.relay_allowed && authenticated_.empty() && !ours) {
     return Refuse(
         Refusal::Kind::kRelayDenied,
         absl::StrCat("554 5.7.1 <", address, ">: Relay access denied"),

@@ -64,6 +64,9 @@ struct SessionConfig {
   // Is there disk room for a message of this size (0: unknown)? Asked at
   // MAIL, with SIZE when given: 452 when not. Unset: always.
   std::function<bool(uint64_t bytes)> has_room;
+  // Domains whose mail is taken from any client without relaying it (the
+  // bounce domains); unset: none.
+  std::function<bool(absl::string_view domain)> accepts_for;
   // Asked for each RCPT that passed every other check: "" accepts it, a
   // reply line (without CRLF) refuses it, e.g. a suppressed address's 550.
   // Unset: all accepted.

@@ -3,6 +3,8 @@
 Tests run from the runfiles root, so paths are relative to the repository.
 """
 import json
+import re
+import shutil
 import os
 import signal
 import smtplib
@@ -426,3 +428,77 @@ def smarthost_to(port):
     (a RawSink), through [smarthost]."""
     return (f'[delivery]\n[smarthost]\nhost = "127.0.0.1"\nport = {port}\n'
             'tls = "none"\n')
+
+
+class Postfix:
+    """A Postfix instance of its own (config, queue and log in a temp folder)
+    listening on `host`:`port`, relaying everything to `relayhost` (a
+    "[ip]:port") except the domains in `transports` ({domain: "[ip]:port"}),
+    for real bounces made by another MTA. Needs root (Postfix's master)."""
+
+    def __init__(self, host, port, relayhost, transports=None,
+                 hostname="mx.postfix.test"):
+        # Not under TMP: Postfix's daemons run as "postfix", which cannot
+        # reach folders below /root.
+        self.work = tempfile.mkdtemp(dir="/tmp", prefix="peregrine-postfix-")
+        os.chmod(self.work, 0o755)
+        self.conf = os.path.join(self.work, "conf")
+        for d in ("conf", "queue", "data"):
+            os.makedirs(os.path.join(self.work, d))
+        shutil.chown(os.path.join(self.work, "data"), "postfix")
+        self.log = os.path.join(self.work, "maillog")
+        transport = ", ".join(f"{d}=smtp:{t}"
+                              for d, t in (transports or {}).items())
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(f"""compatibility_level = 3.6
+queue_directory = {self.work}/queue
+data_directory = {self.work}/data
+myhostname = {hostname}
+mydomain = postfix.test
+myorigin = postfix.test
+mydestination =
+inet_interfaces = all
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = {relayhost}
+{"transport_maps = inline:{" + transport + "}" if transport else ""}
+smtp_dns_support_level = disabled
+disable_dns_lookups = yes
+maillog_file = {self.log}
+maillog_file_prefixes = /tmp
+smtpd_relay_restrictions = permit_mynetworks, reject
+alias_maps =
+alias_database =
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+""")
+        with open("/etc/postfix/master.cf") as f:
+            master = f.read()
+        master = re.sub(r"(?m)^smtp\s+inet.*$",
+                        f"{host}:{port} inet n - n - - smtpd", master)
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(master)
+        r = subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "start"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (r.stdout, r.stderr, self.maillog())
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection((host, port), 0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("postfix did not start: " + self.maillog())
+
+    def maillog(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(self.work, ignore_errors=True)
