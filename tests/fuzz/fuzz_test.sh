@@ -37,7 +37,7 @@ run dkim_key_fuzz tests/fuzz/dkim_key_fuzz.cc dkim/key.cc base/files.cc \
 run config_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   tests/fuzz/config_fuzz.cc mta/config.cc mta/config_values.cc \
   mta/config_reception.cc mta/config_storage.cc mta/config_delivery.cc \
-  dns/message.cc \
+  mta/config_bounce.cc mta/bounce/category.cc dns/message.cc \
   dkim/canonicalize.cc dkim/key.cc dkim/signer.cc dkim/signing_table.cc \
   mta/delivery/policy.cc mta/delivery/shaping.cc mta/shard/address.cc \
   mta/shard/epoll_backend.cc mta/shard/uring_backend.cc \
@@ -56,4 +56,12 @@ run bounce_rules_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   tests/fuzz/bounce_rules_fuzz.cc mta/bounce/classifier.cc \
   mta/bounce/category.cc mta/bounce/default_rules.cc base/reply.cc \
   -ltomlplusplus -lre2
+# Bounces and complaints that come back by mail (GMime), VERP addresses and
+# suppression CSV lines.
+run bounce_report_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
+  $(pkg-config --cflags gmime-3.0) tests/fuzz/bounce_report_fuzz.cc \
+  mta/bounce/report.cc mta/bounce/verp.cc mta/bounce/suppression.cc \
+  mta/bounce/classifier.cc mta/bounce/category.cc \
+  mta/bounce/default_rules.cc base/reply.cc queue/codec.cc \
+  -ltomlplusplus -lre2 -lcrypto $(pkg-config --libs gmime-3.0)
 echo "fuzzing done"
