@@ -129,9 +129,12 @@ Reply ReplyOf(absl::string_view diagnostic, absl::string_view status) {
                                : diagnostic;
   text = absl::StripAsciiWhitespace(text);
   std::string joined(text);
-  // Multi-line replies come as "550-5.1.1 a 550-5.1.1 b": keep one code.
-  static const LazyRE2 kDash = {R"((\d{3})-([245]\.\d{1,3}\.\d{1,3} )?)"};
-  RE2::GlobalReplace(&joined, *kDash, "");
+  // Multi-line replies come as "550-5.1.1 a 550-5.1.1 b 550 5.1.1 c".
+  if (joined.size() > 4 && absl::ascii_isdigit(joined[0]) &&
+      absl::ascii_isdigit(joined[1]) && absl::ascii_isdigit(joined[2]) &&
+      joined[3] == '-') {
+    joined[3] = ' ';
+  }
   Reply r = Reply::Parse(joined);
   if (r.code == 0) {
     // A diagnostic without a code still says what happened.
@@ -141,11 +144,11 @@ Reply ReplyOf(absl::string_view diagnostic, absl::string_view status) {
       r.enhanced = std::string(status);
     }
   } else {
-    // Reply::Parse took only the first code; strip repeats of it.
-    std::string prefix = absl::StrCat(r.code, " ");
-    std::string t = r.text;
-    absl::StrReplaceAll({{" " + prefix, " "}}, &t);
-    r.text = t;
+    // The continuation lines' codes, folded into the text: away.
+    RE2 repeat(absl::StrCat(R"((^|\s))", r.code,
+                            R"([ -](?:[245]\.\d{1,3}\.\d{1,3}\s+)?)"));
+    RE2::GlobalReplace(&r.text, repeat, "\\1");
+    r.text = std::string(absl::StripAsciiWhitespace(r.text));
   }
   return r;
 }
@@ -269,7 +272,7 @@ void ReadPlain(absl::string_view text, absl::string_view bounce_to,
   static const LazyRE2 kAddress = {
       R"(<?([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)>?)"};
   static const LazyRE2 kReply = {
-      R"((?:^|[^0-9])([45][0-9][0-9])[ -]((?:[45]\.[0-9]{1,3}\.[0-9]{1,3})?)\s*(.*))"};
+      R"((?:^|[^0-9])([45][0-9][0-9])[ :-]((?:[45]\.[0-9]{1,3}\.[0-9]{1,3})?)\s*(.*))"};
   std::string normalized = Normalize(text.substr(0, kMaxText));
   std::vector<absl::string_view> lines = absl::StrSplit(normalized, '\n');
   std::string pending;  // The last address seen, waiting for its reply.
