@@ -37,10 +37,11 @@ class SlowStore : public queue::NullStore {
   ~SlowStore() override {
     for (std::thread& t : threads_) t.join();
   }
-  void Enqueue(queue::NewMessage, EnqueueDone done) override {
+  void Enqueue(queue::NewMessage m, EnqueueDone done) override {
     absl::Duration delay = delay_;
     uint64_t id = ++next_id_;
     std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& r : m.recipients) queued.push_back(r.address);
     threads_.emplace_back([delay, id, done = std::move(done)]() mutable {
       absl::SleepFor(delay);
       done(id);
@@ -51,6 +52,9 @@ class SlowStore : public queue::NullStore {
   const absl::Duration delay_;
   std::mutex mu_;
   std::vector<std::thread> threads_;
+
+ public:
+  std::vector<std::string> queued;  // Every recipient queued (under mu_).
 };
 
 constexpr char kDialog[] =
@@ -212,6 +216,86 @@ TEST_P(ReceptionTest, ANeverReadingClientIsClosedAtTheCommandTimeout) {
   // Not reading: the daemon closes it once the timeout passes.
   ASSERT_TRUE(AllFreed()) << "a connection that never reads stayed open";
   close(fd);
+}
+
+// Mail for a bounce domain is taken from a client that may not relay, and
+// handed to the bounce reader, never queued; in a mixed transaction only
+// the other recipients are queued. The reader answers late, from another
+// thread, and clients reset while it reads.
+TEST_P(ReceptionTest, BounceDomainMailIsReadNotQueued) {
+  context_.trusted_networks.clear();  // This client may not relay.
+  std::mutex mu;
+  std::vector<std::string> taken;
+  std::vector<std::thread> readers;
+  context_.bounce_domain = [](absl::string_view d) {
+    return d == "bounces.test";
+  };
+  context_.read_bounce =
+      [&](std::string message, std::vector<std::string> rcpts, std::string,
+          absl::AnyInvocable<void(absl::Status, std::string)> done) {
+        std::lock_guard<std::mutex> l(mu);
+        for (auto& r : rcpts) taken.push_back(r);
+        readers.emplace_back([done = std::move(done)]() mutable {
+          absl::SleepFor(absl::Milliseconds(20));
+          done(absl::OkStatus(), "dsn");
+        });
+      };
+  auto dialog = [&](const std::string& rcpts) {
+    int fd = Connect();
+    std::string in =
+        absl::StrCat("EHLO mx.elsewhere.test\r\nMAIL FROM:<>\r\n", rcpts,
+                     "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    EXPECT_EQ(write(fd, in.data(), in.size()), static_cast<ssize_t>(in.size()));
+    std::string got;
+    char buf[4096];
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) got.append(buf, n);
+    close(fd);
+    return got;
+  };
+  std::string only = dialog("RCPT TO:<b+1.0.x.a=b@bounces.test>\r\n");
+  EXPECT_NE(only.find("250 2.0.0 Ok: queued as bounce"), std::string::npos)
+      << only;
+  // A relay attempt next to it is still refused.
+  std::string mixed =
+      dialog("RCPT TO:<c@bounces.test>\r\nRCPT TO:<x@elsewhere.test>\r\n");
+  EXPECT_NE(mixed.find("554 5.7.1 <x@elsewhere.test>: Relay access denied"),
+            std::string::npos)
+      << mixed;
+  // Resets while the reader is busy.
+  for (int i = 0; i < 20; ++i) {
+    int fd = Connect();
+    std::string in =
+        "EHLO a\r\nMAIL FROM:<>\r\nRCPT TO:<d@bounces.test>\r\nDATA\r\n"
+        "x\r\n.\r\n";
+    EXPECT_EQ(write(fd, in.data(), in.size()), static_cast<ssize_t>(in.size()));
+    absl::SleepFor(absl::Microseconds(i * 1500));
+    Reset(fd);
+  }
+  ASSERT_TRUE(AllFreed());
+  {
+    std::lock_guard<std::mutex> l(mu);
+    for (std::thread& t : readers) t.join();
+    readers.clear();
+    ASSERT_GE(taken.size(), 2u);
+    EXPECT_EQ(taken[0], "b+1.0.x.a=b@bounces.test");
+    EXPECT_EQ(taken[1], "c@bounces.test");
+  }
+  EXPECT_TRUE(store_.queued.empty());
+  // Trusted again: a mixed transaction queues the others, with their
+  // addresses intact.
+  context_.trusted_networks = {*shard::Cidr::Parse("127.0.0.0/8")};
+  std::string both =
+      dialog("RCPT TO:<e@bounces.test>\r\nRCPT TO:<x@elsewhere.test>\r\n");
+  EXPECT_NE(both.find("250 2.0.0 Ok: queued as"), std::string::npos) << both;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    for (std::thread& t : readers) t.join();
+  }
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(store_.queued, std::vector<std::string>{"x@elsewhere.test"});
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ReceptionTest,

@@ -70,9 +70,8 @@ INSTANTIATE_TEST_SUITE_P(
              "failed", "5.1.10", Category::kInvalidRecipient},
         Case{"yahoo.eml", Report::Kind::kPlainBounce, "old.friend@yahoo.com",
              "failed", "5.0.0", Category::kInvalidRecipient},
-        Case{"exim_plain.eml", Report::Kind::kPlainBounce,
-             "carol@example.org", "failed", "5.1.1",
-             Category::kInvalidRecipient},
+        Case{"exim_plain.eml", Report::Kind::kPlainBounce, "carol@example.org",
+             "failed", "5.1.1", Category::kInvalidRecipient},
         Case{"exim_report.eml", Report::Kind::kDsn, "dave@example.net",
              "failed", "5.0.0", Category::kMailboxFull},
         Case{"qmail.eml", Report::Kind::kPlainBounce, "erin@qmail.example",
@@ -85,8 +84,8 @@ INSTANTIATE_TEST_SUITE_P(
              "complained", "", Category::kUnknown}));
 
 TEST(Report, ReturnedMessageAndTokensAreFound) {
-  Report r = ParseReport(
-      Read("tests/mta/bounce/testdata/bounces/gmail.eml"), Rules());
+  Report r =
+      ParseReport(Read("tests/mta/bounce/testdata/bounces/gmail.eml"), Rules());
   EXPECT_EQ(r.original_message_id, "invoice-42@shop.example");
   EXPECT_EQ(r.reporting_mta, "googlemail.com");
   EXPECT_EQ(r.recipients[0].reply.code, 550);
@@ -111,8 +110,8 @@ TEST(Report, ReturnedMessageAndTokensAreFound) {
 }
 
 TEST(Report, OurOwnDsnsReadBack) {
-  for (const char* name : {"failure_full.eml", "failure_hdrs.eml",
-                           "expiry.eml", "delay.eml"}) {
+  for (const char* name :
+       {"failure_full.eml", "failure_hdrs.eml", "expiry.eml", "delay.eml"}) {
     Report r = ParseReport(
         Read(absl::StrCat("tests/mta/bounce/testdata/", name)), Rules());
     EXPECT_EQ(r.kind, Report::Kind::kDsn) << name;
@@ -120,8 +119,8 @@ TEST(Report, OurOwnDsnsReadBack) {
     EXPECT_EQ(r.reporting_mta, "mx.peregrine.test");
     EXPECT_EQ(r.original_message_id, "invoice-42@shop.example") << name;
   }
-  Report full = ParseReport(
-      Read("tests/mta/bounce/testdata/failure_full.eml"), Rules());
+  Report full =
+      ParseReport(Read("tests/mta/bounce/testdata/failure_full.eml"), Rules());
   ASSERT_EQ(full.recipients.size(), 2u);
   EXPECT_EQ(full.recipients[0].recipient, "alice@dest.example");
   EXPECT_EQ(full.recipients[0].original_recipient, "Alice+Bills@dest.example");

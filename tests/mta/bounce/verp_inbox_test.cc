@@ -93,9 +93,9 @@ class MemoryTable : public queue::Table {
     rows.erase(std::string(k));
     return absl::OkStatus();
   }
-  absl::Status Scan(absl::string_view,
-                    absl::FunctionRef<bool(absl::string_view,
-                                           absl::string_view)>) override {
+  absl::Status Scan(
+      absl::string_view,
+      absl::FunctionRef<bool(absl::string_view, absl::string_view)>) override {
     return absl::OkStatus();
   }
   std::map<std::string, std::string> rows;
@@ -155,9 +155,9 @@ TEST_F(InboxTest, ForgedOrMissingTokenChangesNothing) {
   InboxResult forged = inbox_->Process(bounce, {}, "192.0.2.9");
   EXPECT_FALSE(forged.matched);
   EXPECT_FALSE(forged.verp_error.empty());
-  InboxResult none = inbox_->Process(
-      Read("tests/mta/bounce/testdata/bounces/qmail.eml"),
-      {"postmaster@fbl.shop.example"}, "192.0.2.9");
+  InboxResult none =
+      inbox_->Process(Read("tests/mta/bounce/testdata/bounces/qmail.eml"),
+                      {"postmaster@fbl.shop.example"}, "192.0.2.9");
   EXPECT_FALSE(none.matched);
   EXPECT_TRUE(table_.rows.empty());
   for (const outcome::Outcome& o : events_.seen) {
@@ -172,8 +172,7 @@ TEST_F(InboxTest, ComplaintThroughTheReturnPathSuppresses) {
       arf, {{"bounces+066141EB688B7500.3.0011223344556677.hank=hotmail.example@"
              "bounces.shop.example",
              token}});
-  InboxResult r =
-      inbox_->Process(arf, {"fbl@fbl.shop.example"}, "192.0.2.9");
+  InboxResult r = inbox_->Process(arf, {"fbl@fbl.shop.example"}, "192.0.2.9");
   EXPECT_EQ(r.report.kind, Report::Kind::kFeedback);
   EXPECT_TRUE(r.matched);
   EXPECT_TRUE(Suppressed("hank@hotmail.example"));
@@ -193,8 +192,7 @@ TEST_F(InboxTest, SubmitAnswersAndRefusesPastItsBound) {
   inbox_->Stop();
   EXPECT_EQ(answered.load(), 10);
   absl::Status late;
-  inbox_->Submit("x", {}, "c",
-                 [&](absl::Status s, std::string) { late = s; });
+  inbox_->Submit("x", {}, "c", [&](absl::Status s, std::string) { late = s; });
   EXPECT_TRUE(absl::IsUnavailable(late));
 }
 
