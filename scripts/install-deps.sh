@@ -23,6 +23,8 @@ PACKAGES=(
   # Postfix only for its smtp-source load generator and smtp-sink
   # destination (see below).
   postfix
+  # The library the unpacked Exim needs (see the end of this script).
+  libidn12
   # Resolver tests run an authoritative DNS server of their own on loopback.
   nsd
   # The delivery test on built-in defaults runs in a network namespace of
@@ -39,10 +41,6 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
-fi
-
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null; then
@@ -53,6 +51,7 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
 fi
 
+install_missing() {
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 # Postfix is installed for smtp-source only: "No configuration" leaves it
@@ -63,3 +62,23 @@ if [[ " ${missing[*]} " == *" postfix "* ]]; then
 fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+if [ ${#missing[@]} -gt 0 ]; then install_missing; fi
+
+# Exim, for real bounces made by a second MTA in the tests
+# (tests/e2e/bounce/async_bounce_test.py). It cannot be installed beside
+# Postfix (both are the system's MTA), so its package is unpacked, not
+# installed, into a folder of its own; the test runs it from there with
+# its own configuration, user and spool.
+EXIM_DIR=/opt/peregrine-test/exim
+if [ ! -x "$EXIM_DIR/usr/sbin/exim4" ]; then
+  echo "install-deps: unpacking exim4-daemon-light into $EXIM_DIR" >&2
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"
+  (cd "$tmp" && { $SUDO apt-get download -qq exim4-daemon-light ||
+    { $SUDO apt-get update -qq &&
+      $SUDO apt-get download -qq exim4-daemon-light; }; } >&2)
+  $SUDO mkdir -p "$EXIM_DIR"
+  for deb in "$tmp"/*.deb; do $SUDO dpkg -x "$deb" "$EXIM_DIR"; done
+  rm -rf "$tmp"
+fi

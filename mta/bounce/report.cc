@@ -232,6 +232,13 @@ void ReadDsn(absl::string_view body, Report& report,
     r.remote_mta = AddressOf(Field(b, "remote-mta"));
     r.diagnostic = Field(b, "diagnostic-code");
     if (!r.diagnostic.empty()) r.reply = ReplyOf(r.diagnostic, r.status);
+    // Some MTAs (Exim) give a bare "5.0.0" next to a diagnostic that says
+    // more: the reply's own code of the same class is the better status.
+    if (absl::EndsWith(r.status, ".0.0") &&
+        IsEnhancedStatus(r.reply.enhanced) &&
+        r.reply.enhanced[0] == r.status[0]) {
+      r.status = r.reply.enhanced;
+    }
     Classify(r, classifier);
     report.recipients.push_back(std::move(r));
   }

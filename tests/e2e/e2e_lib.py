@@ -502,3 +502,110 @@ maximal_backoff_time = 2s
         subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "stop"],
                        capture_output=True, timeout=60)
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+EXIM_DIR = "/opt/peregrine-test/exim"  # scripts/install-deps.sh unpacks it.
+
+
+class Exim:
+    """Exim 4 (Debian's package, unpacked by scripts/install-deps.sh, not
+    installed: it would replace Postfix) listening on 127.0.0.1:`port`,
+    routing mail for `routes` ({domain: port on 127.0.0.1}) and the rest to
+    `default_port`, for real bounces made by another MTA. Its compiled-in
+    user is made to exist in a mount namespace of its own (a copy of
+    /etc/passwd bound over the real one), so the machine is not changed."""
+
+    def __init__(self, port, routes, default_port,
+                 hostname="mx.exim.test"):
+        self.work = tempfile.mkdtemp(dir="/tmp", prefix="peregrine-exim-")
+        os.chmod(self.work, 0o755)
+        uid = 64999
+        for d in ("spool", "log"):
+            os.makedirs(os.path.join(self.work, d))
+            os.chown(os.path.join(self.work, d), uid, uid)
+        with open("/etc/passwd") as f:
+            passwd = f.read()
+        with open("/etc/group") as f:
+            group = f.read()
+        with open(os.path.join(self.work, "passwd"), "w") as f:
+            f.write(passwd + f"Debian-exim:x:{uid}:{uid}::{self.work}:"
+                    "/usr/sbin/nologin\n")
+        with open(os.path.join(self.work, "group"), "w") as f:
+            f.write(group + f"Debian-exim:x:{uid}:\n")
+        routers = ""
+        transports = ""
+        for i, (domain, p) in enumerate(list(routes.items()) +
+                                        [("*", default_port)]):
+            routers += f"""r{i}:
+  driver = manualroute
+  {"" if domain == "*" else "domains = " + domain}
+  transport = t{i}
+  route_list = * 127.0.0.1
+  self = send
+  no_more
+"""
+            transports += f"""t{i}:
+  driver = smtp
+  port = {p}
+  allow_localhost
+  hosts_avoid_tls = *
+"""
+        self.conf = os.path.join(self.work, "exim.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""primary_hostname = {hostname}
+spool_directory = {self.work}/spool
+log_file_path = {self.work}/log/%slog
+daemon_smtp_ports = {port}
+local_interfaces = 127.0.0.1
+exim_user = Debian-exim
+exim_group = Debian-exim
+never_users =
+trusted_users = root
+acl_smtp_rcpt = acl_rcpt
+host_lookup =
+rfc1413_hosts =
+exim_path = {EXIM_DIR}/usr/sbin/exim4
+keep_environment =
+tls_advertise_hosts =
+begin acl
+acl_rcpt:
+  accept
+begin routers
+{routers}
+begin transports
+{transports}
+begin retry
+* * F,1m,10s
+""")
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "sh", "-c",
+             f"mount --bind {self.work}/passwd /etc/passwd && "
+             f"mount --bind {self.work}/group /etc/group && "
+             f"exec {EXIM_DIR}/usr/sbin/exim4 -C {self.conf} -bdf -q2s"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise AssertionError("exim did not start: " + self.mainlog())
+
+    def mainlog(self):
+        try:
+            with open(os.path.join(self.work, "log", "mainlog"),
+                      errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.work, ignore_errors=True)

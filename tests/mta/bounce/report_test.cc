@@ -73,7 +73,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"exim_plain.eml", Report::Kind::kPlainBounce, "carol@example.org",
              "failed", "5.1.1", Category::kInvalidRecipient},
         Case{"exim_report.eml", Report::Kind::kDsn, "dave@example.net",
-             "failed", "5.0.0", Category::kMailboxFull},
+             "failed", "5.2.2", Category::kMailboxFull},
         Case{"qmail.eml", Report::Kind::kPlainBounce, "erin@qmail.example",
              "failed", "5.1.1", Category::kInvalidRecipient},
         Case{"sendmail.eml", Report::Kind::kDsn, "frank@sendmail.example",
