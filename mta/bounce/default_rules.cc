@@ -174,6 +174,8 @@ patterns = [
   'mailbox not found or access denied',          # QQ
   'requested action not taken: mailbox unavailable',
   'access denied\. AS\(2018',                     # Outlook
+  'recipient name is not recognized|not listed in (the )?(domino|public|address|global)', # Exchange, Domino
+  'no mailbox here by that name|addressee unknown|unknown address',
 ]
 
 # --- DNS trouble (transient) ------------------------------------------------------

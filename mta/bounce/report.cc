@@ -288,6 +288,18 @@ void ReadPlain(absl::string_view text, absl::string_view bounce_to,
     std::string code, enhanced, rest;
     bool has_reply =
         RE2::PartialMatch(Piece(line), *kReply, &code, &enhanced, &rest);
+    if (!has_reply) {
+      // An enhanced code alone at the start (GMX: "5.1.1 <a@b>... User
+      // Unknown"): the reply's class is its first digit.
+      static const LazyRE2 kEnhancedOnly = {
+          R"(^\s*(([45])\.[0-9]{1,3}\.[0-9]{1,3})\s+(.*))"};
+      std::string cls;
+      if (RE2::PartialMatch(Piece(line), *kEnhancedOnly, &enhanced, &cls,
+                            &rest)) {
+        has_reply = true;
+        code = cls == "5" ? "550" : "450";
+      }
+    }
     std::string address;
     re2::StringPiece scan = Piece(line);
     // The address the line is about: the last one on it before a reply.
@@ -327,6 +339,154 @@ void ReadPlain(absl::string_view text, absl::string_view bounce_to,
       if (report.recipients.size() >= kMaxRecipients) break;
     }
   }
+}
+
+// Bounces that give no SMTP reply at all (Exchange 2003, Domino, some
+// gateways): "did not reach the following recipient(s): a@b ... The
+// recipient name is not recognized". The address is the first one that is
+// neither the bounce's own nor a quoted header's, or X-Failed-Recipients';
+// the words after it are the diagnostic. Only text that reads like a
+// delivery failure qualifies.
+void ReadWordsOnly(absl::string_view text, absl::string_view subject,
+                   const std::vector<std::string>& skip,
+                   const std::string& failed_header, Report& report,
+                   const Classifier* classifier) {
+  static const LazyRE2 kFailure = {
+      R"((?i)(undeliver|not (been )?delivered|did not reach|could not be )"
+      R"(delivered|couldn.t be delivered|delivery (has )?failed|delivery )"
+      R"(failure|unable to deliver|permanent (error|failure)|returned mail|)"
+      R"(was not delivered|failed to deliver|not listed in|recipient name|)"
+      R"(unknown user|user unknown|no such user|invalid user|returning message))"};
+  static const LazyRE2 kDelay = {
+      R"((?i)(delayed|will (be )?(retried|tried again)|still trying|temporar))"};
+  static const LazyRE2 kAddress = {
+      R"(([A-Za-z0-9!#$%&*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+))"};
+  std::string normalized = Normalize(text.substr(0, kMaxText));
+  if (!RE2::PartialMatch(Piece(normalized), *kFailure) &&
+      !RE2::PartialMatch(Piece(subject), *kFailure)) {
+    return;
+  }
+  std::vector<absl::string_view> lines = absl::StrSplit(normalized, '\n');
+  auto skipped = [&](absl::string_view a) {
+    std::string lower = absl::AsciiStrToLower(a);
+    if (absl::StartsWith(lower, "mailer-daemon@") ||
+        absl::StartsWith(lower, "postmaster@")) {
+      return true;
+    }
+    for (const std::string& s : skip) {
+      if (absl::EqualsIgnoreCase(s, a)) return true;
+    }
+    return false;
+  };
+  std::string address;
+  size_t at_line = 0;
+  if (!failed_header.empty()) {
+    address = AddressOf(std::string(absl::StripAsciiWhitespace(
+        failed_header.substr(0, failed_header.find(',')))));
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (absl::AsciiStrToLower(lines[i]).find(
+              absl::AsciiStrToLower(address)) != std::string::npos) {
+        at_line = i;
+        break;
+      }
+    }
+  }
+  // First the address an "RCPT TO:" line names, then any other.
+  for (size_t i = 0; address.empty() && i < lines.size(); ++i) {
+    absl::string_view line = absl::StripAsciiWhitespace(lines[i]);
+    std::string candidate;
+    static const LazyRE2 kRcpt = {
+        R"((?i)rcpt to:\s*<?([^\s<>]+@[A-Za-z0-9.-]+))"};
+    if (RE2::PartialMatch(Piece(line), *kRcpt, &candidate) &&
+        !skipped(candidate)) {
+      address = candidate;
+      at_line = i;
+    }
+  }
+  for (size_t i = 0; address.empty() && i < lines.size(); ++i) {
+    absl::string_view line = absl::StripAsciiWhitespace(lines[i]);
+    // Quoted headers of the original ("To: ...", "From: ...") are not it.
+    static const LazyRE2 kHeader = {R"((?i)^(to|from|cc|reply-to|sender|)"
+                                    R"(return-path|envelope-to|subject):)"};
+    if (RE2::PartialMatch(Piece(line), *kHeader)) continue;
+    re2::StringPiece scan = Piece(line);
+    std::string candidate;
+    while (RE2::FindAndConsume(&scan, *kAddress, &candidate)) {
+      if (skipped(candidate)) continue;
+      address = candidate;
+      at_line = i;
+      break;
+    }
+  }
+  if (address.empty()) return;
+  // The words: the rest of the address's line, then what follows up to a
+  // blank line after some text (at most four lines).
+  std::string words;
+  absl::string_view first = lines[at_line];
+  size_t pos =
+      absl::AsciiStrToLower(first).find(absl::AsciiStrToLower(address));
+  if (pos != absl::string_view::npos) {
+    absl::string_view rest =
+        absl::StripAsciiWhitespace(first.substr(pos + address.size()));
+    absl::ConsumePrefix(&rest, ">");
+    absl::ConsumePrefix(&rest, ":");
+    rest = absl::StripAsciiWhitespace(rest);
+    if (!rest.empty() && !absl::StartsWith(rest, "on ")) {
+      words = std::string(rest);
+    } else {
+      // "Unknown user: a@b": the words before the address.
+      absl::string_view before =
+          absl::StripAsciiWhitespace(first.substr(0, pos));
+      absl::ConsumeSuffix(&before, "<");
+      absl::ConsumeSuffix(&before, "\"");
+      before = absl::StripAsciiWhitespace(before);
+      absl::ConsumeSuffix(&before, ":");
+      if (before.size() > 3 && !absl::EndsWithIgnoreCase(before, "rcpt to")) {
+        words = std::string(before);
+      }
+    }
+  }
+  int taken = 0;
+  for (size_t j = at_line + 1; j < lines.size() && taken < 4; ++j) {
+    absl::string_view next = absl::StripAsciiWhitespace(lines[j]);
+    if (next.empty()) {
+      if (!words.empty()) break;
+      continue;
+    }
+    // Rules and lead-ins ("because:", "For the following reason:").
+    if (absl::StartsWith(next, "---") ||
+        (absl::EndsWith(next, ":") && next.size() < 60)) {
+      continue;
+    }
+    absl::StrAppend(&words, words.empty() ? "" : " ", next);
+    ++taken;
+  }
+  ReportedRecipient r;
+  r.recipient = address;
+  bool delayed =
+      RE2::PartialMatch(Piece(normalized), *kDelay) &&
+      !RE2::PartialMatch(Piece(normalized),
+                         "(?i)permanent|not delivered|did not reach");
+  r.action = delayed ? "delayed" : "failed";
+  r.diagnostic = words;
+  r.reply = ReplyOf(words, "");
+  if (r.reply.code == 0) {
+    // A reply elsewhere in the text ("Error message below: 550 - ...").
+    static const LazyRE2 kAnyReply = {
+        R"((?m)^\s*([45][0-9][0-9])[ :-]+((?:[45]\.[0-9]{1,3}\.[0-9]{1,3})?)\s*(.+)$)"};
+    std::string code, enhanced, rest;
+    if (RE2::PartialMatch(Piece(normalized), *kAnyReply, &code, &enhanced,
+                          &rest)) {
+      r.reply = ReplyOf(absl::StrCat(code, " ", enhanced, " ", rest), "");
+      if (!words.empty()) absl::StrAppend(&r.reply.text, " (", words, ")");
+      r.diagnostic = r.reply.ToString();
+    } else {
+      r.reply.text = words;
+    }
+  }
+  Classify(r, classifier);
+  if (r.status.empty()) r.status = delayed ? "4.0.0" : "5.0.0";
+  report.recipients.push_back(std::move(r));
 }
 
 }  // namespace
@@ -411,7 +571,26 @@ Report ParseReport(absl::string_view message, const Classifier* classifier) {
     if (text.empty() && root != nullptr && !GMIME_IS_MULTIPART(root)) {
       text = Content(root);
     }
+    if (text.empty()) {
+      // MIME that names no readable text part (a boundary on a line of its
+      // own, say): the body as it stands.
+      size_t body = input.find("\n\n");
+      if (body != std::string::npos) text = input.substr(body + 2, kMaxText);
+    }
     ReadPlain(text, bounce_to, report, classifier);
+    if (report.recipients.empty()) {
+      std::vector<std::string> skip = {bounce_to,
+                                       AddressOf(report.original_from),
+                                       report.original_return_path};
+      if (const char* from =
+              g_mime_object_get_header(GMIME_OBJECT(msg.p), "From")) {
+        skip.push_back(AddressOf(from));
+      }
+      const char* failed =
+          g_mime_object_get_header(GMIME_OBJECT(msg.p), "X-Failed-Recipients");
+      ReadWordsOnly(text, report.subject, skip, failed == nullptr ? "" : failed,
+                    report, classifier);
+    }
     if (!report.recipients.empty() && report.kind == Report::Kind::kUnknown) {
       report.kind = Report::Kind::kPlainBounce;
     }

@@ -81,7 +81,24 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"mailru_delay.eml", Report::Kind::kDsn, "grisha@mail.ru",
              "delayed", "4.2.2", Category::kMailboxFull},
         Case{"arf.eml", Report::Kind::kFeedback, "hank@hotmail.example",
-             "complained", "", Category::kUnknown}));
+             "complained", "", Category::kUnknown},
+        // No SMTP reply at all, or one away from the address.
+        Case{"exchange2003.eml", Report::Kind::kPlainBounce,
+             "ivan@corp.example", "failed", "5.0.0",
+             Category::kInvalidRecipient},
+        Case{"domino.eml", Report::Kind::kPlainBounce, "judy@lotus.example",
+             "failed", "5.0.0", Category::kInvalidRecipient},
+        Case{"oneandone.eml", Report::Kind::kPlainBounce,
+             "kai@webhost.example", "failed", "5.0.0",
+             Category::kMessageTooLarge},
+        Case{"gmx.eml", Report::Kind::kPlainBounce, "lena@provider.example",
+             "failed", "5.1.1", Category::kInvalidRecipient},
+        Case{"imail.eml", Report::Kind::kPlainBounce, "mike@imail.example",
+             "failed", "5.0.0", Category::kInvalidRecipient},
+        // A multipart whose inner boundary is on a line of its own.
+        Case{"james.eml", Report::Kind::kPlainBounce,
+             "5551234567@sms.carrier.example", "failed", "5.0.0",
+             Category::kInvalidRecipient}));
 
 TEST(Report, ReturnedMessageAndTokensAreFound) {
   Report r =
