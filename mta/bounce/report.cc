@@ -461,6 +461,12 @@ void ReadWordsOnly(absl::string_view text, absl::string_view subject,
     absl::StrAppend(&words, words.empty() ? "" : " ", next);
     ++taken;
   }
+  // Nothing after it: the words just before it ("The user(s) account is
+  // disabled." then the address).
+  for (size_t j = at_line; words.empty() && j > 0 && j + 3 > at_line; --j) {
+    absl::string_view prev = absl::StripAsciiWhitespace(lines[j - 1]);
+    if (!prev.empty() && !absl::EndsWith(prev, ":")) words = std::string(prev);
+  }
   ReportedRecipient r;
   r.recipient = address;
   bool delayed =
