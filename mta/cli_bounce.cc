@@ -25,18 +25,25 @@ Json StringOrNull(const std::string& s) {
 
 }  // namespace
 
-int BounceParse(const BounceParseArgs& a, std::istream& in, std::ostream& out,
-                std::ostream& err) {
+std::optional<std::string> ReadInput(const std::string& file,
+                                     std::istream& in) {
   std::stringstream text;
-  if (a.file == "-") {
+  if (file == "-") {
     text << in.rdbuf();
   } else {
-    std::ifstream f(a.file, std::ios::binary);
-    if (!f) {
-      err << "peregrine bounce parse: cannot read " << a.file << "\n";
-      return 2;
-    }
+    std::ifstream f(file, std::ios::binary);
+    if (!f) return std::nullopt;
     text << f.rdbuf();
+  }
+  return text.str();
+}
+
+int BounceParse(const BounceParseArgs& a, std::istream& in, std::ostream& out,
+                std::ostream& err) {
+  std::optional<std::string> text = ReadInput(a.file, in);
+  if (!text) {
+    err << "peregrine bounce parse: cannot read " << a.file << "\n";
+    return 2;
   }
   absl::StatusOr<Config> config =
       a.config_path.empty() ? DefaultConfig() : LoadConfigFile(a.config_path);
@@ -51,7 +58,7 @@ int BounceParse(const BounceParseArgs& a, std::istream& in, std::ostream& out,
     err << "peregrine bounce parse: " << classifier.status().message() << "\n";
     return 2;
   }
-  bounce::Report report = bounce::ParseReport(text.str(), classifier->get());
+  bounce::Report report = bounce::ParseReport(*text, classifier->get());
 
   Json j = Json::object();
   j["kind"] = std::string(bounce::ReportKindName(report.kind));

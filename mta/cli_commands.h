@@ -3,9 +3,13 @@
 #pragma once
 
 #include <iosfwd>
+#include <optional>
 #include <string>
 
 namespace peregrine {
+
+// The whole of FILE, or of `in` for "-"; nullopt when FILE cannot be read.
+std::optional<std::string> ReadInput(const std::string& file, std::istream& in);
 
 struct SuppressionArgs {
   std::string config_path;

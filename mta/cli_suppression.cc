@@ -73,17 +73,12 @@ int SuppressionCommand(const std::string& what, const SuppressionArgs& a,
   } else if (what == "remove") {
     request = absl::StrCat("remove,", a.address, ",", a.scope, "\n");
   } else if (what == "import") {
-    std::stringstream text;
-    if (a.file == "-") {
-      text << in.rdbuf();
-    } else {
-      std::ifstream f(a.file, std::ios::binary);
-      if (!f) {
-        err << "peregrine suppression import: cannot read " << a.file << "\n";
-        return 1;
-      }
-      text << f.rdbuf();
+    std::optional<std::string> file = ReadInput(a.file, in);
+    if (!file) {
+      err << "peregrine suppression import: cannot read " << a.file << "\n";
+      return 1;
     }
+    std::stringstream text(*file);
     std::string line;
     while (std::getline(text, line)) {
       if (!line.empty()) absl::StrAppend(&request, "add,", line, "\n");

@@ -405,6 +405,16 @@ class RawSink:
         self.thread.join(timeout=5)
 
 
+def wait_until(what, timeout=30):
+    """True once what() is, polling every 50 ms for up to `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if what():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def read_reply(f):
     """One whole SMTP reply (every line of a multi-line one) from a socket's
     makefile("rb")."""

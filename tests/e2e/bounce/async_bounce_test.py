@@ -18,16 +18,7 @@ import unittest
 
 sys.path.insert(0, "tests/e2e")
 from e2e_lib import (PEREGRINE, Daemon, Exim, Nsd, Postfix,  # noqa: E402
-                     RawSink, free_port)
-
-
-def wait_for(what, timeout=40):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if what():
-            return True
-        time.sleep(0.1)
-    return False
+                     RawSink, free_port, wait_until)
 
 
 def token(secret, msg_id, index, rcpt):
@@ -137,10 +128,10 @@ class AsyncBounceTest(unittest.TestCase):
                        "Subject: hello\r\nMessage-ID: <h1@src.test>\r\n\r\n"
                        "hi\r\n")
         # Postfix accepted, failed onward, and bounced to the VERP paths.
-        self.assertTrue(wait_for(
+        self.assertTrue(wait_until(
             lambda: self.log().count("bounce from 127.0.0.1 read") >= 2),
             self.log()[-3000:] + self.postfix.maillog()[-3000:])
-        self.assertTrue(wait_for(lambda: "suppressed <gone@dest.test>" in
+        self.assertTrue(wait_until(lambda: "suppressed <gone@dest.test>" in
                                  self.log()))
         self.assertEqual(self.rcpt("gone@dest.test"), 550)
         # mailbox_full is not a dead address: not suppressed.
@@ -165,7 +156,7 @@ class AsyncBounceTest(unittest.TestCase):
             s.sendmail("fbl@provider.test", ["fbl@bounces.test"], ARF.format(
                 return_path=token(secret, msg_id, 2, "ok@dest.test"),
                 rcpt="ok@dest.test").replace("\n", "\r\n").encode())
-        self.assertTrue(wait_for(lambda: "complaint to=<ok@dest.test>" in
+        self.assertTrue(wait_until(lambda: "complaint to=<ok@dest.test>" in
                                  self.log()))
         self.assertEqual(self.rcpt("ok@dest.test"), 550)
         self.assertEqual(self.d.stop(), 0)
@@ -217,7 +208,7 @@ class RealMtaDsnParseTest(unittest.TestCase):
                     s.sendmail(f"app{i}@src.test", [f"u{i}@dest.test"],
                                f"Subject: t{i}\r\n\r\nx\r\n")
             self.assertTrue(
-                wait_for(lambda: len(catch.messages) >= len(REPLIES)))
+                wait_until(lambda: len(catch.messages) >= len(REPLIES)))
             import json
             seen = set()
             for raw in catch.messages:

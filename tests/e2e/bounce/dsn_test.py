@@ -14,16 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import Daemon, Nsd, RawSink, free_port  # noqa: E402
-
-
-def wait_for(what, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if what():
-            return True
-        time.sleep(0.05)
-    return False
+from e2e_lib import Daemon, Nsd, RawSink, free_port, wait_until  # noqa
 
 
 def parse(raw):
@@ -88,7 +79,7 @@ class DsnTest(unittest.TestCase):
                        "\r\nHello.\r\n",
                        rcpt_options=["NOTIFY=FAILURE",
                                      "ORCPT=rfc822;gone+2Bx@dest.test"])
-        self.assertTrue(wait_for(lambda: len(self.src.messages) >= 1),
+        self.assertTrue(wait_until(lambda: len(self.src.messages) >= 1),
                         "no DSN reached the sender's domain")
         sender, rcpts = self.src.envelopes[0]
         self.assertEqual(sender, "")  # From the null sender.
@@ -112,7 +103,7 @@ class DsnTest(unittest.TestCase):
         def log():
             with open(os.path.join(d.data, "daemon.log")) as f:
                 return f.read()
-        self.assertTrue(wait_for(lambda: "suppressed <gone@dest.test>" in
+        self.assertTrue(wait_until(lambda: "suppressed <gone@dest.test>" in
                                  log()))
         with d.smtp() as s:
             s.ehlo()
@@ -142,7 +133,7 @@ class DsnTest(unittest.TestCase):
             s.sendmail("app@src.test", ["gone@dest.test"],
                        "Subject: s3\r\n\r\nx\r\n",
                        rcpt_options=["NOTIFY=NEVER"])
-        self.assertTrue(wait_for(lambda: len(self.src.messages) >= 1, 40),
+        self.assertTrue(wait_until(lambda: len(self.src.messages) >= 1, 40),
                         "no expiry DSN")
         time.sleep(2)
         self.assertEqual(len(self.src.messages), 1)
@@ -158,13 +149,13 @@ class DsnTest(unittest.TestCase):
         with d.smtp() as s:
             s.sendmail("app@src.test", ["later@dest.test"],
                        "Subject: s1\r\n\r\nx\r\n")
-        self.assertTrue(wait_for(lambda: len(self.src.messages) >= 1, 20))
+        self.assertTrue(wait_until(lambda: len(self.src.messages) >= 1, 20))
         rows = reports(parse(self.src.messages[0]))
         self.assertEqual(rows[0][:2], ("later@dest.test", "delayed"))
         returned = parse(self.src.messages[0]).get_payload()[2]
         self.assertEqual(returned.get_content_type(), "text/rfc822-headers")
         # Then the expiry: two notices in all, never a second delay one.
-        self.assertTrue(wait_for(lambda: len(self.src.messages) >= 2, 30))
+        self.assertTrue(wait_until(lambda: len(self.src.messages) >= 2, 30))
         time.sleep(1.5)
         actions = [reports(parse(m))[0][1] for m in self.src.messages]
         self.assertEqual(actions, ["delayed", "failed"])

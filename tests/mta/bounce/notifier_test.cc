@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/mta/bounce/memory_table.h"
 #include "tests/queue/store_testing.h"
 
 namespace peregrine::bounce {
@@ -34,31 +35,6 @@ class Recorder : public outcome::Consumer {
  private:
   std::mutex mu_;
   std::vector<Outcome> seen_;
-};
-
-class MemoryTable : public queue::Table {
- public:
-  absl::Status Put(absl::string_view k, absl::string_view v) override {
-    std::lock_guard<std::mutex> l(mu_);
-    rows_[std::string(k)] = std::string(v);
-    return absl::OkStatus();
-  }
-  absl::StatusOr<std::optional<std::string>> Get(absl::string_view k) override {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = rows_.find(std::string(k));
-    if (it == rows_.end()) return std::nullopt;
-    return it->second;
-  }
-  absl::Status Delete(absl::string_view k) override { return absl::OkStatus(); }
-  absl::Status Scan(
-      absl::string_view,
-      absl::FunctionRef<bool(absl::string_view, absl::string_view)>) override {
-    return absl::OkStatus();
-  }
-
- private:
-  std::mutex mu_;
-  std::map<std::string, std::string> rows_;
 };
 
 class NotifierTest : public ::testing::Test {

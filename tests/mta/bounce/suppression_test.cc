@@ -8,40 +8,10 @@
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "mta/bounce/suppression_admin.h"
+#include "tests/mta/bounce/memory_table.h"
 
 namespace peregrine::bounce {
 namespace {
-
-class MemoryTable : public queue::Table {
- public:
-  absl::Status Put(absl::string_view k, absl::string_view v) override {
-    rows_[std::string(k)] = std::string(v);
-    return absl::OkStatus();
-  }
-  absl::StatusOr<std::optional<std::string>> Get(absl::string_view k) override {
-    auto it = rows_.find(std::string(k));
-    if (it == rows_.end()) return std::nullopt;
-    return it->second;
-  }
-  absl::Status Delete(absl::string_view k) override {
-    rows_.erase(std::string(k));
-    return absl::OkStatus();
-  }
-  absl::Status Scan(
-      absl::string_view prefix,
-      absl::FunctionRef<bool(absl::string_view, absl::string_view)> visit)
-      override {
-    for (auto it = rows_.lower_bound(std::string(prefix)); it != rows_.end();
-         ++it) {
-      if (!absl::StartsWith(it->first, prefix)) break;
-      if (!visit(it->first, it->second)) break;
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  std::map<std::string, std::string> rows_;
-};
 
 const absl::Time kNow = absl::FromUnixSeconds(1795000000);
 

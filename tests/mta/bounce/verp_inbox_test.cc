@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "mta/bounce/inbox.h"
 #include "mta/bounce/verp.h"
+#include "tests/mta/bounce/memory_table.h"
 
 namespace peregrine::bounce {
 namespace {
@@ -78,29 +79,6 @@ class Events : public outcome::Consumer {
   std::mutex mu_;
 };
 
-class MemoryTable : public queue::Table {
- public:
-  absl::Status Put(absl::string_view k, absl::string_view v) override {
-    rows[std::string(k)] = std::string(v);
-    return absl::OkStatus();
-  }
-  absl::StatusOr<std::optional<std::string>> Get(absl::string_view k) override {
-    auto it = rows.find(std::string(k));
-    if (it == rows.end()) return std::nullopt;
-    return it->second;
-  }
-  absl::Status Delete(absl::string_view k) override {
-    rows.erase(std::string(k));
-    return absl::OkStatus();
-  }
-  absl::Status Scan(
-      absl::string_view,
-      absl::FunctionRef<bool(absl::string_view, absl::string_view)>) override {
-    return absl::OkStatus();
-  }
-  std::map<std::string, std::string> rows;
-};
-
 std::string Read(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream s;
@@ -159,7 +137,7 @@ TEST_F(InboxTest, ForgedOrMissingTokenChangesNothing) {
       inbox_->Process(Read("tests/mta/bounce/testdata/bounces/qmail.eml"),
                       {"postmaster@fbl.shop.example"}, "192.0.2.9");
   EXPECT_FALSE(none.matched);
-  EXPECT_TRUE(table_.rows.empty());
+  EXPECT_TRUE(table_.size() == 0);
   for (const outcome::Outcome& o : events_.seen) {
     EXPECT_NE(o.kind, outcome::Kind::kSuppressed);
   }
