@@ -1,0 +1,83 @@
+// What bounce handling costs: classifying a reply (every failure and
+// deferral, on the shard), building a DSN and reading one back (the
+// notifier's and the inbox's threads), and a VERP token (every
+// transaction when VERP is on).
+#include "benchmark/benchmark.h"
+#include "mta/bounce/classifier.h"
+#include "mta/bounce/dsn.h"
+#include "mta/bounce/report.h"
+#include "mta/bounce/verp.h"
+
+namespace peregrine::bounce {
+namespace {
+
+const Classifier& Rules() {
+  static const std::shared_ptr<const Classifier> rules = *Classifier::Create();
+  return *rules;
+}
+
+DsnInput Input() {
+  DsnInput in;
+  in.reporting_mta = "mx.peregrine.test";
+  in.sender = "news@shop.example";
+  in.arrival = absl::FromUnixSeconds(1795000000);
+  in.now = absl::FromUnixSeconds(1795000600);
+  in.message_id = "<dsn.1@mx.peregrine.test>";
+  in.boundary = "=_1/mx.peregrine.test";
+  in.original =
+      "From: news@shop.example\r\nTo: a@dest.example\r\n"
+      "Subject: news\r\n\r\n" +
+      std::string(4000, 'x') + "\r\n";
+  DsnRecipient r;
+  r.address = "a@dest.example";
+  r.reply = Reply{550, "5.1.1",
+                  "<a@dest.example>: Recipient address "
+                  "rejected: User unknown in local recipient "
+                  "table"};
+  r.remote = true;
+  r.remote_mta = "mx.dest.example";
+  r.category = Category::kInvalidRecipient;
+  in.recipients = {r};
+  return in;
+}
+
+void BM_Classify(benchmark::State& state) {
+  Reply reply{550, "5.7.1",
+              "Service unavailable; Client host [203.0.113.9] blocked using "
+              "zen.spamhaus.org"};
+  for (auto _ : state) benchmark::DoNotOptimize(Rules().Classify(reply));
+}
+BENCHMARK(BM_Classify);
+
+void BM_ClassifyUnknownText(benchmark::State& state) {
+  // No rule matches until the bare-code ones: the longest path.
+  Reply reply{554, "", "transaction failed for reasons of its own"};
+  for (auto _ : state) benchmark::DoNotOptimize(Rules().Classify(reply));
+}
+BENCHMARK(BM_ClassifyUnknownText);
+
+void BM_BuildDsn(benchmark::State& state) {
+  DsnInput in = Input();
+  for (auto _ : state) benchmark::DoNotOptimize(BuildDsn(in));
+}
+BENCHMARK(BM_BuildDsn);
+
+void BM_ParseDsn(benchmark::State& state) {
+  std::string dsn = BuildDsn(Input());
+  for (auto _ : state) benchmark::DoNotOptimize(ParseReport(dsn, &Rules()));
+}
+BENCHMARK(BM_ParseDsn);
+
+void BM_VerpAddress(benchmark::State& state) {
+  VerpOptions o;
+  o.domain = "bounces.shop.example";
+  o.secret = "0123456789abcdef0123456789abcdef";
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        VerpAddress(o, 0x066141EB688B7500, 0, "alice@dest.example"));
+  }
+}
+BENCHMARK(BM_VerpAddress);
+
+}  // namespace
+}  // namespace peregrine::bounce
