@@ -161,7 +161,12 @@ InboxResult BounceInbox::Process(absl::string_view message,
                                     queue::FormatMessageId(result.match.id))
       : !result.verp_error.empty()
           ? absl::StrCat("not acted on: ", result.verp_error)
-          : std::string("not matched (no VERP token): not acted on");
+          : absl::StrCat("not matched (no VERP token",
+                         report.original_message_id.empty()
+                             ? std::string()
+                             : absl::StrCat("; the returned message is <",
+                                            report.original_message_id, ">"),
+                         "): not acted on");
 
   if (report.kind == Report::Kind::kFeedback) {
     Outcome o = base;
