@@ -157,6 +157,13 @@ std::vector<Setting> StorageSettings() {
          return GetSize(n, 1 << 20, uint64_t{1} << 40,
                         &c.queue_block_cache_bytes);
        }},
+      {"queue", "fresh_cache", "\"64MiB\"",
+       "Mail just queued is kept in memory up to this size, so that its\n"
+       "delivery reads nothing back from the disk; past it (a backlog),\n"
+       "mail is read back from the queue. \"0\": off.",
+       [](const toml::node& n, Config& c) {
+         return GetSize(n, 0, uint64_t{1} << 40, &c.queue_fresh_cache_bytes);
+       }},
       {"events", "path", "\"\"",
        "The JSON event log: one object per line for every message received\n"
        "or refused and every delivery attempt's outcome (delivered,\n"

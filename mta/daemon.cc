@@ -588,6 +588,7 @@ absl::Status Daemon::OpenQueue() {
   options.min_free_bytes = config_.queue_min_free_bytes;
   options.body_blob_files = config_.queue_body_blob_files;
   options.block_cache_bytes = config_.queue_block_cache_bytes;
+  options.fresh_bytes = static_cast<size_t>(config_.queue_fresh_cache_bytes);
   options.keep_finished = config_.queue_keep_finished;
   options.spool_reserve_segments = static_cast<int>(
       (config_.queue_spool_reserve_bytes + options.spool_segment_bytes - 1) /

@@ -91,13 +91,18 @@ absl::Status RocksStore::PrepareMessage(NewMessage& message,
   out->ref.crc =
       rocksdb::crc32c::Extend(0, message.body.data(), message.body.size());
   out->records.reserve(message.recipients.size());
+  // The queue keeps microseconds: a record in memory says what one read
+  // back would.
+  absl::Time due = absl::FromUnixMicros(absl::ToUnixMicros(out->now));
   for (RecipientSpec& spec : message.recipients) {
     RecipientRecord rec;
     rec.spec = std::move(spec);
-    rec.next_attempt = out->now;
+    rec.next_attempt = due;
     out->records.push_back(codec::EncodeRecipient(rec));
     out->shards.push_back(rec.spec.shard);
+    if (options_.fresh_bytes > 0) out->records_value.push_back(std::move(rec));
   }
+  if (options_.fresh_bytes > 0) out->envelope_value = message.envelope;
   out->body = std::move(message.body);
   return absl::OkStatus();
 }
@@ -116,10 +121,12 @@ MessageId RocksStore::AddMessageLocked(PreparedMessage& m) {
   patches_.push_back({batch_.GetDataSize() - kBodyRefBytes, m.ref.offset});
   group_ids_.push_back(id);
   batch_.Put(envelopes_, key, m.envelope);
+  const bool fresh = ReserveFresh(m, id);
   for (uint32_t i = 0; i < m.records.size(); ++i) {
     batch_.Put(recipients_, codec::RecipientKey(id, i), m.records[i]);
     batch_.Put(schedule_, codec::ScheduleKey(m.shards[i], m.now, id, i), "");
     NoteScheduled(m.shards[i], m.now);
+    if (!fresh) NoteClaimScheduled(m.shards[i], m.now);
   }
   Live& l = live_[id];
   l.total = l.pending = static_cast<uint32_t>(m.records.size());
@@ -226,6 +233,7 @@ absl::Status RocksStore::AddUpdateLocked(const RecipientUpdate& update,
                      FormatMessageId(before.message), " is final or unknown"));
   }
   Live& l = it->second;
+  FreshAttempted(before.message, before.index);
   batch_.Delete(schedule_,
                 codec::ScheduleKey(before.spec.shard, before.next_attempt,
                                    before.message, before.index));
@@ -272,6 +280,7 @@ absl::Status RocksStore::AddUpdateLocked(const RecipientUpdate& update,
                                   before.message, before.index),
                "");
     NoteScheduled(before.spec.shard, update.next_attempt);
+    NoteClaimScheduled(before.spec.shard, update.next_attempt);
   }
   return absl::OkStatus();
 }
@@ -311,74 +320,6 @@ void RocksStore::Update(RecipientUpdate update, Done done) {
     };
   }
   waiters_.push_back({std::move(done), std::move(added)});
-  work_.Signal();
-}
-
-void RocksStore::UpdateWithNotice(std::vector<RecipientUpdate> updates,
-                                  std::optional<NewMessage> notice,
-                                  EnqueueDone done) {
-  auto answer = [this](absl::Status s, EnqueueDone done) {
-    Refuse(std::move(s),
-           [done = std::move(done)](absl::Status s) mutable { done(s); });
-  };
-  if (options_.read_only) {
-    return done(absl::FailedPreconditionError("queue: opened read-only"));
-  }
-  std::vector<std::string> records;
-  for (RecipientUpdate& u : updates) {
-    if (absl::Status s = CheckUpdate(u); !s.ok()) {
-      return answer(std::move(s), std::move(done));
-    }
-    records.push_back(EncodeUpdated(u));
-  }
-  PreparedMessage m;
-  if (notice.has_value()) {
-    // No free-space floor here: a notice is small next to what the failed
-    // message frees, and refusing it would leave the failure unrecorded.
-    if (absl::Status s = PrepareMessage(*notice, &m); !s.ok()) {
-      return answer(std::move(s), std::move(done));
-    }
-  }
-
-  absl::ReaderMutexLock db_lock(&db_mu_);
-  absl::MutexLock lock(&mu_);
-  if (!db_) {
-    waiters_.push_back(
-        {[done = std::move(done)](absl::Status s) mutable { done(s); },
-         Down()});
-    work_.Signal();
-    return;
-  }
-  std::vector<const RecipientRecord*> applied;
-  std::string skipped;
-  for (size_t i = 0; i < updates.size(); ++i) {
-    absl::Status s = AddUpdateLocked(updates[i], records[i]);
-    if (s.ok()) {
-      applied.push_back(&updates[i].before);
-    } else {
-      absl::StrAppend(&skipped, skipped.empty() ? "" : "; ", s.message());
-    }
-  }
-  // Nothing applied: someone else finished these recipients, and the
-  // notice about them is not ours to send.
-  MessageId id = 0;
-  if (!applied.empty() && notice.has_value()) id = AddMessageLocked(m);
-  std::vector<std::tuple<uint16_t, MessageId, uint32_t>> claims;
-  for (const RecipientRecord* r : applied) {
-    claims.emplace_back(r->spec.shard, r->message, r->index);
-  }
-  waiters_.push_back({[this, claims = std::move(claims), id, skipped,
-                       done = std::move(done)](absl::Status s) mutable {
-                        for (const auto& [shard, message, index] : claims) {
-                          ReleaseClaim(shard, message, index);
-                        }
-                        if (!s.ok()) return done(s);
-                        if (!skipped.empty() && claims.empty()) {
-                          return done(absl::FailedPreconditionError(skipped));
-                        }
-                        done(id);
-                      },
-                      absl::OkStatus()});
   work_.Signal();
 }
 
@@ -522,6 +463,8 @@ void RocksStore::CommitterMain() {
   rocksdb::WriteBatch batch;
   std::vector<Waiter> waiters;
   absl::flat_hash_map<uint16_t, absl::Time> scheduled;
+  absl::flat_hash_map<uint16_t, absl::Time> claim_scheduled;
+  std::vector<FreshCandidate> fresh;
   std::vector<Undo> undo;
   std::vector<Patch> patches;
   std::vector<MessageId> ids;
@@ -540,6 +483,8 @@ void RocksStore::CommitterMain() {
     batch.Clear();
     waiters.clear();
     scheduled.clear();
+    claim_scheduled.clear();
+    fresh.clear();
     undo.clear();
     patches.clear();
     ids.clear();
@@ -567,6 +512,8 @@ void RocksStore::CommitterMain() {
       group_.Clear();
       waiters.swap(waiters_);
       scheduled.swap(batch_min_);
+      claim_scheduled.swap(batch_claim_min_);
+      fresh.swap(batch_fresh_);
       undo.swap(batch_undo_);
       patches.swap(patches_);
       ids.swap(group_ids_);
@@ -604,6 +551,7 @@ void RocksStore::CommitterMain() {
         status = Down();
       } else {
         absl::ReaderMutexLock lock(&db_mu_);
+        PreclaimFresh(fresh);
         status = Commit(batch, group, patches, ids, relocated, &rocks_failed);
         checkpoint_due = true;
         last_commit = absl::Now();
@@ -631,6 +579,7 @@ void RocksStore::CommitterMain() {
         if (rocks_failed) failed_before = true;
         // The in-memory table counted this batch; the disk did not.
         UndoBatch(undo);
+        DropFresh(fresh);
         CheckFreeSpace();
       } else {
         failed_before = false;
@@ -639,10 +588,13 @@ void RocksStore::CommitterMain() {
             spool_->Unref(u.erased->segment, 1, u.erased->body_bytes);
           }
         }
+        PublishFresh(fresh);
         absl::MutexLock lock(&floor_mu_);
         for (auto [shard, when] : scheduled) {
           auto [it, inserted] = scheduled_min_.try_emplace(shard, when);
           if (!inserted) it->second = std::min(it->second, when);
+        }
+        for (auto [shard, when] : claim_scheduled) {
           Claims& c = claims_[shard];
           c.rewind = std::min(c.rewind, when);
         }

@@ -434,6 +434,10 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Claim(int shard,
   absl::StatusOr<uint16_t> checked = ScheduleShard(shard);
   if (!checked.ok()) return checked.status();
   uint16_t s = *checked;
+  std::vector<RecipientRecord> out;
+  // Fresh mail first: claimed already, handed out without a scan.
+  TakeFresh(s, limit, &out);
+  if (out.size() >= limit) return out;
   absl::Time from;
   {
     absl::MutexLock lock(&floor_mu_);
@@ -441,7 +445,6 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Claim(int shard,
     from = std::min(c.from, c.rewind);
     c.rewind = absl::InfiniteFuture();
   }
-  std::vector<RecipientRecord> out;
   absl::Time next_from = now;  // Unless the limit stops the scan early.
   absl::Status scanned =
       ForEachScheduled(s, from, now,

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -80,6 +81,11 @@ struct RocksStoreOptions {
   // recipient's outcome and last reply; no body) is kept for `queue show`.
   // Zero: none.
   absl::Duration keep_finished = absl::Hours(72);
+  // Fresh mail kept in memory after its write, up to this many bytes
+  // (bodies and envelopes), for delivery to take without reading it back:
+  // its recipients are handed to Claim() at once (no scan), and
+  // ReadForSend() answers from memory (no RocksDB read, no pread). 0: off.
+  size_t fresh_bytes = 64 << 20;
   // A file of this size kept in the queue folder while there is room, and
   // deleted when a start finds the disk too full for RocksDB to open, so
   // that a daemon restarted on a full disk can still deliver what it holds.
@@ -111,6 +117,7 @@ class RocksStore final : public Store {
                                                      size_t limit) override;
   void Unclaim(const RecipientRecord& record) override;
   absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) override;
+  absl::StatusOr<StoredMessage> ReadForSend(MessageId id) override;
   absl::StatusOr<StoredMessage> Lookup(MessageId id) override;
   absl::StatusOr<QueueCounts> Counts() override;
   absl::StatusOr<std::vector<StoredMessage>> List(
@@ -239,6 +246,9 @@ class RocksStore final : public Store {
     std::vector<uint16_t> shards;
     uint64_t need = 0;  // Bytes it takes on disk, roughly.
     absl::Time now;
+    // For the fresh cache: the message as values.
+    Envelope envelope_value;
+    std::vector<RecipientRecord> records_value;
   };
   absl::Status PrepareMessage(NewMessage& message, PreparedMessage* out);
   MessageId AddMessageLocked(PreparedMessage& m)
@@ -250,6 +260,43 @@ class RocksStore final : public Store {
                                const std::string& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_SHARED_LOCKS_REQUIRED(db_mu_);
   void ReleaseClaim(uint16_t shard, MessageId id, uint32_t index);
+
+  // Fresh mail (RocksStoreOptions::fresh_bytes; rocksdb_fresh.cc). A
+  // message added to a group takes room in the budget at once; once the
+  // group is on disk its envelope and body go to `fresh_` and each
+  // recipient, claimed at that moment, to its shard's `fresh_due_`, where
+  // Claim() takes it first. The scan never sees them (they are claimed);
+  // Unclaim() hands one back to it. An entry leaves `fresh_` when each of
+  // its recipients has had one attempt recorded.
+  struct FreshCandidate {
+    MessageId id = 0;
+    Envelope envelope;
+    std::shared_ptr<const std::string> body;
+    std::vector<RecipientRecord> records;
+    size_t bytes = 0;
+  };
+  struct Fresh {
+    Envelope envelope;
+    std::shared_ptr<const std::string> body;
+    std::vector<bool> attempted;
+    uint32_t unattempted = 0;
+    size_t bytes = 0;
+  };
+  // Under mu_, after its body went to the group: room for `m` (its body
+  // is moved into the candidate then).
+  bool ReserveFresh(PreparedMessage& m, MessageId id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Before the group becomes visible (so no scan hands its recipients out
+  // too), once it is on disk, or when it failed.
+  void PreclaimFresh(const std::vector<FreshCandidate>& candidates);
+  void PublishFresh(std::vector<FreshCandidate>& candidates);
+  void DropFresh(std::vector<FreshCandidate>& candidates);
+  // An attempt was recorded for recipient `index` of `id`.
+  void FreshAttempted(MessageId id, uint32_t index);
+  void TakeFresh(uint16_t shard, size_t limit,
+                 std::vector<RecipientRecord>* out);
+  void NoteClaimScheduled(uint16_t shard, absl::Time when)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteScheduled(uint16_t shard, absl::Time when)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   MessageId NextId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -275,6 +322,14 @@ class RocksStore final : public Store {
   class Side;
   absl::Mutex side_mu_;
   std::unique_ptr<Table> side_table_ ABSL_GUARDED_BY(side_mu_);
+  std::vector<FreshCandidate> batch_fresh_ ABSL_GUARDED_BY(mu_);
+  // Earliest schedule time per shard in `batch_` of entries the claim scan
+  // must see (all but fresh mail's).
+  absl::flat_hash_map<uint16_t, absl::Time> batch_claim_min_
+      ABSL_GUARDED_BY(mu_);
+  std::atomic<size_t> fresh_reserved_{0};
+  absl::Mutex fresh_mu_;  // After mu_ when both are held.
+  absl::flat_hash_map<MessageId, Fresh> fresh_ ABSL_GUARDED_BY(fresh_mu_);
   // Recipients that reached each final state, ever (meta key "totals");
   // written with each group that changed them.
   uint64_t totals_[5] ABSL_GUARDED_BY(mu_) = {};
@@ -330,6 +385,9 @@ class RocksStore final : public Store {
     absl::flat_hash_set<std::pair<MessageId, uint32_t>> claimed;
   };
   absl::flat_hash_map<uint16_t, Claims> claims_ ABSL_GUARDED_BY(floor_mu_);
+  // Fresh recipients per shard, claimed already, for Claim() to hand out.
+  absl::flat_hash_map<uint16_t, std::deque<RecipientRecord>> fresh_due_
+      ABSL_GUARDED_BY(floor_mu_);
 
   std::string secondary_dir_;  // read_only: the secondary's own files.
   std::atomic<bool> accepting_{true};

@@ -78,6 +78,11 @@ class Store {
 
   // A message in the queue (NotFound once it is finished).
   virtual absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) = 0;
+  // What delivery sends: the envelope and body (recipients may be left
+  // out). A store may answer from memory for mail it has just written.
+  virtual absl::StatusOr<StoredMessage> ReadForSend(MessageId id) {
+    return Read(id, true);
+  }
   // For operators: a message in the queue, or the short record kept of it
   // once finished (StoredMessage::finished; no body).
   virtual absl::StatusOr<StoredMessage> Lookup(MessageId id) {

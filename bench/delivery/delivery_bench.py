@@ -65,13 +65,27 @@ class CountingSink:
         os.unlink(self.out.name)
 
 
-def generate(port, domains, per_domain, size):
-    """One smtp-source per domain, all at once; returns when all are done."""
-    procs = [subprocess.Popen(
-        ["/usr/sbin/smtp-source", "-s", "1", "-m", str(per_domain),
-         "-l", str(size), "-f", "bench@src.test", "-t", f"user@d{i}.test",
-         f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL) for i in range(domains)]
+def generate(port, domains, per_domain, size, sessions=0):
+    """One smtp-source per domain, all at once; returns when all are done.
+    With `sessions` (fewer than domains): that many lanes at once, each
+    sending to its share of the domains one after another (one session at a
+    time, at most 100 messages per connection), as W1-20 does."""
+    def source(i):
+        return ["/usr/sbin/smtp-source", "-s", "1", "-m", str(per_domain),
+                "-l", str(size), "-f", "bench@src.test",
+                "-t", f"user@d{i}.test", f"127.0.0.1:{port}"]
+    if not sessions or sessions >= domains:
+        procs = [subprocess.Popen(source(i), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+                 for i in range(domains)]
+    else:
+        lanes = [" && ".join(" ".join(source(i)) for i in
+                             range(lane, domains, sessions))
+                 for lane in range(sessions)]
+        procs = [subprocess.Popen(["sh", "-c", lane],
+                                  stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+                 for lane in lanes]
     failed = sum(p.wait() != 0 for p in procs)
     if failed:
         raise SystemExit(f"{failed} smtp-source processes failed")
@@ -83,6 +97,9 @@ def main():
     ap.add_argument("--domains", type=int, default=100)
     ap.add_argument("--size", type=int, default=10 * 1024)
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--sessions", type=int, default=0,
+                    help="concurrent injecting sessions (default: one per "
+                    "domain); 20 is the W1-20 shape")
     ap.add_argument("--shared-mx", action="store_true",
                     help="every domain's MX is one host (one site)")
     ap.add_argument("--idle-spin", default=None,
@@ -110,7 +127,8 @@ def main():
     try:
         # The ceiling: the generator straight into the sink.
         start = time.time()
-        generate(sink.port, args.domains, per_domain, args.size)
+        generate(sink.port, args.domains, per_domain, args.size,
+                 args.sessions)
         deadline = time.time() + 30
         while sink.count() < total and time.time() < deadline:
             time.sleep(0.01)
@@ -129,7 +147,7 @@ def main():
                            if args.idle_spin is not None else ""))
         cpu0 = cpu_seconds(d.proc.pid)
         start = time.time()
-        generate(d.port, args.domains, per_domain, args.size)
+        generate(d.port, args.domains, per_domain, args.size, args.sessions)
         injected_s = time.time() - start
         deadline = time.time() + args.timeout
         while sink.count() - base < total and time.time() < deadline:

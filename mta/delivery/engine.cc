@@ -350,7 +350,7 @@ bool DeliveryShard::GiveJob(Site& site, OutboundConnection* conn) {
     return false;
   }
   std::unique_ptr<Job> job = site.TakeNext();
-  auto message = context_.queue->Read(job->message, /*with_body=*/true);
+  auto message = context_.queue->ReadForSend(job->message);
   if (!message.ok()) {
     // A body that fails its checksum or whose spool file is gone will not
     // come back: fail it now rather than retry for days. Anything else (a
