@@ -14,6 +14,8 @@ PACKAGES=(
   libgmime-3.0-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
+  # The benchmark suite's throughput plot (bench/e2e).
+  gnuplot-nox
   # DKIM signatures are checked by an independent verifier, dkimpy.
   python3-dkim openssl
   # libFuzzer targets run briefly in the test suite.

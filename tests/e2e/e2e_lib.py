@@ -50,7 +50,8 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, extra="", data=None, server="", events=True):
+    def __init__(self, extra="", data=None, server="", events=True,
+                 shards=2):
         self.port = free_port()
         self.data = data or tempfile.mkdtemp(dir=TMP)
         self.cfg = os.path.join(self.data, "peregrine.toml")
@@ -59,7 +60,7 @@ class Daemon:
         with open(self.cfg, "w") as f:
             f.write(f"""
 [server]
-shards = 2
+shards = {shards}
 {server}
 [listen]
 relay = "127.0.0.1:{self.port}"
