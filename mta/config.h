@@ -78,7 +78,7 @@ struct Config {
   uint64_t queue_min_free_bytes = 0;
   bool queue_body_blob_files = true;
   uint64_t queue_block_cache_bytes = 0;
-  uint64_t queue_fresh_cache_bytes = 64 << 20;
+  uint64_t queue_fresh_cache_bytes = 16 << 20;
   uint64_t queue_spool_reserve_bytes = 0;
   absl::Duration queue_keep_finished = absl::Hours(72);
 

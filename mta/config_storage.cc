@@ -157,7 +157,7 @@ std::vector<Setting> StorageSettings() {
          return GetSize(n, 1 << 20, uint64_t{1} << 40,
                         &c.queue_block_cache_bytes);
        }},
-      {"queue", "fresh_cache", "\"64MiB\"",
+      {"queue", "fresh_cache", "\"16MiB\"",
        "Mail just queued is kept in memory up to this size, so that its\n"
        "delivery reads nothing back from the disk; past it (a backlog),\n"
        "mail is read back from the queue. \"0\": off.",

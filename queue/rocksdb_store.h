@@ -85,7 +85,7 @@ struct RocksStoreOptions {
   // (bodies and envelopes), for delivery to take without reading it back:
   // its recipients are handed to Claim() at once (no scan), and
   // ReadForSend() answers from memory (no RocksDB read, no pread). 0: off.
-  size_t fresh_bytes = 64 << 20;
+  size_t fresh_bytes = 16 << 20;
   // A file of this size kept in the queue folder while there is room, and
   // deleted when a start finds the disk too full for RocksDB to open, so
   // that a daemon restarted on a full disk can still deliver what it holds.

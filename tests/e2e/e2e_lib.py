@@ -127,19 +127,24 @@ admin = []
         return code
 
     def events(self):
-        """The event log's records, each line parsed (AssertionError names
-        a line that is not JSON)."""
+        """The event log's records, oldest first, rotated files included
+        (events.json.N ... events.json.1, events.json), each line parsed
+        (AssertionError names a line that is not JSON)."""
         path = os.path.join(self.data, "events.json")
-        if not os.path.exists(path):
-            return []
+        rotated = sorted(
+            (f for f in os.listdir(self.data)
+             if re.fullmatch(r"events\.json\.\d+", f)),
+            key=lambda f: -int(f.rsplit(".", 1)[1]))
         records = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                try:
-                    records.append(json.loads(line))
-                except ValueError as e:
-                    raise AssertionError(
-                        f"events.json:{number}: not JSON ({e}): {line!r}")
+        for name in rotated + (["events.json"] if os.path.exists(path)
+                               else []):
+            with open(os.path.join(self.data, name), encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError as e:
+                        raise AssertionError(
+                            f"{name}:{number}: not JSON ({e}): {line!r}")
         return records
 
     def queue(self, *args):
