@@ -1,0 +1,227 @@
+// The daemon's outcome seam and bounce handling: the consumers attached to
+// the bus (queue recorder, human log, event log, notifier), the
+// classification rules, VERP and its key, the bounce inbox, and the RCPT
+// check against the suppression list. Split from daemon.cc, which starts
+// and stops everything else.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/log.h"
+#include "mta/daemon.h"
+
+namespace peregrine {
+namespace {
+
+constexpr const char* kLog = "daemon";
+
+}  // namespace
+
+std::shared_ptr<const bounce::Classifier> Daemon::Classifier() {
+  absl::MutexLock lock(&classifier_mu_);
+  return classifier_;
+}
+
+absl::Status Daemon::PrepareBounces() {
+  auto classifier = bounce::Classifier::Create(config_.bounce_rules_file);
+  if (!classifier.ok()) {
+    return absl::Status(classifier.status().code(),
+                        absl::StrCat(config_.Where("bounce.rules_file"), ": ",
+                                     classifier.status().message()));
+  }
+  {
+    absl::MutexLock lock(&classifier_mu_);
+    classifier_ = *classifier;
+  }
+  if (config_.bounce_verp_domain.empty() && config_.bounce_domains.empty()) {
+    return absl::OkStatus();
+  }
+  bounce::InboxOptions in;
+  in.verp.domain = config_.bounce_verp_domain;
+  in.verp.prefix = config_.bounce_verp_prefix;
+  if (!in.verp.domain.empty()) {
+    auto secret = LoadVerpSecret();
+    if (!secret.ok()) return secret.status();
+    in.verp.secret = *secret;
+    config_.delivery.verp =
+        std::make_shared<const bounce::VerpOptions>(in.verp);
+    log::Info(kLog,
+              "bounce: VERP return paths %s+TOKEN@%s (one recipient per "
+              "transaction)",
+              in.verp.prefix, in.verp.domain);
+  }
+  in.domains = config_.bounce_domains;
+  for (const std::string& c : config_.suppression_categories) {
+    if (auto category = bounce::ParseCategory(c))
+      in.suppress.push_back(*category);
+  }
+  in.suppress_for = config_.suppression_expiry;
+  in.classifier = [this] { return Classifier(); };
+  std::vector<std::string> domains = config_.bounce_domains;
+  if (!in.verp.domain.empty()) domains.insert(domains.begin(), in.verp.domain);
+  // The suppression list is made in PrepareOutcomes; the inbox reads it
+  // through this pointer once it exists.
+  inbox_options_ = std::move(in);
+  log::Info(kLog, "bounce: reading bounces and complaints sent to %s",
+            absl::StrJoin(domains, ", "));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Daemon::LoadVerpSecret() {
+  std::string path = config_.VerpSecretPath();
+  std::string where = config_.Where("bounce.verp_secret_file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (std::filesystem::exists(path)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(where, ": cannot read ", path,
+                       ": let the user peregrine runs as read it"));
+    }
+    std::string secret = bounce::NewVerpSecret();
+    int fd =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 ||
+        ::write(fd, secret.data(), secret.size()) !=
+            static_cast<ssize_t>(secret.size()) ||
+        ::fsync(fd) != 0) {
+      if (fd >= 0) ::close(fd);
+      return absl::PermissionDeniedError(
+          absl::StrCat(where, ": cannot create ", path, ": ", strerror(errno)));
+    }
+    ::close(fd);
+    log::Info(kLog,
+              "bounce: made a new VERP key in %s (keep it; nodes that "
+              "share the bounce domain need the same one)",
+              path);
+    return secret;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string secret(absl::StripAsciiWhitespace(text.str()));
+  if (secret.size() < 16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": ", path,
+        " holds less than 16 characters; a VERP key needs more (delete it "
+        "to have a new one made)"));
+  }
+  return secret;
+}
+
+absl::Status Daemon::PrepareOutcomes() {
+  if (config_.suppression_enabled) {
+    suppression_ =
+        std::make_unique<bounce::SuppressionList>(queue_->SideTable());
+    reception_.check_recipient = [this](absl::string_view sender,
+                                        absl::string_view recipient) {
+      return CheckSuppressed(sender, recipient);
+    };
+  }
+  bounce::NotifierOptions n;
+  n.hostname = config_.EffectiveHostname();
+  n.dsn = config_.bounce_dsn;
+  n.no_dsn_listeners = config_.bounce_no_dsn_listeners;
+  n.no_dsn_sender_domains = config_.bounce_no_dsn_sender_domains;
+  n.delay_after = config_.bounce_delay_dsn_after;
+  n.delay_listeners = config_.bounce_delay_dsn_listeners;
+  n.full_limit = config_.bounce_dsn_full_limit;
+  n.shard_for_domain =
+      [shards = static_cast<int>(shards_.size())](absl::string_view domain) {
+        return static_cast<uint16_t>(ShardForDomain(domain, shards));
+      };
+  for (const std::string& c : config_.suppression_categories) {
+    if (auto category = bounce::ParseCategory(c))
+      n.suppress.push_back(*category);
+  }
+  n.suppress_scope = config_.suppression_scope;
+  n.suppress_for = config_.suppression_expiry;
+  notifier_ = std::make_unique<bounce::Notifier>(queue_.get(), &outcomes_,
+                                                 suppression_.get(), n);
+  if (inbox_options_.has_value()) {
+    inbox_ = std::make_unique<bounce::BounceInbox>(*inbox_options_, &outcomes_,
+                                                   suppression_.get());
+    reception_.bounce_domain = [this](absl::string_view domain) {
+      return inbox_->IsBounceDomain(domain);
+    };
+    reception_.read_bounce =
+        [this](std::string message, std::vector<std::string> recipients,
+               std::string client,
+               absl::AnyInvocable<void(absl::Status, std::string)> done) {
+          inbox_->Submit(std::move(message), std::move(recipients),
+                         std::move(client), std::move(done));
+        };
+  }
+  recorder_ =
+      std::make_unique<outcome::QueueRecorder>(queue_.get(), notifier_.get());
+  outcomes_.Attach(recorder_.get());
+  outcomes_.Attach(&human_log_);
+  log::Info(kLog, "bounces: DSNs %s; suppression list %s",
+            !config_.bounce_dsn ? "off"
+            : config_.bounce_delay_dsn_after > absl::ZeroDuration()
+                ? absl::StrCat(
+                      "on (delay notices after ",
+                      absl::FormatDuration(config_.bounce_delay_dsn_after), ")")
+                : std::string("on (no delay notices)"),
+            config_.suppression_enabled
+                ? absl::StrCat(
+                      "on (",
+                      absl::StrJoin(config_.suppression_categories, ", "), ")")
+                : std::string("off"));
+  std::string path = config_.EventsFilePath();
+  if (path.empty() && !config_.events_stdout) {
+    outcomes_.Attach(notifier_.get());
+    return absl::OkStatus();
+  }
+  outcome::EventLogOptions o;
+  o.path = path;
+  o.to_stdout = config_.events_stdout;
+  o.max_size = config_.events_max_bytes;
+  o.keep = config_.events_keep;
+  o.shards = static_cast<int>(shards_.size());
+  auto events = outcome::EventLog::Open(o);
+  if (!events.ok()) {
+    return absl::Status(events.status().code(),
+                        absl::StrCat(config_.Where("events.path"), ": ",
+                                     events.status().message()));
+  }
+  events_ = *std::move(events);
+  outcomes_.Attach(events_.get());
+  outcomes_.Attach(notifier_.get());
+  log::Info(kLog, "events: writing to %s",
+            config_.events_stdout ? "standard output" : path);
+  return absl::OkStatus();
+}
+
+std::string Daemon::CheckSuppressed(absl::string_view sender,
+                                    absl::string_view recipient) {
+  auto found = suppression_->Find(recipient, "", "", absl::Now());
+  if (!found.ok()) {
+    // The list cannot be read: the mail goes (as it would without one).
+    log::Warn(kLog, "suppression list: %s", found.status().message());
+    return "";
+  }
+  if (!found->has_value()) return "";
+  outcome::Outcome o;
+  o.kind = outcome::Kind::kSuppressionHit;
+  o.time = absl::Now();
+  o.sender = std::string(sender);
+  o.recipient = std::string(recipient);
+  o.reason = absl::StrCat(
+      "refused at RCPT: suppressed since ",
+      absl::FormatTime("%Y-%m-%d", (*found)->added, absl::UTCTimeZone()), " (",
+      (*found)->category, ", ", (*found)->source,
+      (*found)->scope.empty() ? "" : ", ", (*found)->scope, ")");
+  o.reply = Reply::Parse(bounce::SuppressedReply(recipient, **found));
+  outcomes_.Publish(o);
+  return bounce::SuppressedReply(recipient, **found);
+}
+
+}  // namespace peregrine
