@@ -4,6 +4,9 @@ Postfix's smtp-sink as the destinations, with its fault options.
 
 Nothing leaves 127.0.0.0/8: MX hosts resolve to 127.0.0.x, and the daemon's
 DNS server is the NSD started here.
+
+Over 800 lines, one concern: delivery's behaviour seen from outside, each
+case sharing the fixtures (NSD zones, sinks, the daemon) defined here.
 """
 import os
 import random
