@@ -604,6 +604,12 @@ absl::StatusOr<StoredMessage> RocksStore::ReadLocked(MessageId id,
   for (uint32_t i = 0; i < m.envelope.recipient_count; ++i) {
     s = db_->Get(rocksdb::ReadOptions(), recipients_,
                  codec::RecipientKey(id, i), &value);
+    if (s.IsNotFound()) {
+      // Its last recipient finished between the envelope's read and this
+      // one (the envelope and records go in one write): it is gone.
+      return absl::NotFoundError(absl::StrCat(
+          "message ", FormatMessageId(id), " finished while being read"));
+    }
     if (!s.ok()) return FromRocks(s, "read recipient");
     auto rec = codec::DecodeRecipient(id, i, value);
     if (!rec.ok()) return rec.status();
