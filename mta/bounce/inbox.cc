@@ -202,7 +202,19 @@ InboxResult BounceInbox::Process(absl::string_view message,
     }
     return result;
   }
-  for (const ReportedRecipient& r : report.recipients) {
+  // With a token, one recipient is meant: the report's first failure, or
+  // its first entry when nothing failed (a delay).
+  size_t first = 0;
+  if (result.matched) {
+    for (size_t i = 0; i < report.recipients.size(); ++i) {
+      if (Failed(report.recipients[i])) {
+        first = i;
+        break;
+      }
+    }
+  }
+  for (size_t i = first; i < report.recipients.size(); ++i) {
+    const ReportedRecipient& r = report.recipients[i];
     Outcome o = base;
     o.kind = Kind::kAsyncBounce;
     // The token says whose mail it was; the report may name a forwarded
