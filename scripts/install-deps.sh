@@ -14,7 +14,7 @@ PACKAGES=(
   libgmime-3.0-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
-  # The benchmark suite's throughput plot (bench/e2e).
+  # The benchmark suite's throughput plot (bench/e2e_runner.py).
   gnuplot-nox
   # DKIM signatures are checked by an independent verifier, dkimpy.
   python3-dkim openssl
