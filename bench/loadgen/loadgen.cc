@@ -60,6 +60,8 @@ struct Run {
   std::atomic<int64_t> accepted{0};
   std::atomic<int64_t> refused{0};
   std::atomic<int64_t> connection_errors{0};
+  // Messages whose connection ended before their answer.
+  std::atomic<int64_t> interrupted{0};
   std::atomic<int> lanes_left{0};
   absl::Notification done;
 };
@@ -111,6 +113,7 @@ class Lane : private Stream::Handler {
       return Send("QUIT\r\n");
     }
     ++sent_here_;
+    counted_ = false;
     commands_.clear();
     commands_.push_back(
         absl::StrCat("MAIL FROM:<", run_.options.sender, ">\r\n"));
@@ -176,7 +179,7 @@ class Lane : private Stream::Handler {
         }
         if (run_.options.pipelining) {
           if (code != 354) {  // DATA refused: the server ended it.
-            run_.refused.fetch_add(1);
+            Count(false);
             return StartMessage();
           }
           if (!failed_) return SendBody();
@@ -186,7 +189,7 @@ class Lane : private Stream::Handler {
           return Send(".\r\n");
         }
         if (failed_) {
-          run_.refused.fetch_add(1);
+          Count(false);
           step_ = Step::kData;
           data_is_rset_ = true;
           return Send("RSET\r\n");
@@ -197,18 +200,14 @@ class Lane : private Stream::Handler {
       case Step::kData:
         if (data_is_rset_) return StartMessage();
         if (code != 354) {
-          run_.refused.fetch_add(1);
+          Count(false);
           return StartMessage();
         }
         return SendBody();
       case Step::kDot:
         latencies_ms_.push_back(
             absl::ToDoubleMilliseconds(absl::Now() - dot_at_));
-        if (code / 100 == 2 && !failed_) {
-          run_.accepted.fetch_add(1);
-        } else {
-          run_.refused.fetch_add(1);
-        }
+        Count(code / 100 == 2 && !failed_);
         return StartMessage();
       case Step::kQuit:
         return Close([this] { Connect(); });
@@ -239,6 +238,11 @@ class Lane : private Stream::Handler {
   void OnEnd(int) override {
     if (closed_) return;
     if (step_ != Step::kQuit) run_.connection_errors.fetch_add(1);
+    if (!counted_ &&
+        (step_ == Step::kMail || step_ == Step::kData || step_ == Step::kDot)) {
+      run_.interrupted.fetch_add(1);
+      counted_ = true;
+    }
     Close([this] { Connect(); });
   }
   void OnTlsUp() override {}
@@ -246,7 +250,16 @@ class Lane : private Stream::Handler {
     Fail();
   }
   void OnWritten(int result) override {
-    if (result < 0 && !closed_) Fail();
+    if (closed_) return;
+    if (result < 0) return Fail();
+    stream_->Flush();  // What was queued while that write was in flight.
+  }
+
+  // The message's answer, once.
+  void Count(bool accepted) {
+    if (counted_) return;
+    counted_ = true;
+    (accepted ? run_.accepted : run_.refused).fetch_add(1);
   }
 
   void Close(absl::AnyInvocable<void()> then) {
@@ -299,6 +312,7 @@ class Lane : private Stream::Handler {
   int sent_here_ = 0;
   int failures_ = 0;
   int64_t number_ = 0;
+  bool counted_ = true;  // The current message has its answer.
   absl::Time dot_at_;
   std::vector<double> latencies_ms_;
 };
@@ -377,25 +391,31 @@ int main(int argc, char** argv) {
   std::sort(all.begin(), all.end());
   double rate = run.accepted.load() / std::max(seconds, 1e-9);
   std::string summary = absl::StrFormat(
-      "accepted %d, refused %d, connection errors %d in %.2f s: %.0f msgs/s; "
+      "accepted %d, refused %d, interrupted %d, connection errors %d in "
+      "%.2f s: %.0f msgs/s; "
       "acknowledgement latency ms p50 %.2f p90 %.2f p99 %.2f p99.9 %.2f "
       "max %.2f",
-      run.accepted.load(), run.refused.load(), run.connection_errors.load(),
-      seconds, rate, Percentile(all, 50), Percentile(all, 90),
-      Percentile(all, 99), Percentile(all, 99.9),
+      run.accepted.load(), run.refused.load(), run.interrupted.load(),
+      run.connection_errors.load(), seconds, rate, Percentile(all, 50),
+      Percentile(all, 90), Percentile(all, 99), Percentile(all, 99.9),
       all.empty() ? 0.0 : all.back());
   std::cout << summary << "\n";
   if (!o.json.empty()) {
     std::ofstream f(o.json);
     f << absl::StrFormat(
-        "{\"accepted\": %d, \"refused\": %d, \"connection_errors\": %d, "
+        "{\"accepted\": %d, \"refused\": %d, \"interrupted\": %d, "
+        "\"connection_errors\": %d, "
         "\"seconds\": %.3f, \"msgs_per_s\": %.1f, \"ack_latency_ms\": "
         "{\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p99_9\": %.3f, "
         "\"max\": %.3f}}\n",
-        run.accepted.load(), run.refused.load(), run.connection_errors.load(),
-        seconds, rate, Percentile(all, 50), Percentile(all, 90),
-        Percentile(all, 99), Percentile(all, 99.9),
+        run.accepted.load(), run.refused.load(), run.interrupted.load(),
+        run.connection_errors.load(), seconds, rate, Percentile(all, 50),
+        Percentile(all, 90), Percentile(all, 99), Percentile(all, 99.9),
         all.empty() ? 0.0 : all.back());
   }
-  return run.accepted.load() + run.refused.load() >= o.messages ? 0 : 1;
+  // Every message answered or cut off: the run is complete.
+  return run.accepted.load() + run.refused.load() + run.interrupted.load() >=
+                 o.messages
+             ? 0
+             : 1;
 }
