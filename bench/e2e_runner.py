@@ -80,6 +80,38 @@ def peak_rss_kib(pid):
 
 
 LOADGEN = "bench/loadgen/loadgen"
+SINK = "bench/sink/sink"
+
+
+class PeregrineSink:
+    """bench/sink: counts from its --stats file; `mix` as its --mix."""
+
+    def __init__(self, mix=""):
+        import tempfile
+        from e2e_lib import free_port
+        self.port = free_port()
+        self.stats = tempfile.NamedTemporaryFile(delete=False).name
+        os.unlink(self.stats)
+        self.proc = subprocess.Popen(
+            [SINK, "--listen", f"127.0.0.1:{self.port}", "--stats",
+             self.stats, "--mix", mix, "--threads", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline and not os.path.exists(self.stats):
+            time.sleep(0.05)
+
+    def count(self):
+        try:
+            with open(self.stats) as f:
+                return json.load(f)["messages"]
+        except (OSError, ValueError):
+            return 0
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+        if os.path.exists(self.stats):
+            os.unlink(self.stats)
 
 
 def lanes(port, domains, per_domain, size, sessions, generator="loadgen",
@@ -161,7 +193,8 @@ def run(w, out_dir, args):
              for i in range(domains)}
     zones["sinks.test"] = [f"mx{i} IN A 127.0.0.1" for i in range(10)]
     nsd = Nsd(zones)
-    sink = CountingSink()
+    sink = (PeregrineSink(args.mix) if args.sink == "peregrine" and
+            os.path.exists(SINK) else CountingSink())
     d = None
     result = dict(workload=w["name"], messages=total, size=w["size"],
                   domains=domains, sessions=sessions)
@@ -242,6 +275,7 @@ def run(w, out_dir, args):
             result["ack_latency_ms"] = injected["ack_latency_ms"]
             result["inject_msgs_per_s_loadgen"] = injected["msgs_per_s"]
         result["generator"] = args.generator
+        result["sink"] = args.sink
         result.update({
             "e2e_msgs_per_s": round(total / took, 1),
             "ratio": round(total / took / result["ceiling_msgs_per_s"], 3),
@@ -319,6 +353,13 @@ def main():
     ap.add_argument("--durability", default="fsync",
                     choices=["fsync", "none"])
     ap.add_argument("--idle-spin", default=None)
+    ap.add_argument("--sink", default="peregrine",
+                    choices=["peregrine", "smtp-sink"],
+                    help="bench/sink (counts per domain, --mix) or "
+                    "Postfix's smtp-sink")
+    ap.add_argument("--mix", default="",
+                    help="bench/sink's reply mix, e.g. "
+                    "'d1.test=5xx:0.1,4xx:0.2;default=delay:1ms'")
     ap.add_argument("--generator", default="loadgen",
                     choices=["loadgen", "smtp-source"],
                     help="bench/loadgen (reports acknowledgement latency) "
