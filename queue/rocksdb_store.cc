@@ -435,8 +435,10 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Claim(int shard,
   if (!checked.ok()) return checked.status();
   uint16_t s = *checked;
   std::vector<RecipientRecord> out;
-  // Fresh mail first: claimed already, handed out without a scan.
-  TakeFresh(s, limit, &out);
+  // Fresh mail first: claimed already, handed out without a scan. A
+  // quarter of the limit stays for the scan, so that retries and
+  // recovered mail are not starved by a steady stream of new mail.
+  TakeFresh(s, limit > 1 ? limit - limit / 4 : limit, &out);
   if (out.size() >= limit) return out;
   absl::Time from;
   {
@@ -607,8 +609,8 @@ absl::StatusOr<StoredMessage> RocksStore::ReadLocked(MessageId id,
     if (s.IsNotFound()) {
       // Its last recipient finished between the envelope's read and this
       // one (the envelope and records go in one write): it is gone.
-      return absl::NotFoundError(absl::StrCat(
-          "message ", FormatMessageId(id), " finished while being read"));
+      return absl::NotFoundError(absl::StrCat("message ", FormatMessageId(id),
+                                              " finished while being read"));
     }
     if (!s.ok()) return FromRocks(s, "read recipient");
     auto rec = codec::DecodeRecipient(id, i, value);

@@ -84,6 +84,27 @@ TEST(FreshTest, AGivenBackRecipientGoesToTheScan) {
   EXPECT_TRUE(due->empty());
 }
 
+TEST(FreshTest, NewMailDoesNotStarveRetries) {
+  auto store = OpenOrDie(Options(TempPath("fresh-fair")));
+  // A retry due now, then a flood of new mail.
+  auto old = EnqueueSync(*store, Message({{"old@x.test", 0}}));
+  ASSERT_TRUE(old.ok());
+  auto first = ClaimAll(*store, 0);
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_TRUE(UpdateSync(*store, Outcome(first[0], RecipientState::kDeferred,
+                                         absl::Now(), "451 later"))
+                  .ok());
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(EnqueueSync(*store, Message({{"new@x.test", 0}})).ok());
+  }
+  auto some = store->Claim(0, absl::Now() + absl::Seconds(1), 8);
+  ASSERT_TRUE(some.ok());
+  ASSERT_GE(some->size(), 2u);
+  bool retry = false;
+  for (const RecipientRecord& r : *some) retry = retry || r.message == *old;
+  EXPECT_TRUE(retry) << "the retry waited behind new mail";
+}
+
 TEST(FreshTest, PastTheBudgetMailTakesTheOrdinaryPath) {
   RocksStoreOptions o = Options(TempPath("fresh-budget"));
   o.fresh_bytes = 4096;  // One small message at most.
