@@ -30,9 +30,9 @@ using config_schema::Sv;
 const std::vector<Setting>& Schema() {
   static const auto* schema = [] {
     auto* all = new std::vector<Setting>(config_schema::ReceptionSettings());
-    for (auto part : {config_schema::StorageSettings(),
-                      config_schema::DeliverySettings(),
-                      config_schema::BounceSettings()}) {
+    for (auto part :
+         {config_schema::StorageSettings(), config_schema::DeliverySettings(),
+          config_schema::BounceSettings()}) {
       all->insert(all->end(), part.begin(), part.end());
     }
     return all;
@@ -379,8 +379,7 @@ bool IsReloadable(absl::string_view key) {
   return key == "server.log_level" || absl::StartsWith(key, "dkim.") ||
          absl::StartsWith(key, "tls.") || absl::StartsWith(key, "auth.") ||
          absl::StartsWith(key, "delivery.") ||
-         absl::StartsWith(key, "smarthost.") ||
-         key == "bounce.rules_file";
+         absl::StartsWith(key, "smarthost.") || key == "bounce.rules_file";
 }
 
 }  // namespace peregrine

@@ -111,7 +111,7 @@ struct Config {
   // VERP and the bounce domains Peregrine receives bounces for.
   std::string bounce_verp_domain;  // Empty: VERP off.
   std::string bounce_verp_prefix = "bounces";
-  std::string bounce_verp_secret_file;  // Empty: data_dir/verp.secret.
+  std::string bounce_verp_secret_file;      // Empty: data_dir/verp.secret.
   std::vector<std::string> bounce_domains;  // Besides verp_domain.
   std::string VerpSecretPath() const {
     return bounce_verp_secret_file.empty() ? data_dir + "/verp.secret"
