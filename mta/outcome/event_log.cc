@@ -125,7 +125,7 @@ EventLog::~EventLog() {
 
 absl::Status EventLog::OpenFile() {
   if (fd_ >= 0) ::close(fd_);
-  fd_ = ::open(options_.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+  fd_ = ::open(options_.path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC,
                0640);
   if (fd_ < 0) {
     return absl::UnavailableError(absl::StrCat(
@@ -135,7 +135,42 @@ absl::Status EventLog::OpenFile() {
   }
   struct stat st;
   size_ = ::fstat(fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  CutTornLine();
   return absl::OkStatus();
+}
+
+void EventLog::CutTornLine() {
+  // A crash (kill -9, power loss) in the middle of a write leaves the last
+  // line without its end: cut it, so that every line stays one JSON object
+  // and what comes next does not glue onto it. At most 1 MiB is searched.
+  if (size_ == 0) return;
+  char last = 0;
+  if (::pread(fd_, &last, 1, static_cast<off_t>(size_ - 1)) != 1 ||
+      last == '\n') {
+    return;
+  }
+  constexpr uint64_t kChunk = 64 << 10;
+  uint64_t end = size_;
+  uint64_t keep = 0;
+  std::string chunk;
+  while (end > 0 && size_ - end < (1 << 20)) {
+    uint64_t start = end > kChunk ? end - kChunk : 0;
+    chunk.resize(end - start);
+    if (::pread(fd_, chunk.data(), chunk.size(), static_cast<off_t>(start)) !=
+        static_cast<ssize_t>(chunk.size())) {
+      return;
+    }
+    size_t nl = chunk.rfind('\n');
+    if (nl != std::string::npos) {
+      keep = start + nl + 1;
+      break;
+    }
+    end = start;
+  }
+  if (::ftruncate(fd_, static_cast<off_t>(keep)) != 0) return;
+  log::Warn("events", "%s: cut a torn last line (%d bytes) left by a crash",
+            options_.path, size_ - keep);
+  size_ = keep;
 }
 
 void EventLog::OnOutcome(const Outcome& outcome) {

@@ -77,6 +77,8 @@ class EventLog : public Consumer {
  private:
   explicit EventLog(EventLogOptions options);
   absl::Status OpenFile();
+  // Cuts a last line without its end (a crash mid-write).
+  void CutTornLine();
   void Run();
   // Writes one batch of `lines` lines; what cannot be written is dropped
   // and counted.

@@ -197,6 +197,27 @@ TEST_F(EventLogFile, WritesEveryShardsEventsAsLines) {
   EXPECT_EQ((*log)->dropped(), 0u);
 }
 
+TEST_F(EventLogFile, ATornLastLineFromACrashIsCutAtOpen) {
+  // What a kill -9 in the middle of a write leaves: two whole lines and
+  // the start of a third.
+  std::string whole = EventLog::ToJson(Delivered()) + "\n";
+  {
+    std::ofstream f(path_, std::ios::binary);
+    f << whole << whole << whole.substr(0, 40);
+  }
+  EventLogOptions options;
+  options.path = path_;
+  auto log = EventLog::Open(options);
+  ASSERT_TRUE(log.ok()) << log.status();
+  (*log)->OnOutcome(Delivered());
+  (*log)->Flush();
+  std::vector<std::string> lines = Lines(Read(path_));
+  ASSERT_EQ(lines.size(), 3u);
+  for (const std::string& line : lines) {
+    EXPECT_EQ(nlohmann::json::parse(line)["type"], "delivered");
+  }
+}
+
 TEST_F(EventLogFile, RotatesBySizeAndKeepsSoMany) {
   EventLogOptions options;
   options.path = path_;
