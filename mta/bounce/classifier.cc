@@ -1,5 +1,6 @@
 #include "mta/bounce/classifier.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -110,6 +111,7 @@ absl::StatusOr<std::shared_ptr<const Classifier>> Classifier::FromText(
     absl::Status s = Parse(DefaultRules(), "(built-in rules)", &c->rules_);
     if (!s.ok()) return s;
   }
+  c->BuildSet();
   return std::shared_ptr<const Classifier>(std::move(c));
 }
 
@@ -126,8 +128,30 @@ absl::StatusOr<std::shared_ptr<const Classifier>> Classifier::Create(
   return FromText(text.str(), rules_file, true);
 }
 
+void Classifier::BuildSet() {
+  RE2::Options options;
+  options.set_case_sensitive(false);
+  options.set_log_errors(false);
+  auto set = std::make_unique<RE2::Set>(options, RE2::UNANCHORED);
+  for (const Rule& r : rules_) {
+    if (set->Add(r.pattern, nullptr) < 0) return;
+  }
+  if (!set->Compile()) return;
+  set_ = std::move(set);
+}
+
 Verdict Classifier::Classify(const Reply& reply) const {
   std::string line = reply.ToString();
+  if (set_ != nullptr) {
+    std::vector<int> hits;
+    RE2::Set::ErrorInfo error;
+    if (set_->Match(line, &hits, &error)) {
+      const Rule& r = rules_[*std::min_element(hits.begin(), hits.end())];
+      return Verdict{r.category, r.where, r.pattern};
+    }
+    if (error.kind == RE2::Set::kNoError) return Verdict{};
+    // Out of memory in the automaton: one by one, as below.
+  }
   for (const Rule& r : rules_) {
     if (RE2::PartialMatch(line, *r.re)) {
       return Verdict{r.category, r.where, r.pattern};

@@ -18,10 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "base/reply.h"
 #include "mta/bounce/category.h"
-
-namespace re2 {
-class RE2;
-}
+#include "re2/set.h"
 
 namespace peregrine::bounce {
 
@@ -58,6 +55,11 @@ class Classifier {
     std::unique_ptr<re2::RE2> re;
   };
   Classifier() = default;
+  // Every pattern in one automaton (RE2::Set): one pass over the reply
+  // finds all the rules that match; the first of them wins. Null when it
+  // could not be built: the rules are then tried one by one.
+  void BuildSet();
+  std::unique_ptr<re2::RE2::Set> set_;
   static absl::Status Parse(absl::string_view text, absl::string_view source,
                             std::vector<Rule>* rules);
   std::vector<Rule> rules_;
