@@ -219,9 +219,10 @@ std::string Daemon::CheckSuppressed(absl::string_view sender,
       absl::FormatTime("%Y-%m-%d", (*found)->added, absl::UTCTimeZone()), " (",
       (*found)->category, ", ", (*found)->source,
       (*found)->scope.empty() ? "" : ", ", (*found)->scope, ")");
-  o.reply = Reply::Parse(bounce::SuppressedReply(recipient, **found));
+  std::string refusal = bounce::SuppressedReply(recipient, **found);
+  o.reply = Reply::Parse(refusal);
   outcomes_.Publish(o);
-  return bounce::SuppressedReply(recipient, **found);
+  return refusal;
 }
 
 }  // namespace peregrine

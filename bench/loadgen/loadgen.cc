@@ -390,32 +390,28 @@ int main(int argc, char** argv) {
   }
   std::sort(all.begin(), all.end());
   double rate = run.accepted.load() / std::max(seconds, 1e-9);
-  std::string summary = absl::StrFormat(
+  const double p50 = Percentile(all, 50), p90 = Percentile(all, 90),
+               p99 = Percentile(all, 99), p999 = Percentile(all, 99.9),
+               max = all.empty() ? 0.0 : all.back();
+  const int64_t accepted = run.accepted.load(), refused = run.refused.load(),
+                interrupted = run.interrupted.load(),
+                errors = run.connection_errors.load();
+  std::cout << absl::StrFormat(
       "accepted %d, refused %d, interrupted %d, connection errors %d in "
-      "%.2f s: %.0f msgs/s; "
-      "acknowledgement latency ms p50 %.2f p90 %.2f p99 %.2f p99.9 %.2f "
-      "max %.2f",
-      run.accepted.load(), run.refused.load(), run.interrupted.load(),
-      run.connection_errors.load(), seconds, rate, Percentile(all, 50),
-      Percentile(all, 90), Percentile(all, 99), Percentile(all, 99.9),
-      all.empty() ? 0.0 : all.back());
-  std::cout << summary << "\n";
+      "%.2f s: %.0f msgs/s; acknowledgement latency ms p50 %.2f p90 %.2f "
+      "p99 %.2f p99.9 %.2f max %.2f\n",
+      accepted, refused, interrupted, errors, seconds, rate, p50, p90, p99,
+      p999, max);
   if (!o.json.empty()) {
     std::ofstream f(o.json);
     f << absl::StrFormat(
         "{\"accepted\": %d, \"refused\": %d, \"interrupted\": %d, "
-        "\"connection_errors\": %d, "
-        "\"seconds\": %.3f, \"msgs_per_s\": %.1f, \"ack_latency_ms\": "
-        "{\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p99_9\": %.3f, "
-        "\"max\": %.3f}}\n",
-        run.accepted.load(), run.refused.load(), run.interrupted.load(),
-        run.connection_errors.load(), seconds, rate, Percentile(all, 50),
-        Percentile(all, 90), Percentile(all, 99), Percentile(all, 99.9),
-        all.empty() ? 0.0 : all.back());
+        "\"connection_errors\": %d, \"seconds\": %.3f, \"msgs_per_s\": "
+        "%.1f, \"ack_latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, "
+        "\"p99\": %.3f, \"p99_9\": %.3f, \"max\": %.3f}}\n",
+        accepted, refused, interrupted, errors, seconds, rate, p50, p90, p99,
+        p999, max);
   }
   // Every message answered or cut off: the run is complete.
-  return run.accepted.load() + run.refused.load() + run.interrupted.load() >=
-                 o.messages
-             ? 0
-             : 1;
+  return accepted + refused + interrupted >= o.messages ? 0 : 1;
 }
