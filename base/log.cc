@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
+#include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -11,7 +13,61 @@
 
 namespace peregrine::log {
 namespace {
+
 std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
+
+constexpr size_t kFlushAt = 64 << 10;
+
+void WriteAll(absl::string_view bytes) {
+  const char* p = bytes.data();
+  size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::write(STDERR_FILENO, p, left);
+    if (n <= 0) break;
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+// One per thread: its buffer (when it buffers) and the text of the current
+// second, formatted once ("2026-11-22T16:20:00").
+struct ThreadState {
+  bool buffering = false;
+  std::string lines;
+  int64_t second = -1;
+  std::string second_text;
+  ~ThreadState() {
+    if (!lines.empty()) WriteAll(lines);
+  }
+};
+
+ThreadState& State() {
+  thread_local ThreadState state;
+  return state;
+}
+
+// "2026-11-22T16:20:00.123Z " appended to `out`.
+void AppendTime(ThreadState& state, absl::Time now, std::string& out) {
+  int64_t micros = absl::ToUnixMicros(now);
+  int64_t second = micros >= 0 ? micros / 1000000 : (micros - 999999) / 1000000;
+  if (second != state.second) {
+    state.second = second;
+    state.second_text =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%S", absl::FromUnixSeconds(second),
+                         absl::UTCTimeZone());
+  }
+  int millis = static_cast<int>((micros - second * 1000000) / 1000);
+  char tail[7] = {'.',
+                  static_cast<char>('0' + millis / 100),
+                  static_cast<char>('0' + millis / 10 % 10),
+                  static_cast<char>('0' + millis % 10),
+                  'Z',
+                  ' ',
+                  0};
+  out.append(state.second_text);
+  out.append(tail, 6);
+}
+
 }  // namespace
 
 void SetLevel(Level level) {
@@ -54,20 +110,35 @@ absl::string_view LevelName(Level level) {
 
 void Write(Level level, absl::string_view component,
            absl::string_view message) {
-  std::string line =
-      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
-                                    absl::UTCTimeZone()),
-                   " ", absl::StrFormat("%-7s", LevelName(level)), " ",
-                   component, component.empty() ? "" : ": ", message, "\n");
-  // One write per line keeps lines whole when several shards log at once.
-  const char* p = line.data();
-  size_t left = line.size();
-  while (left > 0) {
-    ssize_t n = ::write(STDERR_FILENO, p, left);
-    if (n <= 0) break;
-    p += n;
-    left -= static_cast<size_t>(n);
+  ThreadState& state = State();
+  std::string local;
+  std::string& out = state.buffering ? state.lines : local;
+  AppendTime(state, absl::Now(), out);
+  absl::string_view name = LevelName(level);
+  absl::StrAppend(&out, name);
+  out.append(name.size() < 7 ? 8 - name.size() : 1, ' ');
+  absl::StrAppend(&out, component, component.empty() ? "" : ": ", message,
+                  "\n");
+  // One write per batch of whole lines keeps them whole when several
+  // shards log at once.
+  if (!state.buffering) return WriteAll(local);
+  if (level >= Level::kWarning || state.lines.size() >= kFlushAt) {
+    FlushThisThread();
   }
+}
+
+void BufferThisThread(bool on) {
+  ThreadState& state = State();
+  if (!on) FlushThisThread();
+  state.buffering = on;
+}
+
+void FlushThisThread() {
+  ThreadState& state = State();
+  if (state.lines.empty()) return;
+  WriteAll(state.lines);
+  state.lines.clear();
+  if (state.lines.capacity() > 4 * kFlushAt) state.lines.shrink_to_fit();
 }
 
 }  // namespace peregrine::log

@@ -108,19 +108,15 @@ void RocksStore::TakeFresh(uint16_t shard, size_t limit,
   }
 }
 
-absl::StatusOr<StoredMessage> RocksStore::ReadForSend(MessageId id) {
+absl::StatusOr<OutgoingMessage> RocksStore::ReadForSend(MessageId id) {
   {
     absl::MutexLock lock(&fresh_mu_);
     auto it = fresh_.find(id);
     if (it != fresh_.end()) {
-      StoredMessage m;
-      m.id = id;
-      m.envelope = it->second.envelope;
-      m.body = *it->second.body;
-      return m;
+      return OutgoingMessage{id, it->second.envelope, it->second.body};
     }
   }
-  return Read(id, /*with_body=*/true);
+  return Store::ReadForSend(id);
 }
 
 }  // namespace peregrine::queue

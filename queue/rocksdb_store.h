@@ -117,7 +117,7 @@ class RocksStore final : public Store {
                                                      size_t limit) override;
   void Unclaim(const RecipientRecord& record) override;
   absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) override;
-  absl::StatusOr<StoredMessage> ReadForSend(MessageId id) override;
+  absl::StatusOr<OutgoingMessage> ReadForSend(MessageId id) override;
   absl::StatusOr<StoredMessage> Lookup(MessageId id) override;
   absl::StatusOr<QueueCounts> Counts() override;
   absl::StatusOr<std::vector<StoredMessage>> List(

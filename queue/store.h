@@ -80,8 +80,12 @@ class Store {
   virtual absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) = 0;
   // What delivery sends: the envelope and body (recipients may be left
   // out). A store may answer from memory for mail it has just written.
-  virtual absl::StatusOr<StoredMessage> ReadForSend(MessageId id) {
-    return Read(id, true);
+  virtual absl::StatusOr<OutgoingMessage> ReadForSend(MessageId id) {
+    auto m = Read(id, true);
+    if (!m.ok()) return m.status();
+    return OutgoingMessage{
+        m->id, std::move(m->envelope),
+        std::make_shared<const std::string>(std::move(m->body))};
   }
   // For operators: a message in the queue, or the short record kept of it
   // once finished (StoredMessage::finished; no body).

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -104,6 +105,14 @@ struct StoredMessage {
   // (RocksStoreOptions::keep_finished): every recipient is final and there
   // is no body.
   bool finished = false;
+};
+
+// What delivery sends: the envelope and the body. The body may be shared
+// with the store's memory of mail just queued (no copy).
+struct OutgoingMessage {
+  MessageId id = 0;
+  Envelope envelope;
+  std::shared_ptr<const std::string> body;
 };
 
 // The outcome of one delivery attempt for one recipient.

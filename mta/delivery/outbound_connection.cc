@@ -20,8 +20,24 @@ namespace {
 constexpr char kLog[] = "delivery";
 
 bool HasEightBit(absl::string_view text) {
-  for (char c : text) {
-    if (static_cast<unsigned char>(c) >= 0x80) return true;
+  // Eight bytes at a time (a body is scanned for every transaction),
+  // stopping at the first 512-byte block that has one.
+  constexpr uint64_t kHigh = 0x8080808080808080ull;
+  const char* p = text.data();
+  size_t n = text.size();
+  while (n >= 512) {
+    uint64_t any = 0;
+    for (int i = 0; i < 64; ++i) {
+      uint64_t word;
+      memcpy(&word, p + 8 * i, sizeof(word));
+      any |= word;
+    }
+    if ((any & kHigh) != 0) return true;
+    p += 512;
+    n -= 512;
+  }
+  for (; n > 0; ++p, --n) {
+    if (static_cast<unsigned char>(*p) >= 0x80) return true;
   }
   return false;
 }
@@ -116,7 +132,8 @@ void OutboundConnection::Begin() {
   ResolveHost();
 }
 
-void OutboundConnection::Send(std::unique_ptr<Job> job, std::string body,
+void OutboundConnection::Send(std::unique_ptr<Job> job,
+                              std::shared_ptr<const std::string> body,
                               const queue::Envelope& envelope) {
   CancelIdle();
   job_ = std::move(job);
@@ -131,8 +148,8 @@ void OutboundConnection::Send(std::unique_ptr<Job> job, std::string body,
   }
   m.envid = envelope.envid;
   m.ret = static_cast<uint8_t>(envelope.ret);
-  m.body = &body_;
-  m.eight_bit = HasEightBit(body_);
+  m.body = body_.get();
+  m.eight_bit = HasEightBit(*body_);
   m.smtputf8 = HasEightBit(envelope.sender);
   for (const queue::RecipientRecord& r : job_->recipients) {
     m.recipients.push_back({r.spec.address, r.spec.notify, r.spec.orcpt});
@@ -445,7 +462,7 @@ void OutboundConnection::Result(const smtp::MessageResult& result) {
   }
   if (any_delivered) site_.Delivered();  // The window may grow.
   job_.reset();
-  body_.clear();
+  body_.reset();
   if (session_->phase() == Phase::kReady &&
       (!site_.MoreOnConnection(messages_) || host_.draining())) {
     session_->Quit();

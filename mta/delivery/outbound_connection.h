@@ -87,7 +87,7 @@ class OutboundConnection : private Stream::Handler {
   // Resolves the first host and connects.
   void Begin();
   // In kReady: sends `job`.
-  void Send(std::unique_ptr<Job> job, std::string body,
+  void Send(std::unique_ptr<Job> job, std::shared_ptr<const std::string> body,
             const queue::Envelope& envelope);
   // Idle and waiting for work: QUIT after the reuse window.
   void Idle();
@@ -151,7 +151,7 @@ class OutboundConnection : private Stream::Handler {
   bool implicit_tls_ = false;
   bool verify_ = false;
   std::unique_ptr<Job> job_;
-  std::string body_;
+  std::shared_ptr<const std::string> body_;  // Shared with the queue's.
   bool closing_ = false;
   bool ever_ready_ = false;
   bool waiting_for_work_ = false;

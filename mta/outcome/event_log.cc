@@ -5,27 +5,39 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
-#include "nlohmann/json.hpp"
+#include "mta/outcome/json_writer.h"
 
 namespace peregrine::outcome {
 namespace {
 
 constexpr char kLog[] = "events";
 
-using Json = nlohmann::ordered_json;
-
-Json StringOrNull(const std::string& s) {
-  return s.empty() ? Json(nullptr) : Json(s);
-}
-
-std::string Rfc3339(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
+// "2026-11-27T12:00:00.123Z"; the text of the second is formatted once
+// per thread and second.
+void AppendRfc3339(absl::Time t, std::string* out) {
+  thread_local int64_t cached_second = INT64_MIN;
+  thread_local std::string cached_text;
+  int64_t millis = absl::ToUnixMillis(t);
+  int64_t second = millis >= 0 ? millis / 1000 : (millis - 999) / 1000;
+  if (second != cached_second) {
+    cached_second = second;
+    cached_text =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%S", absl::FromUnixSeconds(second),
+                         absl::UTCTimeZone());
+  }
+  int ms = static_cast<int>(millis - second * 1000);
+  char tail[5] = {'.', static_cast<char>('0' + ms / 100),
+                  static_cast<char>('0' + ms / 10 % 10),
+                  static_cast<char>('0' + ms % 10), 'Z'};
+  out->append(cached_text);
+  out->append(tail, sizeof(tail));
 }
 
 bool IsDelivery(Kind k) {
@@ -36,65 +48,104 @@ bool IsDelivery(Kind k) {
 }  // namespace
 
 std::string EventLog::ToJson(const Outcome& o) {
-  // The fields go straight into the object's storage, in this order (the
-  // keys are distinct by construction; no look-up per field).
-  Json j = Json::object();
-  auto& fields = j.get_ref<Json::object_t&>();
-  fields.reserve(24);
-  auto add = [&fields](const char* key, Json value) {
-    fields.emplace_back(key, std::move(value));
-  };
-  add("time", Rfc3339(o.time));
-  add("type", std::string(KindName(o.kind)));
-  add("id", o.id == 0 ? Json(nullptr) : Json(queue::FormatMessageId(o.id)));
-  // "" is the null sender <>; unknown (refused before MAIL) is null.
-  add("sender", o.kind == Kind::kRejected && o.sender.empty() ? Json(nullptr)
-                                                              : Json(o.sender));
-  add("recipient", StringOrNull(o.recipient));
-  add("recipients",
-      o.kind == Kind::kReceived ? Json(o.recipients) : Json(nullptr));
-  add("site", StringOrNull(o.site));
-  add("mx", StringOrNull(o.mx));
-  add("ip", StringOrNull(o.ip));
-  add("source", StringOrNull(o.source));
-  if (o.tls) {
-    Json tls = Json::object();
-    auto& t = tls.get_ref<Json::object_t&>();
-    t.reserve(3);
-    t.emplace_back("version", o.tls->version);
-    t.emplace_back("cipher", o.tls->cipher);
-    t.emplace_back("verified", o.tls->verified);
-    add("tls", std::move(tls));
+  std::string line;
+  line.reserve(512 + o.reply.text.size());
+  JsonWriter j(&line);
+  j.BeginObject();
+  std::string time;
+  AppendRfc3339(o.time, &time);
+  j.Key("time").String(time);
+  j.Key("type").String(KindName(o.kind));
+  j.Key("id");
+  if (o.id == 0) {
+    j.Null();
   } else {
-    add("tls", nullptr);
+    j.String(queue::FormatMessageId(o.id));
   }
-  add("code", o.reply.code == 0 ? Json(nullptr) : Json(o.reply.code));
-  add("enhanced", StringOrNull(o.reply.enhanced));
-  add("reply", StringOrNull(o.reply.text));
-  add("reason", StringOrNull(o.reason));
-  add("category", o.category
-                      ? Json(std::string(bounce::CategoryName(*o.category)))
-                      : Json(nullptr));
-  add("attempt", o.attempt == 0 ? Json(nullptr) : Json(o.attempt));
-  add("next_attempt",
-      o.kind == Kind::kDeferred && o.next_attempt != absl::InfinitePast()
-          ? Json(Rfc3339(o.next_attempt))
-          : Json(nullptr));
-  add("queue_time_ms", IsDelivery(o.kind)
-                           ? Json(absl::ToInt64Milliseconds(o.queue_time))
-                           : Json(nullptr));
-  add("size", o.size == 0 ? Json(nullptr) : Json(o.size));
-  Json tags = Json::object();
-  if (!o.tenant.empty()) tags["tenant"] = o.tenant;
-  if (!o.campaign.empty()) tags["campaign"] = o.campaign;
-  add("tags", std::move(tags));
-  add("client", StringOrNull(o.client));
-  add("helo", StringOrNull(o.helo));
-  add("auth_user", StringOrNull(o.auth_user));
-  add("listener", StringOrNull(o.listener));
-  // Bytes that are not UTF-8 (a remote reply, an 8-bit address) become
-  // U+FFFD rather than an exception or an unparseable line.
-  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+  // "" is the null sender <>; unknown (refused before MAIL) is null.
+  j.Key("sender");
+  if (o.kind == Kind::kRejected && o.sender.empty()) {
+    j.Null();
+  } else {
+    j.String(o.sender);
+  }
+  j.Key("recipient").StringOrNull(o.recipient);
+  j.Key("recipients");
+  if (o.kind == Kind::kReceived) {
+    j.BeginArray();
+    for (const std::string& r : o.recipients) j.String(r);
+    j.EndArray();
+  } else {
+    j.Null();
+  }
+  j.Key("site").StringOrNull(o.site);
+  j.Key("mx").StringOrNull(o.mx);
+  j.Key("ip").StringOrNull(o.ip);
+  j.Key("source").StringOrNull(o.source);
+  j.Key("tls");
+  if (o.tls) {
+    j.BeginObject()
+        .Key("version")
+        .String(o.tls->version)
+        .Key("cipher")
+        .String(o.tls->cipher)
+        .Key("verified")
+        .Bool(o.tls->verified)
+        .EndObject();
+  } else {
+    j.Null();
+  }
+  j.Key("code");
+  if (o.reply.code == 0) {
+    j.Null();
+  } else {
+    j.Int(o.reply.code);
+  }
+  j.Key("enhanced").StringOrNull(o.reply.enhanced);
+  j.Key("reply").StringOrNull(o.reply.text);
+  j.Key("reason").StringOrNull(o.reason);
+  j.Key("category");
+  if (o.category) {
+    j.String(bounce::CategoryName(*o.category));
+  } else {
+    j.Null();
+  }
+  j.Key("attempt");
+  if (o.attempt == 0) {
+    j.Null();
+  } else {
+    j.Int(o.attempt);
+  }
+  j.Key("next_attempt");
+  if (o.kind == Kind::kDeferred && o.next_attempt != absl::InfinitePast()) {
+    std::string next;
+    AppendRfc3339(o.next_attempt, &next);
+    j.String(next);
+  } else {
+    j.Null();
+  }
+  j.Key("queue_time_ms");
+  if (IsDelivery(o.kind)) {
+    j.Int(absl::ToInt64Milliseconds(o.queue_time));
+  } else {
+    j.Null();
+  }
+  j.Key("size");
+  if (o.size == 0) {
+    j.Null();
+  } else {
+    j.Int(static_cast<int64_t>(o.size));
+  }
+  j.Key("tags").BeginObject();
+  if (!o.tenant.empty()) j.Key("tenant").String(o.tenant);
+  if (!o.campaign.empty()) j.Key("campaign").String(o.campaign);
+  j.EndObject();
+  j.Key("client").StringOrNull(o.client);
+  j.Key("helo").StringOrNull(o.helo);
+  j.Key("auth_user").StringOrNull(o.auth_user);
+  j.Key("listener").StringOrNull(o.listener);
+  j.EndObject();
+  return line;
 }
 
 EventLog::EventLog(EventLogOptions options) : options_(std::move(options)) {

@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "absl/time/clock.h"
+#include "base/log.h"
 
 namespace peregrine::shard {
 namespace {
@@ -158,6 +159,7 @@ int Reactor::RunOnce() {
 
 void Reactor::Run() {
   tls_current = this;
+  log::BufferThisThread(true);
   ArmWakeFd();
   absl::Time last_work = clock_();
   while (!stopping()) {
@@ -179,9 +181,12 @@ void Reactor::Run() {
     auto woke = [this, wait] {
       if (wait > absl::ZeroDuration()) now_ = clock_();
     };
+    // This iteration's log lines, in one write, before a sleep.
+    log::FlushThisThread();
     if (io_->Poll(wait, woke) > 0) last_work = now_;
     sleeping_.store(false, std::memory_order_relaxed);
   }
+  log::BufferThisThread(false);
   tls_current = nullptr;
 }
 

@@ -7,6 +7,8 @@
 // and collect completions. When an iteration found no work the reactor
 // sleeps in the backend until an I/O completion, the next timer, or a
 // Wake() from another thread (an eventfd, so both backends can wait on it).
+// The thread's log lines are buffered while Run() runs and written once per
+// iteration (base/log.h).
 //
 // Sleep protocol (no lost wake-ups): the reactor stores sleeping_ = true
 // (seq_cst) and then asks each poller whether work arrived; a producer

@@ -64,4 +64,5 @@ run bounce_report_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   mta/bounce/classifier.cc mta/bounce/category.cc \
   mta/bounce/default_rules.cc base/reply.cc queue/codec.cc \
   -ltomlplusplus -lre2 -lcrypto $(pkg-config --libs gmime-3.0)
+run json_writer_fuzz tests/fuzz/json_writer_fuzz.cc mta/outcome/json_writer.cc
 echo "fuzzing done"

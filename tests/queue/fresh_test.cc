@@ -48,7 +48,7 @@ TEST(FreshTest, EachFreshRecipientIsHandedOutOnceAndItsBodyFromMemory) {
     auto fast = store->ReadForSend(id);
     auto slow = store->Read(id, true);
     ASSERT_TRUE(fast.ok() && slow.ok());
-    EXPECT_EQ(fast->body, slow->body);
+    EXPECT_EQ(*fast->body, slow->body);
     EXPECT_EQ(fast->envelope.sender, slow->envelope.sender);
     EXPECT_EQ(fast->envelope.body_bytes, slow->envelope.body_bytes);
   }
@@ -121,7 +121,7 @@ TEST(FreshTest, PastTheBudgetMailTakesTheOrdinaryPath) {
     EXPECT_TRUE(distinct.insert(r.message).second);
     auto m = store->ReadForSend(r.message);
     ASSERT_TRUE(m.ok());
-    EXPECT_EQ(m->body.size(), 1500u);
+    EXPECT_EQ(m->body->size(), 1500u);
     ASSERT_TRUE(
         UpdateSync(*store, Outcome(r, RecipientState::kDelivered)).ok());
   }
@@ -161,7 +161,7 @@ TEST(FreshTest, AfterARestartTheScanFindsWhatWasFresh) {
   EXPECT_EQ(c[0].message, id);
   auto m = store->ReadForSend(id);
   ASSERT_TRUE(m.ok());
-  EXPECT_EQ(m->body, "Subject: hi\r\n\r\nbody\r\n");
+  EXPECT_EQ(*m->body, "Subject: hi\r\n\r\nbody\r\n");
 }
 
 }  // namespace
