@@ -233,7 +233,11 @@ absl::Status RocksStore::AddUpdateLocked(const RecipientUpdate& update,
                      FormatMessageId(before.message), " is final or unknown"));
   }
   Live& l = it->second;
-  FreshAttempted(before.message, before.index);
+  const bool keep =
+      finished_ != nullptr && options_.keep_finished > absl::ZeroDuration();
+  std::string fresh_envelope;
+  FreshAttempted(before.message, before.index,
+                 keep ? &fresh_envelope : nullptr);
   batch_.Delete(schedule_,
                 codec::ScheduleKey(before.spec.shard, before.next_attempt,
                                    before.message, before.index));
@@ -242,8 +246,6 @@ absl::Status RocksStore::AddUpdateLocked(const RecipientUpdate& update,
     batch_undo_.push_back({before.message, before.index, false, nullptr});
     ++totals_[static_cast<int>(update.state)];
     totals_dirty_ = true;
-    const bool keep =
-        finished_ != nullptr && options_.keep_finished > absl::ZeroDuration();
     if (keep) {
       batch_.Put(finished_, codec::RecipientKey(before.message, before.index),
                  record);
@@ -252,10 +254,12 @@ absl::Status RocksStore::AddUpdateLocked(const RecipientUpdate& update,
       // The last recipient: the message is done everywhere.
       std::string key = codec::MessageKey(before.message);
       if (keep) {
-        // Its envelope goes with the finished record (committed long ago:
-        // delivery starts only after the enqueue is on disk).
-        std::string envelope;
-        if (db_->Get(rocksdb::ReadOptions(), envelopes_, key, &envelope).ok()) {
+        // Its envelope goes with the finished record: from memory for mail
+        // just queued, else read (committed long ago: delivery starts only
+        // after the enqueue is on disk).
+        std::string envelope = std::move(fresh_envelope);
+        if (!envelope.empty() ||
+            db_->Get(rocksdb::ReadOptions(), envelopes_, key, &envelope).ok()) {
           batch_.Put(finished_,
                      codec::RecipientKey(before.message, kEnvelopeIndex),
                      envelope);

@@ -31,6 +31,7 @@ bool RocksStore::ReserveFresh(PreparedMessage& m, MessageId id) {
   c.envelope.recipient_count = static_cast<uint32_t>(m.records_value.size());
   c.envelope.body_bytes = m.body.size();
   c.body = std::make_shared<const std::string>(std::move(m.body));
+  c.envelope_value = std::move(m.envelope);  // Already in the batch.
   c.records = std::move(m.records_value);
   for (uint32_t i = 0; i < c.records.size(); ++i) {
     c.records[i].message = id;
@@ -58,6 +59,7 @@ void RocksStore::PublishFresh(std::vector<FreshCandidate>& candidates) {
     for (FreshCandidate& c : candidates) {
       Fresh& f = fresh_[c.id];
       f.envelope = std::move(c.envelope);
+      f.envelope_value = std::move(c.envelope_value);
       f.body = std::move(c.body);
       f.attempted.assign(c.records.size(), false);
       f.unattempted = static_cast<uint32_t>(c.records.size());
@@ -83,7 +85,8 @@ void RocksStore::DropFresh(std::vector<FreshCandidate>& candidates) {
   }
 }
 
-void RocksStore::FreshAttempted(MessageId id, uint32_t index) {
+void RocksStore::FreshAttempted(MessageId id, uint32_t index,
+                                std::string* envelope_value) {
   if (options_.fresh_bytes == 0) return;
   absl::MutexLock lock(&fresh_mu_);
   auto it = fresh_.find(id);
@@ -93,6 +96,7 @@ void RocksStore::FreshAttempted(MessageId id, uint32_t index) {
   f.attempted[index] = true;
   if (--f.unattempted > 0) return;
   fresh_reserved_.fetch_sub(f.bytes, std::memory_order_relaxed);
+  if (envelope_value != nullptr) *envelope_value = std::move(f.envelope_value);
   fresh_.erase(it);
 }
 

@@ -271,12 +271,14 @@ class RocksStore final : public Store {
   struct FreshCandidate {
     MessageId id = 0;
     Envelope envelope;
+    std::string envelope_value;  // As stored, for the finished record.
     std::shared_ptr<const std::string> body;
     std::vector<RecipientRecord> records;
     size_t bytes = 0;
   };
   struct Fresh {
     Envelope envelope;
+    std::string envelope_value;
     std::shared_ptr<const std::string> body;
     std::vector<bool> attempted;
     uint32_t unattempted = 0;
@@ -292,7 +294,11 @@ class RocksStore final : public Store {
   void PublishFresh(std::vector<FreshCandidate>& candidates);
   void DropFresh(std::vector<FreshCandidate>& candidates);
   // An attempt was recorded for recipient `index` of `id`.
-  void FreshAttempted(MessageId id, uint32_t index);
+  // When that was its last recipient, the entry goes, and `envelope_value`
+  // (if not null) gets the envelope as stored: the finished record needs
+  // it, and a RocksDB read costs more.
+  void FreshAttempted(MessageId id, uint32_t index,
+                      std::string* envelope_value = nullptr);
   void TakeFresh(uint16_t shard, size_t limit,
                  std::vector<RecipientRecord>* out);
   void NoteClaimScheduled(uint16_t shard, absl::Time when)

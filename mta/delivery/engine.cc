@@ -50,6 +50,7 @@ void DeliveryShard::Reload(
     log::Error(kLog, "back-off rules: %s", rules.status().message());
   }
   absl::Time now = reactor_.Now();
+  bool resumed = false;
   for (auto& [key, site] : sites_) {
     Site::Change change = site->SetOptions(
         OptionsFor(site->smarthost, site->domain, site->mx), now);
@@ -66,9 +67,30 @@ void DeliveryShard::Reload(
     } else if (change == Site::Change::kResumed) {
       log::Info(kLog, "site %s: resumed: %d transactions released", site->key,
                 site->waiting());
+      resumed = true;
     }
     Pump(*site);
   }
+  if (resumed) {
+    // What the site held past its limit waits in the queue, parked until
+    // up to kParkFor from now, in every shard's schedule: every shard looks
+    // that far ahead once, so it goes now rather than in a minute.
+    absl::Time until = now + Site::kParkFor;
+    EngineContext* context = &context_;
+    for (int shard = 0; shard < context_.group->size(); ++shard) {
+      context_.group->SubmitTo(shard, [context, shard, until] {
+        context->engines[shard]->ClaimAhead(until);
+      });
+    }
+  }
+}
+
+void DeliveryShard::ClaimAhead(absl::Time until) {
+  claim_until_ = std::max(claim_until_, until);
+  if (draining_) return;
+  if (poll_timer_ != 0) reactor_.CancelTimer(poll_timer_);
+  poll_timer_ = 0;
+  Poll();
 }
 
 SiteOptions DeliveryShard::OptionsFor(
@@ -110,11 +132,18 @@ void DeliveryShard::ParkExcess(Site& site) {
       ++parked;
     }
   }
-  if (parked > 0) {
+  // One line per site every few seconds, not one per recipient parked (a
+  // backlog arriving at a suspended site parks them one by one).
+  site.parked_unlogged += parked;
+  if (site.parked_unlogged > 0 &&
+      now - site.parked_logged >= Site::kParkLogEvery) {
     log::Info(kLog,
               "site %s: suspended: %d more recipients wait in the queue "
               "(looked at again every %s, unattempted)",
-              site.key, parked, absl::FormatDuration(Site::kParkFor));
+              site.key, site.parked_unlogged,
+              absl::FormatDuration(Site::kParkFor));
+    site.parked_unlogged = 0;
+    site.parked_logged = now;
   }
 }
 
@@ -159,7 +188,11 @@ void DeliveryShard::Poll() {
   size_t claimed = 0;
   constexpr size_t kBatch = 2000;
   if (room > 0) {
-    auto due = context_.queue->Claim(reactor_.id(), reactor_.Now(),
+    // After a resume, up to claim_until_: parked mail of the resumed site
+    // goes at once; what is due a little later (a retry, mail of a site
+    // still suspended, parked again) comes early, once.
+    absl::Time upto = std::max(reactor_.Now(), claim_until_);
+    auto due = context_.queue->Claim(reactor_.id(), upto,
                                      std::min<size_t>(room, kBatch));
     if (!due.ok()) {
       // The queue is down (it reopens itself): say so, then wait a while

@@ -85,6 +85,10 @@ class DeliveryShard : public ConnectionHost {
   // began.
   void Reload(std::shared_ptr<const DeliveryOptions> options,
               std::shared_ptr<const bounce::Classifier> classifier = nullptr);
+  // On the shard's thread: claims what is due up to `until` (not only what
+  // is due now) until that time passes, starting at once. After a site
+  // resumes, for the mail it parked in the queue.
+  void ClaimAhead(absl::Time until);
   // On the shard's thread: new classification rules (SIGHUP).
   void SetClassifier(std::shared_ptr<const bounce::Classifier> classifier) {
     classifier_ = std::move(classifier);
@@ -162,6 +166,7 @@ class DeliveryShard : public ConnectionHost {
   bool draining_ = false;
   shard::Reactor::TimerId poll_timer_ = 0;
   absl::Time last_sweep_ = absl::InfinitePast();
+  absl::Time claim_until_ = absl::InfinitePast();  // ClaimAhead().
   std::atomic<int> open_{0};
   std::atomic<int> outstanding_{0};
 };

@@ -125,6 +125,11 @@ class Site {
   int connecting = 0;
   uint64_t wake_timer = 0;
   absl::Time wake_at = absl::InfiniteFuture();
+  // Recipients parked while suspended and not yet logged; the line says
+  // how many at most every kParkLogEvery.
+  int parked_unlogged = 0;
+  absl::Time parked_logged = absl::InfinitePast();
+  static constexpr absl::Duration kParkLogEvery = absl::Seconds(10);
 
  private:
   SiteOptions options_;

@@ -70,11 +70,11 @@ void QueueRecorder::OnOutcome(const Outcome& o) {
   u.attempted = o.attempted;
   u.held_more = o.held_more;
   if (diverter_ != nullptr && diverter_->Divert(o, u)) return;
-  std::string id = queue::FormatMessageId(o.record.message);
-  queue_->Update(std::move(u), [id, index = o.record.index](absl::Status s) {
+  queue_->Update(std::move(u), [id = o.record.message,
+                                index = o.record.index](absl::Status s) {
     if (!s.ok()) {
       log::Error("delivery", "id=%s recipient %u: recording the outcome: %s",
-                 id, index, s.message());
+                 queue::FormatMessageId(id), index, s.message());
     }
   });
 }

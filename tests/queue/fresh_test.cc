@@ -164,5 +164,36 @@ TEST(FreshTest, AfterARestartTheScanFindsWhatWasFresh) {
   EXPECT_EQ(*m->body, "Subject: hi\r\n\r\nbody\r\n");
 }
 
+TEST(FreshTest, AFreshMessageFinishedKeepsItsEnvelopeForLookup) {
+  // The finished record takes the envelope from memory, not from a read:
+  // it must be the envelope as stored, across a restart too.
+  std::string path = TempPath("fresh-finished");
+  MessageId id;
+  {
+    auto store = OpenOrDie(Options(path));
+    auto m = EnqueueSync(*store, Message({{"a@x.test", 0}, {"b@y.test", 0}}));
+    ASSERT_TRUE(m.ok());
+    id = *m;
+    auto c = ClaimAll(*store, 0);
+    ASSERT_EQ(c.size(), 2u);
+    for (const RecipientRecord& r : c) {
+      ASSERT_TRUE(
+          UpdateSync(*store, Outcome(r, RecipientState::kDelivered)).ok());
+    }
+    auto f = store->Lookup(id);
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_TRUE(f->finished);
+    EXPECT_EQ(f->envelope.sender, "alice@sender.test");
+    EXPECT_EQ(f->envelope.recipient_count, 2u);
+  }
+  auto store = OpenOrDie(Options(path));
+  auto f = store->Lookup(id);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->envelope.sender, "alice@sender.test");
+  EXPECT_EQ(f->envelope.body_bytes, 21u);
+  ASSERT_EQ(f->recipients.size(), 2u);
+  EXPECT_EQ(f->recipients[1].state, RecipientState::kDelivered);
+}
+
 }  // namespace
 }  // namespace peregrine::queue
