@@ -187,6 +187,11 @@ absl::Status RocksStore::OpenDb() {
   // Deleted messages make the WAL and memtables churn; cap total WAL size so
   // that column families with few writes are flushed and old logs go away.
   db_options.max_total_wal_size = 256 << 20;
+  // Every column family's memtables together: a backlog of a million
+  // messages would otherwise keep up to two 32 MiB memtables per family in
+  // memory (about 250 MiB); past 64 MiB the largest is flushed (at 32 MiB
+  // draining a 200,000 backlog took a third more CPU, reading back more).
+  db_options.db_write_buffer_size = 64 << 20;
   // No preallocation: RocksDB would fallocate ~1.1 write buffers (70 MiB)
   // for each WAL and 4 MiB for the MANIFEST, more than a small disk has
   // (and an empty data directory should stay small). The WAL is not the
