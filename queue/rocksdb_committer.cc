@@ -1,7 +1,9 @@
-// The write path: Enqueue and Update hand groups to the committer thread,
-// which writes each group to the spool with one write and one flush, then
-// applies it to RocksDB; free-space admission, the emergency reserve,
-// checkpoints, and the record kept of finished messages.
+// Over 800 lines, one concern: the write path. Enqueue and Update hand
+// groups to the committer thread, which writes each group to the spool with
+// one write and one flush, then applies it to RocksDB; free-space
+// admission, the emergency reserve, checkpoints, and the record kept of
+// finished messages all act on the one pending group, whose state would be
+// scattered by a split.
 
 #include <fcntl.h>
 #include <sys/stat.h>
