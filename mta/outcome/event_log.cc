@@ -95,12 +95,7 @@ std::string EventLog::ToJson(const Outcome& o) {
   } else {
     j.Null();
   }
-  j.Key("code");
-  if (o.reply.code == 0) {
-    j.Null();
-  } else {
-    j.Int(o.reply.code);
-  }
+  j.Key("code").IntOrNull(o.reply.code);
   j.Key("enhanced").StringOrNull(o.reply.enhanced);
   j.Key("reply").StringOrNull(o.reply.text);
   j.Key("reason").StringOrNull(o.reason);
@@ -110,12 +105,7 @@ std::string EventLog::ToJson(const Outcome& o) {
   } else {
     j.Null();
   }
-  j.Key("attempt");
-  if (o.attempt == 0) {
-    j.Null();
-  } else {
-    j.Int(o.attempt);
-  }
+  j.Key("attempt").IntOrNull(o.attempt);
   j.Key("next_attempt");
   if (o.kind == Kind::kDeferred && o.next_attempt != absl::InfinitePast()) {
     std::string next;
@@ -130,12 +120,7 @@ std::string EventLog::ToJson(const Outcome& o) {
   } else {
     j.Null();
   }
-  j.Key("size");
-  if (o.size == 0) {
-    j.Null();
-  } else {
-    j.Int(static_cast<int64_t>(o.size));
-  }
+  j.Key("size").IntOrNull(static_cast<int64_t>(o.size));
   j.Key("tags").BeginObject();
   if (!o.tenant.empty()) j.Key("tenant").String(o.tenant);
   if (!o.campaign.empty()) j.Key("campaign").String(o.campaign);

@@ -38,6 +38,10 @@ class JsonWriter {
   JsonWriter& StringOrNull(absl::string_view value) {
     return value.empty() ? Null() : String(value);
   }
+  // A number, or null when it is zero.
+  JsonWriter& IntOrNull(int64_t value) {
+    return value == 0 ? Null() : Int(value);
+  }
 
  private:
   void Separate();

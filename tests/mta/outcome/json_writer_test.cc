@@ -96,10 +96,14 @@ TEST(JsonWriter, PlacesCommas) {
       .Key("f")
       .Bool(false)
       .EndObject()
+      .Key("g")
+      .IntOrNull(0)
+      .Key("h")
+      .IntOrNull(5)
       .EndObject();
   EXPECT_EQ(
       out,
-      R"({"a":-3,"b":["x",null,true,{}],"c":null,"d":"y","e":{"f":false}})");
+      R"({"a":-3,"b":["x",null,true,{}],"c":null,"d":"y","e":{"f":false},"g":null,"h":5})");
   EXPECT_NO_THROW(nlohmann::json::parse(out));
 }
 
