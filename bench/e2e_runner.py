@@ -86,7 +86,7 @@ SINK = "bench/sink/sink"
 class PeregrineSink:
     """bench/sink: counts from its --stats file; `mix` as its --mix."""
 
-    def __init__(self, mix=""):
+    def __init__(self, mix="", chunking=True):
         import tempfile
         from e2e_lib import free_port
         self.port = free_port()
@@ -94,7 +94,8 @@ class PeregrineSink:
         os.unlink(self.stats)
         self.proc = subprocess.Popen(
             [SINK, "--listen", f"127.0.0.1:{self.port}", "--stats",
-             self.stats, "--mix", mix, "--threads", "1"],
+             self.stats, "--mix", mix, "--threads", "1"] +
+            ([] if chunking else ["--no-chunking"]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline and not os.path.exists(self.stats):
@@ -193,8 +194,9 @@ def run(w, out_dir, args):
              for i in range(domains)}
     zones["sinks.test"] = [f"mx{i} IN A 127.0.0.1" for i in range(10)]
     nsd = Nsd(zones)
-    sink = (PeregrineSink(args.mix) if args.sink == "peregrine" and
-            os.path.exists(SINK) else CountingSink())
+    sink = (PeregrineSink(args.mix, not args.no_chunking)
+            if args.sink == "peregrine" and os.path.exists(SINK)
+            else CountingSink())
     d = None
     result = dict(workload=w["name"], messages=total, size=w["size"],
                   domains=domains, sessions=sessions)
@@ -360,6 +362,9 @@ def main():
     ap.add_argument("--mix", default="",
                     help="bench/sink's reply mix, e.g. "
                     "'d1.test=5xx:0.1,4xx:0.2;default=delay:1ms'")
+    ap.add_argument("--no-chunking", action="store_true",
+                    help="bench/sink does not offer CHUNKING: Peregrine "
+                    "delivers with DATA instead of BDAT")
     ap.add_argument("--generator", default="loadgen",
                     choices=["loadgen", "smtp-source"],
                     help="bench/loadgen (reports acknowledgement latency) "

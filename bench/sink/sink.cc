@@ -13,6 +13,9 @@
 // shard that accepted it; it frees itself on the next turn after its
 // stream's last callback, and a timer of its (a delayed reply) is
 // cancelled before that.
+//
+// It offers CHUNKING (RFC 3030: BDAT) as large receivers do, unless
+// --no-chunking; the message then comes as "BDAT n LAST" instead of DATA.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -109,6 +112,7 @@ struct Stats {
 
 struct Config {
   std::map<std::string, Mix> mixes;
+  bool chunking = true;
   Stats* stats = nullptr;
 };
 
@@ -167,6 +171,21 @@ class Session : private Stream::Handler {
   // session ends.
   bool Process() {
     while (!closed_ && !waiting_ && !quitting_) {
+      if (chunk_left_ > 0 || chunk_pending_) {
+        size_t take = std::min<size_t>(chunk_left_, in_.size());
+        in_.erase(0, take);
+        chunk_left_ -= take;
+        if (chunk_left_ > 0) return true;
+        chunk_pending_ = false;
+        if (!chunk_last_) {
+          Send("250 2.0.0 chunk ok\r\n");
+        } else if (recipients_.empty()) {
+          Send("554 5.5.1 no valid recipients\r\n");
+        } else {
+          EndOfData();
+        }
+        continue;
+      }
       if (in_data_) {
         size_t end = in_.find("\r\n.\r\n", scan_from_);
         if (in_.size() >= 3 && in_.compare(0, 3, ".\r\n") == 0) end = 0;
@@ -201,8 +220,9 @@ class Session : private Stream::Handler {
     std::string verb = absl::AsciiStrToUpper(line.substr(0, 4));
     if (verb == "EHLO") {
       return Send(
-          "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-          "250-SIZE 0\r\n250 SMTPUTF8\r\n");
+          absl::StrCat("250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n",
+                       config_.chunking ? "250-CHUNKING\r\n" : "",
+                       "250-SIZE 0\r\n250 SMTPUTF8\r\n"));
     }
     if (verb == "HELO") return Send("250 sink.test\r\n");
     if (verb == "MAIL") {
@@ -237,6 +257,20 @@ class Session : private Stream::Handler {
       recipients_.push_back(address);
       delay_ = std::max(delay_, m.delay);
       return Send("250 2.1.5 ok\r\n");
+    }
+    if (verb == "BDAT" && config_.chunking) {
+      std::vector<absl::string_view> words =
+          absl::StrSplit(line, ' ', absl::SkipEmpty());
+      uint64_t size = 0;
+      if (words.size() < 2 || words.size() > 3 ||
+          !absl::SimpleAtoi(words[1], &size) ||
+          (words.size() == 3 && !absl::EqualsIgnoreCase(words[2], "LAST"))) {
+        return Send("501 5.5.4 Syntax: BDAT size [LAST]\r\n");
+      }
+      chunk_left_ = size;
+      chunk_last_ = words.size() == 3;
+      chunk_pending_ = true;
+      return;
     }
     if (verb == "DATA") {
       if (recipients_.empty()) return Send("554 5.5.1 no valid recipients\r\n");
@@ -312,6 +346,9 @@ class Session : private Stream::Handler {
   std::string in_;
   size_t scan_from_ = 0;
   bool in_data_ = false;
+  uint64_t chunk_left_ = 0;     // BDAT bytes still to come.
+  bool chunk_last_ = false;     // That chunk ends the message.
+  bool chunk_pending_ = false;  // A BDAT whose reply is not sent yet.
   bool waiting_ = false;
   bool quitting_ = false;
   bool closed_ = false;
@@ -386,10 +423,13 @@ int main(int argc, char** argv) {
                  "delay:DURATION;... (\"default\" for the others)");
   app.add_option("--stats", stats_path, "Write counts here as JSON");
   app.add_option("--threads", threads, "Reactor threads");
+  bool no_chunking = false;
+  app.add_flag("--no-chunking", no_chunking, "Do not offer CHUNKING (BDAT)");
   CLI11_PARSE(app, argc, argv);
   Config config;
   Stats stats;
   config.stats = &stats;
+  config.chunking = !no_chunking;
   std::string error;
   if (!ParseMixes(mix, &config.mixes, &error)) {
     std::cerr << "sink: --mix: " << error << "\n";

@@ -196,6 +196,19 @@ void ClientSession::OnReply(const Reply& reply) {
         if (!pipelining_) SendEnvelopeCommand(answered);
         return;
       }
+      if (bdat_) {
+        // BDAT LAST: the final answer for the recipients it accepted.
+        // Without MAIL or any RCPT accepted the server refused it too, and
+        // the earlier replies stand.
+        if (mail_ok_ && accepted_ > 0) {
+          for (Reply& r : results_) {
+            if (r.code / 100 == 2) r = reply;
+          }
+        }
+        // Clean only when the message went; else RSET (RFC 3030 §2).
+        if (reply.code / 100 == 2) phase_ = Phase::kData;
+        return FinishMessage();
+      }
       // DATA.
       if (reply.code == 354 && mail_ok_ && accepted_ > 0) return SendBody();
       if (reply.code == 354) {
@@ -240,7 +253,8 @@ void ClientSession::Hello(const Reply& reply) {
     }
     return Fail(reply);
   }
-  pipelining_ = starttls_ = eight_bit_mime_ = smtputf8_ = dsn_ = false;
+  pipelining_ = chunking_ = starttls_ = eight_bit_mime_ = smtputf8_ = dsn_ =
+      false;
   auth_plain_ = enhanced_ = false;
   max_size_ = 0;
   if (esmtp_) {
@@ -250,6 +264,7 @@ void ClientSession::Hello(const Reply& reply) {
       if (words.empty()) continue;
       const std::string& k = words[0];
       if (k == "PIPELINING") pipelining_ = true;
+      if (k == "CHUNKING") chunking_ = true;
       if (k == "STARTTLS") starttls_ = true;
       if (k == "8BITMIME") eight_bit_mime_ = true;
       if (k == "SMTPUTF8") smtputf8_ = true;
@@ -349,10 +364,18 @@ void ClientSession::SendMessage(const OutMessage& message) {
   }
   replies_expected_ = n + 2;
   phase_ = Phase::kEnvelope;
+  bdat_ = pipelining_ && chunking_;
   Send(mail);
   if (pipelining_) {
     for (size_t i = 0; i < n; ++i) SendEnvelopeCommand(i);
-    Send("DATA");
+    if (!bdat_) return Send("DATA");
+    // The message goes with its envelope: if MAIL or every RCPT is
+    // refused, the server discards it and refuses the BDAT.
+    std::string converted;
+    absl::string_view chunk = ChunkContent(
+        message_.body ? *message_.body : absl::string_view(), &converted);
+    Send(absl::StrCat("BDAT ", chunk.size(), " LAST"));
+    out_.append(chunk.data(), chunk.size());
   }
 }
 
@@ -375,13 +398,18 @@ void ClientSession::SendEnvelopeCommand(size_t index) {
   Send(rcpt);
 }
 
-void EncodeDataContent(absl::string_view body, std::string* out) {
+namespace {
+
+// Every line of `body` with CRLF, a bare CR or LF made one, a last line
+// without its end given one; with `dots`, a line starting with "." gets a
+// second one.
+void AppendLines(absl::string_view body, bool dots, std::string* out) {
   out->reserve(out->size() + body.size() + body.size() / 64 + 8);
   const char* p = body.data();
   const char* const end = p + body.size();
   while (p < end) {
     // At the start of a line.
-    if (*p == '.') out->push_back('.');
+    if (dots && *p == '.') out->push_back('.');
     // The line's end: the first CR or LF (two vectorized scans).
     const char* lf = static_cast<const char*>(memchr(p, '\n', end - p));
     const char* stop = lf ? lf : end;
@@ -396,7 +424,40 @@ void EncodeDataContent(absl::string_view body, std::string* out) {
     out->append("\r\n");
     p = eol + (*eol == '\r' && eol + 1 < end && eol[1] == '\n' ? 2 : 1);
   }
+}
+
+// Every line ends in CRLF, the last one too, and no CR stands alone.
+bool CrlfOnly(absl::string_view body) {
+  if (body.empty()) return true;
+  if (body.size() < 2 || body.substr(body.size() - 2) != "\r\n") return false;
+  size_t lfs = 0;
+  const char* p = body.data();
+  const char* const end = p + body.size();
+  while (const char* lf = static_cast<const char*>(memchr(p, '\n', end - p))) {
+    if (lf == body.data() || lf[-1] != '\r') return false;
+    ++lfs;
+    p = lf + 1;
+  }
+  size_t crs = 0;
+  p = body.data();
+  while (const char* cr = static_cast<const char*>(memchr(p, '\r', end - p))) {
+    ++crs;
+    p = cr + 1;
+  }
+  return crs == lfs;
+}
+
+}  // namespace
+
+void EncodeDataContent(absl::string_view body, std::string* out) {
+  AppendLines(body, /*dots=*/true, out);
   out->append(".\r\n");
+}
+
+absl::string_view ChunkContent(absl::string_view body, std::string* out) {
+  if (CrlfOnly(body)) return body;
+  AppendLines(body, /*dots=*/false, out);
+  return *out;
 }
 
 void ClientSession::SendBody() {

@@ -8,7 +8,10 @@
 // connection, on the shard that owns the destination.
 //
 // RFC 5321 (EHLO with HELO fallback, replies, RSET, QUIT), RFC 2920
-// (PIPELINING: MAIL, every RCPT and DATA in one write), RFC 1870 (SIZE:
+// (PIPELINING: MAIL, every RCPT and DATA in one write), RFC 3030
+// (CHUNKING: with PIPELINING too, MAIL, every RCPT and "BDAT n LAST" with
+// the whole message in one write, one round trip per message; the body is
+// sent as it is, no dot-stuffing), RFC 1870 (SIZE:
 // a message too big is failed before it is sent), RFC 6152 / 6531
 // (8BITMIME, SMTPUTF8: a message the server cannot take fails with a clear
 // permanent error), RFC 3207 (STARTTLS), RFC 4954 (AUTH PLAIN, for
@@ -72,7 +75,7 @@ class ClientSession {
     kTlsHandshake,  // The driver runs TLS; then TlsStarted().
     kAuth,          // AUTH sent.
     kReady,         // Idle: SendMessage() or Quit().
-    kEnvelope,      // MAIL/RCPT/DATA sent, replies pending.
+    kEnvelope,      // MAIL/RCPT/DATA (or BDAT) sent, replies pending.
     kData,          // Body sent, final reply pending.
     kReset,         // RSET sent.
     kQuit,          // QUIT sent.
@@ -104,6 +107,7 @@ class ClientSession {
   const Reply& failure() const { return failure_; }
   // What the server offers, after EHLO.
   bool pipelining() const { return pipelining_; }
+  bool chunking() const { return chunking_; }
   uint64_t max_size() const { return max_size_; }
 
  private:
@@ -127,6 +131,7 @@ class ClientSession {
 
   // Extensions.
   bool pipelining_ = false;
+  bool chunking_ = false;
   bool starttls_ = false;
   bool eight_bit_mime_ = false;
   bool smtputf8_ = false;
@@ -142,6 +147,7 @@ class ClientSession {
   size_t replies_expected_ = 0;  // Envelope replies still to come.
   size_t next_command_ = 0;      // Without PIPELINING: next RCPT index.
   bool mail_ok_ = false;
+  bool bdat_ = false;  // This message went as BDAT LAST, not DATA.
   size_t accepted_ = 0;
   std::optional<MessageResult> result_;
 };
@@ -152,5 +158,10 @@ class ClientSession {
 // from any source) can be read by the next hop as the end of the data; a
 // line that starts with "." gets a second one.
 void EncodeDataContent(absl::string_view body, std::string* out);
+// The same line ends for a BDAT chunk, without dot-stuffing or the final
+// ".": `body` itself when its lines already end in CRLF (then `out` is
+// untouched and the result points into `body`), else the converted copy
+// in `out`.
+absl::string_view ChunkContent(absl::string_view body, std::string* out);
 
 }  // namespace peregrine::smtp

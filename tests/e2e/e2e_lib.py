@@ -316,11 +316,16 @@ class RawSink:
     no extensions; a thread per connection; at most `max_bytes` a message;
     `delay` seconds before each message is acknowledged. `refuse` maps a
     recipient address to the reply its RCPT gets ("550 5.1.1 no such user").
+    With `chunking`, EHLO offers PIPELINING and CHUNKING, and a message may
+    come as BDAT chunks: kept as sent (no dot-stuffing, no final "."),
+    `bdat` counts those.
     """
 
     def __init__(self, max_bytes=1 << 20, delay=0, host="127.0.0.1", port=0,
-                 refuse=None):
+                 refuse=None, chunking=False):
         import threading
+        self.chunking = chunking
+        self.bdat = 0  # Messages that came by BDAT.
         self.messages = []  # Raw DATA bytes, up to and with "\r\n.\r\n".
         self.envelopes = []  # (MAIL FROM, [RCPT TO]) of each message.
         self.max_bytes = max_bytes
@@ -356,6 +361,7 @@ class RawSink:
 
     def _session(self, conn):
         buf = b""
+        chunks = b""  # BDAT chunks of the message so far.
         sender, rcpts = None, []
         conn.sendall(b"220 rawsink ESMTP\r\n")
         while not self.stopping:
@@ -366,7 +372,33 @@ class RawSink:
                 buf += data
             line, buf = buf.split(b"\r\n", 1)
             verb = line[:4].upper()
-            if verb == b"DATA":
+            if verb == b"EHLO" and self.chunking:
+                conn.sendall(b"250-rawsink\r\n250-PIPELINING\r\n"
+                             b"250 CHUNKING\r\n")
+            elif verb == b"BDAT" and self.chunking:
+                words = line.split()
+                size, last = int(words[1]), len(words) > 2
+                while len(buf) < size:
+                    data = conn.recv(65536)
+                    if not data or size > self.max_bytes:
+                        return
+                    buf += data
+                chunk, buf = buf[:size], buf[size:]
+                chunks += chunk
+                if not last:
+                    conn.sendall(b"250 2.0.0 chunk\r\n")
+                    continue
+                if not rcpts:
+                    chunks = b""
+                    conn.sendall(b"554 5.5.1 no valid recipients\r\n")
+                    continue
+                self.messages.append(chunks)
+                self.envelopes.append((sender, rcpts))
+                self.bdat += 1
+                chunks = b""
+                sender, rcpts = None, []
+                conn.sendall(b"250 2.0.0 kept\r\n")
+            elif verb == b"DATA":
                 conn.sendall(b"354 go on\r\n")
                 while b"\r\n.\r\n" not in b"\r\n" + buf:
                     data = conn.recv(65536)

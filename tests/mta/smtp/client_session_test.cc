@@ -14,10 +14,15 @@ namespace {
 using ::testing::HasSubstr;
 using Phase = ClientSession::Phase;
 
+// Without CHUNKING: messages go with DATA.
 constexpr char kEhlo[] =
     "250-mx.dest.test Hello\r\n250-PIPELINING\r\n250-SIZE 100000\r\n"
-    "250-8BITMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n"
-    "250 CHUNKING\r\n";
+    "250-8BITMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n"
+    "250 ENHANCEDSTATUSCODES\r\n";
+// With it (and PIPELINING): BDAT LAST.
+constexpr char kEhloChunking[] =
+    "250-mx.dest.test Hello\r\n250-PIPELINING\r\n250-SIZE 100000\r\n"
+    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n";
 
 ClientConfig Plain() {
   ClientConfig c;
@@ -284,6 +289,82 @@ struct EncodeCase {
   std::string body;
   std::string wire;
 };
+
+TEST(ClientSessionTest, ChunkingSendsEnvelopeAndMessageInOneWrite) {
+  ClientSession s = Ready(Plain(), kEhloChunking);
+  ASSERT_TRUE(s.chunking());
+  std::string body = "Subject: x\r\n\r\n.leading dot\r\n.\r\nend\r\n";
+  s.SendMessage(Message(&body));
+  // No dot-stuffing, no end-of-data line: the size says where it ends.
+  EXPECT_EQ(s.TakeOutput(),
+            "MAIL FROM:<bounce@sender.test> SIZE=36\r\n"
+            "RCPT TO:<a@dest.test>\r\nRCPT TO:<b@dest.test>\r\n"
+            "BDAT 36 LAST\r\n" +
+                body);
+  s.Feed("250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n");
+  EXPECT_FALSE(s.TakeResult().has_value());
+  s.Feed("250 2.0.0 queued as X\r\n");
+  auto r = s.TakeResult();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->recipients[0].ToString(), "250 2.0.0 queued as X");
+  EXPECT_EQ(r->recipients[1].ToString(), "550 5.1.1 no such user");
+  // Clean: the next message needs no RSET.
+  EXPECT_EQ(s.phase(), Phase::kReady);
+  EXPECT_EQ(s.TakeOutput(), "");
+}
+
+TEST(ClientSessionTest, ChunkingConvertsBareLineEnds) {
+  ClientSession s = Ready(Plain(), kEhloChunking);
+  std::string body = "a\nb\rc";  // Bare LF, bare CR, no last line end.
+  s.SendMessage(Message(&body, {"a@dest.test"}));
+  EXPECT_THAT(s.TakeOutput(),
+              ::testing::EndsWith("BDAT 9 LAST\r\na\r\nb\r\nc\r\n"));
+  std::string out;
+  EXPECT_EQ(ChunkContent("a\r\nb\r\n", &out), "a\r\nb\r\n");
+  EXPECT_EQ(out, "");  // Already right: no copy.
+  EXPECT_EQ(ChunkContent("", &out), "");
+  EXPECT_EQ(ChunkContent("\r\r\n", &out), "\r\n\r\n");
+}
+
+TEST(ClientSessionTest, ChunkingRefusedMessageOrRecipientsThenReset) {
+  std::string body = "Subject: x\r\n\r\nhi\r\n";
+  {
+    // Every RCPT refused: the server refuses the BDAT; the RCPT replies
+    // stand, and the transaction is reset.
+    ClientSession s = Ready(Plain(), kEhloChunking);
+    s.SendMessage(Message(&body, {"a@dest.test"}));
+    s.TakeOutput();
+    s.Feed("250 ok\r\n550 5.1.1 unknown\r\n554 5.5.1 no valid recipients\r\n");
+    auto r = s.TakeResult();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->recipients[0].code, 550);
+    EXPECT_EQ(s.TakeOutput(), "RSET\r\n");
+    s.Feed("250 ok\r\n");
+    EXPECT_EQ(s.phase(), Phase::kReady);
+  }
+  {
+    // The message itself refused: its answer for the accepted ones.
+    ClientSession s = Ready(Plain(), kEhloChunking);
+    s.SendMessage(Message(&body, {"a@dest.test"}));
+    s.TakeOutput();
+    s.Feed("250 ok\r\n250 ok\r\n452 4.3.1 out of space\r\n");
+    auto r = s.TakeResult();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->recipients[0].ToString(), "452 4.3.1 out of space");
+    EXPECT_EQ(s.TakeOutput(), "RSET\r\n");
+  }
+  {
+    // Without PIPELINING, CHUNKING alone changes nothing: DATA.
+    ClientSession s =
+        Ready(Plain(), "250-mx\r\n250-8BITMIME\r\n250 CHUNKING\r\n");
+    s.SendMessage(Message(&body, {"a@dest.test"}));
+    EXPECT_EQ(s.TakeOutput(), "MAIL FROM:<bounce@sender.test>\r\n");
+    s.Feed("250 ok\r\n");
+    EXPECT_EQ(s.TakeOutput(), "RCPT TO:<a@dest.test>\r\n");
+    s.Feed("250 ok\r\n");
+    EXPECT_EQ(s.TakeOutput(), "DATA\r\n");
+  }
+}
 
 TEST(EncodeDataContentTest, LineEndsBecomeCrlfAndDotsAreStuffed) {
   const EncodeCase cases[] = {
