@@ -193,6 +193,11 @@ absl::Status Daemon::Start() {
   reception_.limiter = limiter_.get();
   reception_.queue = queue_.get();
   reception_.dkim = [this] { return dkim(); };
+  // As many signing threads as shards: on two vCPUs signing still takes
+  // its share of them, but a signature in progress no longer stalls the
+  // other connections of its shard.
+  signer_ = std::make_unique<Signer>(config_.EffectiveShards());
+  reception_.signer = signer_.get();
   reception_.tls = [this] { return tls(); };
   LoadUsers();
   reception_.authenticate = [this](std::string client, std::string user,
@@ -728,6 +733,8 @@ int Daemon::Run() {
       }
     }
   }
+  // Signatures in progress finish and post to their shards, still running.
+  if (signer_ != nullptr) signer_->Stop();
   // Resolvers hold sockets in their shard's backend: close them there.
   for (int i = 0; i < group_->size(); ++i) {
     absl::Notification closed;

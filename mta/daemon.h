@@ -35,6 +35,7 @@
 #include "mta/outcome/outcome.h"
 #include "mta/reception.h"
 #include "mta/shard/shard_group.h"
+#include "mta/signer.h"
 #include "queue/rocksdb_store.h"
 
 namespace peregrine {
@@ -121,6 +122,8 @@ class Daemon {
   std::unique_ptr<delivery::EngineContext> delivery_;
   std::unique_ptr<shard::ShardGroup> group_;
   std::vector<std::unique_ptr<ShardState>> shards_;
+  // DKIM signatures, off the shards; stopped before they are.
+  std::unique_ptr<Signer> signer_;
   std::vector<Bound> bound_;
   mutable absl::Mutex dkim_mu_;
   std::shared_ptr<const dkim::SigningTable> dkim_ ABSL_GUARDED_BY(dkim_mu_);

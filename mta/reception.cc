@@ -380,20 +380,53 @@ void SmtpConnection::Enqueue(smtp::Message m) {
     added = MissingSubmissionFields(m.data, context_.hostname, now, random);
   }
   std::string body = absl::StrCat(received, added, m.data);
+  m.data = std::string();  // In `body` now.
 
-  // Signed once, here, before it is queued.
-  if (auto table = context_.dkim ? context_.dkim() : nullptr) {
-    auto signatures = table->Sign(body, now);
+  // Signed once, before it is queued: by the Signer's threads (a signature
+  // can take most of a millisecond), then back here; else on the shard.
+  auto table = context_.dkim ? context_.dkim() : nullptr;
+  if (table == nullptr) return Queue(std::move(m), std::move(body), now);
+  // `posted`: run from the reactor's queue, not from within Pump(), so the
+  // session is pumped and reading resumed here.
+  auto signed_body = [this, now](smtp::Message m,
+                                 absl::StatusOr<std::string> signatures,
+                                 std::string body, bool posted) {
     if (!signatures.ok()) {
       Rejected(Reply{451, "4.3.0", "signing failed"},
                absl::StrCat("DKIM: ", signatures.status().message()), m.sender,
                "", m.helo);
       session_.MessageQueued(absl::UnavailableError("dkim"), "");
-      return Pump();
+      Pump();
+      if (posted) ReadMore();
+      return;
     }
-    body = *signatures + body;
+    Queue(std::move(m), *signatures + body, now);
+  };
+  if (context_.signer == nullptr) {
+    auto signatures = table->Sign(body, now);
+    return signed_body(std::move(m), std::move(signatures), std::move(body),
+                       /*posted=*/false);
   }
+  // The connection waits as it does for the queue: Finish() leaves it to
+  // this answer.
+  enqueue_pending_ = true;
+  context_.signer->Sign(
+      std::move(table), std::move(body), now,
+      [this, signed_body, m = std::move(m)](
+          absl::StatusOr<std::string> signatures, std::string body) mutable {
+        // On a signer thread: back to our shard.
+        reactor_.Post([this, signed_body, m = std::move(m),
+                       signatures = std::move(signatures),
+                       body = std::move(body)]() mutable {
+          enqueue_pending_ = false;
+          if (finishing_) return Finish();  // The client left meanwhile.
+          signed_body(std::move(m), std::move(signatures), std::move(body),
+                      /*posted=*/true);
+        });
+      });
+}
 
+void SmtpConnection::Queue(smtp::Message m, std::string body, absl::Time now) {
   queue::NewMessage q;
   q.envelope.sender = m.sender;
   q.envelope.envid = m.envid;

@@ -45,6 +45,7 @@
 #include "mta/outcome/outcome.h"
 #include "mta/shard/address.h"
 #include "mta/shard/connection.h"
+#include "mta/signer.h"
 #include "mta/smtp/server_session.h"
 #include "mta/stream/stream.h"
 #include "queue/store.h"
@@ -77,6 +78,8 @@ struct ReceptionContext {
   ConnectionLimiter* limiter = nullptr;
   queue::Store* queue = nullptr;
   std::function<std::shared_ptr<const dkim::SigningTable>()> dkim;
+  // Where signatures are made (off the shard); nullptr: on the shard.
+  Signer* signer = nullptr;
   // Checks AUTH credentials of a client (its address); `done` may run on
   // another thread, and says how much later to answer.
   std::function<void(std::string client, std::string user, std::string password,
@@ -150,6 +153,8 @@ class SmtpConnection : private Stream::Handler {
   void Pump();
   void SendPending();
   void Enqueue(smtp::Message message);
+  // After signing (if any): `body` is the message as queued.
+  void Queue(smtp::Message m, std::string body, absl::Time now);
   // Hands the recipients in bounce domains to context.read_bounce; true
   // when none is left to queue (the answer then comes from there).
   bool ReadBounces(smtp::Message& m, const std::string& received);

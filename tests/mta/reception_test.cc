@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,9 +22,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "dkim/signing_table.h"
 #include "gtest/gtest.h"
 #include "mta/shard/shard_group.h"
 #include "mta/shard/socket.h"
+#include "mta/signer.h"
 #include "tests/queue/null_store.h"
 
 namespace peregrine {
@@ -186,6 +189,35 @@ TEST_P(ReceptionTest, ResetOrCloseAtEveryPointOfADialog) {
   ASSERT_TRUE(AllFreed()) << open_.load() << " connections never freed";
   absl::SleepFor(absl::Milliseconds(150));  // Past every timeout.
   StillServes();
+  EXPECT_TRUE(AllFreed());
+}
+
+TEST_P(ReceptionTest, ResetWhileTheSignatureIsMadeOnAnotherThread) {
+  // Every message signed (rsa-2048, about 0.6 ms) by a Signer thread: the
+  // client goes at every point, the answer comes back to a connection that
+  // waited for it, and every connection is freed.
+  std::string key = std::string(getenv("TEST_TMPDIR")) + "/rsa.pem";
+  std::ofstream(key)
+      << (*dkim::PrivateKey::Generate(dkim::KeyType::kRsa, 2048))->ToPem();
+  dkim::Policy policy;
+  policy.keys.push_back({"sender.test", "s1", key, {"*"}});
+  auto table = dkim::SigningTable::Load(policy);
+  Signer signer(1);
+  context_.dkim = [table] { return table; };
+  context_.signer = &signer;
+  const std::string dialog =
+      "EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\n"
+      "RCPT TO:<b@dest.test>\r\nDATA\r\nFrom: a@sender.test\r\n"
+      "Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n";
+  for (size_t cut = dialog.find("DATA"); cut <= dialog.size(); cut += 3) {
+    int fd = Connect();
+    ASSERT_EQ(write(fd, dialog.data(), cut), static_cast<ssize_t>(cut));
+    absl::SleepFor(absl::Microseconds((cut * 7919) % 1500));
+    Reset(fd);
+  }
+  ASSERT_TRUE(AllFreed()) << open_.load() << " connections never freed";
+  StillServes();
+  signer.Stop();  // As the daemon does, while the shard still runs.
   EXPECT_TRUE(AllFreed());
 }
 
