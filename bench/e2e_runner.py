@@ -344,7 +344,9 @@ def plot(out_dir, results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workload", default="W1-20", choices=sorted(WORKLOADS))
-    ap.add_argument("--out", default="/tmp/peregrine-bench")
+    # Under `bazel test` (the smoke run) the test's own temporary folder.
+    ap.add_argument("--out", default=os.path.join(
+        os.environ.get("TEST_TMPDIR", "/tmp"), "peregrine-bench"))
     ap.add_argument("--messages", type=int)
     ap.add_argument("--sessions", type=int)
     ap.add_argument("--size", type=int)

@@ -44,6 +44,7 @@ run config_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   base/log.cc base/files.cc -ltomlplusplus -lcrypto -lre2 -luring
 # Whole connections through the reception driver, fake backend and clock.
 run reception_fuzz tests/fuzz/reception_fuzz.cc mta/reception.cc mta/listener.cc \
+  mta/signer.cc \
   mta/stream/stream.cc \
   mta/submission.cc mta/smtp/server_session.cc mta/shard/reactor.cc \
   mta/shard/connection.cc mta/shard/address.cc mta/shard/socket.cc \
