@@ -1,25 +1,26 @@
 // SmtpConnection: the connection driver of SMTP reception.
 //
 // Lives on the shard that accepted the connection, from accept until the
-// socket is closed and no queue write is pending; it deletes itself. It
-// moves bytes between the socket and a sans-I/O smtp::ServerSession, and
-// turns each finished message into a durable queue entry: the message is
-// DKIM-signed once (dkim::SigningTable), given a Received field, routed
-// (each recipient's site and owning shard) and handed to the queue; the
-// session replies 250 only from the queue's completion, posted back to this
-// shard. While a message is being committed the connection does not read,
+// socket is closed and no signature or queue write is pending; it deletes
+// itself. It moves bytes between the socket and a sans-I/O
+// smtp::ServerSession, and turns each finished message into a durable queue
+// entry: the message is given a Received field, DKIM-signed once
+// (dkim::SigningTable, on a Signer thread when the context has one, the
+// answer posted back to this shard), routed (each recipient's site and
+// owning shard) and handed to the queue; the session replies 250 only from
+// the queue's completion, posted back to this shard. While a message is being committed the connection does not read,
 // so a client cannot pile up input.
 //
 // Lifetime: the connection owns itself. Finish() is the only way out: it
-// marks the connection finishing, and (once no queue write and no AUTH
-// check is pending, whose completions would call it again) cancels the
+// marks the connection finishing, and (once no signature, queue write or
+// AUTH check is pending, whose completions would call it again) cancels the
 // timers (command timeout, a held-back AUTH answer) and closes the stream
 // (mta/stream: the socket, and TLS when there is any); the stream's Close()
 // completion, which runs after every other callback of the socket, deletes
 // the object. So every callback (the stream's read, write and TLS events,
-// timers, DNS answer, queue and AUTH completions) may run after Finish();
-// each one returns at once when `finishing_` is set and never re-arms a
-// timer or starts I/O then.
+// timers, DNS answer, signature, queue and AUTH completions) may run after
+// Finish(); each one returns at once when `finishing_` is set and never
+// re-arms a timer or starts I/O then.
 //
 // Backpressure: a client that pipelines without reading its replies gets
 // no more of its input read while more than kMaxUnsentBytes of replies wait
