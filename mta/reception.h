@@ -8,8 +8,8 @@
 // (dkim::SigningTable, on a Signer thread when the context has one, the
 // answer posted back to this shard), routed (each recipient's site and
 // owning shard) and handed to the queue; the session replies 250 only from
-// the queue's completion, posted back to this shard. While a message is being committed the connection does not read,
-// so a client cannot pile up input.
+// the queue's completion, posted back to this shard. While a message is being
+// committed the connection does not read, so a client cannot pile up input.
 //
 // Lifetime: the connection owns itself. Finish() is the only way out: it
 // marks the connection finishing, and (once no signature, queue write or
