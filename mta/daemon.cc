@@ -749,6 +749,17 @@ int Daemon::Run() {
   // Connections still open at a drain timeout are dropped with the
   // process; what they carried stays queued and is tried again.
   if (delivery_ != nullptr) delivery_->engines.clear();
+  // The queue's answers to reception post to the shards' reactors: every
+  // one must be in (a stopped reactor just keeps it) before they go. A
+  // queue stuck past the wait keeps them alive rather than let a late
+  // answer reach freed memory.
+  if (queue_ != nullptr && !queue_->WaitAnswered(absl::Seconds(10))) {
+    log::Warn(kLog,
+              "queue: writes still unanswered after 10s at shutdown; "
+              "stopping without waiting (their clients got no answer and "
+              "send again)");
+    (void)group_.release();
+  }
   group_.reset();
   // Bounces being read are finished; failures still waiting for their
   // DSNs are written with them.

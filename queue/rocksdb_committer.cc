@@ -517,6 +517,7 @@ void RocksStore::CommitterMain() {
       std::swap(group, group_);
       group_.Clear();
       waiters.swap(waiters_);
+      answering_ = waiters.size();
       scheduled.swap(batch_min_);
       claim_scheduled.swap(batch_claim_min_);
       fresh.swap(batch_fresh_);
@@ -609,7 +610,17 @@ void RocksStore::CommitterMain() {
     for (Waiter& w : waiters) {
       w.done(w.preset.ok() ? status : w.preset);
     }
+    absl::MutexLock lock(&mu_);
+    answering_ = 0;
   }
+}
+
+bool RocksStore::WaitAnswered(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return waiters_.empty() && answering_ == 0;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&answered), timeout);
 }
 
 absl::Status RocksStore::Commit(const rocksdb::WriteBatch& batch,

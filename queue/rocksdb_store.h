@@ -139,6 +139,11 @@ class RocksStore final : public Store {
   uint64_t RocksMemoryBytes() const;
   // Writes memtables out to table and blob files and waits for it.
   absl::Status Flush();
+  // Waits (up to `timeout`) until every Enqueue/Update handed over so far
+  // has been answered: its `done` has returned. False at the timeout. The
+  // daemon calls it before its shards' reactors go, which those answers
+  // post to.
+  bool WaitAnswered(absl::Duration timeout);
   // Spool segment files on disk.
   size_t SpoolSegments() const { return spool_ ? spool_->SegmentCount() : 0; }
   Spool::DiskUse SpoolUsage() const {
@@ -367,6 +372,8 @@ class RocksStore final : public Store {
   std::atomic<uint64_t> admitted_{0};
   std::vector<Relocated> relocated_ ABSL_GUARDED_BY(mu_);
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  // Taken by the committer and not yet all answered (WaitAnswered()).
+  size_t answering_ ABSL_GUARDED_BY(mu_) = 0;
   // Earliest schedule time per shard in `batch_`; published to
   // `scheduled_min_` once the batch is on disk.
   absl::flat_hash_map<uint16_t, absl::Time> batch_min_ ABSL_GUARDED_BY(mu_);
