@@ -29,13 +29,10 @@ void WriteAll(absl::string_view bytes) {
   }
 }
 
-// One per thread: its buffer (when it buffers) and the text of the current
-// second, formatted once ("2026-11-22T16:20:00").
+// One per thread: its buffer, when it buffers.
 struct ThreadState {
   bool buffering = false;
   std::string lines;
-  int64_t second = -1;
-  std::string second_text;
   ~ThreadState() {
     if (!lines.empty()) WriteAll(lines);
   }
@@ -46,29 +43,27 @@ ThreadState& State() {
   return state;
 }
 
-// "2026-11-22T16:20:00.123Z " appended to `out`.
-void AppendTime(ThreadState& state, absl::Time now, std::string& out) {
-  int64_t micros = absl::ToUnixMicros(now);
-  int64_t second = micros >= 0 ? micros / 1000000 : (micros - 999999) / 1000000;
-  if (second != state.second) {
-    state.second = second;
-    state.second_text =
+}  // namespace
+
+void AppendTime(absl::Time t, std::string* out) {
+  // The text of the second is formatted once per thread and second.
+  thread_local int64_t cached_second = INT64_MIN;
+  thread_local std::string cached_text;
+  int64_t millis = absl::ToUnixMillis(t);
+  int64_t second = millis >= 0 ? millis / 1000 : (millis - 999) / 1000;
+  if (second != cached_second) {
+    cached_second = second;
+    cached_text =
         absl::FormatTime("%Y-%m-%dT%H:%M:%S", absl::FromUnixSeconds(second),
                          absl::UTCTimeZone());
   }
-  int millis = static_cast<int>((micros - second * 1000000) / 1000);
-  char tail[7] = {'.',
-                  static_cast<char>('0' + millis / 100),
-                  static_cast<char>('0' + millis / 10 % 10),
-                  static_cast<char>('0' + millis % 10),
-                  'Z',
-                  ' ',
-                  0};
-  out.append(state.second_text);
-  out.append(tail, 6);
+  int ms = static_cast<int>(millis - second * 1000);
+  char tail[5] = {'.', static_cast<char>('0' + ms / 100),
+                  static_cast<char>('0' + ms / 10 % 10),
+                  static_cast<char>('0' + ms % 10), 'Z'};
+  out->append(cached_text);
+  out->append(tail, sizeof(tail));
 }
-
-}  // namespace
 
 void SetLevel(Level level) {
   g_level.store(static_cast<int>(level), std::memory_order_relaxed);
@@ -113,7 +108,8 @@ void Write(Level level, absl::string_view component,
   ThreadState& state = State();
   std::string local;
   std::string& out = state.buffering ? state.lines : local;
-  AppendTime(state, absl::Now(), out);
+  AppendTime(absl::Now(), &out);
+  out.push_back(' ');
   absl::string_view name = LevelName(level);
   absl::StrAppend(&out, name);
   out.append(name.size() < 7 ? 8 - name.size() : 1, ' ');

@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace peregrine::log {
 
@@ -33,6 +34,11 @@ inline bool Enabled(Level level) { return level >= GetLevel(); }
 // Parses "debug", "info", "warning" (or "warn"), "error".
 bool ParseLevel(absl::string_view text, Level* level);
 absl::string_view LevelName(Level level);
+
+// "2026-11-22T16:20:00.123Z" (RFC 3339, UTC, milliseconds) appended to
+// `out`: the lines' time, and the event log's. Cheap: the text of the
+// second is formatted once per thread and second.
+void AppendTime(absl::Time t, std::string* out);
 
 // Writes one line. `component` names the part of Peregrine that speaks.
 void Write(Level level, absl::string_view component, absl::string_view message);

@@ -19,27 +19,6 @@ namespace {
 
 constexpr char kLog[] = "events";
 
-// "2026-11-27T12:00:00.123Z"; the text of the second is formatted once
-// per thread and second.
-void AppendRfc3339(absl::Time t, std::string* out) {
-  thread_local int64_t cached_second = INT64_MIN;
-  thread_local std::string cached_text;
-  int64_t millis = absl::ToUnixMillis(t);
-  int64_t second = millis >= 0 ? millis / 1000 : (millis - 999) / 1000;
-  if (second != cached_second) {
-    cached_second = second;
-    cached_text =
-        absl::FormatTime("%Y-%m-%dT%H:%M:%S", absl::FromUnixSeconds(second),
-                         absl::UTCTimeZone());
-  }
-  int ms = static_cast<int>(millis - second * 1000);
-  char tail[5] = {'.', static_cast<char>('0' + ms / 100),
-                  static_cast<char>('0' + ms / 10 % 10),
-                  static_cast<char>('0' + ms % 10), 'Z'};
-  out->append(cached_text);
-  out->append(tail, sizeof(tail));
-}
-
 bool IsDelivery(Kind k) {
   return k == Kind::kDelivered || k == Kind::kDeferred || k == Kind::kFailed ||
          k == Kind::kExpired || k == Kind::kBounce;
@@ -53,7 +32,7 @@ std::string EventLog::ToJson(const Outcome& o) {
   JsonWriter j(&line);
   j.BeginObject();
   std::string time;
-  AppendRfc3339(o.time, &time);
+  log::AppendTime(o.time, &time);
   j.Key("time").String(time);
   j.Key("type").String(KindName(o.kind));
   j.Key("id");
@@ -109,7 +88,7 @@ std::string EventLog::ToJson(const Outcome& o) {
   j.Key("next_attempt");
   if (o.kind == Kind::kDeferred && o.next_attempt != absl::InfinitePast()) {
     std::string next;
-    AppendRfc3339(o.next_attempt, &next);
+    log::AppendTime(o.next_attempt, &next);
     j.String(next);
   } else {
     j.Null();
