@@ -3,7 +3,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <functional>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "base/log.h"
@@ -40,13 +43,36 @@ Reactor::TimerId Reactor::AddTimerAt(absl::Time when,
                                      absl::AnyInvocable<void()> fn) {
   TimerId id = next_timer_id_++;
   timers_.emplace(id, std::move(fn));
-  timer_heap_.push({when, id});
+  timer_heap_.push_back({when, id});
+  std::push_heap(timer_heap_.begin(), timer_heap_.end(),
+                 std::greater<TimerEntry>());
   return id;
 }
 
 bool Reactor::CancelTimer(TimerId id) {
-  // The heap entry stays and is skipped when it comes up.
-  return timers_.erase(id) > 0;
+  // The heap entry stays and is skipped when it comes up, unless the
+  // cancelled entries are most of the heap; sweeping then costs one pass
+  // per at least as many cancellations as the heap has live entries.
+  if (timers_.erase(id) == 0) return false;
+  if (timer_heap_.size() > 1024 + 2 * timers_.size()) SweepCancelledTimers();
+  return true;
+}
+
+void Reactor::SweepCancelledTimers() {
+  std::erase_if(timer_heap_, [this](const TimerEntry& e) {
+    return !timers_.contains(e.id);
+  });
+  std::make_heap(timer_heap_.begin(), timer_heap_.end(),
+                 std::greater<TimerEntry>());
+  if (timer_heap_.capacity() > 2 * timer_heap_.size() + 1024) {
+    timer_heap_.shrink_to_fit();
+  }
+}
+
+void Reactor::PopTimer() {
+  std::pop_heap(timer_heap_.begin(), timer_heap_.end(),
+                std::greater<TimerEntry>());
+  timer_heap_.pop_back();
 }
 
 void Reactor::Defer(absl::AnyInvocable<void()> fn) {
@@ -94,9 +120,9 @@ void Reactor::ArmWakeFd() {
 
 int Reactor::RunTimers() {
   int ran = 0;
-  while (!timer_heap_.empty() && timer_heap_.top().when <= now_) {
-    TimerId id = timer_heap_.top().id;
-    timer_heap_.pop();
+  while (!timer_heap_.empty() && timer_heap_.front().when <= now_) {
+    TimerId id = timer_heap_.front().id;
+    PopTimer();
     auto it = timers_.find(id);
     if (it == timers_.end()) continue;  // Cancelled.
     absl::AnyInvocable<void()> fn = std::move(it->second);
@@ -135,11 +161,11 @@ absl::Duration Reactor::SleepBudget() {
   absl::Duration budget = absl::InfiniteDuration();
   for (Poller* p : pollers_) budget = std::min(budget, p->SleepBudget());
   // Skip cancelled timers at the top so they do not cut sleeps short.
-  while (!timer_heap_.empty() && !timers_.contains(timer_heap_.top().id)) {
-    timer_heap_.pop();
+  while (!timer_heap_.empty() && !timers_.contains(timer_heap_.front().id)) {
+    PopTimer();
   }
   if (!timer_heap_.empty()) {
-    budget = std::min(budget, timer_heap_.top().when - clock_());
+    budget = std::min(budget, timer_heap_.front().when - clock_());
   }
   return std::max(budget, absl::ZeroDuration());
 }

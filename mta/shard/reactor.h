@@ -18,11 +18,11 @@
 // a group posts dozens of completions to a sleeping shard).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <queue>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -80,6 +80,12 @@ class Reactor {
   // True if the timer was pending (and now never runs).
   bool CancelTimer(TimerId id);
   size_t PendingTimers() const { return timers_.size(); }
+  // Entries in the timer heap, cancelled ones included. A cancelled entry
+  // stays until it comes up or until cancelled ones are more than half of
+  // the heap, when they are swept: a connection that rearms its idle timer
+  // on every command must not grow the heap by one entry per command for
+  // the length of the timeout.
+  size_t TimerHeapEntries() const { return timer_heap_.size(); }
 
   // Runs `fn` on the next iteration, on this thread.
   void Defer(absl::AnyInvocable<void()> fn);
@@ -124,9 +130,11 @@ class Reactor {
   const Clock clock_;
   absl::Time now_;
 
-  std::priority_queue<TimerEntry, std::vector<TimerEntry>,
-                      std::greater<TimerEntry>>
-      timer_heap_;
+  void SweepCancelledTimers();
+  void PopTimer();
+
+  // A min-heap on `when` (std::push_heap with std::greater).
+  std::vector<TimerEntry> timer_heap_;
   absl::flat_hash_map<TimerId, absl::AnyInvocable<void()>> timers_;
   TimerId next_timer_id_ = 1;
 

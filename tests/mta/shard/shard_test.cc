@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <vector>
@@ -54,6 +55,49 @@ TEST_P(BackendTest, TimersFireInDeadlineOrderAndCancelledOnesNever) {
   group.Join();
   EXPECT_THAT(fired, ElementsAre(10, 20, 30));
   EXPECT_GE(last_elapsed, absl::Milliseconds(60));
+}
+
+// A connection rearms its idle timer on every command: cancel, then add
+// one five minutes ahead. The cancelled entries are swept, so the heap
+// stays near the live count, and the live timers still fire in order.
+TEST_P(BackendTest, RearmedTimersDoNotGrowTheHeapAndStillFireInOrder) {
+  ShardGroup::Options options;
+  options.shards = 1;
+  options.backend = GetParam();
+  ShardGroup group(options);
+  ASSERT_TRUE(group.Start().ok());
+
+  std::vector<int> fired;
+  size_t most_entries = 0;
+  size_t pending_after = 0;
+  absl::Notification done;
+  std::vector<Reactor::TimerId> idle(100);
+  group.SubmitTo(0, [&] {
+    Reactor& r = group.reactor(0);
+    for (auto& id : idle) id = r.AddTimer(absl::Minutes(5), [] {});
+    for (int round = 0; round < 2000; ++round) {
+      for (auto& id : idle) {
+        EXPECT_TRUE(r.CancelTimer(id));
+        id = r.AddTimer(absl::Minutes(5), [] {});
+      }
+      most_entries = std::max(most_entries, r.TimerHeapEntries());
+    }
+    r.AddTimer(absl::Milliseconds(20), [&] { fired.push_back(20); });
+    r.AddTimer(absl::Milliseconds(10), [&] { fired.push_back(10); });
+    r.AddTimer(absl::Milliseconds(30), [&] {
+      fired.push_back(30);
+      for (auto id : idle) r.CancelTimer(id);
+      pending_after = r.PendingTimers();
+      done.Notify();
+    });
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  group.Stop();
+  group.Join();
+  EXPECT_THAT(fired, ElementsAre(10, 20, 30));
+  // 200,000 cancellations; without sweeping the heap would hold them all.
+  EXPECT_LE(most_entries, 1024u + 2 * 100 + 1);
+  EXPECT_EQ(pending_after, 0u);
 }
 
 // A completion that arrives after a long sleep arms its timer from the time
