@@ -115,7 +115,9 @@ void DeliveryShard::ParkExcess(Site& site) {
   absl::Time now = reactor_.Now();
   int parked = 0;
   for (std::unique_ptr<Job>& job : site.Excess(now)) {
-    ReadEnvelope(*job);
+    // No envelope read: an unattempted deferral gets no event or log line
+    // and no DSN; the queue needs only the record. Parking a backlog that
+    // arrives at a suspended site read every envelope back before.
     for (const queue::RecipientRecord& r : job->recipients) {
       outcome::Outcome o;
       o.kind = outcome::Kind::kDeferred;

@@ -189,6 +189,9 @@ void EventLog::CutTornLine() {
 }
 
 void EventLog::OnOutcome(const Outcome& outcome) {
+  // Held by a suspended site, not attempted: parked again every minute, so
+  // a line each would flood the log; the human log counts them per site.
+  if (outcome.kind == Kind::kDeferred && !outcome.attempted) return;
   std::string line = ToJson(outcome);
   line += '\n';
   size_t index = outcome.shard >= 0 && outcome.shard < options_.shards

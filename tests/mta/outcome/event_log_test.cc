@@ -197,6 +197,30 @@ TEST_F(EventLogFile, WritesEveryShardsEventsAsLines) {
   EXPECT_EQ((*log)->dropped(), 0u);
 }
 
+// A suspended site parks its recipients again every minute: a line for
+// each would be a million lines a minute for a million held, rotating
+// every useful line away. Attempted deferrals are written as ever.
+TEST_F(EventLogFile, RecipientsHeldUnattemptedGetNoLine) {
+  EventLogOptions options;
+  options.path = path_;
+  auto log = EventLog::Open(options);
+  ASSERT_TRUE(log.ok()) << log.status();
+  Outcome held = Delivered();
+  held.kind = Kind::kDeferred;
+  held.reply = Reply{451, "4.4.5", "delivery to this site is suspended (held)"};
+  held.attempted = false;
+  (*log)->OnOutcome(held);
+  Outcome deferred = held;
+  deferred.attempted = true;
+  deferred.reply = Reply{451, "4.7.1", "greylisted"};
+  (*log)->OnOutcome(deferred);
+  (*log)->Flush();
+  std::vector<std::string> lines = Lines(Read(path_));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(lines[0])["reply"], "greylisted");
+  EXPECT_EQ((*log)->written(), 1u);
+}
+
 TEST_F(EventLogFile, ATornLastLineFromACrashIsCutAtOpen) {
   // What a kill -9 in the middle of a write leaves: two whole lines and
   // the start of a third.
