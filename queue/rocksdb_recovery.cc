@@ -40,7 +40,7 @@ using namespace rocks_internal;  // NOLINT: the store's own helpers.
 
 absl::Status RocksStore::RebuildLive() {
   absl::ReaderMutexLock db_lock(&db_mu_);
-  absl::flat_hash_map<MessageId, Live> live;
+  LiveMap live;
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, envelopes_));
@@ -178,7 +178,7 @@ absl::Status RocksStore::Recover(RecoveryStats* stats) {
       for (uint32_t i = 0; i < l->second.total; ++i) {
         fix.Delete(recipients_, codec::RecipientKey(l->first, i));
       }
-      live_.erase(l++);
+      l = live_.erase(l);
     } else {
       ++l;
     }

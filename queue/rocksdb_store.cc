@@ -39,28 +39,52 @@ namespace peregrine::queue {
 
 using namespace rocks_internal;  // NOLINT: the store's own helpers.
 
+RocksStore::Live::Live(Live&& other) noexcept {
+  static_assert(sizeof(Live) == 24, "one per queued message");
+  *this = std::move(other);
+}
+
+RocksStore::Live& RocksStore::Live::operator=(Live&& other) noexcept {
+  if (this == &other) return *this;
+  if (Wide()) delete[] Words();
+  total = other.total;
+  pending = other.pending;
+  segment = other.segment;
+  body_bytes = other.body_bytes;
+  bits_ = other.bits_;
+  other.bits_ = 0;
+  other.total = 0;
+  return *this;
+}
+
+RocksStore::Live::~Live() {
+  if (Wide()) delete[] Words();
+}
+
 bool RocksStore::Live::IsFinal(uint32_t i) const {
-  if (i < 64) return final_bits & (uint64_t{1} << i);
-  return more_bits && (more_bits[(i - 64) / 64] & (uint64_t{1} << (i % 64)));
+  if (!Wide()) return i < 64 && (bits_ & (uint64_t{1} << i));
+  return bits_ != 0 && i < total &&
+         (Words()[i / 64] & (uint64_t{1} << (i % 64)));
 }
 
 void RocksStore::Live::SetFinal(uint32_t i) {
-  if (i < 64) {
-    final_bits |= uint64_t{1} << i;
+  if (!Wide()) {
+    if (i < 64) bits_ |= uint64_t{1} << i;
     return;
   }
-  if (!more_bits) {
-    size_t words = (total - 64 + 63) / 64;
-    more_bits = std::make_unique<uint64_t[]>(words);  // Zeroed.
+  if (i >= total) return;
+  if (bits_ == 0) {
+    uint64_t* words = new uint64_t[(total + 63) / 64]();  // Zeroed.
+    bits_ = reinterpret_cast<uint64_t>(words);
   }
-  more_bits[(i - 64) / 64] |= uint64_t{1} << (i % 64);
+  Words()[i / 64] |= uint64_t{1} << (i % 64);
 }
 
 void RocksStore::Live::ClearFinal(uint32_t i) {
-  if (i < 64) {
-    final_bits &= ~(uint64_t{1} << i);
-  } else if (more_bits) {
-    more_bits[(i - 64) / 64] &= ~(uint64_t{1} << (i % 64));
+  if (!Wide()) {
+    if (i < 64) bits_ &= ~(uint64_t{1} << i);
+  } else if (bits_ != 0 && i < total) {
+    Words()[i / 64] &= ~(uint64_t{1} << (i % 64));
   }
 }
 

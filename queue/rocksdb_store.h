@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
@@ -167,17 +168,31 @@ class RocksStore final : public Store {
   // pauses preparation for a minute.
   void PrepareReserve(uint64_t max_bytes);
 
+  // One per message in the queue: 24 bytes, so that a backlog of a million
+  // costs about 30 MB in `live_` (a B-tree: ids grow, so it fills its
+  // nodes; a hash table at a million entries is half empty slots).
   struct Live {
-    uint32_t total = 0;
+    Live() = default;
+    Live(Live&& other) noexcept;
+    Live& operator=(Live&& other) noexcept;
+    ~Live();
+    uint32_t total = 0;  // Set once, before the first SetFinal.
     uint32_t pending = 0;
     uint32_t segment = 0;     // The body's spool segment; 0: in "bodies".
     uint32_t body_bytes = 0;  // Fits beside `segment`: no larger entry.
-    uint64_t final_bits = 0;  // Recipients 0..63.
-    std::unique_ptr<uint64_t[]> more_bits;  // Recipients 64.., when any.
     bool IsFinal(uint32_t i) const;
     void SetFinal(uint32_t i);
     void ClearFinal(uint32_t i);
+
+   private:
+    bool Wide() const { return total > 64; }
+    uint64_t* Words() const { return reinterpret_cast<uint64_t*>(bits_); }
+    // Which recipients are final: the bits themselves for up to 64; for
+    // more, the address of ceil(total / 64) words, made at the first
+    // SetFinal (0 until then).
+    uint64_t bits_ = 0;
   };
+  using LiveMap = absl::btree_map<MessageId, Live>;
   // How to take back what one append did to `live_`, should its batch fail.
   struct Undo {
     MessageId id;
@@ -378,7 +393,7 @@ class RocksStore final : public Store {
   // `scheduled_min_` once the batch is on disk.
   absl::flat_hash_map<uint16_t, absl::Time> batch_min_ ABSL_GUARDED_BY(mu_);
   std::vector<Undo> batch_undo_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<MessageId, Live> live_ ABSL_GUARDED_BY(mu_);
+  LiveMap live_ ABSL_GUARDED_BY(mu_);
   MessageId last_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 

@@ -1121,7 +1121,8 @@ TEST(StoreTest, BadMessagesAreRefused) {
 }
 
 TEST(StoreTest, ManyRecipientsBeyondSixtyFour) {
-  auto store = OpenOrDie(Options(TempPath("wide"), 1));
+  const std::string path = TempPath("wide");
+  auto store = OpenOrDie(Options(path, 1));
   std::vector<std::pair<std::string, uint16_t>> rcpts;
   for (int i = 0; i < 150; ++i)
     rcpts.push_back({absl::StrCat("u", i, "@x.test"), 0});
@@ -1135,8 +1136,18 @@ TEST(StoreTest, ManyRecipientsBeyondSixtyFour) {
   EXPECT_TRUE(absl::IsFailedPrecondition(
       UpdateSync(*store, Outcome(due[100], RecipientState::kDelivered))));
   EXPECT_TRUE(store->Read(id, true).ok());
+  // A restart rebuilds which of the 150 are final from the records.
+  store.reset();
+  store = OpenOrDie(Options(path, 1));
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      UpdateSync(*store, Outcome(due[100], RecipientState::kDelivered))));
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      UpdateSync(*store, Outcome(due[3], RecipientState::kDelivered))));
+  auto left = *store->Due(0, absl::Now(), 1000);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].index, 149u);
   ASSERT_TRUE(
-      UpdateSync(*store, Outcome(due[149], RecipientState::kExpired)).ok());
+      UpdateSync(*store, Outcome(left[0], RecipientState::kExpired)).ok());
   EXPECT_FALSE(store->Read(id, true).ok());
 }
 
