@@ -12,12 +12,16 @@ PACKAGES=(
   libtomlplusplus-dev libcli11-dev libre2-dev nlohmann-json3-dev
   # Bounce and feedback-report parsing (MIME).
   libgmime-3.0-dev
+  # The admin port's HTTP/1.1 request framing (mta/http).
+  libhttp-parser-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
   # The benchmark suite's throughput plot (bench/e2e_runner.py).
   gnuplot-nox
   # DKIM signatures are checked by an independent verifier, dkimpy.
   python3-dkim openssl
+  # The admin port's /metrics is parsed by the Prometheus client library.
+  python3-prometheus-client curl
   # libFuzzer targets run briefly in the test suite.
   clang libclang-rt-14-dev
   # A real SMTP client for the end-to-end tests (with TLS support).

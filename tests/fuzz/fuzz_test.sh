@@ -27,6 +27,9 @@ run() {
 }
 
 run server_session_fuzz tests/fuzz/server_session_fuzz.cc mta/smtp/server_session.cc
+# The admin port's HTTP request framing (Debian's http-parser).
+run http_request_fuzz tests/fuzz/http_request_fuzz.cc mta/http/server_session.cc \
+  -lhttp_parser
 run client_session_fuzz tests/fuzz/client_session_fuzz.cc mta/smtp/client_session.cc \
   base/reply.cc
 run dns_message_fuzz tests/fuzz/dns_message_fuzz.cc dns/message.cc
