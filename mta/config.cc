@@ -173,6 +173,19 @@ void CrossCheck(const Config& config, std::vector<std::string>& errors) {
           "relay.allow_open_relay = true"));
     }
   }
+  for (const ListenerConfig& l : config.listeners) {
+    if (l.kind != ListenerKind::kAdmin || !config.admin_tokens_file.empty()) {
+      continue;
+    }
+    for (const auto& a : l.addresses) {
+      if (a.IsLoopback()) continue;
+      errors.push_back(absl::StrCat(
+          config.Where(l.key), ": ", a.ToString(),
+          " is not a loopback address, and the admin port controls the "
+          "queue: set admin.tokens_file to a file of bearer tokens (one "
+          "per line, `openssl rand -hex 32`), or listen on 127.0.0.1"));
+    }
+  }
   for (size_t i = 0; i < config.listeners.size(); ++i) {
     for (const auto& a : config.listeners[i].addresses) {
       for (size_t j = i; j < config.listeners.size(); ++j) {

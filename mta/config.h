@@ -46,6 +46,9 @@ struct Config {
   // [listen]
   std::vector<ListenerConfig> listeners;
 
+  // [admin]
+  std::string admin_tokens_file;  // Relative: under data_dir.
+
   // [relay]
   std::vector<shard::Cidr> trusted_networks;
   // Trusting networks TooBroad() is refused unless this says so.

@@ -143,6 +143,16 @@ std::vector<Setting> ReceptionSettings() {
        [](const toml::node& n, Config& c) {
          return SetListener(n, c, ListenerKind::kAdmin, "listen.admin");
        }},
+      {"admin", "tokens_file", "\"\"",
+       "Bearer tokens for the admin port, one per line (# comments), at\n"
+       "least 16 characters each (`openssl rand -hex 32`). Required when\n"
+       "listen.admin is not on loopback; on loopback no token is asked.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a file path");
+         if (!s.ok()) return s.status();
+         c.admin_tokens_file = *s;
+         return absl::OkStatus();
+       }},
       {"relay", "trusted_networks", "[\"127.0.0.0/8\", \"::1\"]",
        "Clients allowed to relay to any domain without AUTH. Everyone else\n"
        "must authenticate. Never list networks you do not control: that "

@@ -29,45 +29,13 @@ namespace {
 
 constexpr const char* kLog = "daemon";
 
-// Until the admin API exists its listener answers 503, which HTTP clients
-// understand.
-std::string AdminPlaceholderReply() {
-  std::string body = "Peregrine admin API is not available in this build\n";
-  return absl::StrCat(
-      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-      "Connection: close\r\nContent-Length: ",
-      body.size(), "\r\n\r\n", body);
-}
-
-// Greets, then closes. Lives on its shard until its Close() completes.
-class PlaceholderSession {
- public:
-  PlaceholderSession(shard::Reactor& reactor, int fd, std::string reply,
-                     std::atomic<int>& open)
-      : conn_(reactor, fd), reply_(std::move(reply)), open_(open) {
-    open_.fetch_add(1, std::memory_order_relaxed);
-  }
-  void Start() {
-    conn_.WriteAll(reply_.data(), reply_.size(), [this](int) {
-      conn_.Close([this] {
-        open_.fetch_sub(1, std::memory_order_relaxed);
-        delete this;
-      });
-    });
-  }
-
- private:
-  shard::Connection conn_;
-  std::string reply_;
-  std::atomic<int>& open_;
-};
-
 }  // namespace
 
 struct Daemon::ShardState {
   struct Listener {
     ListenerKind kind;
     int fd;
+    bool loopback;
   };
   std::vector<Listener> listeners;
   // Created and destroyed on the shard's thread.
@@ -162,7 +130,8 @@ absl::Status Daemon::BindListeners() {
           auto local = shard::LocalAddress(*fd);
           if (local.ok()) address = *local;
         }
-        shards_[i]->listeners.push_back({listener.kind, *fd});
+        shards_[i]->listeners.push_back(
+            {listener.kind, *fd, address.IsLoopback()});
       }
       bound_.push_back({listener.kind, address});
     }
@@ -232,6 +201,7 @@ absl::Status Daemon::Start() {
   if (absl::Status s = PrepareOutcomes(); !s.ok()) return s;
   reception_.outcomes = &outcomes_;
   if (absl::Status s = PrepareDelivery(); !s.ok()) return s;
+  if (absl::Status s = PrepareAdmin(); !s.ok()) return s;
 
   shard::ShardGroup::Options options;
   options.shards = static_cast<int>(shards_.size());
@@ -372,9 +342,9 @@ void Daemon::StartAccepting(int shard) {
     std::atomic<int>& open = state.open_connections;
     AcceptLoop::Accepted accepted;
     if (listener.kind == ListenerKind::kAdmin) {
-      // Answers 503 until the admin API exists.
-      accepted = [&reactor, &open, reply = AdminPlaceholderReply()](int fd) {
-        (new PlaceholderSession(reactor, fd, reply, open))->Start();
+      accepted = [&reactor, &open, api = admin_.get(),
+                  loopback = listener.loopback](int fd) {
+        AdminConnection::Start(reactor, fd, *api, loopback, open);
       };
     } else {
       accepted = [&reactor, &open, context = &reception_,
@@ -575,6 +545,7 @@ void Daemon::BeginDrain() {
         l.fd = -1;
       }
       SmtpConnection::ShutdownAll();
+      AdminConnection::CloseAll();
       if (delivery_ != nullptr && delivery_->engines[i] != nullptr) {
         delivery_->engines[i]->BeginDrain();
       }
@@ -715,6 +686,7 @@ int Daemon::Run() {
         break;
       }
       draining = true;
+      draining_.store(true);
       deadline = absl::Now() + config_.drain_timeout;
       log::Info(kLog,
                 "%s: no longer accepting; draining %d open connections "

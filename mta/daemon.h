@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "dkim/signing_table.h"
 #include "dns/caching_resolver.h"
+#include "mta/admin.h"
 #include "mta/auth.h"
 #include "mta/bounce/classifier.h"
 #include "mta/bounce/inbox.h"
@@ -32,6 +33,7 @@
 #include "mta/delivery/engine.h"
 #include "mta/outcome/consumers.h"
 #include "mta/outcome/event_log.h"
+#include "mta/outcome/metrics.h"
 #include "mta/outcome/outcome.h"
 #include "mta/reception.h"
 #include "mta/shard/shard_group.h"
@@ -77,6 +79,10 @@ class Daemon {
   absl::StatusOr<std::string> LoadVerpSecret();
   std::shared_ptr<const bounce::Classifier> Classifier();
   absl::Status PrepareOutcomes();
+  // The admin port's answers: tokens (admin.tokens_file), readiness, the
+  // metrics and the gauges it renders.
+  absl::Status PrepareAdmin();
+  std::string Gauges() const;
   // The RCPT check: a suppressed address's refusal, or "".
   std::string CheckSuppressed(absl::string_view sender,
                               absl::string_view recipient);
@@ -115,7 +121,10 @@ class Daemon {
   std::unique_ptr<outcome::QueueRecorder> recorder_;
   outcome::HumanLog human_log_;
   std::unique_ptr<outcome::EventLog> events_;
+  outcome::Metrics metrics_;
   outcome::Bus outcomes_;
+  std::unique_ptr<AdminApi> admin_;
+  std::atomic<bool> draining_{false};
   Authenticator authenticator_;
   std::unique_ptr<ConnectionLimiter> limiter_;
   ReceptionContext reception_;

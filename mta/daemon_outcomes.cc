@@ -14,8 +14,10 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/files.h"
 #include "base/log.h"
 #include "mta/daemon.h"
 
@@ -163,6 +165,7 @@ absl::Status Daemon::PrepareOutcomes() {
       std::make_unique<outcome::QueueRecorder>(queue_.get(), notifier_.get());
   outcomes_.Attach(recorder_.get());
   outcomes_.Attach(&human_log_);
+  outcomes_.Attach(&metrics_);
   log::Info(kLog, "bounces: DSNs %s; suppression list %s",
             !config_.bounce_dsn ? "off"
             : config_.bounce_delay_dsn_after > absl::ZeroDuration()
@@ -223,6 +226,78 @@ std::string Daemon::CheckSuppressed(absl::string_view sender,
   o.reply = Reply::Parse(refusal);
   outcomes_.Publish(o);
   return refusal;
+}
+
+absl::Status Daemon::PrepareAdmin() {
+  AdminOptions options;
+  if (!config_.admin_tokens_file.empty()) {
+    std::string path = config_.admin_tokens_file;
+    if (path[0] != '/') path = absl::StrCat(config_.data_dir, "/", path);
+    std::ifstream in(path);
+    if (!in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config_.Where("admin.tokens_file"), ": cannot read ",
+                       path, ": ", CannotReadReason(path, errno)));
+    }
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      absl::string_view token = absl::StripAsciiWhitespace(line);
+      if (token.empty() || token[0] == '#') continue;
+      if (token.size() < 16 || absl::StrContains(token, ' ')) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", n,
+            ": a token needs at least 16 characters and no spaces (make one "
+            "with `openssl rand -hex 32`)"));
+      }
+      options.tokens.emplace_back(token);
+    }
+    if (options.tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          config_.Where("admin.tokens_file"), ": ", path,
+          " has no tokens; add one per line (`openssl rand -hex 32`)"));
+    }
+  }
+  options.ready = [this](std::string* why) {
+    if (draining_.load()) {
+      *why = "draining: the daemon is stopping";
+      return false;
+    }
+    if (!queue_->AcceptingNewMail()) {
+      *why =
+          "the queue refuses new mail: the disk is below queue.min_free "
+          "(see the log)";
+      return false;
+    }
+    return true;
+  };
+  options.gauges = [this] { return Gauges(); };
+  options.metrics = &metrics_;
+  admin_ = std::make_unique<AdminApi>(std::move(options));
+  return absl::OkStatus();
+}
+
+std::string Daemon::Gauges() const {
+  std::string out;
+  auto metric = [&out](absl::string_view name, absl::string_view type,
+                       absl::string_view help, uint64_t value) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ",
+                    type, "\n", name, " ", value, "\n");
+  };
+  metric("peregrine_queue_messages", "gauge",
+         "Messages in the queue (any recipient not yet final).",
+         queue_->LiveMessages());
+  metric("peregrine_queue_accepting", "gauge",
+         "1 while the queue takes new mail; 0 below the free-space floor.",
+         queue_->AcceptingNewMail() ? 1 : 0);
+  metric("peregrine_queue_commits_total", "counter",
+         "Group commits written to the queue.", queue_->commits());
+  metric("peregrine_connections_open", "gauge",
+         "Connections open, inbound and outbound.",
+         static_cast<uint64_t>(std::max(0, OpenConnections())));
+  metric("peregrine_events_dropped_total", "counter",
+         "Event log lines dropped (the file could not be written).",
+         events_ != nullptr ? events_->dropped() : 0);
+  return out;
 }
 
 }  // namespace peregrine

@@ -216,4 +216,19 @@ std::string Cidr::ToString() const {
   return absl::StrCat(buf, "/", prefix_);
 }
 
+bool SocketAddress::IsLoopback() const {
+  if (family() == AF_INET) {
+    auto* in = reinterpret_cast<const sockaddr_in*>(&storage_);
+    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (family() == AF_INET6) {
+    auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage_);
+    if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+      return in6->sin6_addr.s6_addr[12] == 127;
+    }
+  }
+  return false;
+}
+
 }  // namespace peregrine::shard

@@ -36,6 +36,8 @@ class SocketAddress {
   std::string ToString() const;
   // The address alone: "127.0.0.1" or "::1".
   std::string HostString() const;
+  // In 127.0.0.0/8 or ::1 (IPv4-mapped included).
+  bool IsLoopback() const;
 
  private:
   sockaddr_storage storage_{};

@@ -84,6 +84,8 @@ class Stream {
   bool tls_up() const { return tls_ != nullptr && tls_->handshake_done(); }
 
   bool closing() const { return closed_ || conn_.closing(); }
+  // The socket, for a half-close (shutdown(SHUT_WR)) in the clear.
+  int fd() const { return conn_.fd(); }
   // Closes the socket; `then` runs once every callback of it has.
   void Close(absl::AnyInvocable<void()> then);
 

@@ -51,7 +51,8 @@ def free_port():
 
 class Daemon:
     def __init__(self, extra="", data=None, server="", events=True,
-                 shards=2):
+                 shards=2, admin="[]"):
+        """`admin`: listen.admin's value (none by default)."""
         self.port = free_port()
         self.data = data or tempfile.mkdtemp(dir=TMP)
         self.cfg = os.path.join(self.data, "peregrine.toml")
@@ -66,7 +67,7 @@ shards = {shards}
 relay = "127.0.0.1:{self.port}"
 submission = "127.0.0.1:{self.submission}"
 submissions = "127.0.0.1:{self.submissions}"
-admin = []
+admin = {admin}
 {extra}
 """)
         if "[delivery]" not in extra:

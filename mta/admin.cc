@@ -1,0 +1,271 @@
+#include "mta/admin.h"
+
+#include <openssl/crypto.h>
+#include <sys/socket.h>
+
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "base/log.h"
+#include "nlohmann/json.hpp"
+
+namespace peregrine {
+namespace {
+
+constexpr const char* kLog = "admin";
+
+// This shard's connections, for CloseAll().
+thread_local absl::flat_hash_set<AdminConnection*> live_connections;
+
+std::string Json(int status, const nlohmann::json& j, bool keep_alive,
+                 absl::string_view extra = "") {
+  std::string body =
+      j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  body += '\n';
+  return http::Response(status, "application/json", body, keep_alive, extra);
+}
+
+// GET's answer without its body, for HEAD.
+std::string HeadOf(std::string response) {
+  size_t end = response.find("\r\n\r\n");
+  if (end != std::string::npos) response.resize(end + 4);
+  return response;
+}
+
+struct Route {
+  const char* path;
+  bool open;  // Served without a token on any listener.
+};
+constexpr Route kRoutes[] = {
+    {"/", false}, {"/livez", true}, {"/readyz", true}, {"/metrics", false}};
+
+}  // namespace
+
+bool AdminApi::Authorized(const http::Request& r) const {
+  auto header = r.Header("Authorization");
+  if (!header) return false;
+  absl::string_view value = *header;
+  if (!absl::ConsumePrefix(&value, "Bearer ") &&
+      !absl::ConsumePrefix(&value, "bearer ")) {
+    return false;
+  }
+  value = absl::StripAsciiWhitespace(value);
+  bool match = false;
+  for (const std::string& token : options_.tokens) {
+    // Constant time for tokens of the same length.
+    if (token.size() == value.size() &&
+        CRYPTO_memcmp(token.data(), value.data(), token.size()) == 0) {
+      match = true;
+    }
+  }
+  return match;
+}
+
+std::string AdminApi::Handle(const http::Request& r, bool loopback) const {
+  const bool keep = r.keep_alive;
+  const Route* route = nullptr;
+  for (const Route& candidate : kRoutes) {
+    if (r.path == candidate.path) route = &candidate;
+  }
+  if (route == nullptr) {
+    return http::JsonError(
+        404,
+        absl::StrCat("no such endpoint: ", r.path,
+                     " (served: /livez, /readyz, /metrics; the rest of "
+                     "/api/v1 is not in this build)"),
+        keep);
+  }
+  if (r.method != "GET" && r.method != "HEAD") {
+    std::string body =
+        nlohmann::json{
+            {"error",
+             {{"code", 405},
+              {"message", absl::StrCat(r.method, " is not served on ", r.path,
+                                       "; use GET")}}}}
+            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+        "\n";
+    return http::Response(405, "application/json", body, keep,
+                          "Allow: GET, HEAD\r\n");
+  }
+  if (!route->open && !loopback && !Authorized(r)) {
+    std::string body =
+        nlohmann::json{{"error",
+                        {{"code", 401},
+                         {"message",
+                          "this listener needs \"Authorization: Bearer "
+                          "TOKEN\" with a token from admin.tokens_file"}}}}
+            .dump() +
+        "\n";
+    return http::Response(401, "application/json", body, keep,
+                          "WWW-Authenticate: Bearer realm=\"peregrine\"\r\n");
+  }
+  std::string response;
+  if (r.path == "/livez") {
+    response = Json(200, {{"status", "live"}}, keep);
+  } else if (r.path == "/readyz") {
+    std::string why;
+    if (!options_.ready || options_.ready(&why)) {
+      response = Json(200, {{"status", "ready"}}, keep);
+    } else {
+      response = Json(503, {{"status", "not ready"}, {"reason", why}}, keep);
+    }
+  } else if (r.path == "/metrics") {
+    std::string extra = options_.gauges ? options_.gauges() : "";
+    response = http::Response(
+        200, "text/plain; version=0.0.4; charset=utf-8",
+        options_.metrics != nullptr ? options_.metrics->Render(extra) : extra,
+        keep);
+  } else {
+    response =
+        http::Response(200, "text/plain; charset=utf-8",
+                       "Peregrine admin port\n"
+                       "  GET /livez    the daemon answers\n"
+                       "  GET /readyz   it takes mail (503 and why, if not)\n"
+                       "  GET /metrics  Prometheus metrics\n",
+                       keep);
+  }
+  return r.method == "HEAD" ? HeadOf(std::move(response)) : response;
+}
+
+void AdminConnection::Start(shard::Reactor& reactor, int fd,
+                            const AdminApi& api, bool loopback,
+                            std::atomic<int>& open) {
+  auto* c = new AdminConnection(reactor, fd, api, loopback, open);
+  c->ArmTimer();
+  c->stream_.Read();
+}
+
+AdminConnection::AdminConnection(shard::Reactor& reactor, int fd,
+                                 const AdminApi& api, bool loopback,
+                                 std::atomic<int>& open)
+    : reactor_(reactor),
+      stream_(reactor, fd, *this),
+      api_(api),
+      loopback_(loopback),
+      open_(open),
+      session_(api.limits()) {
+  open_.fetch_add(1, std::memory_order_relaxed);
+  live_connections.insert(this);
+}
+
+void AdminConnection::CloseAll() {
+  std::vector<AdminConnection*> all(live_connections.begin(),
+                                    live_connections.end());
+  for (AdminConnection* c : all) c->Finish();
+}
+
+void AdminConnection::ArmTimer() {
+  if (finishing_) return;
+  const bool for_request = session_.in_request();
+  // A request in progress keeps the deadline of its first byte.
+  if (timer_ != 0 && for_request && timer_for_request_) return;
+  if (timer_ != 0) reactor_.CancelTimer(timer_);
+  timer_for_request_ = for_request;
+  timer_ =
+      reactor_.AddTimer(for_request ? kRequestTimeout : kIdleTimeout, [this] {
+        timer_ = 0;
+        if (finishing_) return;
+        if (timer_for_request_ && !stream_.writing()) {
+          Answer(http::JsonError(408, "the request took too long to arrive",
+                                 false),
+                 true);
+          // Closed when written, or by the idle timer if never.
+          timer_ = reactor_.AddTimer(absl::Seconds(5), [this] {
+            timer_ = 0;
+            Finish();
+          });
+          return;
+        }
+        Finish();
+      });
+}
+
+void AdminConnection::OnData(absl::string_view bytes) {
+  if (finishing_) return;
+  if (lingering_) {
+    lingered_ += bytes.size();
+    if (lingered_ > kLingerBytes) return Finish();
+    stream_.Read();
+    return;
+  }
+  session_.Feed(bytes);
+  Serve();
+}
+
+void AdminConnection::Serve() {
+  if (finishing_ || stream_.writing() || close_after_write_) return;
+  if (session_.error() != 0) {
+    log::Info(kLog, "refused a request: %d %s", session_.error(),
+              session_.error_text());
+    Answer(http::JsonError(session_.error(), session_.error_text(), false),
+           true);
+    return;
+  }
+  if (auto request = session_.Next()) {
+    Answer(api_.Handle(*request, loopback_), !request->keep_alive);
+    return;
+  }
+  ArmTimer();
+  if (!stream_.reading()) stream_.Read();
+}
+
+void AdminConnection::Answer(std::string response, bool close_after) {
+  close_after_write_ = close_after;
+  if (!stream_.Send(response).ok()) return Finish();
+  stream_.Flush();
+}
+
+void AdminConnection::OnWritten(int result) {
+  if (finishing_) return;
+  if (result < 0) return Finish();
+  if (close_after_write_) {
+    if (stream_.writing() || stream_.unsent() > 0) return;
+    // Answered and done. After an error the client may still be sending.
+    if (session_.error() != 0 && !stream_.tls_up()) return Linger();
+    return Finish();
+  }
+  if (stream_.writing() || stream_.unsent() > 0) return;
+  // The next pipelined request, if one was sent ahead.
+  session_.Feed("");
+  Serve();
+}
+
+void AdminConnection::Linger() {
+  lingering_ = true;
+  ::shutdown(stream_.fd(), SHUT_WR);
+  if (timer_ != 0) reactor_.CancelTimer(timer_);
+  timer_ = reactor_.AddTimer(kLinger, [this] {
+    timer_ = 0;
+    Finish();
+  });
+  if (!stream_.reading()) stream_.Read();
+}
+
+void AdminConnection::OnEnd(int) {
+  if (finishing_) return;
+  Finish();
+}
+
+void AdminConnection::OnTlsError(const absl::Status&, bool, bool,
+                                 absl::string_view) {
+  Finish();
+}
+
+void AdminConnection::Finish() {
+  if (finishing_) return;
+  finishing_ = true;
+  live_connections.erase(this);
+  if (timer_ != 0) {
+    reactor_.CancelTimer(timer_);
+    timer_ = 0;
+  }
+  stream_.Close([this] {
+    open_.fetch_sub(1, std::memory_order_relaxed);
+    delete this;
+  });
+}
+
+}  // namespace peregrine

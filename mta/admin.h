@@ -1,0 +1,113 @@
+// The admin port (listen.admin, 127.0.0.1:8025 by default): HTTP/1.1 on
+// the shards' reactors. AdminApi answers one request (no I/O: testable on
+// its own); AdminConnection drives one connection.
+//
+// Served today: GET /livez (the process answers), GET /readyz (not ready
+// while draining or while the queue refuses new mail: below the free-space
+// floor), GET /metrics (Prometheus text format), GET / (what is served).
+// Everything else under /api/v1/ is a 404 with a JSON error body; a known
+// path with another method is a 405 with Allow. Injection, queue control,
+// webhooks and the status page come next (see mta/README.md).
+//
+// Authentication: on a listener that is not loopback every request but
+// /livez and /readyz needs "Authorization: Bearer TOKEN" with a token from
+// admin.tokens_file (401 otherwise); the daemon refuses to start with such
+// a listener and no tokens. On loopback no token is asked.
+//
+// AdminConnection's lifetime: it owns itself from accept on. Finish() is
+// the only way out: it cancels its timer and closes the stream; the
+// stream's Close() completion, which runs after every other callback of
+// the socket, deletes it. Every callback returns at once once `finishing_`
+// is set. Requests are answered one at a time: nothing more is read while
+// an answer is being written, so a client that pipelines without reading
+// holds at most one request and one answer. A request must arrive whole
+// within kRequestTimeout of its first byte (slow headers or bodies are
+// cut, 408), and an idle keep-alive connection is closed after
+// kIdleTimeout.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "mta/http/server_session.h"
+#include "mta/outcome/metrics.h"
+#include "mta/shard/reactor.h"
+#include "mta/stream/stream.h"
+
+namespace peregrine {
+
+struct AdminOptions {
+  std::vector<std::string> tokens;  // Bearer tokens (admin.tokens_file).
+  // Ready to take mail? If not, why (for /readyz).
+  std::function<bool(std::string* why)> ready;
+  // Metric lines the daemon knows at the moment (queue depth, connections,
+  // commits), # HELP and # TYPE included.
+  std::function<std::string()> gauges;
+  outcome::Metrics* metrics = nullptr;
+  http::Limits limits;
+};
+
+class AdminApi {
+ public:
+  explicit AdminApi(AdminOptions options) : options_(std::move(options)) {}
+  // The whole response to `request`. `loopback`: the listener is on a
+  // loopback address (no token is asked there).
+  std::string Handle(const http::Request& request, bool loopback) const;
+  const http::Limits& limits() const { return options_.limits; }
+
+ private:
+  bool Authorized(const http::Request& request) const;
+  AdminOptions options_;
+};
+
+class AdminConnection : public Stream::Handler {
+ public:
+  static constexpr absl::Duration kRequestTimeout = absl::Seconds(30);
+  static constexpr absl::Duration kIdleTimeout = absl::Seconds(60);
+  static constexpr absl::Duration kLinger = absl::Seconds(2);
+  static constexpr size_t kLingerBytes = 1 << 20;
+
+  // Takes `fd`; counts itself in `open` until closed.
+  static void Start(shard::Reactor& reactor, int fd, const AdminApi& api,
+                    bool loopback, std::atomic<int>& open);
+  // On the calling shard: closes every admin connection (the daemon
+  // drains; an idle keep-alive must not hold the drain up).
+  static void CloseAll();
+
+  void OnData(absl::string_view plaintext) override;
+  void OnEnd(int error) override;
+  void OnTlsUp() override {}
+  void OnTlsError(const absl::Status&, bool, bool, absl::string_view) override;
+  void OnWritten(int result) override;
+
+ private:
+  AdminConnection(shard::Reactor& reactor, int fd, const AdminApi& api,
+                  bool loopback, std::atomic<int>& open);
+  void Serve();
+  void Answer(std::string response, bool close_after);
+  void Linger();
+  void ArmTimer();
+  void Finish();
+
+  shard::Reactor& reactor_;
+  Stream stream_;
+  const AdminApi& api_;
+  const bool loopback_;
+  std::atomic<int>& open_;
+  http::ServerSession session_;
+  shard::Reactor::TimerId timer_ = 0;
+  bool timer_for_request_ = false;
+  bool close_after_write_ = false;
+  // After an error answer: the write side is shut and what the client still
+  // sends is read and dropped (up to kLingerBytes, for kLinger), so that
+  // closing with unread input does not reset the connection before the
+  // client read the answer.
+  bool lingering_ = false;
+  size_t lingered_ = 0;
+  bool finishing_ = false;
+};
+
+}  // namespace peregrine
