@@ -323,11 +323,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"UnknownKeyFarFromAny",
                 "[server]\nfrobnicate = 1\n",
                 {"bad.toml:2:1:", "unknown key 'server.frobnicate'"}},
-        BadCase{"UnknownSection",
-                "[serverz]\nx = 1\n",
-                {"bad.toml:1:", "unknown section [serverz]",
-                 "sections: server, listen, relay, auth, tls, smtp, queue, "
-                 "events, dns, dkim"}},
+        BadCase{
+            "UnknownSection",
+            "[serverz]\nx = 1\n",
+            {"bad.toml:1:", "unknown section [serverz]",
+             "sections: server, listen, admin, relay, auth, tls, smtp, queue, "
+             "events, dns, dkim"}},
         BadCase{"KeyOutsideSection",
                 "shards = 4\n",
                 {"bad.toml:1:1:", "unknown section [shards]"}},

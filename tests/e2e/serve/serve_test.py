@@ -115,8 +115,9 @@ class ServeTest(unittest.TestCase):
                 s.sendall(b"MAIL FROM:<a@b.test>\r\n")
                 self.assertTrue(s.recv(512).startswith(b"530 "))
             with socket.create_connection(("127.0.0.1", 8025), timeout=5) as s:
-                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                self.assertTrue(s.recv(512).startswith(b"HTTP/1.1 503"))
+                # The admin port on the defaults: the daemon is ready.
+                s.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+                self.assertTrue(s.recv(512).startswith(b"HTTP/1.1 200"))
             self.assertTrue(os.path.exists(os.path.join(data, "peregrine.lock")))
             # Every thread but the main one (which takes signals in
             # sigtimedwait) blocks SIGTERM, RocksDB's threads included:
