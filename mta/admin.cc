@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "base/log.h"
+#include "mta/inject.h"
+#include "mta/shard/socket.h"
 #include "nlohmann/json.hpp"
 
 namespace peregrine {
@@ -37,10 +39,15 @@ std::string HeadOf(std::string response) {
 
 struct Route {
   const char* path;
-  bool open;  // Served without a token on any listener.
+  bool open;    // Served without a token on any listener.
+  bool inject;  // POST; else GET and HEAD.
 };
-constexpr Route kRoutes[] = {
-    {"/", false}, {"/livez", true}, {"/readyz", true}, {"/metrics", false}};
+constexpr Route kRoutes[] = {{"/", false, false},
+                             {"/livez", true, false},
+                             {"/readyz", true, false},
+                             {"/metrics", false, false},
+                             {"/api/v1/inject", false, true},
+                             {"/api/inject/v1", false, true}};
 
 }  // namespace
 
@@ -65,6 +72,42 @@ bool AdminApi::Authorized(const http::Request& r) const {
 }
 
 std::string AdminApi::Handle(const http::Request& r, bool loopback) const {
+  std::optional<std::string> now = Immediate(r, loopback);
+  if (now) return *now;
+  return http::JsonError(503, "injection needs the running daemon",
+                         r.keep_alive);
+}
+
+void AdminApi::Handle(const http::Request& r, bool loopback,
+                      shard::Reactor& reactor, std::string client,
+                      Respond respond) const {
+  std::optional<std::string> now = Immediate(r, loopback);
+  if (now) return respond(*std::move(now));
+  const bool keep = r.keep_alive;
+  if (options_.reception == nullptr || options_.reception->queue == nullptr) {
+    return respond(
+        http::JsonError(503, "injection is off in this daemon", keep));
+  }
+  if (!options_.reception->queue->AcceptingNewMail()) {
+    return respond(http::JsonError(
+        503,
+        "the queue takes no new mail: the disk is below queue.min_free "
+        "(see the log); try again later",
+        keep));
+  }
+  auto request = ParseInjectRequest(r.body, options_.max_recipients);
+  if (!request.ok()) {
+    return respond(http::JsonError(400, request.status().message(), keep));
+  }
+  Inject(*options_.reception, reactor, *std::move(request), std::move(client),
+         [respond = std::move(respond), keep](int status,
+                                              std::string body) mutable {
+           respond(http::Response(status, "application/json", body, keep));
+         });
+}
+
+std::optional<std::string> AdminApi::Immediate(const http::Request& r,
+                                               bool loopback) const {
   const bool keep = r.keep_alive;
   const Route* route = nullptr;
   for (const Route& candidate : kRoutes) {
@@ -74,21 +117,25 @@ std::string AdminApi::Handle(const http::Request& r, bool loopback) const {
     return http::JsonError(
         404,
         absl::StrCat("no such endpoint: ", r.path,
-                     " (served: /livez, /readyz, /metrics; the rest of "
-                     "/api/v1 is not in this build)"),
+                     " (served: /livez, /readyz, /metrics, POST "
+                     "/api/v1/inject)"),
         keep);
   }
-  if (r.method != "GET" && r.method != "HEAD") {
+  const bool method_ok = route->inject
+                             ? r.method == "POST"
+                             : (r.method == "GET" || r.method == "HEAD");
+  if (!method_ok) {
+    absl::string_view allowed = route->inject ? "POST" : "GET, HEAD";
     std::string body =
         nlohmann::json{
             {"error",
              {{"code", 405},
               {"message", absl::StrCat(r.method, " is not served on ", r.path,
-                                       "; use GET")}}}}
+                                       "; use ", allowed)}}}}
             .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
         "\n";
     return http::Response(405, "application/json", body, keep,
-                          "Allow: GET, HEAD\r\n");
+                          absl::StrCat("Allow: ", allowed, "\r\n"));
   }
   if (!route->open && !loopback && !Authorized(r)) {
     std::string body =
@@ -102,6 +149,7 @@ std::string AdminApi::Handle(const http::Request& r, bool loopback) const {
     return http::Response(401, "application/json", body, keep,
                           "WWW-Authenticate: Bearer realm=\"peregrine\"\r\n");
   }
+  if (route->inject) return std::nullopt;
   std::string response;
   if (r.path == "/livez") {
     response = Json(200, {{"status", "live"}}, keep);
@@ -119,13 +167,14 @@ std::string AdminApi::Handle(const http::Request& r, bool loopback) const {
         options_.metrics != nullptr ? options_.metrics->Render(extra) : extra,
         keep);
   } else {
-    response =
-        http::Response(200, "text/plain; charset=utf-8",
-                       "Peregrine admin port\n"
-                       "  GET /livez    the daemon answers\n"
-                       "  GET /readyz   it takes mail (503 and why, if not)\n"
-                       "  GET /metrics  Prometheus metrics\n",
-                       keep);
+    response = http::Response(
+        200, "text/plain; charset=utf-8",
+        "Peregrine admin port\n"
+        "  GET /livez    the daemon answers\n"
+        "  GET /readyz   it takes mail (503 and why, if not)\n"
+        "  GET /metrics  Prometheus metrics\n"
+        "  POST /api/v1/inject (and /api/inject/v1)  injection\n",
+        keep);
   }
   return r.method == "HEAD" ? HeadOf(std::move(response)) : response;
 }
@@ -149,6 +198,8 @@ AdminConnection::AdminConnection(shard::Reactor& reactor, int fd,
       session_(api.limits()) {
   open_.fetch_add(1, std::memory_order_relaxed);
   live_connections.insert(this);
+  auto peer = shard::PeerAddress(fd);
+  client_ = peer.ok() ? peer->HostString() : "unknown";
 }
 
 void AdminConnection::CloseAll() {
@@ -168,6 +219,8 @@ void AdminConnection::ArmTimer() {
       reactor_.AddTimer(for_request ? kRequestTimeout : kIdleTimeout, [this] {
         timer_ = 0;
         if (finishing_) return;
+        // An injection takes as long as its queue writes do.
+        if (answer_pending_) return ArmTimer();
         if (timer_for_request_ && !stream_.writing()) {
           Answer(http::JsonError(408, "the request took too long to arrive",
                                  false),
@@ -196,7 +249,10 @@ void AdminConnection::OnData(absl::string_view bytes) {
 }
 
 void AdminConnection::Serve() {
-  if (finishing_ || stream_.writing() || close_after_write_) return;
+  if (finishing_ || answer_pending_ || stream_.writing() ||
+      close_after_write_) {
+    return;
+  }
   if (session_.error() != 0) {
     log::Info(kLog, "refused a request: %d %s", session_.error(),
               session_.error_text());
@@ -205,7 +261,14 @@ void AdminConnection::Serve() {
     return;
   }
   if (auto request = session_.Next()) {
-    Answer(api_.Handle(*request, loopback_), !request->keep_alive);
+    const bool close_after = !request->keep_alive;
+    answer_pending_ = true;
+    api_.Handle(*request, loopback_, reactor_, client_,
+                [this, close_after](std::string response) {
+                  answer_pending_ = false;
+                  if (finishing_) return MaybeDelete();  // The client left.
+                  Answer(std::move(response), close_after);
+                });
     return;
   }
   ArmTimer();
@@ -263,9 +326,15 @@ void AdminConnection::Finish() {
     timer_ = 0;
   }
   stream_.Close([this] {
-    open_.fetch_sub(1, std::memory_order_relaxed);
-    delete this;
+    closed_ = true;
+    MaybeDelete();
   });
+}
+
+void AdminConnection::MaybeDelete() {
+  if (!closed_ || answer_pending_) return;
+  open_.fetch_sub(1, std::memory_order_relaxed);
+  delete this;
 }
 
 }  // namespace peregrine

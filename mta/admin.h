@@ -4,10 +4,10 @@
 //
 // Served today: GET /livez (the process answers), GET /readyz (not ready
 // while draining or while the queue refuses new mail: below the free-space
-// floor), GET /metrics (Prometheus text format), GET / (what is served).
-// Everything else under /api/v1/ is a 404 with a JSON error body; a known
-// path with another method is a 405 with Allow. Injection, queue control,
-// webhooks and the status page come next (see mta/README.md).
+// floor), GET /metrics (Prometheus text format), POST /api/v1/inject and
+// /api/inject/v1 (mta/inject.h), GET / (what is served). Everything else
+// is a 404 with a JSON error body; a known path with another method is a
+// 405 with Allow. Queue control, webhooks and the status page come next.
 //
 // Authentication: on a listener that is not loopback every request but
 // /livez and /readyz needs "Authorization: Bearer TOKEN" with a token from
@@ -17,10 +17,12 @@
 // AdminConnection's lifetime: it owns itself from accept on. Finish() is
 // the only way out: it cancels its timer and closes the stream; the
 // stream's Close() completion, which runs after every other callback of
-// the socket, deletes it. Every callback returns at once once `finishing_`
-// is set. Requests are answered one at a time: nothing more is read while
-// an answer is being written, so a client that pipelines without reading
-// holds at most one request and one answer. A request must arrive whole
+// the socket, deletes it, unless an answer is still owed (an injection
+// whose messages are being written): then the answer's arrival deletes
+// it, and drops the answer. Every callback returns at once once
+// `finishing_` is set. Requests are answered one at a time: nothing more is
+// read while an answer is being written, so a client that pipelines without
+// reading holds at most one request and one answer. A request must arrive whole
 // within kRequestTimeout of its first byte (slow headers or bodies are
 // cut, 408), and an idle keep-alive connection is closed after
 // kIdleTimeout.
@@ -28,12 +30,15 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/time/time.h"
 #include "mta/http/server_session.h"
 #include "mta/outcome/metrics.h"
+#include "mta/reception.h"
 #include "mta/shard/reactor.h"
 #include "mta/stream/stream.h"
 
@@ -48,18 +53,32 @@ struct AdminOptions {
   std::function<std::string()> gauges;
   outcome::Metrics* metrics = nullptr;
   http::Limits limits;
+  // Injection: what reception uses (queue, DKIM, suppression, outcomes);
+  // nullptr: injection answers 503.
+  const ReceptionContext* reception = nullptr;
+  size_t max_recipients = 100000;
 };
 
 class AdminApi {
  public:
   explicit AdminApi(AdminOptions options) : options_(std::move(options)) {}
-  // The whole response to `request`. `loopback`: the listener is on a
-  // loopback address (no token is asked there).
+  using Respond = absl::AnyInvocable<void(std::string response)>;
+  // Answers `request` through `respond`, on `reactor`: at once, or (an
+  // injection) once its messages are on disk. `loopback`: the listener is
+  // on a loopback address (no token is asked there). `client`: the peer's
+  // address, for the Received field.
+  void Handle(const http::Request& request, bool loopback,
+              shard::Reactor& reactor, std::string client,
+              Respond respond) const;
+  // The synchronous routes alone (tests): an injection answers 503.
   std::string Handle(const http::Request& request, bool loopback) const;
   const http::Limits& limits() const { return options_.limits; }
 
  private:
   bool Authorized(const http::Request& request) const;
+  // The response, unless the request is an injection to run (nullopt).
+  std::optional<std::string> Immediate(const http::Request& request,
+                                       bool loopback) const;
   AdminOptions options_;
 };
 
@@ -86,6 +105,8 @@ class AdminConnection : public Stream::Handler {
  private:
   AdminConnection(shard::Reactor& reactor, int fd, const AdminApi& api,
                   bool loopback, std::atomic<int>& open);
+  // Deletes the connection once its stream closed and no answer is owed.
+  void MaybeDelete();
   void Serve();
   void Answer(std::string response, bool close_after);
   void Linger();
@@ -108,6 +129,11 @@ class AdminConnection : public Stream::Handler {
   bool lingering_ = false;
   size_t lingered_ = 0;
   bool finishing_ = false;
+  bool closed_ = false;
+  // An answer is being made elsewhere (an injection's queue writes): the
+  // connection stays until it arrives, even after Finish().
+  bool answer_pending_ = false;
+  std::string client_;
 };
 
 }  // namespace peregrine

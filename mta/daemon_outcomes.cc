@@ -272,6 +272,7 @@ absl::Status Daemon::PrepareAdmin() {
   };
   options.gauges = [this] { return Gauges(); };
   options.metrics = &metrics_;
+  options.reception = &reception_;
   admin_ = std::make_unique<AdminApi>(std::move(options));
   return absl::OkStatus();
 }

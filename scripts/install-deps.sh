@@ -12,8 +12,9 @@ PACKAGES=(
   libtomlplusplus-dev libcli11-dev libre2-dev nlohmann-json3-dev
   # Bounce and feedback-report parsing (MIME).
   libgmime-3.0-dev
-  # The admin port's HTTP/1.1 request framing (mta/http).
-  libhttp-parser-dev
+  # The admin port's HTTP/1.1 request framing (mta/http), and the mustache
+  # templates of HTTP injection (mta/inject.h).
+  libhttp-parser-dev libmstch-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
   # The benchmark suite's throughput plot (bench/e2e_runner.py).

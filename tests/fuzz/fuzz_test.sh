@@ -30,6 +30,10 @@ run server_session_fuzz tests/fuzz/server_session_fuzz.cc mta/smtp/server_sessio
 # The admin port's HTTP request framing (Debian's http-parser).
 run http_request_fuzz tests/fuzz/http_request_fuzz.cc mta/http/server_session.cc \
   -lhttp_parser
+# HTTP injection's JSON requests and the messages rendered from them
+# (mustache templates through Debian's libmstch, MIME).
+run inject_fuzz -fexceptions tests/fuzz/inject_fuzz.cc mta/inject.cc \
+  mta/submission.cc -lmstch
 run client_session_fuzz tests/fuzz/client_session_fuzz.cc mta/smtp/client_session.cc \
   base/reply.cc
 run dns_message_fuzz tests/fuzz/dns_message_fuzz.cc dns/message.cc
