@@ -39,15 +39,22 @@ std::string HeadOf(std::string response) {
 
 struct Route {
   const char* path;
-  bool open;    // Served without a token on any listener.
-  bool inject;  // POST; else GET and HEAD.
+  bool open;  // Served without a token on any listener.
+  bool post;  // POST; else GET and HEAD.
 };
 constexpr Route kRoutes[] = {{"/", false, false},
                              {"/livez", true, false},
                              {"/readyz", true, false},
                              {"/metrics", false, false},
                              {"/api/v1/inject", false, true},
-                             {"/api/inject/v1", false, true}};
+                             {"/api/inject/v1", false, true},
+                             {"/api/v1/queue/suspensions", false, false},
+                             {"/api/v1/queue/suspend", false, true},
+                             {"/api/v1/queue/resume", false, true}};
+
+bool IsInject(absl::string_view path) {
+  return path == "/api/v1/inject" || path == "/api/inject/v1";
+}
 
 }  // namespace
 
@@ -118,14 +125,15 @@ std::optional<std::string> AdminApi::Immediate(const http::Request& r,
         404,
         absl::StrCat("no such endpoint: ", r.path,
                      " (served: /livez, /readyz, /metrics, POST "
-                     "/api/v1/inject)"),
+                     "/api/v1/inject, /api/v1/queue/suspend, "
+                     "/api/v1/queue/resume, GET /api/v1/queue/suspensions)"),
         keep);
   }
-  const bool method_ok = route->inject
+  const bool method_ok = route->post
                              ? r.method == "POST"
                              : (r.method == "GET" || r.method == "HEAD");
   if (!method_ok) {
-    absl::string_view allowed = route->inject ? "POST" : "GET, HEAD";
+    absl::string_view allowed = route->post ? "POST" : "GET, HEAD";
     std::string body =
         nlohmann::json{
             {"error",
@@ -149,7 +157,8 @@ std::optional<std::string> AdminApi::Immediate(const http::Request& r,
     return http::Response(401, "application/json", body, keep,
                           "WWW-Authenticate: Bearer realm=\"peregrine\"\r\n");
   }
-  if (route->inject) return std::nullopt;
+  if (IsInject(r.path)) return std::nullopt;
+  if (absl::StartsWith(r.path, "/api/v1/queue/")) return Queue(r);
   std::string response;
   if (r.path == "/livez") {
     response = Json(200, {{"status", "live"}}, keep);
@@ -173,10 +182,82 @@ std::optional<std::string> AdminApi::Immediate(const http::Request& r,
         "  GET /livez    the daemon answers\n"
         "  GET /readyz   it takes mail (503 and why, if not)\n"
         "  GET /metrics  Prometheus metrics\n"
-        "  POST /api/v1/inject (and /api/inject/v1)  injection\n",
+        "  POST /api/v1/inject (and /api/inject/v1)  injection\n"
+        "  GET /api/v1/queue/suspensions  sites held through the API\n"
+        "  POST /api/v1/queue/suspend {domain | mx_suffix, duration, "
+        "reason}\n"
+        "  POST /api/v1/queue/resume {domain | mx_suffix}\n",
         keep);
   }
   return r.method == "HEAD" ? HeadOf(std::move(response)) : response;
+}
+
+std::string AdminApi::Queue(const http::Request& r) const {
+  const bool keep = r.keep_alive;
+  if (options_.suspensions == nullptr) {
+    return http::JsonError(503, "delivery is off in this daemon", keep);
+  }
+  if (r.path == "/api/v1/queue/suspensions") {
+    nlohmann::json list = nlohmann::json::array();
+    for (const delivery::Suspension& s : options_.suspensions->List()) {
+      list.push_back(delivery::Suspensions::ToJson(s));
+    }
+    return Json(200, {{"suspensions", list}}, keep);
+  }
+  nlohmann::json body = nlohmann::json::parse(r.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) {
+    return http::JsonError(
+        400,
+        "the body must be a JSON object: {\"domain\": \"example.com\"} or "
+        "{\"mx_suffix\": \".outlook.com\"}",
+        keep);
+  }
+  auto text = [&body](const char* key) -> std::string {
+    auto it = body.find(key);
+    return it != body.end() && it->is_string() ? it->get<std::string>() : "";
+  };
+  if (r.path == "/api/v1/queue/resume") {
+    auto removed =
+        options_.suspensions->Remove(text("domain"), text("mx_suffix"));
+    if (!removed.ok()) {
+      return http::JsonError(500, removed.status().message(), keep);
+    }
+    if (!*removed) {
+      return http::JsonError(
+          404, "no such suspension (GET /api/v1/queue/suspensions lists them)",
+          keep);
+    }
+    log::Info(kLog, "resumed %s through the API",
+              text("domain").empty() ? text("mx_suffix") : text("domain"));
+    if (options_.apply_suspensions) options_.apply_suspensions();
+    return Json(200, {{"resumed", true}}, keep);
+  }
+  delivery::Suspension s;
+  s.domain = text("domain");
+  s.mx_suffix = text("mx_suffix");
+  s.reason = text("reason");
+  s.since = absl::Now();
+  if (std::string d = text("duration"); !d.empty()) {
+    absl::Duration duration;
+    if (!absl::ParseDuration(d, &duration) ||
+        duration <= absl::ZeroDuration()) {
+      return http::JsonError(400,
+                             absl::StrCat("duration: not a positive duration: ",
+                                          d, " (like \"90m\" or \"2h\")"),
+                             keep);
+    }
+    s.until = s.since + duration;
+  }
+  if (absl::Status added = options_.suspensions->Add(s); !added.ok()) {
+    return http::JsonError(
+        added.code() == absl::StatusCode::kInvalidArgument ? 400 : 500,
+        added.message(), keep);
+  }
+  log::Info(kLog, "suspended %s through the API%s%s",
+            s.domain.empty() ? s.mx_suffix : s.domain,
+            s.reason.empty() ? "" : ": ", s.reason);
+  if (options_.apply_suspensions) options_.apply_suspensions();
+  return Json(200, {{"suspended", delivery::Suspensions::ToJson(s)}}, keep);
 }
 
 void AdminConnection::Start(shard::Reactor& reactor, int fd,

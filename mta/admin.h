@@ -36,6 +36,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/time/time.h"
+#include "mta/delivery/suspensions.h"
 #include "mta/http/server_session.h"
 #include "mta/outcome/metrics.h"
 #include "mta/reception.h"
@@ -57,6 +58,10 @@ struct AdminOptions {
   // nullptr: injection answers 503.
   const ReceptionContext* reception = nullptr;
   size_t max_recipients = 100000;
+  // Sites held through the API, and how the daemon puts a change in force
+  // (every delivery shard takes the new rules); nullptr: delivery is off.
+  delivery::Suspensions* suspensions = nullptr;
+  std::function<void()> apply_suspensions;
 };
 
 class AdminApi {
@@ -76,6 +81,8 @@ class AdminApi {
 
  private:
   bool Authorized(const http::Request& request) const;
+  // /api/v1/queue/...: suspensions.
+  std::string Queue(const http::Request& request) const;
   // The response, unless the request is an injection to run (nullopt).
   std::optional<std::string> Immediate(const http::Request& request,
                                        bool loopback) const;

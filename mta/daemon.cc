@@ -282,10 +282,18 @@ absl::Status Daemon::PrepareDelivery() {
     return absl::InvalidArgumentError(absl::StrCat(
         config_.Where("delivery.ca_file"), ": ", tls.status().message()));
   }
+  suspensions_ = std::make_unique<delivery::Suspensions>(config_.data_dir +
+                                                         "/suspensions.json");
+  if (absl::Status s = suspensions_->Load(); !s.ok()) return s;
+  for (const delivery::Suspension& s : suspensions_->List()) {
+    log::Info(kLog, "suspended through the API: %s%s%s",
+              s.domain.empty() ? s.mx_suffix : s.domain,
+              s.reason.empty() ? "" : ": ", s.reason);
+  }
   delivery_ = std::make_unique<delivery::EngineContext>();
   delivery_->queue = queue_.get();
   delivery_->outcomes = &outcomes_;
-  delivery_->options = d;
+  delivery_->options = *DeliveryInForce();
   delivery_->helo = d.helo.empty() ? config_.EffectiveHostname() : d.helo;
   delivery_->tls = *tls;
   delivery_->classifier = Classifier();
@@ -617,15 +625,11 @@ void Daemon::Reload() {
     options.enabled = config_.delivery.enabled;
     options.ca_file = config_.delivery.ca_file;
     options.verp = config_.delivery.verp;  // Set at start (PrepareBounces).
-    config_.delivery = options;
-    auto shared = std::make_shared<const delivery::DeliveryOptions>(options);
-    for (int i = 0; i < group_->size(); ++i) {
-      group_->SubmitTo(i, [this, i, shared] {
-        if (delivery_->engines[i] != nullptr) {
-          delivery_->engines[i]->Reload(shared);
-        }
-      });
+    {
+      absl::MutexLock lock(&delivery_mu_);
+      config_.delivery = options;
     }
+    PushDelivery();
   }
   // The classification rules are read again (an operator edits the file);
   // a broken file keeps the rules in force.
@@ -672,7 +676,14 @@ int Daemon::Run() {
     timespec tick{0, 100 * 1000 * 1000};
     int sig = sigtimedwait(&set, nullptr, &tick);
     // Changes to the suppression list from the CLI (suppression_admin.h).
-    if (suppression_ != nullptr && ++ticks % 3 == 0) {
+    ++ticks;
+    // Suspensions through the API that reached their end.
+    if (suspensions_ != nullptr && ticks % 10 == 0 &&
+        suspensions_->Expire(absl::Now())) {
+      log::Info(kLog, "a suspension through the API ended: resumed");
+      PushDelivery();
+    }
+    if (suppression_ != nullptr && ticks % 3 == 0) {
       bounce::ServeRequests(bounce::RequestDir(config_.data_dir),
                             *suppression_);
     }
@@ -741,6 +752,29 @@ int Daemon::Run() {
   queue_.reset();  // Writes what is pending, then closes.
   log::Info(kLog, "stopped");
   return 0;
+}
+
+std::shared_ptr<const delivery::DeliveryOptions> Daemon::DeliveryInForce() {
+  absl::MutexLock lock(&delivery_mu_);
+  auto options = std::make_shared<delivery::DeliveryOptions>(config_.delivery);
+  if (suspensions_ != nullptr) {
+    for (delivery::SiteRule& r : suspensions_->Rules()) {
+      options->rules.push_back(std::move(r));
+    }
+  }
+  return options;
+}
+
+void Daemon::PushDelivery() {
+  if (delivery_ == nullptr || group_ == nullptr) return;
+  std::shared_ptr<const delivery::DeliveryOptions> shared = DeliveryInForce();
+  for (int i = 0; i < group_->size(); ++i) {
+    group_->SubmitTo(i, [this, i, shared] {
+      if (delivery_->engines[i] != nullptr) {
+        delivery_->engines[i]->Reload(shared);
+      }
+    });
+  }
 }
 
 }  // namespace peregrine

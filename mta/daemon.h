@@ -82,6 +82,10 @@ class Daemon {
   // The admin port's answers: tokens (admin.tokens_file), readiness, the
   // metrics and the gauges it renders.
   absl::Status PrepareAdmin();
+  // The configuration's delivery options with the API's suspensions after
+  // its rules, to every delivery shard.
+  void PushDelivery();
+  std::shared_ptr<const delivery::DeliveryOptions> DeliveryInForce();
   std::string Gauges() const;
   // The RCPT check: a suppressed address's refusal, or "".
   std::string CheckSuppressed(absl::string_view sender,
@@ -124,6 +128,10 @@ class Daemon {
   outcome::Metrics metrics_;
   outcome::Bus outcomes_;
   std::unique_ptr<AdminApi> admin_;
+  // Sites suspended through the admin API (data_dir/suspensions.json).
+  std::unique_ptr<delivery::Suspensions> suspensions_;
+  // config_.delivery: SIGHUP (main thread) and the admin API (shards).
+  absl::Mutex delivery_mu_;
   std::atomic<bool> draining_{false};
   Authenticator authenticator_;
   std::unique_ptr<ConnectionLimiter> limiter_;

@@ -273,6 +273,10 @@ absl::Status Daemon::PrepareAdmin() {
   options.gauges = [this] { return Gauges(); };
   options.metrics = &metrics_;
   options.reception = &reception_;
+  if (delivery_ != nullptr) {
+    options.suspensions = suspensions_.get();
+    options.apply_suspensions = [this] { PushDelivery(); };
+  }
   admin_ = std::make_unique<AdminApi>(std::move(options));
   return absl::OkStatus();
 }

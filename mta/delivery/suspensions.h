@@ -1,0 +1,68 @@
+// Suspensions: sites held by the operator at run time (the admin API's
+// POST /api/v1/queue/suspend), on top of the configuration's
+// `suspended = true` rules.
+//
+// Each names a recipient domain ("example.com", "*.example.com") or an MX
+// suffix (".outlook.com": every domain whose MX hosts end so), with a
+// reason and an optional end. They become site rules appended after the
+// configuration's (policy.h), so the engine holds that mail exactly as for
+// a suspended rule: unattempted, its time not counted toward the maximum
+// age. They are kept in a file in the data directory (written whole, then
+// renamed), so a restart keeps them.
+//
+// Thread-safe: the admin port's shards change them, the main thread
+// expires them.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "mta/delivery/policy.h"
+#include "nlohmann/json.hpp"
+
+namespace peregrine::delivery {
+
+struct Suspension {
+  std::string domain;     // Or:
+  std::string mx_suffix;  // Exactly one of the two is set.
+  std::string reason;
+  absl::Time since;
+  absl::Time until = absl::InfiniteFuture();
+};
+
+class Suspensions {
+ public:
+  explicit Suspensions(std::string path) : path_(std::move(path)) {}
+
+  // Reads the file; none is no suspension. A garbled file is an error
+  // naming it.
+  absl::Status Load();
+  // Adds `s`, or replaces the one with the same target. Refuses a target
+  // that is not a domain, or both or neither set.
+  absl::Status Add(Suspension s);
+  // Removes the one with that target; false when there was none.
+  absl::StatusOr<bool> Remove(const std::string& domain,
+                              const std::string& mx_suffix);
+  // Drops those whose end passed; true if any went (and the file changed).
+  bool Expire(absl::Time now);
+  // One site rule (suspended = true) per suspension.
+  std::vector<SiteRule> Rules() const;
+  std::vector<Suspension> List() const;
+  static nlohmann::json ToJson(const Suspension& s);
+
+ private:
+  absl::Status SaveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string path_;
+  mutable absl::Mutex mu_;
+  std::vector<Suspension> list_ ABSL_GUARDED_BY(mu_);
+};
+
+// A plausible domain or pattern: letters, digits, '-', '.', an optional
+// leading "*." (domains) or '.' (MX suffixes); at most 253 bytes.
+bool PlausibleDomain(absl::string_view text, bool suffix);
+
+}  // namespace peregrine::delivery

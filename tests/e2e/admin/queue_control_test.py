@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Queue control through the admin API of a running daemon delivering to
+smtp-sink through NSD: a domain suspended keeps its mail queued without
+using up attempts, survives a restart, and goes at once when resumed; a
+suspension with a duration ends by itself; bad requests are 400/404."""
+import http.client
+import json
+import smtplib
+import sys
+import time
+import unittest
+
+sys.path.insert(0, "tests/e2e")
+from e2e_lib import Daemon, Nsd, Sink, free_port  # noqa: E402
+
+
+def call(port, method, path, payload=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = None if payload is None else (
+        payload if isinstance(payload, bytes) else json.dumps(payload))
+    conn.request(method, path, body=body)
+    r = conn.getresponse()
+    data = json.loads(r.read())
+    conn.close()
+    return r.status, data
+
+
+def send(d, rcpt):
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+        s.sendmail("a@src.test", [rcpt], "Subject: x\r\n\r\nbody\r\n")
+
+
+class QueueControlTest(unittest.TestCase):
+    def setUp(self):
+        self.sink = Sink()
+        self.nsd = Nsd({"dest.test": ["@ IN MX 10 mx.dest.test.",
+                                      "mx IN A 127.0.0.1"],
+                        "other.test": ["@ IN MX 10 mx.dest.test."]})
+        self.admin = free_port()
+        self.d = self.start()
+
+    def start(self, data=None):
+        return Daemon(self.nsd.dns_config() +
+                      f"[delivery]\nport = {self.sink.port}\n"
+                      'retry_first = "1s"\nretry_max = "2s"\n',
+                      data=data, admin=f'"127.0.0.1:{self.admin}"')
+
+    def tearDown(self):
+        if self.d.proc.poll() is None:
+            self.assertEqual(self.d.stop(), 0)
+        self.nsd.stop()
+        self.sink.stop()
+
+    def test_suspend_survives_a_restart_and_resume_releases_at_once(self):
+        status, reply = call(self.admin, "POST", "/api/v1/queue/suspend",
+                             {"domain": "dest.test",
+                              "reason": "throttling us"})
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(reply["suspended"]["domain"], "dest.test")
+        send(self.d, "held@dest.test")
+        send(self.d, "goes@other.test")
+        # Another domain still goes; the suspended one is held, unattempted.
+        self.assertEqual(self.sink.wait_for(1), 1)
+        time.sleep(1.5)
+        self.assertEqual(len(self.sink.messages()), 1)
+        self.assertIn("<held@dest.test>  attempts=0", self.d.queue("list"))
+        status, reply = call(self.admin, "GET", "/api/v1/queue/suspensions")
+        self.assertEqual(status, 200)
+        self.assertEqual([s["domain"] for s in reply["suspensions"]],
+                         ["dest.test"])
+        self.assertEqual(reply["suspensions"][0]["reason"], "throttling us")
+
+        # A restart keeps it.
+        self.assertEqual(self.d.stop(), 0)
+        self.d = self.start(data=self.d.data)
+        time.sleep(1.5)
+        self.assertEqual(len(self.sink.messages()), 1)
+
+        status, reply = call(self.admin, "POST", "/api/v1/queue/resume",
+                             {"domain": "dest.test"})
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(self.sink.wait_for(2, timeout=10), 2)
+        status, _ = call(self.admin, "POST", "/api/v1/queue/resume",
+                         {"domain": "dest.test"})
+        self.assertEqual(status, 404)
+
+    def test_a_suspension_with_a_duration_ends_by_itself(self):
+        status, reply = call(self.admin, "POST", "/api/v1/queue/suspend",
+                             {"mx_suffix": ".dest.test", "duration": "2s"})
+        self.assertEqual(status, 200, reply)
+        self.assertTrue(reply["suspended"]["until"])
+        send(self.d, "later@dest.test")
+        time.sleep(1)
+        self.assertEqual(len(self.sink.messages()), 0)
+        self.assertEqual(self.sink.wait_for(1, timeout=15), 1)
+        status, reply = call(self.admin, "GET", "/api/v1/queue/suspensions")
+        self.assertEqual(reply["suspensions"], [])
+
+    def test_bad_requests(self):
+        for payload, code in [
+            (b"nope", 400),
+            ({}, 400),
+            ({"domain": "a.test", "mx_suffix": ".b.test"}, 400),
+            ({"domain": "not a domain"}, 400),
+            ({"domain": "a.test", "duration": "-5m"}, 400),
+            ({"domain": "a.test", "duration": "soon"}, 400),
+        ]:
+            status, reply = call(self.admin, "POST", "/api/v1/queue/suspend",
+                                 payload)
+            self.assertEqual(status, code, (payload, reply))
+            self.assertTrue(reply["error"]["message"])
+        status, _ = call(self.admin, "GET", "/api/v1/queue/suspend")
+        self.assertEqual(status, 405)
+
+
+if __name__ == "__main__":
+    unittest.main()
