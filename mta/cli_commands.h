@@ -22,6 +22,20 @@ struct SuppressionArgs {
   std::string file;     // import: a CSV file, or "-".
 };
 
+struct QueueControlArgs {
+  std::string config_path;
+  std::string data_dir;
+  std::string domain;
+  std::string mx_suffix;
+  std::string duration;  // "2h"; "": until resumed.
+  std::string reason;
+};
+
+// `peregrine queue suspend|resume|suspensions` through the running daemon's
+// admin API. Exit 0, 1 (refused, or the daemon is not running), 2 (usage).
+int QueueControl(const std::string& what, const QueueControlArgs& args,
+                 std::ostream& out, std::ostream& err);
+
 // what: list, export, add, remove, import. Exit status 0, 1 (something
 // was refused or failed), 2 (usage).
 int SuppressionCommand(const std::string& what, const SuppressionArgs& args,

@@ -6,12 +6,13 @@ suspension with a duration ends by itself; bad requests are 400/404."""
 import http.client
 import json
 import smtplib
+import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import Daemon, Nsd, Sink, free_port  # noqa: E402
+from e2e_lib import PEREGRINE, Daemon, Nsd, Sink, free_port  # noqa: E402
 
 
 def call(port, method, path, payload=None):
@@ -95,6 +96,37 @@ class QueueControlTest(unittest.TestCase):
         self.assertEqual(self.sink.wait_for(1, timeout=15), 1)
         status, reply = call(self.admin, "GET", "/api/v1/queue/suspensions")
         self.assertEqual(reply["suspensions"], [])
+
+    def cli(self, *args):
+        return subprocess.run(
+            [PEREGRINE, "queue", *args, "--config", self.d.cfg, "--data-dir",
+             self.d.data], capture_output=True, text=True, timeout=30)
+
+    def test_the_cli_calls_the_running_daemon(self):
+        r = self.cli("suspend", "--domain", "dest.test", "--duration", "1h",
+                     "--reason", "maintenance")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("suspended dest.test until ", r.stdout)
+        r = self.cli("suspensions")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("dest.test", r.stdout)
+        self.assertIn("maintenance", r.stdout)
+        send(self.d, "x@dest.test")
+        time.sleep(1)
+        self.assertEqual(len(self.sink.messages()), 0)
+        r = self.cli("resume", "--domain", "dest.test")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.sink.wait_for(1, timeout=10), 1)
+        r = self.cli("resume", "--domain", "dest.test")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no such suspension", r.stderr)
+        r = self.cli("suspend")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--domain", r.stderr)
+        self.assertEqual(self.d.stop(), 0)
+        r = self.cli("suspend", "--domain", "dest.test")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("the daemon is not running", r.stderr)
 
     def test_bad_requests(self):
         for payload, code in [

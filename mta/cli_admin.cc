@@ -1,0 +1,219 @@
+// `peregrine queue suspend|resume|suspensions`: queue control through the
+// running daemon's admin API (mta/admin.h). The daemon must run: these
+// change what its delivery shards do. A blocking HTTP/1.1 request on the
+// admin listener of the configuration (loopback for a wildcard address),
+// with the first token of admin.tokens_file when there is one.
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "mta/cli_commands.h"
+#include "mta/config.h"
+#include "nlohmann/json.hpp"
+
+namespace peregrine {
+namespace {
+
+using json = nlohmann::json;
+
+struct Answer {
+  int status = 0;
+  json body;
+};
+
+// The admin port's address to connect to: a wildcard listener is reached
+// on loopback.
+absl::StatusOr<shard::SocketAddress> AdminAddress(const Config& c) {
+  for (const ListenerConfig& l : c.listeners) {
+    if (l.kind != ListenerKind::kAdmin || l.addresses.empty()) continue;
+    shard::SocketAddress a = l.addresses[0];
+    std::string host = a.HostString();
+    if (host == "0.0.0.0") {
+      return shard::SocketAddress::Parse(absl::StrCat("127.0.0.1:", a.port()));
+    }
+    if (host == "::") {
+      return shard::SocketAddress::Parse(absl::StrCat("[::1]:", a.port()));
+    }
+    return a;
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("listen.admin is off in ", c.source,
+                   ": queue control goes through the admin port"));
+}
+
+absl::StatusOr<std::string> FirstToken(const Config& c,
+                                       const std::string& data_dir) {
+  if (c.admin_tokens_file.empty()) return std::string();
+  std::string path = c.admin_tokens_file[0] == '/'
+                         ? c.admin_tokens_file
+                         : absl::StrCat(data_dir, "/", c.admin_tokens_file);
+  std::ifstream in(path);
+  if (!in) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot read ", path, " (admin.tokens_file): ", strerror(errno)));
+  }
+  std::string line;
+  while (std::getline(in, line)) {
+    absl::string_view t = absl::StripAsciiWhitespace(line);
+    if (!t.empty() && t[0] != '#') return std::string(t);
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat(path, " (admin.tokens_file) has no token"));
+}
+
+absl::StatusOr<Answer> Call(const shard::SocketAddress& address,
+                            const std::string& token, const std::string& method,
+                            const std::string& path, const std::string& body) {
+  int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(strerror(errno));
+  timeval tv{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (::connect(fd, address.sockaddr_ptr(), address.length()) != 0) {
+    int err = errno;
+    ::close(fd);
+    if (err == ECONNREFUSED) {
+      return absl::UnavailableError(absl::StrCat(
+          "the daemon is not running: nothing answers on ", address.ToString(),
+          " (listen.admin); start it, then try again"));
+    }
+    return absl::UnavailableError(absl::StrCat("cannot reach the admin port ",
+                                               address.ToString(), ": ",
+                                               strerror(err)));
+  }
+  std::string request = absl::StrCat(
+      method, " ", path, " HTTP/1.1\r\nHost: ", address.ToString(),
+      "\r\nConnection: close\r\n",
+      token.empty() ? ""
+                    : absl::StrCat("Authorization: Bearer ", token, "\r\n"),
+      body.empty() ? ""
+                   : absl::StrCat("Content-Type: application/json\r\n"
+                                  "Content-Length: ",
+                                  body.size(), "\r\n"),
+      "\r\n", body);
+  size_t sent = 0;
+  while (sent < request.size()) {
+    ssize_t n =
+        ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) {
+      ::close(fd);
+      return absl::UnavailableError("the admin port closed the connection");
+    }
+    sent += static_cast<size_t>(n);
+  }
+  std::string response;
+  char buf[16384];
+  while (response.size() < (16 << 20)) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    response.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  Answer a;
+  size_t end = response.find("\r\n\r\n");
+  if (response.rfind("HTTP/1.", 0) != 0 || end == std::string::npos ||
+      !absl::SimpleAtoi(response.substr(9, 3), &a.status)) {
+    return absl::DataLossError("the admin port's answer is not HTTP");
+  }
+  a.body = json::parse(response.substr(end + 4), nullptr, false);
+  if (a.body.is_discarded()) {
+    return absl::DataLossError("the admin port's answer is not JSON");
+  }
+  return a;
+}
+
+std::string Target(const json& s) {
+  return s.contains("domain") ? s["domain"].get<std::string>()
+                              : s.value("mx_suffix", std::string("?"));
+}
+
+std::string Until(const json& s) {
+  return s.contains("until") && s["until"].is_string()
+             ? s["until"].get<std::string>()
+             : "resumed";
+}
+
+}  // namespace
+
+int QueueControl(const std::string& what, const QueueControlArgs& a,
+                 std::ostream& out, std::ostream& err) {
+  const std::string name = absl::StrCat("peregrine queue ", what);
+  absl::StatusOr<Config> config =
+      a.config_path.empty() ? DefaultConfig() : LoadConfigFile(a.config_path);
+  if (!config.ok()) {
+    err << name << ": " << config.status().message() << "\n";
+    return 2;
+  }
+  if (what != "suspensions" && a.domain.empty() == a.mx_suffix.empty()) {
+    err << name
+        << ": give --domain (a recipient domain) or --mx-suffix (like "
+           ".outlook.com: every domain whose MX hosts end so)\n";
+    return 2;
+  }
+  auto address = AdminAddress(*config);
+  if (!address.ok()) {
+    err << name << ": " << address.status().message() << "\n";
+    return 1;
+  }
+  std::string data_dir = a.data_dir.empty() ? config->data_dir : a.data_dir;
+  auto token = FirstToken(*config, data_dir);
+  if (!token.ok()) {
+    err << name << ": " << token.status().message() << "\n";
+    return 1;
+  }
+  json body = json::object();
+  if (!a.domain.empty()) body["domain"] = a.domain;
+  if (!a.mx_suffix.empty()) body["mx_suffix"] = a.mx_suffix;
+  if (!a.duration.empty()) body["duration"] = a.duration;
+  if (!a.reason.empty()) body["reason"] = a.reason;
+  absl::StatusOr<Answer> answer =
+      what == "suspensions"
+          ? Call(*address, *token, "GET", "/api/v1/queue/suspensions", "")
+          : Call(*address, *token, "POST", "/api/v1/queue/" + what,
+                 body.dump());
+  if (!answer.ok()) {
+    err << name << ": " << answer.status().message() << "\n";
+    return 1;
+  }
+  if (answer->status != 200) {
+    std::string message =
+        answer->body.contains("error")
+            ? answer->body["error"].value("message", std::string("?"))
+            : answer->body.dump();
+    err << name << ": " << message << " (HTTP " << answer->status << ")\n";
+    return 1;
+  }
+  if (what == "suspend") {
+    const json& s = answer->body["suspended"];
+    out << "suspended " << Target(s) << " until "
+        << (s["until"].is_string() ? s["until"].get<std::string>()
+                                   : std::string("resumed"))
+        << "\n";
+  } else if (what == "resume") {
+    out << "resumed " << (a.domain.empty() ? a.mx_suffix : a.domain) << "\n";
+  } else {
+    const json& list = answer->body["suspensions"];
+    if (list.empty()) out << "no site is suspended through the API\n";
+    for (const json& s : list) {
+      out << Target(s) << "  since " << s.value("since", std::string("?"))
+          << "  until " << Until(s);
+      std::string reason = s.value("reason", std::string());
+      if (!reason.empty()) out << "  " << reason;
+      out << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace peregrine
