@@ -21,8 +21,9 @@ PACKAGES=(
   gnuplot-nox
   # DKIM signatures are checked by an independent verifier, dkimpy.
   python3-dkim openssl
-  # The admin port's /metrics is parsed by the Prometheus client library.
-  python3-prometheus-client curl
+  # The admin port's /metrics is parsed by the Prometheus client library
+  # and scraped by a Prometheus server the test starts on loopback.
+  python3-prometheus-client prometheus curl
   # libFuzzer targets run briefly in the test suite.
   clang libclang-rt-14-dev
   # A real SMTP client for the end-to-end tests (with TLS support).
