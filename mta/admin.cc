@@ -49,6 +49,7 @@ constexpr Route kRoutes[] = {{"/", false, false},
                              {"/api/v1/inject", false, true},
                              {"/api/inject/v1", false, true},
                              {"/api/v1/queue/suspensions", false, false},
+                             {"/api/v1/queue/summary", false, false},
                              {"/api/v1/queue/suspend", false, true},
                              {"/api/v1/queue/resume", false, true}};
 
@@ -56,7 +57,50 @@ bool IsInject(absl::string_view path) {
   return path == "/api/v1/inject" || path == "/api/inject/v1";
 }
 
+bool IsAsync(absl::string_view path) {
+  return IsInject(path) || path == "/api/v1/queue/summary";
+}
+
 }  // namespace
+
+AdminApi::AdminApi(AdminOptions options) : options_(std::move(options)) {
+  worker_ = std::thread([this] { WorkerMain(); });
+}
+
+AdminApi::~AdminApi() { Stop(); }
+
+void AdminApi::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+bool AdminApi::Background(absl::AnyInvocable<void()> work) const {
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || work_.size() >= kMaxBackground) return false;
+  work_.push_back(std::move(work));
+  return true;
+}
+
+void AdminApi::WorkerMain() {
+  while (true) {
+    absl::AnyInvocable<void()> work;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](AdminApi* api) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return api->stopping_ || !api->work_.empty();
+          },
+          this));
+      if (work_.empty()) return;  // Stopping, nothing left.
+      work = std::move(work_.front());
+      work_.pop_front();
+    }
+    work();
+  }
+}
 
 bool AdminApi::Authorized(const http::Request& r) const {
   auto header = r.Header("Authorization");
@@ -91,6 +135,29 @@ void AdminApi::Handle(const http::Request& r, bool loopback,
   std::optional<std::string> now = Immediate(r, loopback);
   if (now) return respond(*std::move(now));
   const bool keep = r.keep_alive;
+  if (r.path == "/api/v1/queue/summary") {
+    if (!options_.summary) {
+      return respond(http::JsonError(503, "no queue in this daemon", keep));
+    }
+    const bool head = r.method == "HEAD";
+    auto shared = std::make_shared<Respond>(std::move(respond));
+    bool taken = Background([this, &reactor, shared, keep, head] {
+      absl::StatusOr<nlohmann::json> summary = options_.summary();
+      std::string response =
+          summary.ok() ? Json(200, *summary, keep)
+                       : http::JsonError(500, summary.status().message(), keep);
+      if (head) response = HeadOf(std::move(response));
+      reactor.Post([shared, response = std::move(response)]() mutable {
+        (*shared)(std::move(response));
+      });
+    });
+    if (!taken) {
+      (*shared)(http::JsonError(
+          429, "the queue is being counted for other requests; try again",
+          keep));
+    }
+    return;
+  }
   if (options_.reception == nullptr || options_.reception->queue == nullptr) {
     return respond(
         http::JsonError(503, "injection is off in this daemon", keep));
@@ -157,7 +224,7 @@ std::optional<std::string> AdminApi::Immediate(const http::Request& r,
     return http::Response(401, "application/json", body, keep,
                           "WWW-Authenticate: Bearer realm=\"peregrine\"\r\n");
   }
-  if (IsInject(r.path)) return std::nullopt;
+  if (IsAsync(r.path)) return std::nullopt;
   if (absl::StartsWith(r.path, "/api/v1/queue/")) return Queue(r);
   std::string response;
   if (r.path == "/livez") {
@@ -183,6 +250,7 @@ std::optional<std::string> AdminApi::Immediate(const http::Request& r,
         "  GET /readyz   it takes mail (503 and why, if not)\n"
         "  GET /metrics  Prometheus metrics\n"
         "  POST /api/v1/inject (and /api/inject/v1)  injection\n"
+        "  GET /api/v1/queue/summary  counts by state, site and domain\n"
         "  GET /api/v1/queue/suspensions  sites held through the API\n"
         "  POST /api/v1/queue/suspend {domain | mx_suffix, duration, "
         "reason}\n"

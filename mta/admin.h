@@ -5,7 +5,9 @@
 // Served today: GET /livez (the process answers), GET /readyz (not ready
 // while draining or while the queue refuses new mail: below the free-space
 // floor), GET /metrics (Prometheus text format), POST /api/v1/inject and
-// /api/inject/v1 (mta/inject.h), GET / (what is served). Everything else
+// /api/inject/v1 (mta/inject.h), GET /api/v1/queue/summary, suspensions
+// (POST /api/v1/queue/suspend and /resume, GET /api/v1/queue/suspensions),
+// GET / (what is served). Everything else
 // is a 404 with a JSON error body; a known path with another method is a
 // 405 with Allow. Queue control, webhooks and the status page come next.
 //
@@ -29,12 +31,15 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "mta/delivery/suspensions.h"
 #include "mta/http/server_session.h"
@@ -42,6 +47,7 @@
 #include "mta/reception.h"
 #include "mta/shard/reactor.h"
 #include "mta/stream/stream.h"
+#include "nlohmann/json.hpp"
 
 namespace peregrine {
 
@@ -62,11 +68,18 @@ struct AdminOptions {
   // (every delivery shard takes the new rules); nullptr: delivery is off.
   delivery::Suspensions* suspensions = nullptr;
   std::function<void()> apply_suspensions;
+  // GET /api/v1/queue/summary: counts from a scan of the queue, run on the
+  // API's own thread (seconds for a million recipients), never a shard's.
+  std::function<absl::StatusOr<nlohmann::json>()> summary;
 };
 
 class AdminApi {
  public:
-  explicit AdminApi(AdminOptions options) : options_(std::move(options)) {}
+  explicit AdminApi(AdminOptions options);
+  ~AdminApi();
+  // Finishes the background work in progress (its answers are posted to
+  // the shards, which must still exist); later work is refused (503).
+  void Stop();
   using Respond = absl::AnyInvocable<void(std::string response)>;
   // Answers `request` through `respond`, on `reactor`: at once, or (an
   // injection) once its messages are on disk. `loopback`: the listener is
@@ -86,7 +99,17 @@ class AdminApi {
   // The response, unless the request is an injection to run (nullopt).
   std::optional<std::string> Immediate(const http::Request& request,
                                        bool loopback) const;
+  // Runs `work` on the API's thread; false when kMaxBackground are
+  // already waiting (the caller answers 429).
+  bool Background(absl::AnyInvocable<void()> work) const;
+  void WorkerMain();
+
+  static constexpr size_t kMaxBackground = 4;
   AdminOptions options_;
+  mutable absl::Mutex mu_;
+  mutable std::deque<absl::AnyInvocable<void()>> work_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread worker_;
 };
 
 class AdminConnection : public Stream::Handler {

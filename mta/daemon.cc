@@ -716,8 +716,10 @@ int Daemon::Run() {
       }
     }
   }
-  // Signatures in progress finish and post to their shards, still running.
+  // Signatures in progress finish and post to their shards, still running;
+  // so does the admin API's background work (a queue summary).
   if (signer_ != nullptr) signer_->Stop();
+  if (admin_ != nullptr) admin_->Stop();
   // Resolvers hold sockets in their shard's backend: close them there.
   for (int i = 0; i < group_->size(); ++i) {
     absl::Notification closed;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -273,6 +274,40 @@ absl::Status Daemon::PrepareAdmin() {
   options.gauges = [this] { return Gauges(); };
   options.metrics = &metrics_;
   options.reception = &reception_;
+  options.summary = [this]() -> absl::StatusOr<nlohmann::json> {
+    absl::StatusOr<queue::QueueCounts> c = queue_->Counts();
+    if (!c.ok()) return c.status();
+    nlohmann::json by_state = nlohmann::json::object();
+    for (int i = 0; i < 5; ++i) {
+      by_state[std::string(queue::StateName(
+          static_cast<queue::RecipientState>(i)))] = c->by_state[i];
+    }
+    // The busiest first, at most 100 of each.
+    auto top = [](std::vector<std::pair<std::string, uint64_t>> v,
+                  const char* key) {
+      std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
+        return a.second != b.second ? a.second > b.second : a.first < b.first;
+      });
+      if (v.size() > 100) v.resize(100);
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& [name, n] : v) {
+        out.push_back({{key, name}, {"recipients", n}});
+      }
+      return out;
+    };
+    using queue::RecipientState;
+    return nlohmann::json{
+        {"messages", c->messages},
+        {"recipients", c->recipients},
+        {"by_state", by_state},
+        {"by_site", top(c->by_site, "site")},
+        {"by_domain", top(c->by_domain, "domain")},
+        {"finished",
+         {{"delivered",
+           c->totals[static_cast<int>(RecipientState::kDelivered)]},
+          {"failed", c->totals[static_cast<int>(RecipientState::kFailed)]},
+          {"expired", c->totals[static_cast<int>(RecipientState::kExpired)]}}}};
+  };
   if (delivery_ != nullptr) {
     options.suspensions = suspensions_.get();
     options.apply_suspensions = [this] { PushDelivery(); };

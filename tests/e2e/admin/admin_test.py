@@ -74,6 +74,16 @@ class AdminTest(unittest.TestCase):
             self.assertGreaterEqual(
                 families["peregrine_queue_commits"].samples[0].value, 1)
 
+            # The queue's summary (delivery is off: the message waits).
+            code, body = curl(port, "/api/v1/queue/summary")
+            self.assertEqual(code, 200, body)
+            summary = json.loads(body)
+            self.assertEqual(summary["messages"], 1)
+            self.assertEqual(summary["recipients"], 2)
+            self.assertEqual(summary["by_state"]["queued"], 2)
+            self.assertEqual(summary["by_domain"],
+                             [{"domain": "dest.test", "recipients": 2}])
+
             # Errors are JSON, with the right codes.
             code, body = curl(port, "/api/v1/nothing")
             self.assertEqual(code, 404)
