@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "mta/inject.h"
 #include "mta/shard/socket.h"
+#include "mta/status_page.h"
 #include "nlohmann/json.hpp"
 
 namespace peregrine {
@@ -50,6 +51,7 @@ constexpr Route kRoutes[] = {{"/", false, false},
                              {"/api/inject/v1", false, true},
                              {"/api/v1/queue/suspensions", false, false},
                              {"/api/v1/queue/summary", false, false},
+                             {"/api/v1/status", false, false},
                              {"/api/v1/queue/suspend", false, true},
                              {"/api/v1/queue/resume", false, true}};
 
@@ -191,7 +193,8 @@ std::optional<std::string> AdminApi::Immediate(const http::Request& r,
     return http::JsonError(
         404,
         absl::StrCat("no such endpoint: ", r.path,
-                     " (served: /livez, /readyz, /metrics, POST "
+                     " (served: /, /livez, /readyz, /metrics, /api/v1/status, "
+                     "POST "
                      "/api/v1/inject, /api/v1/queue/suspend, "
                      "/api/v1/queue/resume, GET /api/v1/queue/suspensions)"),
         keep);
@@ -242,20 +245,16 @@ std::optional<std::string> AdminApi::Immediate(const http::Request& r,
         200, "text/plain; version=0.0.4; charset=utf-8",
         options_.metrics != nullptr ? options_.metrics->Render(extra) : extra,
         keep);
+  } else if (r.path == "/api/v1/status") {
+    response =
+        Json(200, options_.status ? options_.status() : nlohmann::json(), keep);
   } else {
-    response = http::Response(
-        200, "text/plain; charset=utf-8",
-        "Peregrine admin port\n"
-        "  GET /livez    the daemon answers\n"
-        "  GET /readyz   it takes mail (503 and why, if not)\n"
-        "  GET /metrics  Prometheus metrics\n"
-        "  POST /api/v1/inject (and /api/inject/v1)  injection\n"
-        "  GET /api/v1/queue/summary  counts by state, site and domain\n"
-        "  GET /api/v1/queue/suspensions  sites held through the API\n"
-        "  POST /api/v1/queue/suspend {domain | mx_suffix, duration, "
-        "reason}\n"
-        "  POST /api/v1/queue/resume {domain | mx_suffix}\n",
-        keep);
+    response =
+        http::Response(200, "text/html; charset=utf-8", kStatusPageHtml, keep,
+                       "Cache-Control: no-store\r\n"
+                       "Content-Security-Policy: default-src 'self'; "
+                       "script-src 'unsafe-inline'; style-src "
+                       "'unsafe-inline'\r\n");
   }
   return r.method == "HEAD" ? HeadOf(std::move(response)) : response;
 }

@@ -7,9 +7,10 @@
 // floor), GET /metrics (Prometheus text format), POST /api/v1/inject and
 // /api/inject/v1 (mta/inject.h), GET /api/v1/queue/summary, suspensions
 // (POST /api/v1/queue/suspend and /resume, GET /api/v1/queue/suspensions),
-// GET / (what is served). Everything else
-// is a 404 with a JSON error body; a known path with another method is a
-// 405 with Allow. Queue control, webhooks and the status page come next.
+// GET /api/v1/status and the live status page at / (mta/status_page.h).
+// Everything else is a 404 with a JSON error body; a known path with another
+// method is a 405 with Allow. Queue control, webhooks and the status page come
+// next.
 //
 // Authentication: on a listener that is not loopback every request but
 // /livez and /readyz needs "Authorization: Bearer TOKEN" with a token from
@@ -71,6 +72,8 @@ struct AdminOptions {
   // GET /api/v1/queue/summary: counts from a scan of the queue, run on the
   // API's own thread (seconds for a million recipients), never a shard's.
   std::function<absl::StatusOr<nlohmann::json>()> summary;
+  // GET /api/v1/status, what the page at / shows: cheap, on the shard.
+  std::function<nlohmann::json()> status;
 };
 
 class AdminApi {

@@ -21,6 +21,7 @@
 #include "base/files.h"
 #include "base/log.h"
 #include "mta/daemon.h"
+#include "mta/version.h"
 
 namespace peregrine {
 namespace {
@@ -274,6 +275,16 @@ absl::Status Daemon::PrepareAdmin() {
   options.gauges = [this] { return Gauges(); };
   options.metrics = &metrics_;
   options.reception = &reception_;
+  const absl::Time started = absl::Now();
+  options.status = [this, started] {
+    nlohmann::json s = metrics_.Status();
+    s["version"] = kVersion;
+    s["uptime_s"] = absl::ToDoubleSeconds(absl::Now() - started);
+    s["queue"] = {{"messages", queue_->LiveMessages()},
+                  {"accepting", queue_->AcceptingNewMail()}};
+    s["connections"] = std::max(0, OpenConnections());
+    return s;
+  };
   options.summary = [this]() -> absl::StatusOr<nlohmann::json> {
     absl::StatusOr<queue::QueueCounts> c = queue_->Counts();
     if (!c.ok()) return c.status();

@@ -24,6 +24,8 @@ PACKAGES=(
   # The admin port's /metrics is parsed by the Prometheus client library
   # and scraped by a Prometheus server the test starts on loopback.
   python3-prometheus-client prometheus curl
+  # The admin port's status page is loaded in headless Chromium.
+  chromium
   # libFuzzer targets run briefly in the test suite.
   clang libclang-rt-14-dev
   # A real SMTP client for the end-to-end tests (with TLS support).

@@ -1,5 +1,8 @@
 #include "mta/outcome/metrics.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "mta/bounce/category.h"
 
@@ -94,6 +97,58 @@ std::string Metrics::Render(absl::string_view extra) const {
   }
   out.append(extra.data(), extra.size());
   return out;
+}
+
+nlohmann::json Metrics::Status() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, uint64_t> totals;
+  uint64_t received = 0;
+  for (const auto& [listener, n] : received_) received += n;
+  totals["received"] = received;
+  for (const char* k : {"delivered", "deferred", "failed", "expired"}) {
+    totals[k] = 0;
+  }
+  struct Site {
+    uint64_t delivered = 0, deferred = 0, failed = 0;
+  };
+  std::map<std::string, Site> sites;
+  std::map<std::string, uint64_t> categories;
+  for (const auto& [key, n] : recipients_) {
+    const auto& [outcome, site, category] = key;
+    totals[outcome] += n;
+    Site& s = sites[site];
+    if (outcome == "delivered") s.delivered += n;
+    if (outcome == "deferred") s.deferred += n;
+    if (outcome == "failed" || outcome == "expired") s.failed += n;
+    if (!category.empty() && outcome != "delivered") categories[category] += n;
+  }
+  auto bounce = events_.find("bounce");
+  totals["bounce"] = bounce == events_.end() ? 0 : bounce->second;
+  auto list = [&sites](auto score) {
+    std::vector<std::pair<uint64_t, std::string>> order;
+    for (const auto& [name, s] : sites) {
+      if (score(s) > 0) order.push_back({score(s), name});
+    }
+    std::sort(order.begin(), order.end(),
+              [](const auto& a, const auto& b) { return a.first > b.first; });
+    if (order.size() > 10) order.resize(10);
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& [score, name] : order) {
+      const Site& s = sites.at(name);
+      out.push_back({{"site", name},
+                     {"delivered", s.delivered},
+                     {"deferred", s.deferred},
+                     {"failed", s.failed}});
+    }
+    return out;
+  };
+  return nlohmann::json{
+      {"totals", totals},
+      {"busiest_sites",
+       list([](const Site& s) { return s.delivered + s.deferred + s.failed; })},
+      {"troubled_sites",
+       list([](const Site& s) { return s.deferred + s.failed; })},
+      {"failures_by_category", categories}};
 }
 
 }  // namespace peregrine::outcome

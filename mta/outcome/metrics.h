@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "mta/outcome/outcome.h"
+#include "nlohmann/json.hpp"
 
 namespace peregrine::outcome {
 
@@ -35,6 +36,11 @@ class Metrics : public Consumer {
   // The whole exposition: the counters, then `extra` (lines the caller
   // formatted, # HELP and # TYPE included).
   std::string Render(absl::string_view extra = "") const;
+  // For the status page: totals by outcome ("received", "delivered",
+  // "deferred", "failed", "expired", "bounce"), the ten sites with the most
+  // traffic and the ten with the most deferrals and failures, and failures
+  // by category.
+  nlohmann::json Status() const;
 
  private:
   using RecipientKey = std::tuple<std::string, std::string, std::string>;
