@@ -1,9 +1,12 @@
 #include "mta/inject.h"
 
 #include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <exception>
 #include <mstch/mstch.hpp>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -12,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "mta/submission.h"
 #include "queue/types.h"
 
@@ -77,7 +81,7 @@ mstch::node ToNode(const json& j, bool html) {
     for (const json& v : j) a.push_back(ToNode(v, html));
     return a;
   }
-  return false;  // null: an empty section.
+  return std::string();  // null: nothing (and an empty section).
 }
 
 // The recipient's values over the request's; `name` and `email` are there
@@ -110,6 +114,85 @@ absl::StatusOr<std::string> Render(const std::string& text,
   }
 }
 
+// A template split at its tags, when they are all plain variables.
+struct Template {
+  bool simple = false;
+  std::vector<std::string> literals;  // names.size() + 1 of them.
+  std::vector<std::string> names;
+};
+
+bool VariableName(absl::string_view name) {
+  if (name.empty()) return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' &&
+        c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+Template Compile(const std::string& text) {
+  Template t;
+  size_t at = 0;
+  while (true) {
+    size_t open = text.find("{{", at);
+    if (open == std::string::npos) {
+      t.literals.push_back(text.substr(at));
+      t.simple = true;
+      return t;
+    }
+    t.literals.push_back(text.substr(at, open - at));
+    bool triple = text.compare(open, 3, "{{{") == 0;
+    size_t close = text.find(triple ? "}}}" : "}}", open + (triple ? 3 : 2));
+    if (close == std::string::npos) return Template();
+    absl::string_view tag(text.data() + open + (triple ? 3 : 2),
+                          close - open - (triple ? 3 : 2));
+    tag = absl::StripAsciiWhitespace(tag);
+    if (!triple && absl::ConsumePrefix(&tag, "&")) {
+      tag = absl::StripAsciiWhitespace(tag);
+    }
+    if (!VariableName(tag)) return Template();  // Sections, partials, ...
+    t.names.emplace_back(tag);
+    at = close + (triple ? 3 : 2);
+  }
+}
+
+// Fills `t` for one recipient as mustache would with these values; false
+// when a value is not a string, a number or null (libmstch decides then).
+bool Fill(const Template& t, const InjectRequest& r, const InjectRecipient& to,
+          bool html, std::string* out) {
+  size_t size = 0;
+  for (const std::string& l : t.literals) size += l.size();
+  out->reserve(size + 64 * t.names.size());
+  for (size_t i = 0; i < t.names.size(); ++i) {
+    out->append(t.literals[i]);
+    const std::string& name = t.names[i];
+    const json* value = nullptr;
+    auto own = to.substitutions.find(name);
+    if (own != to.substitutions.end()) {
+      value = &*own;
+    } else if (auto all = r.substitutions.find(name);
+               all != r.substitutions.end()) {
+      value = &*all;
+    }
+    std::string text;
+    if (value == nullptr) {
+      if (name == "email") text = to.email;
+      if (name == "name") text = to.name;
+    } else if (value->is_string()) {
+      text = value->get<std::string>();
+    } else if (value->is_number()) {
+      text = value->dump();
+    } else if (!value->is_null()) {
+      return false;
+    }
+    out->append(html ? HtmlEscape(text) : text);
+  }
+  out->append(t.literals.back());
+  return true;
+}
+
 // A header value on one line: CR and LF become spaces (a substitution must
 // not add header fields).
 std::string OneLine(absl::string_view s) {
@@ -121,8 +204,15 @@ std::string OneLine(absl::string_view s) {
 }
 
 bool Ascii(absl::string_view s) {
-  for (unsigned char c : s) {
-    if (c >= 0x80) return false;
+  // Eight bytes at a time: message bodies are kilobytes.
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, s.data() + i, 8);
+    if (word & 0x8080808080808080ull) return false;
+  }
+  for (; i < s.size(); ++i) {
+    if (static_cast<unsigned char>(s[i]) >= 0x80) return false;
   }
   return true;
 }
@@ -161,8 +251,26 @@ std::string Mailbox(absl::string_view name, absl::string_view email) {
   return absl::StrCat("\"", quoted, "\" <", email, ">");
 }
 
+// Every line ends in CRLF already (memchr over both kinds of line end).
+bool IsCrlf(absl::string_view s) {
+  const char* p = s.data();
+  const char* end = p + s.size();
+  for (const char* q = p;
+       (q = static_cast<const char*>(std::memchr(q, '\n', end - q))) != nullptr;
+       ++q) {
+    if (q == p || q[-1] != '\r') return false;
+  }
+  for (const char* q = p;
+       (q = static_cast<const char*>(std::memchr(q, '\r', end - q))) != nullptr;
+       ++q) {
+    if (q + 1 == end || q[1] != '\n') return false;
+  }
+  return true;
+}
+
 // CRLF line ends, whatever came in.
-std::string Crlf(absl::string_view s) {
+std::string Crlf(std::string s) {
+  if (IsCrlf(s)) return s;
   std::string out;
   out.reserve(s.size() + s.size() / 32);
   for (size_t i = 0; i < s.size(); ++i) {
@@ -178,6 +286,18 @@ std::string Crlf(absl::string_view s) {
   return out;
 }
 
+// No line (CRLF-ended) longer than 998 bytes (RFC 5322 2.1.1).
+bool ShortLines(absl::string_view s) {
+  size_t at = 0;
+  while (at < s.size()) {
+    size_t nl = s.find('\n', at);
+    if (nl == absl::string_view::npos) nl = s.size();
+    if (nl - at > 999) return false;  // 998 and the CR.
+    at = nl + 1;
+  }
+  return true;
+}
+
 std::string Base64Lines(absl::string_view data) {
   std::string b64 = absl::Base64Escape(data);
   std::string out;
@@ -189,25 +309,21 @@ std::string Base64Lines(absl::string_view data) {
 }
 
 // A text part: 7bit when it is ASCII with short lines, else base64.
-std::string TextPart(absl::string_view subtype, absl::string_view text) {
-  std::string body = Crlf(text);
-  bool simple = Ascii(body);
-  size_t line = 0;
-  for (char c : body) {
-    line = c == '\n' ? 0 : line + 1;
-    if (line > 998) simple = false;
-  }
-  if (simple) {
-    if (!absl::EndsWith(body, "\r\n")) body += "\r\n";
-    return absl::StrCat("Content-Type: text/", subtype,
-                        "; charset=utf-8\r\nContent-Transfer-Encoding: "
-                        "7bit\r\n\r\n",
-                        body);
+std::string TextPart(absl::string_view subtype, std::string text) {
+  std::string body = Crlf(std::move(text));
+  if (Ascii(body) && ShortLines(body)) {
+    std::string out = absl::StrCat("Content-Type: text/", subtype,
+                                   "; charset=utf-8\r\n"
+                                   "Content-Transfer-Encoding: 7bit\r\n\r\n");
+    out.reserve(out.size() + body.size() + 2);
+    out += body;
+    if (!absl::EndsWith(out, "\r\n")) out += "\r\n";
+    return out;
   }
   return absl::StrCat("Content-Type: text/", subtype,
                       "; charset=utf-8\r\nContent-Transfer-Encoding: "
                       "base64\r\n\r\n",
-                      Base64Lines(text));
+                      Base64Lines(body));
 }
 
 std::string Boundary(absl::BitGenRef random) {
@@ -238,6 +354,39 @@ absl::Status Field(const json& j, const char* key, std::string* out,
   *out = it->get<std::string>();
   return absl::OkStatus();
 }
+
+}  // namespace
+
+struct CompiledTemplates {
+  Template message, subject, text, html;
+  std::vector<Template> headers;  // As InjectRequest::headers.
+};
+
+namespace {
+
+// A piece rendered for one recipient: filled when its template is simple,
+// else by libmstch with the recipient's context (made on first use).
+class Renderer {
+ public:
+  Renderer(const InjectRequest& r, const InjectRecipient& to)
+      : r_(r), to_(to) {}
+  absl::StatusOr<std::string> Piece(const Template* t, const std::string& text,
+                                    bool html, absl::string_view what) {
+    if (text.find("{{") == std::string::npos) return text;
+    if (t != nullptr && t->simple) {
+      std::string out;
+      if (Fill(*t, r_, to_, html, &out)) return out;
+    }
+    std::optional<mstch::map>& context = html ? html_ : text_;
+    if (!context) context = Context(r_, to_, html);
+    return Render(text, *context, what);
+  }
+
+ private:
+  const InjectRequest& r_;
+  const InjectRecipient& to_;
+  std::optional<mstch::map> text_, html_;
+};
 
 }  // namespace
 
@@ -403,6 +552,11 @@ absl::StatusOr<InjectRequest> ParseInjectRequest(absl::string_view body,
         "parts)");
   }
 
+  // Line ends made CRLF once here, so that each rendering is CRLF already
+  // (unless a value brings a bare line end) and needs no rewriting.
+  r.message = Crlf(std::move(r.message));
+  r.text_body = Crlf(std::move(r.text_body));
+  r.html_body = Crlf(std::move(r.html_body));
   auto substitutions = j.find("substitutions");
   if (substitutions != j.end() && !substitutions->is_null()) {
     if (!substitutions->is_object()) {
@@ -448,6 +602,15 @@ absl::StatusOr<InjectRequest> ParseInjectRequest(absl::string_view body,
     }
     r.recipients.push_back(std::move(to));
   }
+  auto compiled = std::make_shared<CompiledTemplates>();
+  compiled->message = Compile(r.message);
+  compiled->subject = Compile(r.subject);
+  compiled->text = Compile(r.text_body);
+  compiled->html = Compile(r.html_body);
+  for (const auto& [name, value] : r.headers) {
+    compiled->headers.push_back(Compile(value));
+  }
+  r.compiled = std::move(compiled);
   return r;
 }
 
@@ -457,15 +620,18 @@ absl::StatusOr<std::string> RenderMessage(const InjectRequest& r,
                                           absl::string_view hostname) {
   ConfigureMstch();
   thread_local absl::BitGen random;
-  mstch::map text = Context(r, to, /*html=*/false);
+  const CompiledTemplates* c = r.compiled.get();
+  Renderer render(r, to);
   if (r.raw) {
-    auto message = Render(r.message, text, "content");
+    auto message =
+        render.Piece(c ? &c->message : nullptr, r.message, false, "content");
     if (!message.ok()) return message.status();
-    std::string body = Crlf(*message);
+    std::string body = Crlf(*std::move(message));
     return absl::StrCat(MissingSubmissionFields(body, hostname, now, random),
                         body);
   }
-  auto subject = Render(r.subject, text, "content.subject");
+  auto subject = render.Piece(c ? &c->subject : nullptr, r.subject, false,
+                              "content.subject");
   if (!subject.ok()) return subject.status();
   std::string head =
       absl::StrCat("From: ", Mailbox(r.from_name, r.from_email), "\r\n",
@@ -474,23 +640,26 @@ absl::StatusOr<std::string> RenderMessage(const InjectRequest& r,
     absl::StrAppend(&head, "Reply-To: ", OneLine(r.reply_to), "\r\n");
   }
   absl::StrAppend(&head, "Subject: ", EncodeWords(OneLine(*subject)), "\r\n");
-  for (const auto& [name, value] : r.headers) {
-    auto v = Render(value, text, absl::StrCat("content.headers.", name));
+  for (size_t i = 0; i < r.headers.size(); ++i) {
+    const auto& [name, value] = r.headers[i];
+    auto v = render.Piece(c && i < c->headers.size() ? &c->headers[i] : nullptr,
+                          value, false, absl::StrCat("content.headers.", name));
     if (!v.ok()) return v.status();
     absl::StrAppend(&head, name, ": ", EncodeWords(OneLine(*v)), "\r\n");
   }
   absl::StrAppend(&head, "MIME-Version: 1.0\r\n");
   std::vector<std::string> alternatives;
   if (!r.text_body.empty()) {
-    auto t = Render(r.text_body, text, "content.text_body");
+    auto t = render.Piece(c ? &c->text : nullptr, r.text_body, false,
+                          "content.text_body");
     if (!t.ok()) return t.status();
-    alternatives.push_back(TextPart("plain", *t));
+    alternatives.push_back(TextPart("plain", *std::move(t)));
   }
   if (!r.html_body.empty()) {
-    auto h =
-        Render(r.html_body, Context(r, to, /*html=*/true), "content.html_body");
+    auto h = render.Piece(c ? &c->html : nullptr, r.html_body, true,
+                          "content.html_body");
     if (!h.ok()) return h.status();
-    alternatives.push_back(TextPart("html", *h));
+    alternatives.push_back(TextPart("html", *std::move(h)));
   }
   std::string content;
   if (alternatives.size() == 1) {

@@ -117,5 +117,38 @@ TEST(Inject, ARawMessageIsRenderedAndCompleted) {
   EXPECT_TRUE(absl::StrContains(*m, "@h.test>\r\n"));
 }
 
+// Plain variables are filled without libmstch; a comment tag sends the same
+// template to libmstch: both give the same text.
+TEST(Inject, TheVariableFastPathRendersAsMustacheDoes) {
+  auto body = [](const char* extra) {
+    return absl::StrCat(
+        R"({"envelope_sender": "a@src.test", "content": {)"
+        R"("subject": "S {{ name }}", "text_body": "T {{name}} {{{ code }}} )"
+        R"({{& code }} {{ n }} {{ missing }} {{ nil }} <{{ email }}>)",
+        extra, R"(", "html_body": "<i>{{ name }} {{{ code }}}</i>)", extra,
+        R"("}, "substitutions": {"code": "<&>", "n": 7},)"
+        R"("recipients": [{"email": "b@dest.test", "name": "B & \"C\"",)"
+        R"("substitutions": {"nil": null, "n": 2.5}}]})");
+  };
+  auto fast = ParseInjectRequest(body(""), 10);
+  auto slow = ParseInjectRequest(body("{{! a comment }}"), 10);
+  ASSERT_TRUE(fast.ok()) << fast.status() << body("");
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  auto a = RenderMessage(*fast, fast->recipients[0], Now(), "h.test");
+  auto b = RenderMessage(*slow, slow->recipients[0], Now(), "h.test");
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto part = [](const std::string& m, absl::string_view from) {
+    size_t at = m.find(std::string(from));
+    return at == std::string::npos ? std::string()
+                                   : m.substr(at, m.find("\r\n", at) - at);
+  };
+  for (absl::string_view from : {"Subject: ", "T ", "<i>"}) {
+    EXPECT_EQ(part(*a, from), part(*b, from)) << from;
+    EXPECT_FALSE(part(*a, from).empty()) << from;
+  }
+  EXPECT_EQ(part(*a, "T "), "T B & \"C\" <&> <&> 2.5   <b@dest.test>");
+  EXPECT_EQ(part(*a, "<i>"), "<i>B &amp; &quot;C&quot; &lt;&amp;&gt;</i>");
+}
+
 }  // namespace
 }  // namespace peregrine
