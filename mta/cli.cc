@@ -612,27 +612,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   queue_list->add_option("--limit", queue_args.limit,
                          "At most this many (100)");
   QueueControlArgs control;
-  for (CLI::App* sub :
-       {queue_cmd->add_subcommand(
-            "suspend", "Hold a domain's or MX suffix's mail (running daemon)"),
-        queue_cmd->add_subcommand("resume",
-                                  "Let held mail go (running daemon)"),
-        queue_cmd->add_subcommand("suspensions",
-                                  "What is held through the admin API")}) {
-    sub->add_option("-c,--config", control.config_path,
-                    "TOML configuration file");
-    sub->add_option("--data-dir", control.data_dir, "Data directory");
-    if (sub->get_name() == "suspensions") continue;
-    sub->add_option("--domain", control.domain,
-                    "A recipient domain, or *.example.com");
-    sub->add_option("--mx-suffix", control.mx_suffix,
-                    "Every domain whose MX hosts end so: .outlook.com");
-    if (sub->get_name() == "suspend") {
-      sub->add_option("--duration", control.duration,
-                      "For how long (2h, 90m); default: until resumed");
-      sub->add_option("--reason", control.reason, "Why, for the log and list");
-    }
-  }
+  AddQueueControl(*queue_cmd, control);
   CLI::App* queue_show = queue_cmd->get_subcommand("show");
   queue_show->add_option("id", queue_args.id, "Queue id")->required();
   queue_show->add_flag("--body", queue_args.body, "Print the message too");

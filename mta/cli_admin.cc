@@ -146,6 +146,28 @@ std::string Until(const json& s) {
 
 }  // namespace
 
+void AddQueueControl(CLI::App& queue, QueueControlArgs& args) {
+  for (CLI::App* sub :
+       {queue.add_subcommand(
+            "suspend", "Hold a domain's or MX suffix's mail (running daemon)"),
+        queue.add_subcommand("resume", "Let held mail go (running daemon)"),
+        queue.add_subcommand("suspensions",
+                             "What is held through the admin API")}) {
+    sub->add_option("-c,--config", args.config_path, "TOML configuration file");
+    sub->add_option("--data-dir", args.data_dir, "Data directory");
+    if (sub->get_name() == "suspensions") continue;
+    sub->add_option("--domain", args.domain,
+                    "A recipient domain, or *.example.com");
+    sub->add_option("--mx-suffix", args.mx_suffix,
+                    "Every domain whose MX hosts end so: .outlook.com");
+    if (sub->get_name() == "suspend") {
+      sub->add_option("--duration", args.duration,
+                      "For how long (2h, 90m); default: until resumed");
+      sub->add_option("--reason", args.reason, "Why, for the log and list");
+    }
+  }
+}
+
 int QueueControl(const std::string& what, const QueueControlArgs& a,
                  std::ostream& out, std::ostream& err) {
   const std::string name = absl::StrCat("peregrine queue ", what);

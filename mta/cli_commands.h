@@ -2,6 +2,7 @@
 // parses the command line and calls them).
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <iosfwd>
 #include <optional>
 #include <string>
@@ -35,6 +36,8 @@ struct QueueControlArgs {
 // admin API. Exit 0, 1 (refused, or the daemon is not running), 2 (usage).
 int QueueControl(const std::string& what, const QueueControlArgs& args,
                  std::ostream& out, std::ostream& err);
+// Adds suspend, resume and suspensions under `queue`, filling `args`.
+void AddQueueControl(CLI::App& queue, QueueControlArgs& args);
 
 // what: list, export, add, remove, import. Exit status 0, 1 (something
 // was refused or failed), 2 (usage).
