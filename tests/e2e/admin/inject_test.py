@@ -44,8 +44,8 @@ class InjectTest(unittest.TestCase):
         self.nsd.stop()
         self.sink.stop()
 
-    def test_a_thousand_personalised_recipients_in_one_request(self):
-        n = 1000
+    def test_ten_thousand_personalised_recipients_in_one_request(self):
+        n = 10000
         started = time.time()
         status, reply = post(self.admin, "/api/v1/inject", {
             "envelope_sender": "news@src.test",
@@ -60,7 +60,7 @@ class InjectTest(unittest.TestCase):
             "substitutions": {"discount": "20%"},
             "recipients": [
                 {"email": f"user{i}@dest.test", "name": f"User <{i}>",
-                 "substitutions": {"code": f"C{i:04d}"}}
+                 "substitutions": {"code": f"C{i:05d}"}}
                 for i in range(n)],
         })
         took = time.time() - started
@@ -70,7 +70,7 @@ class InjectTest(unittest.TestCase):
         self.assertEqual(reply["fail_count"], 0)
         self.assertEqual(reply["failed_recipients"], [])
         self.assertEqual(len(reply["ids"]), n)
-        self.assertEqual(self.sink.wait_for(n, timeout=120), n)
+        self.assertEqual(self.sink.wait_for(n, timeout=240), n)
         seen = set()
         for path in self.sink.messages():
             with open(path, "rb") as f:

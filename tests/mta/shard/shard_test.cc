@@ -269,7 +269,9 @@ TEST(ShardGroupTest, AutoIdleSpinOnlyWithCoresToSpare) {
   int cpus = CPU_COUNT(&set);
   EXPECT_EQ(AutoIdleSpin(cpus), absl::ZeroDuration());
   EXPECT_EQ(AutoIdleSpin(cpus + 3), absl::ZeroDuration());
-  if (cpus > 1) EXPECT_EQ(AutoIdleSpin(cpus - 1), Reactor::kDefaultIdleSpin);
+  if (cpus > 1) {
+    EXPECT_EQ(AutoIdleSpin(cpus - 1), Reactor::kDefaultIdleSpin);
+  }
 }
 
 TEST(ShardGroupTest, CrossShardMessagesArriveInOrder) {
