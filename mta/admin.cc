@@ -125,7 +125,7 @@ bool AdminApi::Authorized(const http::Request& r) const {
 }
 
 std::string AdminApi::Handle(const http::Request& r, bool loopback) const {
-  std::optional<std::string> now = Immediate(r, loopback);
+  std::optional<std::string> now = Immediate(r, loopback, "");
   if (now) return *now;
   return http::JsonError(503, "injection needs the running daemon",
                          r.keep_alive);
@@ -134,7 +134,7 @@ std::string AdminApi::Handle(const http::Request& r, bool loopback) const {
 void AdminApi::Handle(const http::Request& r, bool loopback,
                       shard::Reactor& reactor, std::string client,
                       Respond respond) const {
-  std::optional<std::string> now = Immediate(r, loopback);
+  std::optional<std::string> now = Immediate(r, loopback, client);
   if (now) return respond(*std::move(now));
   const bool keep = r.keep_alive;
   if (r.path == "/api/v1/queue/summary") {
@@ -182,8 +182,8 @@ void AdminApi::Handle(const http::Request& r, bool loopback,
          });
 }
 
-std::optional<std::string> AdminApi::Immediate(const http::Request& r,
-                                               bool loopback) const {
+std::optional<std::string> AdminApi::Immediate(
+    const http::Request& r, bool loopback, const std::string& client) const {
   const bool keep = r.keep_alive;
   const Route* route = nullptr;
   for (const Route& candidate : kRoutes) {
@@ -228,7 +228,7 @@ std::optional<std::string> AdminApi::Immediate(const http::Request& r,
                           "WWW-Authenticate: Bearer realm=\"peregrine\"\r\n");
   }
   if (IsAsync(r.path)) return std::nullopt;
-  if (absl::StartsWith(r.path, "/api/v1/queue/")) return Queue(r);
+  if (absl::StartsWith(r.path, "/api/v1/queue/")) return Queue(r, client);
   std::string response;
   if (r.path == "/livez") {
     response = Json(200, {{"status", "live"}}, keep);
@@ -259,7 +259,25 @@ std::optional<std::string> AdminApi::Immediate(const http::Request& r,
   return r.method == "HEAD" ? HeadOf(std::move(response)) : response;
 }
 
-std::string AdminApi::Queue(const http::Request& r) const {
+void AdminApi::Record(std::string action, std::string target,
+                      const std::string& client) const {
+  if (options_.outcomes == nullptr) {
+    log::Info(kLog, "%s (from %s)", action, client);
+    return;
+  }
+  outcome::Outcome o;
+  o.kind = outcome::Kind::kAdmin;
+  o.time = absl::Now();
+  o.shard = -1;
+  o.reason = std::move(action);
+  o.site = std::move(target);
+  o.client = client;
+  o.listener = "admin";
+  options_.outcomes->Publish(o);
+}
+
+std::string AdminApi::Queue(const http::Request& r,
+                            const std::string& client) const {
   const bool keep = r.keep_alive;
   if (options_.suspensions == nullptr) {
     return http::JsonError(503, "delivery is off in this daemon", keep);
@@ -294,8 +312,9 @@ std::string AdminApi::Queue(const http::Request& r) const {
           404, "no such suspension (GET /api/v1/queue/suspensions lists them)",
           keep);
     }
-    log::Info(kLog, "resumed %s through the API",
-              text("domain").empty() ? text("mx_suffix") : text("domain"));
+    std::string target =
+        text("domain").empty() ? text("mx_suffix") : text("domain");
+    Record(absl::StrCat("resume ", target), target, client);
     if (options_.apply_suspensions) options_.apply_suspensions();
     return Json(200, {{"resumed", true}}, keep);
   }
@@ -320,9 +339,16 @@ std::string AdminApi::Queue(const http::Request& r) const {
         added.code() == absl::StatusCode::kInvalidArgument ? 400 : 500,
         added.message(), keep);
   }
-  log::Info(kLog, "suspended %s through the API%s%s",
-            s.domain.empty() ? s.mx_suffix : s.domain,
-            s.reason.empty() ? "" : ": ", s.reason);
+  std::string target = s.domain.empty() ? s.mx_suffix : s.domain;
+  Record(absl::StrCat(
+             "suspend ", target,
+             s.until == absl::InfiniteFuture()
+                 ? std::string(" until resumed")
+                 : absl::StrCat(" until ",
+                                absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", s.until,
+                                                 absl::UTCTimeZone())),
+             s.reason.empty() ? "" : ": ", s.reason),
+         target, client);
   if (options_.apply_suspensions) options_.apply_suspensions();
   return Json(200, {{"suspended", delivery::Suspensions::ToJson(s)}}, keep);
 }

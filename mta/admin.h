@@ -74,6 +74,8 @@ struct AdminOptions {
   std::function<absl::StatusOr<nlohmann::json>()> summary;
   // GET /api/v1/status, what the page at / shows: cheap, on the shard.
   std::function<nlohmann::json()> status;
+  // Where operators' actions go as `admin` events; nullptr: nowhere.
+  const outcome::Bus* outcomes = nullptr;
 };
 
 class AdminApi {
@@ -98,10 +100,15 @@ class AdminApi {
  private:
   bool Authorized(const http::Request& request) const;
   // /api/v1/queue/...: suspensions.
-  std::string Queue(const http::Request& request) const;
+  std::string Queue(const http::Request& request,
+                    const std::string& client) const;
+  // An `admin` event for an operator's action.
+  void Record(std::string action, std::string target,
+              const std::string& client) const;
   // The response, unless the request is an injection to run (nullopt).
   std::optional<std::string> Immediate(const http::Request& request,
-                                       bool loopback) const;
+                                       bool loopback,
+                                       const std::string& client) const;
   // Runs `work` on the API's thread; false when kMaxBackground are
   // already waiting (the caller answers 429).
   bool Background(absl::AnyInvocable<void()> work) const;

@@ -275,6 +275,7 @@ absl::Status Daemon::PrepareAdmin() {
   options.gauges = [this] { return Gauges(); };
   options.metrics = &metrics_;
   options.reception = &reception_;
+  options.outcomes = &outcomes_;
   const absl::Time started = absl::Now();
   options.status = [this, started] {
     nlohmann::json s = metrics_.Status();

@@ -137,6 +137,8 @@ void HumanLog::OnOutcome(const Outcome& o) {
     case Kind::kSuppressionHit:
       return log::Info("bounce", "suppression hit to=<%s> from=<%s>: %s",
                        o.recipient, o.sender, o.reason);
+    case Kind::kAdmin:
+      return log::Info("admin", "%s (from %s)", o.reason, o.client);
   }
 }
 

@@ -28,6 +28,8 @@ absl::string_view KindName(Kind kind) {
       return "suppressed";
     case Kind::kSuppressionHit:
       return "suppression_hit";
+    case Kind::kAdmin:
+      return "admin";
   }
   return "unknown";
 }

@@ -43,6 +43,9 @@ enum class Kind : uint8_t {
   kComplaint,       // A feedback-loop report (ARF) named a recipient.
   kSuppressed,      // An address was added to the suppression list.
   kSuppressionHit,  // Mail to a suppressed address was refused or dropped.
+  // The admin API: an operator's action (`reason` says which, `site` its
+  // target, `client` from where).
+  kAdmin,
 };
 absl::string_view KindName(Kind kind);
 // Delivered, failed and expired: a recipient has exactly one of these.

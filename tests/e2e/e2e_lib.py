@@ -197,6 +197,9 @@ def check_events(records):
         if r["type"] == "rejected":
             assert r["code"] is not None, r
             continue
+        if r["type"] == "admin":
+            assert r["reason"], r
+            continue
         if r["type"] in BOUNCE_EVENTS:
             if r["type"] == "bounce":
                 assert r["category"] is not None, f"no category: {r}"

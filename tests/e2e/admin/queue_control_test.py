@@ -84,6 +84,15 @@ class QueueControlTest(unittest.TestCase):
         status, _ = call(self.admin, "POST", "/api/v1/queue/resume",
                          {"domain": "dest.test"})
         self.assertEqual(status, 404)
+        # Every action is an event, with who asked.
+        self.assertEqual(self.d.stop(), 0)
+        admin = [e for e in self.d.events() if e["type"] == "admin"]
+        reasons = [e["reason"] for e in admin]
+        self.assertIn("suspend dest.test until resumed: throttling us",
+                      reasons)
+        self.assertIn("resume dest.test", reasons)
+        self.assertTrue(all(e["client"] == "127.0.0.1" and
+                            e["site"] == "dest.test" for e in admin), admin)
 
     def test_a_suspension_with_a_duration_ends_by_itself(self):
         status, reply = call(self.admin, "POST", "/api/v1/queue/suspend",
