@@ -48,6 +48,7 @@ struct Config {
 
   // [admin]
   std::string admin_tokens_file;  // Relative: under data_dir.
+  uint64_t admin_inject_memory = 256 << 20;
 
   // [relay]
   std::vector<shard::Cidr> trusted_networks;

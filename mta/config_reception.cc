@@ -153,6 +153,13 @@ std::vector<Setting> ReceptionSettings() {
          c.admin_tokens_file = *s;
          return absl::OkStatus();
        }},
+      {"admin", "inject_memory", "\"256MiB\"",
+       "HTTP injection: the most rendered mail that may wait for the disk\n"
+       "at once, all requests together. Past it a recipient fails alone,\n"
+       "\"send it again shortly\" (a batch is never held in memory whole).",
+       [](const toml::node& n, Config& c) {
+         return GetSize(n, 1 << 20, uint64_t{1} << 40, &c.admin_inject_memory);
+       }},
       {"relay", "trusted_networks", "[\"127.0.0.0/8\", \"::1\"]",
        "Clients allowed to relay to any domain without AUTH. Everyone else\n"
        "must authenticate. Never list networks you do not control: that "

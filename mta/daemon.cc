@@ -182,6 +182,7 @@ absl::Status Daemon::Start() {
   reception_.trusted_networks = config_.trusted_networks;
   reception_.hostname = config_.EffectiveHostname();
   reception_.shards = static_cast<int>(shards_.size());
+  reception_.inject_memory = config_.admin_inject_memory;
   reception_.max_message_bytes = config_.smtp_max_message_bytes;
   reception_.max_recipients = static_cast<size_t>(config_.smtp_max_recipients);
   reception_.command_timeout = config_.smtp_command_timeout;

@@ -1,5 +1,6 @@
 // Inject(): an injection's messages signed and queued; the parsing and
 // rendering are in inject.cc (which the fuzz target builds alone).
+#include <atomic>
 #include <memory>
 #include <utility>
 
@@ -14,6 +15,10 @@ namespace {
 
 constexpr const char* kLog = "inject";
 using json = nlohmann::json;
+
+// Rendered mail handed to signing and the queue and not yet answered, all
+// requests of all shards together (ReceptionContext::inject_memory).
+std::atomic<uint64_t> in_flight{0};
 
 }  // namespace
 
@@ -47,7 +52,8 @@ struct Batch {
 
 void QueueOne(const ReceptionContext& context, std::shared_ptr<Batch> batch,
               const InjectRequest& r, const std::string& email,
-              const std::string& client, std::string body, absl::Time now) {
+              const std::string& client, std::string body, absl::Time now,
+              uint64_t budget) {
   queue::NewMessage q;
   q.envelope.sender = r.sender;
   q.envelope.client_address = client;
@@ -72,8 +78,9 @@ void QueueOne(const ReceptionContext& context, std::shared_ptr<Batch> batch,
   o->tenant = r.tenant;
   o->campaign = r.campaign;
   context.queue->Enqueue(
-      std::move(q), [batch, o, email, outcomes = context.outcomes](
-                        absl::StatusOr<queue::MessageId> id) {
+      std::move(q), [batch, o, email, outcomes = context.outcomes,
+                     budget](absl::StatusOr<queue::MessageId> id) {
+        in_flight.fetch_sub(budget, std::memory_order_relaxed);
         // On the committer thread: back to the request's shard.
         batch->reactor->Post([batch, o, email, id, outcomes] {
           --batch->pending;
@@ -135,22 +142,37 @@ void Inject(const ReceptionContext& context, shard::Reactor& reactor,
       continue;
     }
     std::string body = absl::StrCat(received, *message);
-    ++batch->pending;
-    if (table == nullptr) {
-      QueueOne(context, batch, r, to.email, client, std::move(body), now);
+    // Counted until the queue answers; past the budget the recipient fails
+    // alone and the rest of the batch is still tried (a later one may fit
+    // once earlier writes are answered).
+    const uint64_t budget = body.size() + 1024;
+    if (in_flight.fetch_add(budget, std::memory_order_relaxed) + budget >
+        context.inject_memory) {
+      in_flight.fetch_sub(budget, std::memory_order_relaxed);
+      batch->Fail(to.email,
+                  "too much injected mail waits for the disk "
+                  "(admin.inject_memory): send it again shortly");
       continue;
     }
-    auto signed_one = [&context, batch, shared, email = to.email, client, now](
-                          absl::StatusOr<std::string> signatures,
-                          std::string body) {
+    ++batch->pending;
+    if (table == nullptr) {
+      QueueOne(context, batch, r, to.email, client, std::move(body), now,
+               budget);
+      continue;
+    }
+    auto signed_one = [&context, batch, shared, email = to.email, client, now,
+                       budget](absl::StatusOr<std::string> signatures,
+                               std::string body) {
       if (!signatures.ok()) {
+        in_flight.fetch_sub(budget, std::memory_order_relaxed);
         --batch->pending;
         batch->Fail(email,
                     absl::StrCat("DKIM: ", signatures.status().message()));
         batch->MaybeAnswer();
         return;
       }
-      QueueOne(context, batch, *shared, email, client, *signatures + body, now);
+      QueueOne(context, batch, *shared, email, client, *signatures + body, now,
+               budget);
     };
     if (context.signer == nullptr) {
       auto signatures = table->Sign(body, now);

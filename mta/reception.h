@@ -95,6 +95,9 @@ struct ReceptionContext {
   std::vector<shard::Cidr> trusted_networks;
   std::string hostname;
   int shards = 1;
+  // HTTP injection (mta/inject.h): the most rendered mail that may wait
+  // for the disk at once, all requests together (admin.inject_memory).
+  uint64_t inject_memory = 256 << 20;
   size_t max_message_bytes = 25 * 1024 * 1024;
   size_t max_recipients = 1000;
   absl::Duration command_timeout = absl::Minutes(5);

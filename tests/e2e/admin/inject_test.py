@@ -125,6 +125,32 @@ class InjectTest(unittest.TestCase):
                             b"Order 42 shipped." in b for b in bodies))
         self.assertTrue(any(b"Message-ID: <" in b for b in bodies))
 
+    def test_a_batch_past_the_memory_budget_fails_alone_per_recipient(self):
+        self.assertEqual(self.d.stop(), 0)
+        self.d = Daemon(self.nsd.dns_config() +
+                        f"[delivery]\nport = {self.sink.port}\n"
+                        '[admin]\ninject_memory = "1MiB"\n',
+                        admin=f'"127.0.0.1:{self.admin}"')
+        text = ("y" * 99 + "\n") * 2000  # 200 KB each.
+        status, reply = post(self.admin, "/api/v1/inject", {
+            "envelope_sender": "a@src.test",
+            "content": {"subject": "big {{ name }}", "text_body": text},
+            "recipients": [f"r{i}@dest.test" for i in range(20)]})
+        self.assertEqual(status, 200, reply)
+        self.assertGreaterEqual(reply["success_count"], 1)
+        self.assertGreaterEqual(reply["fail_count"], 1)
+        self.assertEqual(reply["success_count"] + reply["fail_count"], 20)
+        self.assertTrue(all("admin.inject_memory" in e
+                            for e in reply["errors"]), reply["errors"])
+        ok = reply["success_count"]
+        self.assertEqual(self.sink.wait_for(ok), ok)
+        # Once answered, the budget is free again.
+        status, reply = post(self.admin, "/api/v1/inject", {
+            "envelope_sender": "a@src.test",
+            "content": {"subject": "small", "text_body": "x"},
+            "recipients": ["after@dest.test"]})
+        self.assertEqual(reply["success_count"], 1, reply)
+
     def test_malformed_requests_are_400_naming_the_field(self):
         for payload, field in [
             (b"{not json", "JSON"),
