@@ -346,6 +346,12 @@ std::string Daemon::Gauges() const {
   metric("peregrine_connections_open", "gauge",
          "Connections open, inbound and outbound.",
          static_cast<uint64_t>(std::max(0, OpenConnections())));
+  queue::Spool::DiskUse spool = queue_->SpoolUsage();
+  metric("peregrine_spool_bytes", "gauge",
+         "Bytes of spool segment files on disk, spares included.", spool.bytes);
+  metric("peregrine_spool_segments", "gauge",
+         "Spool segment files on disk, spares included.",
+         spool.segments + spool.spares);
   metric("peregrine_events_dropped_total", "counter",
          "Event log lines dropped (the file could not be written).",
          events_ != nullptr ? events_->dropped() : 0);

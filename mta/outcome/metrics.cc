@@ -29,11 +29,20 @@ std::string EscapeLabel(absl::string_view value) {
   return out;
 }
 
+void Metrics::CountTls(const char* direction, const Outcome& o) {
+  std::string version = o.tls ? o.tls->version : "none";
+  std::pair<std::string, std::string> key{direction, version};
+  // Versions come from OpenSSL: a handful. Bounded all the same.
+  if (!tls_.contains(key) && tls_.size() >= 32) key.second = "other";
+  ++tls_[key];
+}
+
 void Metrics::OnOutcome(const Outcome& o) {
   absl::MutexLock lock(&mu_);
   switch (o.kind) {
     case Kind::kReceived:
       ++received_[o.listener];
+      CountTls("in", o);
       return;
     case Kind::kRejected:
       ++refused_[o.listener];
@@ -54,6 +63,7 @@ void Metrics::OnOutcome(const Outcome& o) {
       std::string category =
           o.category ? std::string(bounce::CategoryName(*o.category)) : "";
       ++recipients_[{std::string(KindName(o.kind)), site, category}];
+      if (o.kind == Kind::kDelivered) CountTls("out", o);
       return;
     }
     default:
@@ -94,6 +104,14 @@ std::string Metrics::Render(absl::string_view extra) const {
   for (const auto& [type, n] : events_) {
     absl::StrAppend(&out, "peregrine_events_total{type=\"", type, "\"} ", n,
                     "\n");
+  }
+  out +=
+      "# HELP peregrine_tls_total Messages received (in) and recipients "
+      "delivered (out) by TLS version; none: in the clear.\n"
+      "# TYPE peregrine_tls_total counter\n";
+  for (const auto& [key, n] : tls_) {
+    absl::StrAppend(&out, "peregrine_tls_total{direction=\"", key.first,
+                    "\",version=\"", EscapeLabel(key.second), "\"} ", n, "\n");
   }
   out.append(extra.data(), extra.size());
   return out;

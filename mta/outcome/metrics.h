@@ -9,6 +9,8 @@
 //       outcome: delivered, deferred, failed, expired; attempts only (a
 //       recipient held by a suspended site is not counted)
 //   peregrine_events_total{type}  the bounce-handling events by type
+//   peregrine_tls_total{direction, version}  messages received ("in") and
+//       recipients delivered ("out") by TLS version, "none" in the clear
 // Label sets stay bounded: at most kMaxSites site values, then "other";
 // the category is one of mta/bounce's fixed names or "".
 //
@@ -50,6 +52,10 @@ class Metrics : public Consumer {
   std::map<RecipientKey, uint64_t> recipients_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> sites_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, uint64_t> tls_
+      ABSL_GUARDED_BY(mu_);
+  void CountTls(const char* direction, const Outcome& o)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 
 // Prometheus label value escaping: backslash, double quote, newline.

@@ -82,7 +82,16 @@ TEST(Metrics, CountsOutcomesWithBoundedLabels) {
     o.category = bounce::Category::kInvalidRecipient;
     m.OnOutcome(o);
   }
+  o = outcome::Outcome();
+  o.kind = outcome::Kind::kDelivered;
+  o.site = "mx.example";
+  o.tls = outcome::Tls{"TLSv1.3", "TLS_AES_256_GCM_SHA384", true};
+  m.OnOutcome(o);
   std::string text = m.Render("x_extra 1\n");
+  EXPECT_TRUE(absl::StrContains(
+      text, "peregrine_tls_total{direction=\"in\",version=\"none\"} 2\n"));
+  EXPECT_TRUE(absl::StrContains(
+      text, "peregrine_tls_total{direction=\"out\",version=\"TLSv1.3\"} 1\n"));
   EXPECT_TRUE(absl::StrContains(
       text, "peregrine_messages_received_total{listener=\"relay\"} 2\n"));
   EXPECT_TRUE(absl::StrContains(

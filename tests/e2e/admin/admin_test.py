@@ -73,6 +73,11 @@ class AdminTest(unittest.TestCase):
                 families["peregrine_queue_messages"].samples[0].value, 1)
             self.assertGreaterEqual(
                 families["peregrine_queue_commits"].samples[0].value, 1)
+            tls = {(s.labels["direction"], s.labels["version"]): s.value
+                   for s in families["peregrine_tls"].samples
+                   if s.name.endswith("_total")}
+            self.assertEqual(tls, {("in", "none"): 1})
+            self.assertIn("peregrine_spool_bytes", families)
 
             # The queue's summary (delivery is off: the message waits).
             code, body = curl(port, "/api/v1/queue/summary")
