@@ -745,6 +745,11 @@ int Daemon::Run() {
               "stopping without waiting (their clients got no answer and "
               "send again)");
     (void)group_.release();
+  } else {
+    group_.reset();
+    // No reactor is left to call an accept loop back: free those whose
+    // cancellation the stopped reactors never delivered.
+    AcceptLoop::FreeAll();
   }
   group_.reset();
   // Bounces being read are finished; failures still waiting for their

@@ -2,7 +2,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "base/log.h"
 
 namespace peregrine {
@@ -33,6 +36,36 @@ absl::string_view ListenerDescription(ListenerKind kind) {
       return "admin (HTTP)";
   }
   return "?";
+}
+
+namespace {
+
+absl::Mutex loops_mu;
+absl::flat_hash_set<AcceptLoop*>& Loops() {
+  static auto* loops = new absl::flat_hash_set<AcceptLoop*>();
+  return *loops;
+}
+
+}  // namespace
+
+AcceptLoop::AcceptLoop(shard::Reactor& reactor, int fd, Accepted accepted)
+    : reactor_(reactor), fd_(fd), accepted_(std::move(accepted)) {
+  absl::MutexLock lock(&loops_mu);
+  Loops().insert(this);
+}
+
+AcceptLoop::~AcceptLoop() {
+  absl::MutexLock lock(&loops_mu);
+  Loops().erase(this);
+}
+
+void AcceptLoop::FreeAll() {
+  std::vector<AcceptLoop*> left;
+  {
+    absl::MutexLock lock(&loops_mu);
+    left.assign(Loops().begin(), Loops().end());
+  }
+  for (AcceptLoop* loop : left) delete loop;
 }
 
 void AcceptLoop::Start(shard::Reactor& reactor, int listen_fd,

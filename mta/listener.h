@@ -37,10 +37,15 @@ class AcceptLoop {
   // which owns it from then on.
   using Accepted = std::function<void(int fd)>;
   static void Start(shard::Reactor& reactor, int listen_fd, Accepted accepted);
+  // Frees the loops whose last completion never came: a loop frees itself
+  // when its accept is cancelled, but a reactor stopped before that
+  // cancellation arrived leaves it behind. Call only once every reactor is
+  // destroyed (none can call a loop back).
+  static void FreeAll();
 
  private:
-  AcceptLoop(shard::Reactor& reactor, int fd, Accepted accepted)
-      : reactor_(reactor), fd_(fd), accepted_(std::move(accepted)) {}
+  AcceptLoop(shard::Reactor& reactor, int fd, Accepted accepted);
+  ~AcceptLoop();
   void Arm();
 
   shard::Reactor& reactor_;
