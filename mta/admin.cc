@@ -204,28 +204,17 @@ std::optional<std::string> AdminApi::Immediate(
                              : (r.method == "GET" || r.method == "HEAD");
   if (!method_ok) {
     absl::string_view allowed = route->post ? "POST" : "GET, HEAD";
-    std::string body =
-        nlohmann::json{
-            {"error",
-             {{"code", 405},
-              {"message", absl::StrCat(r.method, " is not served on ", r.path,
-                                       "; use ", allowed)}}}}
-            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-        "\n";
-    return http::Response(405, "application/json", body, keep,
-                          absl::StrCat("Allow: ", allowed, "\r\n"));
+    return http::JsonError(
+        405,
+        absl::StrCat(r.method, " is not served on ", r.path, "; use ", allowed),
+        keep, absl::StrCat("Allow: ", allowed, "\r\n"));
   }
   if (!route->open && !loopback && !Authorized(r)) {
-    std::string body =
-        nlohmann::json{{"error",
-                        {{"code", 401},
-                         {"message",
-                          "this listener needs \"Authorization: Bearer "
-                          "TOKEN\" with a token from admin.tokens_file"}}}}
-            .dump() +
-        "\n";
-    return http::Response(401, "application/json", body, keep,
-                          "WWW-Authenticate: Bearer realm=\"peregrine\"\r\n");
+    return http::JsonError(
+        401,
+        "this listener needs \"Authorization: Bearer TOKEN\" with a token "
+        "from admin.tokens_file",
+        keep, "WWW-Authenticate: Bearer realm=\"peregrine\"\r\n");
   }
   if (IsAsync(r.path)) return std::nullopt;
   if (absl::StartsWith(r.path, "/api/v1/queue/")) return Queue(r, client);

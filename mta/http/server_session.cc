@@ -223,13 +223,14 @@ std::string Response(int status, absl::string_view content_type,
                       "\r\n", extra_headers, "\r\n", body);
 }
 
-std::string JsonError(int status, absl::string_view message, bool keep_alive) {
+std::string JsonError(int status, absl::string_view message, bool keep_alive,
+                      absl::string_view extra_headers) {
   nlohmann::json j = {
       {"error", {{"code", status}, {"message", std::string(message)}}}};
   std::string body =
       j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   body += '\n';
-  return Response(status, "application/json", body, keep_alive);
+  return Response(status, "application/json", body, keep_alive, extra_headers);
 }
 
 }  // namespace peregrine::http

@@ -103,7 +103,8 @@ std::string Response(int status, absl::string_view content_type,
                      absl::string_view body, bool keep_alive,
                      absl::string_view extra_headers = "");
 // {"error": {"code": N, "message": "..."}} as a response.
-std::string JsonError(int status, absl::string_view message, bool keep_alive);
+std::string JsonError(int status, absl::string_view message, bool keep_alive,
+                      absl::string_view extra_headers = "");
 // "Not Found" for 404 and so on; "Unknown" for codes it does not know.
 absl::string_view Reason(int status);
 

@@ -24,8 +24,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     abort();
   }
   for (const auto& to : r->recipients) {
-    auto m = peregrine::RenderMessage(*r, to, absl::FromUnixSeconds(1),
-                                      "fuzz.test");
+    auto m =
+        peregrine::RenderMessage(*r, to, absl::FromUnixSeconds(1), "fuzz.test");
     if (!m.ok()) continue;
     const std::string& s = *m;
     for (size_t i = 0; i < s.size(); ++i) {
