@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "base/log.h"
 #include "mta/inject.h"
@@ -53,14 +54,28 @@ constexpr Route kRoutes[] = {{"/", false, false},
                              {"/api/v1/queue/summary", false, false},
                              {"/api/v1/status", false, false},
                              {"/api/v1/queue/suspend", false, true},
-                             {"/api/v1/queue/resume", false, true}};
+                             {"/api/v1/queue/resume", false, true},
+                             {"/api/v1/queue/retry", false, true},
+                             {"/api/v1/queue/bounce", false, true},
+                             {"/api/v1/queue/delete", false, true}};
+// GET /api/v1/queue/messages/ID.
+constexpr absl::string_view kMessagePrefix = "/api/v1/queue/messages/";
+constexpr Route kMessageRoute = {"/api/v1/queue/messages/", false, false};
 
 bool IsInject(absl::string_view path) {
   return path == "/api/v1/inject" || path == "/api/inject/v1";
 }
 
+std::optional<QueueAction> ActionOf(absl::string_view path) {
+  if (path == "/api/v1/queue/retry") return QueueAction::kRetry;
+  if (path == "/api/v1/queue/bounce") return QueueAction::kBounce;
+  if (path == "/api/v1/queue/delete") return QueueAction::kDelete;
+  return std::nullopt;
+}
+
 bool IsAsync(absl::string_view path) {
-  return IsInject(path) || path == "/api/v1/queue/summary";
+  return IsInject(path) || path == "/api/v1/queue/summary" ||
+         ActionOf(path).has_value();
 }
 
 }  // namespace
@@ -137,28 +152,76 @@ void AdminApi::Handle(const http::Request& r, bool loopback,
   std::optional<std::string> now = Immediate(r, loopback, client);
   if (now) return respond(*std::move(now));
   const bool keep = r.keep_alive;
+  // Work that scans the queue runs on the API's thread; its answer is
+  // posted back to this shard.
+  auto later = [this, &reactor, keep, head = r.method == "HEAD"](
+                   Respond respond,
+                   absl::AnyInvocable<std::string()> work) {
+    auto shared = std::make_shared<Respond>(std::move(respond));
+    bool taken = Background(
+        [&reactor, shared, head, work = std::move(work)]() mutable {
+          std::string response = work();
+          if (head) response = HeadOf(std::move(response));
+          reactor.Post([shared, response = std::move(response)]() mutable {
+            (*shared)(std::move(response));
+          });
+        });
+    if (!taken) {
+      (*shared)(http::JsonError(
+          429,
+          "the queue is being scanned for other requests; try again in a "
+          "moment",
+          keep));
+    }
+  };
   if (r.path == "/api/v1/queue/summary") {
     if (!options_.summary) {
       return respond(http::JsonError(503, "no queue in this daemon", keep));
     }
-    const bool head = r.method == "HEAD";
-    auto shared = std::make_shared<Respond>(std::move(respond));
-    bool taken = Background([this, &reactor, shared, keep, head] {
+    return later(std::move(respond), [this, keep] {
       absl::StatusOr<nlohmann::json> summary = options_.summary();
-      std::string response =
-          summary.ok() ? Json(200, *summary, keep)
-                       : http::JsonError(500, summary.status().message(), keep);
-      if (head) response = HeadOf(std::move(response));
-      reactor.Post([shared, response = std::move(response)]() mutable {
-        (*shared)(std::move(response));
-      });
+      return summary.ok()
+                 ? Json(200, *summary, keep)
+                 : http::JsonError(500, summary.status().message(), keep);
     });
-    if (!taken) {
-      (*shared)(http::JsonError(
-          429, "the queue is being counted for other requests; try again",
-          keep));
+  }
+  if (std::optional<QueueAction> action = ActionOf(r.path)) {
+    if (!options_.queue_action) {
+      return respond(http::JsonError(503, "delivery is off in this daemon",
+                                     keep));
     }
-    return;
+    nlohmann::json body = nlohmann::json::parse(r.body, nullptr, false);
+    absl::StatusOr<QueueSelection> selection =
+        body.is_discarded()
+            ? absl::InvalidArgumentError(
+                  "the body is not JSON: name the mail, like "
+                  "{\"campaign\": \"spring\"}")
+            : QueueSelection::FromJson(body);
+    if (!selection.ok()) {
+      return respond(
+          http::JsonError(400, selection.status().message(), keep));
+    }
+    return later(std::move(respond), [this, keep, action = *action,
+                                      selection = *std::move(selection),
+                                      client] {
+      absl::StatusOr<QueueActionCounts> counts =
+          options_.queue_action(action, selection);
+      if (!counts.ok()) {
+        return http::JsonError(500, counts.status().message(), keep);
+      }
+      std::string target = selection.ToString();
+      Record(absl::StrFormat("%s %s: %d recipients done, %d in flight",
+                             QueueActionName(action), target, counts->done,
+                             counts->in_flight),
+             target, client);
+      return Json(200,
+                  {{"action", QueueActionName(action)},
+                   {"selection", target},
+                   {"matched", counts->matched},
+                   {"done", counts->done},
+                   {"in_flight", counts->in_flight}},
+                  keep);
+    });
   }
   if (options_.reception == nullptr || options_.reception->queue == nullptr) {
     return respond(
@@ -189,6 +252,7 @@ std::optional<std::string> AdminApi::Immediate(
   for (const Route& candidate : kRoutes) {
     if (r.path == candidate.path) route = &candidate;
   }
+  if (absl::StartsWith(r.path, kMessagePrefix)) route = &kMessageRoute;
   if (route == nullptr) {
     return http::JsonError(
         404,
@@ -196,7 +260,10 @@ std::optional<std::string> AdminApi::Immediate(
                      " (served: /, /livez, /readyz, /metrics, /api/v1/status, "
                      "POST "
                      "/api/v1/inject, /api/v1/queue/suspend, "
-                     "/api/v1/queue/resume, GET /api/v1/queue/suspensions)"),
+                     "/api/v1/queue/resume, /api/v1/queue/retry, "
+                     "/api/v1/queue/bounce, /api/v1/queue/delete, GET "
+                     "/api/v1/queue/summary, /api/v1/queue/suspensions, "
+                     "/api/v1/queue/messages/ID)"),
         keep);
   }
   const bool method_ok = route->post
@@ -217,6 +284,33 @@ std::optional<std::string> AdminApi::Immediate(
         keep, "WWW-Authenticate: Bearer realm=\"peregrine\"\r\n");
   }
   if (IsAsync(r.path)) return std::nullopt;
+  if (route == &kMessageRoute) {
+    absl::string_view text = r.path;
+    text.remove_prefix(kMessagePrefix.size());
+    queue::MessageId id = 0;
+    std::string response;
+    if (!queue::ParseMessageId(text, &id) || id == 0) {
+      response = http::JsonError(
+          400,
+          absl::StrCat("not a queue id: \"", text,
+                       "\" (16 hex digits, as the event log prints it)"),
+          keep);
+    } else if (!options_.message) {
+      response = http::JsonError(503, "no queue in this daemon", keep);
+    } else {
+      absl::StatusOr<nlohmann::json> m = options_.message(id);
+      response = m.ok() ? Json(200, *m, keep)
+                 : absl::IsNotFound(m.status())
+                     ? http::JsonError(
+                           404,
+                           absl::StrCat("no message ", text,
+                                        " in the queue (nor a record of it "
+                                        "finished within queue.keep_finished)"),
+                           keep)
+                     : http::JsonError(500, m.status().message(), keep);
+    }
+    return r.method == "HEAD" ? HeadOf(std::move(response)) : response;
+  }
   if (absl::StartsWith(r.path, "/api/v1/queue/")) return Queue(r, client);
   std::string response;
   if (r.path == "/livez") {

@@ -45,6 +45,7 @@
 #include "mta/delivery/suspensions.h"
 #include "mta/http/server_session.h"
 #include "mta/outcome/metrics.h"
+#include "mta/queue_actions.h"
 #include "mta/reception.h"
 #include "mta/shard/reactor.h"
 #include "mta/stream/stream.h"
@@ -72,6 +73,14 @@ struct AdminOptions {
   // GET /api/v1/queue/summary: counts from a scan of the queue, run on the
   // API's own thread (seconds for a million recipients), never a shard's.
   std::function<absl::StatusOr<nlohmann::json>()> summary;
+  // POST /api/v1/queue/retry|bounce|delete (mta/queue_actions.h), run on
+  // the API's thread; empty: delivery is off (503).
+  std::function<absl::StatusOr<QueueActionCounts>(QueueAction,
+                                                  const QueueSelection&)>
+      queue_action;
+  // GET /api/v1/queue/messages/ID: one message's envelope and recipients
+  // (NotFound: neither queued nor kept finished). A point read, on the shard.
+  std::function<absl::StatusOr<nlohmann::json>(queue::MessageId)> message;
   // GET /api/v1/status, what the page at / shows: cheap, on the shard.
   std::function<nlohmann::json()> status;
   // Where operators' actions go as `admin` events; nullptr: nowhere.

@@ -364,8 +364,8 @@ int QueueCommand(const std::string& what, const QueueArgs& a, std::ostream& out,
         << " spares, " << absl::StrFormat("%.1f", spool.bytes / 1048576.0)
         << " MiB on disk\n";
     out << "pending by domain:\n";
-    for (const auto& [domain, n] : c->by_domain) {
-      out << "  " << domain << " " << n << "\n";
+    for (const auto& [domain, g] : c->by_domain) {
+      out << "  " << domain << " " << g.recipients << "\n";
     }
     return 0;
   }
@@ -762,7 +762,8 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
       return QueueCommand(what, queue_args, out, err);
     }
   }
-  for (const char* what : {"suspend", "resume", "suspensions"}) {
+  for (const char* what : {"suspend", "resume", "suspensions", "summary",
+                           "retry", "bounce", "delete"}) {
     if (*queue_cmd->get_subcommand(what)) {
       return QueueControl(what, control, out, err);
     }

@@ -1,5 +1,5 @@
-// `peregrine queue suspend|resume|suspensions`: queue control through the
-// running daemon's admin API (mta/admin.h). The daemon must run: these
+// `peregrine queue suspend|resume|suspensions|summary|retry|bounce|delete`:
+// queue control through the running daemon's admin API (mta/admin.h). The daemon must run: these
 // change what its delivery shards do. A blocking HTTP/1.1 request on the
 // admin listener of the configuration (loopback for a wildcard address),
 // with the first token of admin.tokens_file when there is one.
@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -152,21 +153,85 @@ void AddQueueControl(CLI::App& queue, QueueControlArgs& args) {
             "suspend", "Hold a domain's or MX suffix's mail (running daemon)"),
         queue.add_subcommand("resume", "Let held mail go (running daemon)"),
         queue.add_subcommand("suspensions",
-                             "What is held through the admin API")}) {
+                             "What is held through the admin API"),
+        queue.add_subcommand(
+            "summary",
+            "Counts by state, site, domain, campaign, tenant and age "
+            "(running daemon)"),
+        queue.add_subcommand("retry", "Try the mail named again now"),
+        queue.add_subcommand("bounce",
+                             "Fail the mail named now, with DSNs as policy "
+                             "says"),
+        queue.add_subcommand("delete", "Drop the mail named (no DSN)")}) {
     sub->add_option("-c,--config", args.config_path, "TOML configuration file");
     sub->add_option("--data-dir", args.data_dir, "Data directory");
-    if (sub->get_name() == "suspensions") continue;
-    sub->add_option("--domain", args.domain,
-                    "A recipient domain, or *.example.com");
-    sub->add_option("--mx-suffix", args.mx_suffix,
-                    "Every domain whose MX hosts end so: .outlook.com");
-    if (sub->get_name() == "suspend") {
+    const std::string name = sub->get_name();
+    if (name == "suspensions" || name == "summary") continue;
+    if (name == "suspend" || name == "resume") {
+      sub->add_option("--domain", args.domain,
+                      "A recipient domain, or *.example.com");
+      sub->add_option("--mx-suffix", args.mx_suffix,
+                      "Every domain whose MX hosts end so: .outlook.com");
+    }
+    if (name == "suspend") {
       sub->add_option("--duration", args.duration,
                       "For how long (2h, 90m); default: until resumed");
       sub->add_option("--reason", args.reason, "Why, for the log and list");
+      continue;
     }
+    if (name == "resume") continue;
+    sub->add_option("--site", args.site, "A site (as queue summary names it)");
+    sub->add_option("--domain", args.domain, "A recipient domain");
+    sub->add_option("--campaign", args.campaign, "A campaign tag");
+    sub->add_option("--tenant", args.tenant, "A tenant tag");
+    sub->add_option("--id", args.id, "One message: its queue id");
+    sub->add_flag("--all", args.all, "The whole queue");
   }
 }
+
+namespace {
+
+void PrintGroups(const json& list, const char* key, std::ostream& out) {
+  for (const json& g : list) {
+    std::string name = g.value(key, std::string());
+    out << "  " << (name.empty() ? "(none)" : name) << " "
+        << g.value("recipients", 0);
+    for (const auto& [bucket, n] : g["ages"].items()) {
+      out << " " << n.get<uint64_t>();
+    }
+    out << "\n";
+  }
+}
+
+void PrintSummary(const json& s, std::ostream& out) {
+  out << "messages " << s.value("messages", 0) << ", recipients "
+      << s.value("recipients", 0) << "\n";
+  for (const auto& [state, n] : s["by_state"].items()) {
+    out << "  " << state << " " << n.get<uint64_t>() << "\n";
+  }
+  // Like Postfix's qshape: recipients not yet final by age in minutes.
+  out << "recipients waiting, by age in minutes:\n  total";
+  for (const auto& [bucket, n] : s["age_minutes"].items()) {
+    out << " " << bucket;
+  }
+  out << "\n  all " << s["by_state"].value("queued", 0) +
+                           s["by_state"].value("deferred", 0);
+  for (const auto& [bucket, n] : s["age_minutes"].items()) {
+    out << " " << n.get<uint64_t>();
+  }
+  out << "\n";
+  for (const auto& [title, list, key] :
+       {std::tuple{"by site:", "by_site", "site"},
+        std::tuple{"by domain:", "by_domain", "domain"},
+        std::tuple{"by campaign:", "by_campaign", "campaign"},
+        std::tuple{"by tenant:", "by_tenant", "tenant"}}) {
+    if (!s.contains(list) || s[list].empty()) continue;
+    out << title << "\n";
+    PrintGroups(s[list], key, out);
+  }
+}
+
+}  // namespace
 
 int QueueControl(const std::string& what, const QueueControlArgs& a,
                  std::ostream& out, std::ostream& err) {
@@ -177,7 +242,24 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
     err << name << ": " << config.status().message() << "\n";
     return 2;
   }
-  if (what != "suspensions" && a.domain.empty() == a.mx_suffix.empty()) {
+  const bool action = what == "retry" || what == "bounce" || what == "delete";
+  json body = json::object();
+  if (action) {
+    for (const auto& [key, value] :
+         {std::pair{"site", &a.site}, std::pair{"domain", &a.domain},
+          std::pair{"campaign", &a.campaign}, std::pair{"tenant", &a.tenant},
+          std::pair{"id", &a.id}}) {
+      if (!value->empty()) body[key] = *value;
+    }
+    if (a.all) body["all"] = true;
+    if (body.empty()) {
+      err << name
+          << ": name the mail: --site, --domain, --campaign, --tenant, --id, "
+             "or --all for the whole queue\n";
+      return 2;
+    }
+  } else if ((what == "suspend" || what == "resume") &&
+             a.domain.empty() == a.mx_suffix.empty()) {
     err << name
         << ": give --domain (a recipient domain) or --mx-suffix (like "
            ".outlook.com: every domain whose MX hosts end so)\n";
@@ -194,14 +276,15 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
     err << name << ": " << token.status().message() << "\n";
     return 1;
   }
-  json body = json::object();
-  if (!a.domain.empty()) body["domain"] = a.domain;
-  if (!a.mx_suffix.empty()) body["mx_suffix"] = a.mx_suffix;
-  if (!a.duration.empty()) body["duration"] = a.duration;
-  if (!a.reason.empty()) body["reason"] = a.reason;
+  if (!action) {
+    if (!a.domain.empty()) body["domain"] = a.domain;
+    if (!a.mx_suffix.empty()) body["mx_suffix"] = a.mx_suffix;
+    if (!a.duration.empty()) body["duration"] = a.duration;
+    if (!a.reason.empty()) body["reason"] = a.reason;
+  }
   absl::StatusOr<Answer> answer =
-      what == "suspensions"
-          ? Call(*address, *token, "GET", "/api/v1/queue/suspensions", "")
+      what == "suspensions" || what == "summary"
+          ? Call(*address, *token, "GET", "/api/v1/queue/" + what, "")
           : Call(*address, *token, "POST", "/api/v1/queue/" + what,
                  body.dump());
   if (!answer.ok()) {
@@ -216,7 +299,18 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
     err << name << ": " << message << " (HTTP " << answer->status << ")\n";
     return 1;
   }
-  if (what == "suspend") {
+  if (action) {
+    const json& b = answer->body;
+    out << what << " " << b.value("selection", std::string()) << ": "
+        << b.value("done", 0) << " recipients";
+    if (b.value("in_flight", 0) > 0) {
+      out << ", " << b.value("in_flight", 0)
+          << " being tried now (left to that attempt)";
+    }
+    out << "\n";
+  } else if (what == "summary") {
+    PrintSummary(answer->body, out);
+  } else if (what == "suspend") {
     const json& s = answer->body["suspended"];
     out << "suspended " << Target(s) << " until "
         << (s["until"].is_string() ? s["until"].get<std::string>()

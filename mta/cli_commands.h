@@ -30,13 +30,20 @@ struct QueueControlArgs {
   std::string mx_suffix;
   std::string duration;  // "2h"; "": until resumed.
   std::string reason;
+  // retry, bounce, delete: which mail.
+  std::string site;
+  std::string campaign;
+  std::string tenant;
+  std::string id;
+  bool all = false;
 };
 
-// `peregrine queue suspend|resume|suspensions` through the running daemon's
-// admin API. Exit 0, 1 (refused, or the daemon is not running), 2 (usage).
+// `peregrine queue suspend|resume|suspensions|summary|retry|bounce|delete`
+// through the running daemon's admin API. Exit 0, 1 (refused, or the
+// daemon is not running), 2 (usage).
 int QueueControl(const std::string& what, const QueueControlArgs& args,
                  std::ostream& out, std::ostream& err);
-// Adds suspend, resume and suspensions under `queue`, filling `args`.
+// Adds those subcommands under `queue`, filling `args`.
 void AddQueueControl(CLI::App& queue, QueueControlArgs& args);
 
 // what: list, export, add, remove, import. Exit status 0, 1 (something

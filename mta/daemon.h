@@ -86,6 +86,10 @@ class Daemon {
   // its rules, to every delivery shard.
   void PushDelivery();
   std::shared_ptr<const delivery::DeliveryOptions> DeliveryInForce();
+  // Bounce or delete of what the delivery shards hold (admin API): every
+  // shard takes what it has of `wanted`; how many were taken.
+  size_t TakeFromDelivery(absl::flat_hash_set<RecipientKey> wanted,
+                          bool deleted);
   std::string Gauges() const;
   // The RCPT check: a suppressed address's refusal, or "".
   std::string CheckSuppressed(absl::string_view sender,

@@ -294,16 +294,30 @@ absl::Status Daemon::PrepareAdmin() {
       by_state[std::string(queue::StateName(
           static_cast<queue::RecipientState>(i)))] = c->by_state[i];
     }
+    // Age buckets like qshape's: "0" (under 5 minutes), "5", ... "1280+".
+    auto ages = [](const queue::QueueCounts::Group& g) {
+      nlohmann::json out = nlohmann::json::object();
+      for (int b = 0; b < queue::kAgeBuckets; ++b) {
+        out[absl::StrCat(queue::kAgeBucketStart[b],
+                         b + 1 == queue::kAgeBuckets ? "+" : "")] = g.ages[b];
+      }
+      return out;
+    };
     // The busiest first, at most 100 of each.
-    auto top = [](std::vector<std::pair<std::string, uint64_t>> v,
-                  const char* key) {
+    auto top = [&ages](std::vector<std::pair<std::string,
+                                             queue::QueueCounts::Group>>
+                           v,
+                       const char* key) {
       std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
-        return a.second != b.second ? a.second > b.second : a.first < b.first;
+        return a.second.recipients != b.second.recipients
+                   ? a.second.recipients > b.second.recipients
+                   : a.first < b.first;
       });
       if (v.size() > 100) v.resize(100);
       nlohmann::json out = nlohmann::json::array();
-      for (const auto& [name, n] : v) {
-        out.push_back({{key, name}, {"recipients", n}});
+      for (const auto& [name, g] : v) {
+        out.push_back(
+            {{key, name}, {"recipients", g.recipients}, {"ages", ages(g)}});
       }
       return out;
     };
@@ -312,20 +326,109 @@ absl::Status Daemon::PrepareAdmin() {
         {"messages", c->messages},
         {"recipients", c->recipients},
         {"by_state", by_state},
+        {"age_minutes", ages(c->all)},
         {"by_site", top(c->by_site, "site")},
         {"by_domain", top(c->by_domain, "domain")},
+        {"by_campaign", top(c->by_campaign, "campaign")},
+        {"by_tenant", top(c->by_tenant, "tenant")},
         {"finished",
          {{"delivered",
            c->totals[static_cast<int>(RecipientState::kDelivered)]},
           {"failed", c->totals[static_cast<int>(RecipientState::kFailed)]},
           {"expired", c->totals[static_cast<int>(RecipientState::kExpired)]}}}};
   };
+  options.message =
+      [this](queue::MessageId id) -> absl::StatusOr<nlohmann::json> {
+    absl::StatusOr<queue::StoredMessage> m = queue_->Lookup(id);
+    if (!m.ok()) return m.status();
+    auto time = [](absl::Time t) {
+      return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+    };
+    const queue::Envelope& e = m->envelope;
+    nlohmann::json recipients = nlohmann::json::array();
+    for (const queue::RecipientRecord& r : m->recipients) {
+      nlohmann::json j = {{"index", r.index},
+                          {"recipient", r.spec.address},
+                          {"site", r.spec.site},
+                          {"state", queue::StateName(r.state)},
+                          {"attempts", r.attempts},
+                          {"last_reply", r.last_reply.code == 0
+                                             ? nlohmann::json(nullptr)
+                                             : nlohmann::json(
+                                                   r.last_reply.ToString())}};
+      if (!queue::IsFinal(r.state)) j["next_attempt"] = time(r.next_attempt);
+      if (r.held > absl::ZeroDuration()) {
+        j["held_s"] = absl::ToInt64Seconds(r.held);
+      }
+      recipients.push_back(std::move(j));
+    }
+    return nlohmann::json{
+        {"id", queue::FormatMessageId(m->id)},
+        {"finished", m->finished},
+        {"sender", e.sender},
+        {"received", time(e.received)},
+        {"size", e.body_bytes},
+        {"campaign", e.campaign},
+        {"tenant", e.tenant},
+        {"listener", e.listener},
+        {"client", e.client_address},
+        {"auth_user", e.auth_user},
+        {"tls", e.tls},
+        {"recipients", recipients}};
+  };
   if (delivery_ != nullptr) {
     options.suspensions = suspensions_.get();
     options.apply_suspensions = [this] { PushDelivery(); };
+    options.queue_action = [this](QueueAction action,
+                                  const QueueSelection& selection) {
+      QueueActionContext c;
+      c.store = queue_.get();
+      c.outcomes = &outcomes_;
+      c.dsn_backlog = [this] {
+        return notifier_ != nullptr ? notifier_->waiting() : size_t{0};
+      };
+      c.take_from_delivery = [this](absl::flat_hash_set<RecipientKey> wanted,
+                                    bool deleted) {
+        return TakeFromDelivery(std::move(wanted), deleted);
+      };
+      return RunQueueAction(c, action, selection);
+    };
   }
   admin_ = std::make_unique<AdminApi>(std::move(options));
   return absl::OkStatus();
+}
+
+size_t Daemon::TakeFromDelivery(absl::flat_hash_set<RecipientKey> wanted,
+                                bool deleted) {
+  if (delivery_ == nullptr || group_ == nullptr) return 0;
+  // Shared with the shards' closures: one that runs after the wait gave up
+  // (a shard stuck, the daemon stopping) still finds it.
+  struct Tally {
+    absl::flat_hash_set<RecipientKey> wanted;
+    absl::Mutex mu;
+    size_t taken ABSL_GUARDED_BY(mu) = 0;
+    int answered ABSL_GUARDED_BY(mu) = 0;
+  };
+  auto tally = std::make_shared<Tally>();
+  tally->wanted = std::move(wanted);
+  const int shards = group_->size();
+  for (int i = 0; i < shards; ++i) {
+    group_->SubmitTo(i, [this, i, tally, deleted] {
+      size_t n = delivery_->engines[i] != nullptr
+                     ? delivery_->engines[i]->TakeForOperator(tally->wanted,
+                                                              deleted)
+                     : 0;
+      absl::MutexLock lock(&tally->mu);
+      tally->taken += n;
+      ++tally->answered;
+    });
+  }
+  absl::MutexLock lock(&tally->mu);
+  auto all = [&tally, shards]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(tally->mu) {
+    return tally->answered == shards;
+  };
+  tally->mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(30));
+  return tally->taken;
 }
 
 std::string Daemon::Gauges() const {

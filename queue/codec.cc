@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 
@@ -46,6 +47,33 @@ absl::string_view RecipientRecord::domain() const {
   absl::string_view a = spec.address;
   size_t at = a.rfind('@');
   return at == absl::string_view::npos ? absl::string_view() : a.substr(at + 1);
+}
+
+int AgeBucket(absl::Duration age) {
+  int64_t minutes = absl::ToInt64Minutes(age);
+  int b = 0;
+  while (b + 1 < kAgeBuckets && minutes >= kAgeBucketStart[b + 1]) ++b;
+  return b;
+}
+
+bool ListFilter::MatchesMessage(MessageId message,
+                                const Envelope& envelope) const {
+  if (id != 0 && message != id) return false;
+  if (message <= after) return false;
+  if (!campaign.empty() && envelope.campaign != campaign) return false;
+  if (!tenant.empty() && envelope.tenant != tenant) return false;
+  return sender.empty() ||
+         absl::StrContains(absl::AsciiStrToLower(envelope.sender),
+                           absl::AsciiStrToLower(sender));
+}
+
+bool ListFilter::MatchesRecipient(const RecipientRecord& r) const {
+  if (has_state && r.state != state) return false;
+  if (pending && IsFinal(r.state)) return false;
+  if (!domain.empty() && !absl::EqualsIgnoreCase(r.domain(), domain)) {
+    return false;
+  }
+  return site.empty() || r.spec.site == site;
 }
 
 namespace codec {

@@ -479,6 +479,7 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Claim(int shard,
   // recovered mail are not starved by a steady stream of new mail.
   TakeFresh(s, limit > 1 ? limit - limit / 4 : limit, &out);
   if (out.size() >= limit) return out;
+  const size_t fresh = out.size();
   absl::Time from;
   {
     absl::MutexLock lock(&floor_mu_);
@@ -509,7 +510,15 @@ absl::StatusOr<std::vector<RecipientRecord>> RocksStore::Claim(int shard,
   absl::MutexLock lock(&floor_mu_);
   Claims& c = claims_[s];
   c.from = next_from;
-  for (const RecipientRecord& r : out) c.claimed.insert({r.message, r.index});
+  // Fresh records were claimed already; a scanned one an operator's
+  // action took meanwhile (ClaimOne) is left to it.
+  size_t kept = fresh;
+  for (size_t i = fresh; i < out.size(); ++i) {
+    if (!c.claimed.insert({out[i].message, out[i].index}).second) continue;
+    if (kept != i) out[kept] = std::move(out[i]);
+    ++kept;
+  }
+  out.resize(kept);
   return out;
 }
 
@@ -667,29 +676,54 @@ absl::StatusOr<QueueCounts> RocksStore::Counts() {
   if (db_->Get(rocksdb::ReadOptions(), meta_, kTotalsKey, &totals).ok()) {
     DecodeTotals(totals, c.totals);
   }
-  std::map<std::string, uint64_t> sites, domains;
+  using Groups = std::map<std::string, QueueCounts::Group>;
+  Groups sites, domains, campaigns, tenants;
+  auto add = [](QueueCounts::Group& g, int age) {
+    ++g.recipients;
+    ++g.ages[age];
+  };
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, recipients_));
+  const absl::Time now = absl::Now();
   MessageId previous = 0;
+  // The message's envelope, read once for its first recipient not final.
+  std::optional<Envelope> envelope;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     MessageId id;
     uint32_t index;
     if (!codec::ParseRecipientKey(Sv(it->key()), &id, &index)) continue;
     auto rec = codec::DecodeRecipient(id, index, Sv(it->value()));
     if (!rec.ok()) return rec.status();
-    if (id != previous || c.messages == 0) ++c.messages;
+    if (id != previous || c.messages == 0) {
+      ++c.messages;
+      envelope.reset();
+    }
     previous = id;
     ++c.recipients;
     ++c.by_state[static_cast<int>(rec->state)];
-    if (!IsFinal(rec->state)) {
-      ++sites[rec->spec.site];
-      ++domains[absl::AsciiStrToLower(rec->domain())];
+    if (IsFinal(rec->state)) continue;
+    if (!envelope.has_value()) {
+      std::string value;
+      envelope.emplace();
+      if (db_->Get(ro, envelopes_, codec::MessageKey(id), &value).ok()) {
+        auto e = codec::DecodeEnvelope(value);
+        if (e.ok()) *envelope = *std::move(e);
+      }
     }
+    // Time held by a suspended site does not age mail (as for expiry).
+    int age = AgeBucket(now - envelope->received - rec->held);
+    add(c.all, age);
+    add(sites[rec->spec.site], age);
+    add(domains[absl::AsciiStrToLower(rec->domain())], age);
+    add(campaigns[envelope->campaign], age);
+    add(tenants[envelope->tenant], age);
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan");
   c.by_site.assign(sites.begin(), sites.end());
   c.by_domain.assign(domains.begin(), domains.end());
+  c.by_campaign.assign(campaigns.begin(), campaigns.end());
+  c.by_tenant.assign(tenants.begin(), tenants.end());
   return c;
 }
 
@@ -701,35 +735,68 @@ absl::StatusOr<std::vector<StoredMessage>> RocksStore::List(
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, envelopes_));
-  for (it->SeekToFirst(); it->Valid() && out.size() < filter.limit;
-       it->Next()) {
+  // Keys sort by id: start at the message asked for, or past the cursor.
+  MessageId start = std::max(filter.id, filter.after + 1);
+  for (it->Seek(codec::MessageKey(start));
+       it->Valid() && out.size() < filter.limit; it->Next()) {
     MessageId id;
     if (!codec::ParseMessageKey(Sv(it->key()), &id)) continue;
+    if (filter.id != 0 && id != filter.id) break;
+    auto e = codec::DecodeEnvelope(Sv(it->value()));
+    if (!e.ok() || !filter.MatchesMessage(id, *e)) continue;
     auto m = ReadLocked(id, false);
     if (!m.ok()) {
       if (absl::IsNotFound(m.status())) continue;
       return m.status();
     }
-    if (!filter.sender.empty() &&
-        !absl::StrContains(absl::AsciiStrToLower(m->envelope.sender),
-                           absl::AsciiStrToLower(filter.sender))) {
-      continue;
-    }
     bool match = false;
     for (const RecipientRecord& r : m->recipients) {
-      if (filter.has_state && r.state != filter.state) continue;
-      if (!filter.domain.empty() &&
-          !absl::EqualsIgnoreCase(r.domain(), filter.domain)) {
-        continue;
+      if (filter.MatchesRecipient(r)) {
+        match = true;
+        break;
       }
-      if (!filter.site.empty() && r.spec.site != filter.site) continue;
-      match = true;
-      break;
     }
     if (match) out.push_back(*std::move(m));
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan");
   return out;
+}
+
+absl::StatusOr<std::optional<RecipientRecord>> RocksStore::ClaimOne(
+    MessageId id, uint32_t index) {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError("queue: opened read-only");
+  }
+  absl::ReaderMutexLock db_lock(&db_mu_);
+  if (!db_) return Down();
+  auto read = [&]() -> absl::StatusOr<RecipientRecord> {
+    std::string value;
+    rocksdb::Status st = db_->Get(rocksdb::ReadOptions(), recipients_,
+                                  codec::RecipientKey(id, index), &value);
+    if (st.IsNotFound() || (st.ok() && value.empty())) {
+      return absl::NotFoundError("final or unknown");
+    }
+    if (!st.ok()) return FromRocks(st, "read");
+    auto rec = codec::DecodeRecipient(id, index, value);
+    if (!rec.ok()) return rec.status();
+    if (IsFinal(rec->state)) return absl::NotFoundError("final");
+    return rec;
+  };
+  auto before = read();
+  if (!before.ok()) return before.status();
+  const uint16_t shard = before->spec.shard;
+  {
+    absl::MutexLock lock(&floor_mu_);
+    if (!claims_[shard].claimed.insert({id, index}).second) {
+      return std::nullopt;  // Delivery has it.
+    }
+  }
+  // Claims are released only once an update is on disk: with the claim
+  // held, this read sees the latest record.
+  auto now = read();
+  if (!now.ok()) ReleaseClaim(shard, id, index);
+  if (!now.ok()) return now.status();
+  return *std::move(now);
 }
 
 absl::Status RocksStore::Flush() {

@@ -120,6 +120,8 @@ class RocksStore final : public Store {
   absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) override;
   absl::StatusOr<OutgoingMessage> ReadForSend(MessageId id) override;
   absl::StatusOr<StoredMessage> Lookup(MessageId id) override;
+  absl::StatusOr<std::optional<RecipientRecord>> ClaimOne(
+      MessageId id, uint32_t index) override;
   absl::StatusOr<QueueCounts> Counts() override;
   absl::StatusOr<std::vector<StoredMessage>> List(
       const ListFilter& filter) override;

@@ -76,6 +76,16 @@ class Store {
                                                              size_t limit) = 0;
   virtual void Unclaim(const RecipientRecord& record) = 0;
 
+  // For an operator's action (admin API): claims recipient `index` of
+  // message `id` as Claim() would, so that delivery leaves it alone until
+  // an update for it is on disk or Unclaim() gives it back. nullopt:
+  // delivery has it (fresh, waiting at its site, being tried). NotFound:
+  // final or unknown.
+  virtual absl::StatusOr<std::optional<RecipientRecord>> ClaimOne(
+      MessageId id, uint32_t index) {
+    return absl::UnimplementedError("this queue has no operator actions");
+  }
+
   // A message in the queue (NotFound once it is finished).
   virtual absl::StatusOr<StoredMessage> Read(MessageId id, bool with_body) = 0;
   // What delivery sends: the envelope and body (recipients may be left

@@ -132,6 +132,15 @@ struct RecipientUpdate {
   bool delay_notified = false;
 };
 
+// Ages of queued mail, like Postfix's qshape: recipients not yet final by
+// the age of their message, in minutes: under 5, 5-10, 10-20, ... 640-1280,
+// 1280 and over.
+inline constexpr int kAgeBuckets = 10;
+// Minutes where each bucket starts.
+inline constexpr int kAgeBucketStart[kAgeBuckets] = {0,  5,   10,  20,  40,
+                                                     80, 160, 320, 640, 1280};
+int AgeBucket(absl::Duration age);
+
 struct QueueCounts {
   uint64_t messages = 0;
   uint64_t recipients = 0;
@@ -139,17 +148,37 @@ struct QueueCounts {
   // Recipients that reached each final state since the queue was made
   // (delivered, failed, expired; by RecipientState).
   uint64_t totals[5] = {};
-  std::vector<std::pair<std::string, uint64_t>> by_site;    // Non-final.
-  std::vector<std::pair<std::string, uint64_t>> by_domain;  // Non-final.
+  // Non-final recipients, by site, recipient domain, the message's
+  // campaign and tenant (untagged mail under ""), and by age.
+  struct Group {
+    uint64_t recipients = 0;
+    uint64_t ages[kAgeBuckets] = {};
+  };
+  std::vector<std::pair<std::string, Group>> by_site;
+  std::vector<std::pair<std::string, Group>> by_domain;
+  std::vector<std::pair<std::string, Group>> by_campaign;
+  std::vector<std::pair<std::string, Group>> by_tenant;
+  Group all;
 };
 
+// Which mail: every field given must match (an empty one matches all).
 struct ListFilter {
   bool has_state = false;
   RecipientState state = RecipientState::kQueued;
-  std::string domain;  // Recipient domain, exact (case-insensitive).
+  bool pending = false;  // Only recipients not yet final.
+  std::string domain;    // Recipient domain, exact (case-insensitive).
   std::string site;
   std::string sender;  // Substring of the envelope sender.
+  std::string campaign;
+  std::string tenant;
+  MessageId id = 0;     // One message (0: any).
+  MessageId after = 0;  // Messages with a larger id only (paging).
   size_t limit = 100;
+
+  // The message's own fields (sender, tags, id).
+  bool MatchesMessage(MessageId message, const Envelope& envelope) const;
+  // A recipient's (state, domain, site).
+  bool MatchesRecipient(const RecipientRecord& r) const;
 };
 
 struct RecoveryStats {

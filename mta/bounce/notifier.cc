@@ -41,6 +41,7 @@ bool Contains(const std::vector<std::string>& list, absl::string_view value) {
 // Why no DSN goes for a failure ("" when one does).
 std::string NoDsnReason(const Outcome& o, const NotifierOptions& options) {
   uint8_t notify = o.record.spec.notify;
+  if (o.operator_action == "delete") return "no DSN: deleted by the operator";
   if (o.sender.empty()) return "no DSN: the sender is null (<>)";
   if (!options.dsn) return "no DSN: bounce.dsn is off";
   if (notify & queue::kNotifyNever) return "no DSN: NOTIFY=NEVER";
@@ -136,7 +137,7 @@ void Notifier::OnOutcome(const Outcome& o) {
       no_dsn.empty() ? absl::StrCat("a DSN goes to <", o.sender, ">") : no_dsn;
   bus_->Publish(b);
 
-  if (suppression_ != nullptr && o.category &&
+  if (suppression_ != nullptr && o.category && o.operator_action.empty() &&
       std::find(options_.suppress.begin(), options_.suppress.end(),
                 *o.category) != options_.suppress.end()) {
     absl::MutexLock lock(&mu_);

@@ -84,6 +84,11 @@ class Notifier : public outcome::Consumer, public outcome::UpdateDiverter {
   bool DsnDue(const outcome::Outcome& o) const;
 
   uint64_t dsns_sent() const { return dsns_sent_.load(); }
+  // Failures waiting for their DSNs now.
+  size_t waiting() const {
+    absl::MutexLock lock(&mu_);
+    return waiting_;
+  }
 
  private:
   struct Pending {
@@ -101,7 +106,7 @@ class Notifier : public outcome::Consumer, public outcome::UpdateDiverter {
   const NotifierOptions options_;
   std::atomic<uint64_t> dsns_sent_{0};
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::map<queue::MessageId, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::vector<outcome::Outcome> to_suppress_ ABSL_GUARDED_BY(mu_);
   size_t waiting_ ABSL_GUARDED_BY(mu_) = 0;  // Outcomes in pending_.

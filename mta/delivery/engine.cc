@@ -168,6 +168,26 @@ void DeliveryShard::BeginDrain() {
   });
 }
 
+size_t DeliveryShard::TakeForOperator(
+    const absl::flat_hash_set<RecipientKey>& wanted, bool deleted) {
+  size_t taken = 0;
+  for (auto& [key, site] : sites_) {
+    for (std::unique_ptr<Job>& job : site->TakeMatching(
+             [&wanted](const queue::RecipientRecord& r) {
+               return wanted.contains(RecipientKey{r.message, r.index});
+             })) {
+      ReadEnvelope(*job);
+      for (const queue::RecipientRecord& r : job->recipients) {
+        outcome::Outcome o = outcome::OperatorFailure(r, deleted);
+        o.site = site->key;
+        Publish(std::move(o), *job);
+        ++taken;
+      }
+    }
+  }
+  return taken;
+}
+
 void DeliveryShard::SweepSites() {
   // Sites come and go with the mail: forget the ones quiet for a while.
   absl::Time now = reactor_.Now();

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "dns/resolver.h"
 #include "mta/bounce/classifier.h"
 #include "mta/delivery/outbound_connection.h"
@@ -89,6 +90,14 @@ class DeliveryShard : public ConnectionHost {
   // is due now) until that time passes, starting at once. After a site
   // resumes, for the mail it parked in the queue.
   void ClaimAhead(absl::Time until);
+  // On the shard's thread: an operator's bounce or delete (admin API) of
+  // the recipients waiting at this shard's sites that `wanted` names
+  // (message id, index): each gets its operator outcome (see
+  // outcome::OperatorFailure) and leaves. Recipients on a connection now
+  // are not touched: their attempt decides. Returns how many it took.
+  using RecipientKey = std::pair<queue::MessageId, uint32_t>;
+  size_t TakeForOperator(const absl::flat_hash_set<RecipientKey>& wanted,
+                         bool deleted);
   // On the shard's thread: new classification rules (SIGHUP).
   void SetClassifier(std::shared_ptr<const bounce::Classifier> classifier) {
     classifier_ = std::move(classifier);

@@ -78,6 +78,29 @@ std::deque<std::unique_ptr<Job>> Site::TakeAll() {
   return out;
 }
 
+std::vector<std::unique_ptr<Job>> Site::TakeMatching(
+    const std::function<bool(const queue::RecipientRecord&)>& match) {
+  std::vector<std::unique_ptr<Job>> out;
+  std::deque<std::unique_ptr<Job>> kept;
+  for (std::unique_ptr<Job>& job : ready_) {
+    auto taken = std::make_unique<Job>();
+    std::vector<queue::RecipientRecord> left;
+    for (queue::RecipientRecord& r : job->recipients) {
+      (match(r) ? taken->recipients : left).push_back(std::move(r));
+    }
+    if (!taken->recipients.empty()) {
+      std::vector<queue::RecipientRecord> mine = std::move(taken->recipients);
+      *taken = *job;  // The message's fields; recipients replaced below.
+      taken->recipients = std::move(mine);
+      out.push_back(std::move(taken));
+    }
+    job->recipients = std::move(left);
+    if (!job->recipients.empty()) kept.push_back(std::move(job));
+  }
+  ready_.swap(kept);
+  return out;
+}
+
 std::unique_ptr<Job> Site::TakeNext() {
   if (ready_.empty()) return nullptr;
   std::unique_ptr<Job> job = std::move(ready_.front());

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,6 +85,10 @@ class Site {
   // Everything queued, taken (to defer it when no connection works).
   std::deque<std::unique_ptr<Job>> TakeAll();
   std::unique_ptr<Job> TakeNext();
+  // An operator's action (admin API): takes the waiting recipients `match`
+  // picks out of their jobs, as jobs of their own (the rest keep waiting).
+  std::vector<std::unique_ptr<Job>> TakeMatching(
+      const std::function<bool(const queue::RecipientRecord&)>& match);
   size_t waiting() const { return ready_.size(); }
 
   // A ready connection may start a transaction now (takes a message

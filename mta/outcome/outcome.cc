@@ -39,4 +39,23 @@ bool IsTerminal(Kind kind) {
          kind == Kind::kExpired;
 }
 
+Outcome OperatorFailure(const queue::RecipientRecord& r, bool deleted) {
+  Outcome o;
+  o.kind = Kind::kFailed;
+  o.recipient = r.spec.address;
+  o.site = r.spec.site;
+  o.record = r;
+  o.attempt = r.attempts;
+  o.attempted = false;
+  o.operator_action = deleted ? "delete" : "bounce";
+  o.reply = Reply{550, "5.0.0",
+                  deleted ? "deleted from the queue by the operator"
+                          : "bounced by the operator"};
+  o.reason = deleted ? "deleted by the operator (admin API), no DSN"
+                     : "bounced by the operator (admin API)";
+  o.category = bounce::Category::kPolicy;
+  o.category_rule = "operator";
+  return o;
+}
+
 }  // namespace peregrine::outcome

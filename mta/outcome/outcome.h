@@ -102,7 +102,16 @@ struct Outcome {
   queue::RecipientRecord record;
   bool attempted = true;
   absl::Duration held_more = absl::ZeroDuration();
+  // An operator's action through the admin API made this outcome (a
+  // kFailed that is no attempt): "bounce" (a DSN goes as policy says) or
+  // "delete" (no DSN). Neither adds the recipient to the suppression list.
+  std::string operator_action;
 };
+
+// The kFailed outcome of an operator's bounce or delete of recipient `r`
+// (admin API): the reply and reason say so. The caller adds the message's
+// fields (id, sender, tags, size, queue time) and where it happened.
+Outcome OperatorFailure(const queue::RecipientRecord& r, bool deleted);
 
 // Gets every outcome; see the thread rule at the top.
 class Consumer {

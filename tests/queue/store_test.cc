@@ -1087,10 +1087,15 @@ TEST(StoreTest, InspectionCountsAndFilters) {
   EXPECT_EQ(counts->recipients, 3u);
   EXPECT_EQ(counts->by_state[0], 2u);
   EXPECT_EQ(counts->by_state[1], 1u);
-  EXPECT_THAT(counts->by_domain,
-              ::testing::ElementsAre(std::make_pair("gmail.test", 2ull),
-                                     std::make_pair("yahoo.test", 1ull)));
+  ASSERT_EQ(counts->by_domain.size(), 2u);
+  EXPECT_EQ(counts->by_domain[0].first, "gmail.test");
+  EXPECT_EQ(counts->by_domain[0].second.recipients, 2u);
+  EXPECT_EQ(counts->by_domain[1].first, "yahoo.test");
+  EXPECT_EQ(counts->by_domain[1].second.recipients, 1u);
   EXPECT_EQ(counts->by_site.size(), 2u);
+  // Received in 2023: the last age bucket (1280 minutes and over).
+  EXPECT_EQ(counts->all.recipients, 3u);
+  EXPECT_EQ(counts->all.ages[kAgeBuckets - 1], 3u);
 
   ListFilter deferred;
   deferred.has_state = true;
@@ -1109,6 +1114,86 @@ TEST(StoreTest, InspectionCountsAndFilters) {
   ListFilter limited;
   limited.limit = 1;
   EXPECT_EQ(store->List(limited)->size(), 1u);
+  // Paging: past the first message, the second alone.
+  ListFilter after;
+  after.after = id1;
+  list = *store->List(after);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, id2);
+  ListFilter one;
+  one.id = id1;
+  list = *store->List(one);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, id1);
+}
+
+TEST(StoreTest, CountsAndListsByCampaignTenantAndAge) {
+  auto store = OpenOrDie(Options(TempPath("tags"), 2));
+  NewMessage spring = Message({{"a@gmail.test", 0}, {"b@yahoo.test", 1}});
+  spring.envelope.campaign = "spring";
+  spring.envelope.tenant = "acme";
+  // Received two hours ago: the 80-160 minute bucket.
+  spring.envelope.received = absl::Now() - absl::Hours(2);
+  NewMessage plain = Message({{"c@gmail.test", 0}});
+  plain.envelope.campaign.clear();
+  plain.envelope.tenant.clear();
+  plain.envelope.received = absl::Now();
+  auto spring_id = *EnqueueSync(*store, std::move(spring));
+  ASSERT_TRUE(EnqueueSync(*store, std::move(plain)).ok());
+  auto counts = *store->Counts();
+  ASSERT_EQ(counts.by_campaign.size(), 2u);
+  EXPECT_EQ(counts.by_campaign[0].first, "");
+  EXPECT_EQ(counts.by_campaign[0].second.recipients, 1u);
+  EXPECT_EQ(counts.by_campaign[1].first, "spring");
+  EXPECT_EQ(counts.by_campaign[1].second.recipients, 2u);
+  EXPECT_EQ(counts.by_campaign[1].second.ages[AgeBucket(absl::Hours(2))], 2u);
+  EXPECT_EQ(AgeBucket(absl::Hours(2)), 5);
+  EXPECT_EQ(AgeBucket(absl::Minutes(4)), 0);
+  EXPECT_EQ(AgeBucket(absl::Hours(100)), kAgeBuckets - 1);
+  ASSERT_EQ(counts.by_tenant.size(), 2u);
+  EXPECT_EQ(counts.by_tenant[1].first, "acme");
+  EXPECT_EQ(counts.all.ages[0], 1u);
+  EXPECT_EQ(counts.all.ages[5], 2u);
+
+  ListFilter f;
+  f.campaign = "spring";
+  auto list = *store->List(f);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, spring_id);
+  f.campaign.clear();
+  f.tenant = "nobody";
+  EXPECT_TRUE(store->List(f)->empty());
+}
+
+TEST(StoreTest, ClaimOneTakesWhatDeliveryHasNotAndDeliveryThenSkipsIt) {
+  RocksStoreOptions o = Options(TempPath("claimone"), 1);
+  o.fresh_bytes = 0;  // No fresh path: the scan hands recipients out.
+  auto store = OpenOrDie(o);
+  auto id = *EnqueueSync(*store, Message({{"a@x.test", 0}, {"b@x.test", 0}}));
+  // Recipient 0 goes to an operator's action; delivery gets only 1.
+  auto mine = store->ClaimOne(id, 0);
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  ASSERT_TRUE(mine->has_value());
+  EXPECT_EQ((*mine)->spec.address, "a@x.test");
+  auto claimed = *store->Claim(0, absl::Now(), 10);
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].index, 1u);
+  // What delivery holds is not the operator's to take.
+  auto busy = store->ClaimOne(id, 1);
+  ASSERT_TRUE(busy.ok());
+  EXPECT_FALSE(busy->has_value());
+  // Failed by the operator: final, not claimable again.
+  ASSERT_TRUE(UpdateSync(*store, Outcome(**mine, RecipientState::kFailed,
+                                         absl::Now(), "550 5.0.0 bounced"))
+                  .ok());
+  EXPECT_TRUE(absl::IsNotFound(store->ClaimOne(id, 0).status()));
+  EXPECT_TRUE(absl::IsNotFound(store->ClaimOne(id, 7).status()));
+  // Given back unchanged, the scan finds it again.
+  store->Unclaim(claimed[0]);
+  auto again = store->ClaimOne(id, 1);
+  ASSERT_TRUE(again.ok() && again->has_value());
+  store->Unclaim(**again);
+  EXPECT_EQ(store->Claim(0, absl::Now(), 10)->size(), 1u);
 }
 
 TEST(StoreTest, BadMessagesAreRefused) {

@@ -334,6 +334,57 @@ TEST_F(EngineTest, DeliversAndPublishesWhereAndWhatWasSaid) {
   EXPECT_EQ(context_.engines[0]->outstanding(), 0);
 }
 
+TEST_F(EngineTest, AnOperatorBouncesWhatASuspendedSiteHolds) {
+  ScriptedServer server("220 mx.ok.test ESMTP", {});
+  SiteRule hold;
+  hold.domains = {"ok.test"};
+  hold.suspended = true;
+  context_.options.rules.push_back(hold);
+  store_.Add(1, {"a@ok.test", "b@ok.test", "c@ok.test"});
+  Start(server.port());
+  // Routed and held at the site: claimed, no outcome. (Asked on the shard:
+  // the engine is made there.)
+  auto outstanding = [this] {
+    int n = 0;
+    absl::Notification asked;
+    group_->SubmitTo(0, [&] {
+      n = context_.engines[0]->outstanding();
+      asked.Notify();
+    });
+    asked.WaitForNotification();
+    return n;
+  };
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (outstanding() < 3 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(outstanding(), 3);
+  // Taken once at the site (routing may still be on its way there).
+  size_t taken = 0;
+  deadline = absl::Now() + absl::Seconds(10);
+  while (taken < 2 && absl::Now() < deadline) {
+    absl::Notification done;
+    group_->SubmitTo(0, [&] {
+      taken += context_.engines[0]->TakeForOperator({{1, 0}, {1, 2}, {9, 0}},
+                                                    /*deleted=*/false);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    if (taken < 2) absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(taken, 2u);
+  auto all = outcomes_.WaitFor(2);
+  ASSERT_EQ(all.size(), 2u);
+  for (const outcome::Outcome& o : all) {
+    EXPECT_EQ(o.kind, outcome::Kind::kFailed);
+    EXPECT_EQ(o.operator_action, "bounce");
+    EXPECT_EQ(o.sender, "news@src.test");  // The envelope was read.
+    EXPECT_EQ(o.site, "domain:ok.test");
+    EXPECT_NE(o.recipient, "b@ok.test");
+  }
+  EXPECT_EQ(outstanding(), 1);  // b still held.
+}
+
 TEST_F(EngineTest, EachRecipientItsOwnReply) {
   ScriptedServer server(
       "220 mx.ok.test ESMTP",

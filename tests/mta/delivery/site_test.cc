@@ -171,6 +171,33 @@ TEST(Site, ASuspendedSiteHoldsOnlySoManyInMemory) {
   EXPECT_TRUE(MakeSite(running).Excess(kStart).empty());
 }
 
+TEST(Site, AnOperatorTakesTheRecipientsNamedAndTheRestWait) {
+  SiteOptions o;
+  o.suspended = true;
+  Site site = MakeSite(o);
+  site.Add(JobOf(3, 1), kStart);
+  site.Add(JobOf(2, 2), kStart);
+  site.Add(JobOf(1, 3), kStart);
+  // Recipient 1 of message 1, all of message 2.
+  auto taken = site.TakeMatching([](const queue::RecipientRecord& r) {
+    return r.message == 2 || (r.message == 1 && r.index == 1);
+  });
+  ASSERT_EQ(taken.size(), 2u);
+  EXPECT_EQ(taken[0]->message, 1u);
+  ASSERT_EQ(taken[0]->recipients.size(), 1u);
+  EXPECT_EQ(taken[0]->recipients[0].index, 1u);
+  EXPECT_EQ(taken[0]->domain, "example.com");  // The message's fields too.
+  EXPECT_EQ(taken[1]->recipients.size(), 2u);
+  // Message 1 keeps its other two; message 2 is gone; 3 untouched.
+  EXPECT_EQ(site.waiting(), 2u);
+  std::unique_ptr<Job> first = site.TakeNext();
+  EXPECT_EQ(first->message, 1u);
+  ASSERT_EQ(first->recipients.size(), 2u);
+  EXPECT_EQ(first->recipients[1].index, 2u);
+  EXPECT_EQ(site.TakeNext()->message, 3u);
+  EXPECT_TRUE(site.TakeMatching([](const auto&) { return true; }).empty());
+}
+
 TEST(Site, TransactionsCarryAtMostSoManyRecipients) {
   SiteOptions o;
   o.recipients_per_transaction = 3;

@@ -1,0 +1,203 @@
+#include "mta/queue_actions.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+
+namespace peregrine {
+
+absl::string_view QueueActionName(QueueAction action) {
+  switch (action) {
+    case QueueAction::kRetry:
+      return "retry";
+    case QueueAction::kBounce:
+      return "bounce";
+    case QueueAction::kDelete:
+      return "delete";
+  }
+  return "?";
+}
+
+absl::StatusOr<QueueSelection> QueueSelection::FromJson(
+    const nlohmann::json& j) {
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(
+        "the body must be a JSON object naming the mail: site, domain, "
+        "campaign, tenant, id, or \"all\": true");
+  }
+  QueueSelection s;
+  for (const auto& [key, value] : j.items()) {
+    std::string* field = key == "site"       ? &s.site
+                         : key == "domain"   ? &s.domain
+                         : key == "campaign" ? &s.campaign
+                         : key == "tenant"   ? &s.tenant
+                                             : nullptr;
+    if (field != nullptr) {
+      if (!value.is_string() || value.get<std::string>().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("\"", key, "\" must be a non-empty string"));
+      }
+      *field = value.get<std::string>();
+    } else if (key == "id") {
+      if (!value.is_string() ||
+          !queue::ParseMessageId(value.get<std::string>(), &s.id) ||
+          s.id == 0) {
+        return absl::InvalidArgumentError(
+            "\"id\" must be a queue id: 16 hex digits, as the queue list and "
+            "the event log print it");
+      }
+    } else if (key == "all") {
+      if (!value.is_boolean()) {
+        return absl::InvalidArgumentError("\"all\" must be true or false");
+      }
+      s.all = value.get<bool>();
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown field \"", key,
+          "\": the mail is named by site, domain, campaign, tenant or id"));
+    }
+  }
+  bool named = !s.site.empty() || !s.domain.empty() || !s.campaign.empty() ||
+               !s.tenant.empty() || s.id != 0;
+  if (!named && !s.all) {
+    return absl::InvalidArgumentError(
+        "name the mail: site, domain, campaign, tenant or id (or \"all\": "
+        "true for the whole queue)");
+  }
+  if (named && s.all) {
+    return absl::InvalidArgumentError(
+        "\"all\" goes alone: it means the whole queue");
+  }
+  return s;
+}
+
+std::string QueueSelection::ToString() const {
+  if (all) return "all";
+  std::vector<std::string> parts;
+  if (id != 0) parts.push_back(absl::StrCat("id=", queue::FormatMessageId(id)));
+  if (!site.empty()) parts.push_back(absl::StrCat("site=", site));
+  if (!domain.empty()) parts.push_back(absl::StrCat("domain=", domain));
+  if (!campaign.empty()) parts.push_back(absl::StrCat("campaign=", campaign));
+  if (!tenant.empty()) parts.push_back(absl::StrCat("tenant=", tenant));
+  return absl::StrJoin(parts, " ");
+}
+
+namespace {
+
+// Retries' queue writes still unanswered; the action waits for them.
+class Pending {
+ public:
+  void Add() {
+    absl::MutexLock lock(&mu_);
+    ++n_;
+  }
+  void Done() {
+    absl::MutexLock lock(&mu_);
+    --n_;
+  }
+  bool Wait(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto zero = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return n_ == 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&zero), timeout);
+  }
+
+ private:
+  absl::Mutex mu_;
+  int n_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<QueueActionCounts> RunQueueAction(
+    const QueueActionContext& context, QueueAction action,
+    const QueueSelection& selection) {
+  queue::Store& store = *context.store;
+  QueueActionCounts counts;
+  queue::ListFilter filter;
+  filter.pending = true;
+  filter.site = selection.site;
+  filter.domain = selection.domain;
+  filter.campaign = selection.campaign;
+  filter.tenant = selection.tenant;
+  filter.id = selection.id;
+  filter.limit = context.page;
+  const bool deleted = action == QueueAction::kDelete;
+  absl::flat_hash_set<RecipientKey> held;  // By delivery.
+  auto pending = std::make_shared<Pending>();
+  for (;;) {
+    while (action == QueueAction::kBounce && context.dsn_backlog &&
+           context.dsn_backlog() > QueueActionContext::kMaxDsnBacklog) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    absl::StatusOr<std::vector<queue::StoredMessage>> page = store.List(filter);
+    if (!page.ok()) return page.status();
+    const absl::Time now = absl::Now();
+    for (const queue::StoredMessage& m : *page) {
+      filter.after = m.id;
+      for (const queue::RecipientRecord& listed : m.recipients) {
+        if (!filter.MatchesRecipient(listed)) continue;
+        ++counts.matched;
+        auto claimed = store.ClaimOne(m.id, listed.index);
+        if (absl::IsNotFound(claimed.status())) {
+          --counts.matched;  // Final since the page was read.
+          continue;
+        }
+        if (!claimed.ok()) return claimed.status();
+        if (!claimed->has_value()) {
+          if (action == QueueAction::kRetry) {
+            ++counts.in_flight;  // Delivery has it: it goes already.
+          } else {
+            held.insert({m.id, listed.index});
+          }
+          continue;
+        }
+        const queue::RecipientRecord& r = **claimed;
+        if (action == QueueAction::kRetry) {
+          ++counts.done;
+          if (r.next_attempt <= now) {
+            store.Unclaim(r);  // Due already.
+            continue;
+          }
+          queue::RecipientUpdate u;
+          u.before = r;
+          u.state = queue::RecipientState::kDeferred;
+          u.next_attempt = now;
+          u.reply = r.last_reply;
+          u.attempted = false;
+          pending->Add();
+          store.Update(std::move(u), [pending](absl::Status) {
+            pending->Done();
+          });
+          continue;
+        }
+        outcome::Outcome o = outcome::OperatorFailure(r, deleted);
+        o.time = now;
+        o.id = m.id;
+        o.sender = m.envelope.sender;
+        o.size = m.envelope.body_bytes;
+        o.tenant = m.envelope.tenant;
+        o.campaign = m.envelope.campaign;
+        o.listener = m.envelope.listener;
+        o.queue_time = now - m.envelope.received;
+        context.outcomes->Publish(o);
+        ++counts.done;
+      }
+    }
+    if (page->size() < filter.limit || selection.id != 0) break;
+  }
+  if (!held.empty()) {
+    size_t n = held.size();
+    size_t taken = context.take_from_delivery
+                       ? context.take_from_delivery(std::move(held), deleted)
+                       : 0;
+    counts.done += taken;
+    counts.in_flight += n - std::min(n, taken);
+  }
+  pending->Wait(absl::Seconds(30));
+  return counts;
+}
+
+}  // namespace peregrine
