@@ -155,11 +155,10 @@ void AdminApi::Handle(const http::Request& r, bool loopback,
   // Work that scans the queue runs on the API's thread; its answer is
   // posted back to this shard.
   auto later = [this, &reactor, keep, head = r.method == "HEAD"](
-                   Respond respond,
-                   absl::AnyInvocable<std::string()> work) {
+                   Respond respond, absl::AnyInvocable<std::string()> work) {
     auto shared = std::make_shared<Respond>(std::move(respond));
-    bool taken = Background(
-        [&reactor, shared, head, work = std::move(work)]() mutable {
+    bool taken =
+        Background([&reactor, shared, head, work = std::move(work)]() mutable {
           std::string response = work();
           if (head) response = HeadOf(std::move(response));
           reactor.Post([shared, response = std::move(response)]() mutable {
@@ -187,41 +186,39 @@ void AdminApi::Handle(const http::Request& r, bool loopback,
   }
   if (std::optional<QueueAction> action = ActionOf(r.path)) {
     if (!options_.queue_action) {
-      return respond(http::JsonError(503, "delivery is off in this daemon",
-                                     keep));
+      return respond(
+          http::JsonError(503, "delivery is off in this daemon", keep));
     }
     nlohmann::json body = nlohmann::json::parse(r.body, nullptr, false);
     absl::StatusOr<QueueSelection> selection =
-        body.is_discarded()
-            ? absl::InvalidArgumentError(
-                  "the body is not JSON: name the mail, like "
-                  "{\"campaign\": \"spring\"}")
-            : QueueSelection::FromJson(body);
+        body.is_discarded() ? absl::InvalidArgumentError(
+                                  "the body is not JSON: name the mail, like "
+                                  "{\"campaign\": \"spring\"}")
+                            : QueueSelection::FromJson(body);
     if (!selection.ok()) {
-      return respond(
-          http::JsonError(400, selection.status().message(), keep));
+      return respond(http::JsonError(400, selection.status().message(), keep));
     }
-    return later(std::move(respond), [this, keep, action = *action,
-                                      selection = *std::move(selection),
-                                      client] {
-      absl::StatusOr<QueueActionCounts> counts =
-          options_.queue_action(action, selection);
-      if (!counts.ok()) {
-        return http::JsonError(500, counts.status().message(), keep);
-      }
-      std::string target = selection.ToString();
-      Record(absl::StrFormat("%s %s: %d recipients done, %d in flight",
-                             QueueActionName(action), target, counts->done,
-                             counts->in_flight),
-             target, client);
-      return Json(200,
-                  {{"action", QueueActionName(action)},
-                   {"selection", target},
-                   {"matched", counts->matched},
-                   {"done", counts->done},
-                   {"in_flight", counts->in_flight}},
-                  keep);
-    });
+    return later(
+        std::move(respond), [this, keep, action = *action,
+                             selection = *std::move(selection), client] {
+          absl::StatusOr<QueueActionCounts> counts =
+              options_.queue_action(action, selection);
+          if (!counts.ok()) {
+            return http::JsonError(500, counts.status().message(), keep);
+          }
+          std::string target = selection.ToString();
+          Record(absl::StrFormat("%s %s: %d recipients done, %d in flight",
+                                 QueueActionName(action), target, counts->done,
+                                 counts->in_flight),
+                 target, client);
+          return Json(200,
+                      {{"action", QueueActionName(action)},
+                       {"selection", target},
+                       {"matched", counts->matched},
+                       {"done", counts->done},
+                       {"in_flight", counts->in_flight}},
+                      keep);
+        });
   }
   if (options_.reception == nullptr || options_.reception->queue == nullptr) {
     return respond(

@@ -1,8 +1,9 @@
 // `peregrine queue suspend|resume|suspensions|summary|retry|bounce|delete`:
-// queue control through the running daemon's admin API (mta/admin.h). The daemon must run: these
-// change what its delivery shards do. A blocking HTTP/1.1 request on the
-// admin listener of the configuration (loopback for a wildcard address),
-// with the first token of admin.tokens_file when there is one.
+// queue control through the running daemon's admin API (mta/admin.h). The
+// daemon must run: these change what its delivery shards do. A blocking
+// HTTP/1.1 request on the admin listener of the configuration (loopback for a
+// wildcard address), with the first token of admin.tokens_file when there is
+// one.
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -214,8 +215,8 @@ void PrintSummary(const json& s, std::ostream& out) {
   for (const auto& [bucket, n] : s["age_minutes"].items()) {
     out << " " << bucket;
   }
-  out << "\n  all " << s["by_state"].value("queued", 0) +
-                           s["by_state"].value("deferred", 0);
+  out << "\n  all "
+      << s["by_state"].value("queued", 0) + s["by_state"].value("deferred", 0);
   for (const auto& [bucket, n] : s["age_minutes"].items()) {
     out << " " << n.get<uint64_t>();
   }

@@ -304,23 +304,23 @@ absl::Status Daemon::PrepareAdmin() {
       return out;
     };
     // The busiest first, at most 100 of each.
-    auto top = [&ages](std::vector<std::pair<std::string,
-                                             queue::QueueCounts::Group>>
-                           v,
-                       const char* key) {
-      std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
-        return a.second.recipients != b.second.recipients
-                   ? a.second.recipients > b.second.recipients
-                   : a.first < b.first;
-      });
-      if (v.size() > 100) v.resize(100);
-      nlohmann::json out = nlohmann::json::array();
-      for (const auto& [name, g] : v) {
-        out.push_back(
-            {{key, name}, {"recipients", g.recipients}, {"ages", ages(g)}});
-      }
-      return out;
-    };
+    auto top =
+        [&ages](
+            std::vector<std::pair<std::string, queue::QueueCounts::Group>> v,
+            const char* key) {
+          std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
+            return a.second.recipients != b.second.recipients
+                       ? a.second.recipients > b.second.recipients
+                       : a.first < b.first;
+          });
+          if (v.size() > 100) v.resize(100);
+          nlohmann::json out = nlohmann::json::array();
+          for (const auto& [name, g] : v) {
+            out.push_back(
+                {{key, name}, {"recipients", g.recipients}, {"ages", ages(g)}});
+          }
+          return out;
+        };
     using queue::RecipientState;
     return nlohmann::json{
         {"messages", c->messages},
@@ -347,34 +347,33 @@ absl::Status Daemon::PrepareAdmin() {
     const queue::Envelope& e = m->envelope;
     nlohmann::json recipients = nlohmann::json::array();
     for (const queue::RecipientRecord& r : m->recipients) {
-      nlohmann::json j = {{"index", r.index},
-                          {"recipient", r.spec.address},
-                          {"site", r.spec.site},
-                          {"state", queue::StateName(r.state)},
-                          {"attempts", r.attempts},
-                          {"last_reply", r.last_reply.code == 0
-                                             ? nlohmann::json(nullptr)
-                                             : nlohmann::json(
-                                                   r.last_reply.ToString())}};
+      nlohmann::json j = {
+          {"index", r.index},
+          {"recipient", r.spec.address},
+          {"site", r.spec.site},
+          {"state", queue::StateName(r.state)},
+          {"attempts", r.attempts},
+          {"last_reply", r.last_reply.code == 0
+                             ? nlohmann::json(nullptr)
+                             : nlohmann::json(r.last_reply.ToString())}};
       if (!queue::IsFinal(r.state)) j["next_attempt"] = time(r.next_attempt);
       if (r.held > absl::ZeroDuration()) {
         j["held_s"] = absl::ToInt64Seconds(r.held);
       }
       recipients.push_back(std::move(j));
     }
-    return nlohmann::json{
-        {"id", queue::FormatMessageId(m->id)},
-        {"finished", m->finished},
-        {"sender", e.sender},
-        {"received", time(e.received)},
-        {"size", e.body_bytes},
-        {"campaign", e.campaign},
-        {"tenant", e.tenant},
-        {"listener", e.listener},
-        {"client", e.client_address},
-        {"auth_user", e.auth_user},
-        {"tls", e.tls},
-        {"recipients", recipients}};
+    return nlohmann::json{{"id", queue::FormatMessageId(m->id)},
+                          {"finished", m->finished},
+                          {"sender", e.sender},
+                          {"received", time(e.received)},
+                          {"size", e.body_bytes},
+                          {"campaign", e.campaign},
+                          {"tenant", e.tenant},
+                          {"listener", e.listener},
+                          {"client", e.client_address},
+                          {"auth_user", e.auth_user},
+                          {"tls", e.tls},
+                          {"recipients", recipients}};
   };
   if (delivery_ != nullptr) {
     options.suspensions = suspensions_.get();
@@ -414,10 +413,10 @@ size_t Daemon::TakeFromDelivery(absl::flat_hash_set<RecipientKey> wanted,
   const int shards = group_->size();
   for (int i = 0; i < shards; ++i) {
     group_->SubmitTo(i, [this, i, tally, deleted] {
-      size_t n = delivery_->engines[i] != nullptr
-                     ? delivery_->engines[i]->TakeForOperator(tally->wanted,
-                                                              deleted)
-                     : 0;
+      size_t n =
+          delivery_->engines[i] != nullptr
+              ? delivery_->engines[i]->TakeForOperator(tally->wanted, deleted)
+              : 0;
       absl::MutexLock lock(&tally->mu);
       tally->taken += n;
       ++tally->answered;

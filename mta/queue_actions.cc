@@ -168,9 +168,8 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
           u.reply = r.last_reply;
           u.attempted = false;
           pending->Add();
-          store.Update(std::move(u), [pending](absl::Status) {
-            pending->Done();
-          });
+          store.Update(std::move(u),
+                       [pending](absl::Status) { pending->Done(); });
           continue;
         }
         outcome::Outcome o = outcome::OperatorFailure(r, deleted);

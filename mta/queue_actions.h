@@ -66,8 +66,7 @@ struct QueueActionContext {
   // Bounce and delete of what delivery holds: every shard takes what it
   // has of `wanted` (DeliveryShard::TakeForOperator); returns how many were
   // taken. Blocks until the shards answered. Empty: no delivery runs.
-  std::function<size_t(absl::flat_hash_set<RecipientKey> wanted,
-                       bool deleted)>
+  std::function<size_t(absl::flat_hash_set<RecipientKey> wanted, bool deleted)>
       take_from_delivery;
   // Failures that wait for their DSNs (bounce::Notifier): a big bounce
   // waits while it is over kMaxDsnBacklog, rather than outrun the notifier.

@@ -172,10 +172,10 @@ size_t DeliveryShard::TakeForOperator(
     const absl::flat_hash_set<RecipientKey>& wanted, bool deleted) {
   size_t taken = 0;
   for (auto& [key, site] : sites_) {
-    for (std::unique_ptr<Job>& job : site->TakeMatching(
-             [&wanted](const queue::RecipientRecord& r) {
-               return wanted.contains(RecipientKey{r.message, r.index});
-             })) {
+    for (std::unique_ptr<Job>& job :
+         site->TakeMatching([&wanted](const queue::RecipientRecord& r) {
+           return wanted.contains(RecipientKey{r.message, r.index});
+         })) {
       ReadEnvelope(*job);
       for (const queue::RecipientRecord& r : job->recipients) {
         outcome::Outcome o = outcome::OperatorFailure(r, deleted);

@@ -38,8 +38,7 @@ class Recorder : public outcome::Consumer {
 class QueueActionsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    queue::RocksStoreOptions o =
-        queue::Options(queue::TempPath("actions"), 1);
+    queue::RocksStoreOptions o = queue::Options(queue::TempPath("actions"), 1);
     o.fresh_bytes = 0;  // Delivery finds mail by the scan alone.
     store_ = queue::OpenOrDie(o);
     recorder_ = std::make_unique<outcome::QueueRecorder>(store_.get());
@@ -136,9 +135,9 @@ TEST_F(QueueActionsTest, RetryMakesDeferredMailDueNowWithoutAnAttempt) {
   MessageId id = Enqueue("spring", 1);
   auto due = *store_->Claim(0, absl::Now(), 10);
   ASSERT_EQ(due.size(), 1u);
-  queue::RecipientUpdate u = queue::Outcome(
-      due[0], RecipientState::kDeferred, absl::Now() + absl::Hours(3),
-      "451 4.7.1 try later");
+  queue::RecipientUpdate u =
+      queue::Outcome(due[0], RecipientState::kDeferred,
+                     absl::Now() + absl::Hours(3), "451 4.7.1 try later");
   ASSERT_TRUE(queue::UpdateSync(*store_, u).ok());
   EXPECT_TRUE(store_->Claim(0, absl::Now(), 10)->empty());
 
@@ -173,8 +172,8 @@ TEST_F(QueueActionsTest, WhatDeliveryHoldsIsHandedToIt) {
   EXPECT_EQ(counts->matched, 3u);
   EXPECT_EQ(counts->done, 2u);
   EXPECT_EQ(counts->in_flight, 1u);
-  EXPECT_EQ(asked, (absl::flat_hash_set<RecipientKey>{
-                       {id, claimed[0].index}, {id, claimed[1].index}}));
+  EXPECT_EQ(asked, (absl::flat_hash_set<RecipientKey>{{id, claimed[0].index},
+                                                      {id, claimed[1].index}}));
   ASSERT_TRUE(store_->WaitAnswered(absl::Seconds(10)));
   EXPECT_EQ(Final(id), 1);
 }
@@ -189,8 +188,7 @@ TEST(QueueSelectionTest, BadSelectionsSayWhatIsWrong) {
   EXPECT_NE(error("[1]").find("JSON object"), std::string::npos);
   EXPECT_NE(error(R"({"campain": "x"})").find("unknown field \"campain\""),
             std::string::npos);
-  EXPECT_NE(error(R"({"id": "xyz"})").find("16 hex digits"),
-            std::string::npos);
+  EXPECT_NE(error(R"({"id": "xyz"})").find("16 hex digits"), std::string::npos);
   EXPECT_NE(error(R"({"site": ""})").find("non-empty"), std::string::npos);
   EXPECT_NE(error(R"({"site": 5})").find("non-empty string"),
             std::string::npos);
