@@ -49,6 +49,18 @@ struct Config {
   // [admin]
   std::string admin_tokens_file;  // Relative: under data_dir.
   uint64_t admin_inject_memory = 256 << 20;
+  // [[admin.webhooks]]: events POSTed to these (mta/outcome/webhook.h).
+  struct Webhook {
+    std::string name;  // Default: the URL's position.
+    std::string url;
+    std::vector<std::string> events;  // Event types; empty: all.
+    std::string secret_file;          // Relative: under data_dir.
+    int batch = 100;
+    int max_held = 100000;
+    absl::Duration timeout = absl::Seconds(10);
+    int line = 0;
+  };
+  std::vector<Webhook> admin_webhooks;
 
   // [relay]
   std::vector<shard::Cidr> trusted_networks;

@@ -15,51 +15,6 @@
 namespace peregrine::config_schema {
 namespace {
 
-// [[delivery.sites]] and [[delivery.sources]]: arrays of tables whose
-// keys are parsed one by one; errors name the entry and its line.
-template <typename Entry>
-using EntryKey = absl::Status (*)(const toml::node& value, Entry& entry);
-
-template <typename Entry>
-absl::Status ParseEntries(
-    const toml::node& node, const char* what,
-    const std::vector<std::pair<const char*, EntryKey<Entry>>>& keys,
-    std::vector<Entry>& out) {
-  const toml::array* array = node.as_array();
-  if (array == nullptr) return Expected(what, node);
-  out.clear();
-  int index = 0;
-  for (const toml::node& item : *array) {
-    ++index;
-    const toml::table* table = item.as_table();
-    if (table == nullptr) return Expected(what, item);
-    std::string where =
-        absl::StrCat("entry ", index, " (line ", item.source().begin.line, ")");
-    Entry entry;
-    entry.line = static_cast<int>(item.source().begin.line);
-    for (auto&& [key, value] : *table) {
-      absl::string_view name = Sv(key.str());
-      EntryKey<Entry> apply = nullptr;
-      std::vector<std::string> names;
-      for (const auto& [k, f] : keys) {
-        names.push_back(k);
-        if (name == k) apply = f;
-      }
-      absl::Status status =
-          apply != nullptr ? apply(value, entry)
-                           : absl::InvalidArgumentError(absl::StrCat(
-                                 "unknown key '", name,
-                                 "' (keys: ", absl::StrJoin(names, ", "), ")"));
-      if (!status.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": ", name, ": ", status.message()));
-      }
-    }
-    out.push_back(std::move(entry));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status GetRate(const toml::node& n, std::string* out) {
   const char* what =
       "a rate such as \"20/s\", \"600/m\", \"10000/h\" or "

@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "mta/config_schema.h"
+#include "mta/outcome/outcome.h"
 #include "mta/shard/address.h"
 
 namespace peregrine::config_schema {
@@ -38,6 +39,77 @@ absl::Status SetListener(const toml::node& node, Config& config,
     if (!address.ok()) return address.status();
     listener->addresses.push_back(*address);
   }
+  return absl::OkStatus();
+}
+
+absl::Status SetWebhooks(const toml::node& node, Config& c) {
+  using W = Config::Webhook;
+  auto text = [](const char* what, std::string W::*field) {
+    return [what, field](const toml::node& n, W& w) {
+      auto v = GetString(n, what);
+      if (v.ok()) w.*field = *v;
+      return v.status();
+    };
+  };
+  static const auto name = text("a name", &W::name);
+  static const auto url = text("an http:// or https:// URL", &W::url);
+  static const auto secret = text("a file path", &W::secret_file);
+  const std::vector<std::pair<const char*, EntryKey<W>>> keys = {
+      {"name", [](const toml::node& n, W& w) { return name(n, w); }},
+      {"url",
+       [](const toml::node& n, W& w) {
+         absl::Status s = url(n, w);
+         if (s.ok() && !absl::StartsWith(w.url, "http://") &&
+             !absl::StartsWith(w.url, "https://")) {
+           return Expected("an http:// or https:// URL", n);
+         }
+         return s;
+       }},
+      {"secret_file", [](const toml::node& n, W& w) { return secret(n, w); }},
+      {"events",
+       [](const toml::node& n, W& w) {
+         auto l = GetStringList(n, "event types");
+         if (!l.ok()) return l.status();
+         for (const std::string& e : *l) {
+           if (!outcome::ParseKind(e)) {
+             return absl::InvalidArgumentError(absl::StrCat(
+                 "unknown event type \"", e,
+                 "\" (types: received, rejected, delivered, deferred, "
+                 "failed, expired, bounce, dsn_sent, async_bounce, "
+                 "complaint, suppressed, suppression_hit, admin)"));
+           }
+         }
+         w.events = *l;
+         return absl::OkStatus();
+       }},
+      {"batch",
+       [](const toml::node& n, W& w) { return GetInt(n, 1, 10000, &w.batch); }},
+      {"max_held", [](const toml::node& n,
+                      W& w) { return GetInt(n, 100, 10000000, &w.max_held); }},
+      {"timeout",
+       [](const toml::node& n, W& w) {
+         return GetDuration(n, absl::Seconds(1), absl::Minutes(5), &w.timeout);
+       }},
+  };
+  std::vector<W> hooks;
+  absl::Status s = ParseEntries<W>(
+      node,
+      "a list of [[admin.webhooks]] tables with url, secret_file, events, "
+      "name, batch, max_held and timeout",
+      keys, hooks);
+  if (!s.ok()) return s;
+  for (size_t i = 0; i < hooks.size(); ++i) {
+    W& w = hooks[i];
+    std::string where = absl::StrCat("entry ", i + 1, " (line ", w.line, ")");
+    if (w.url.empty() || w.secret_file.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where,
+          ": a webhook needs url and secret_file (a file with the key its "
+          "batches are signed with; make one with `openssl rand -hex 32`)"));
+    }
+    if (w.name.empty()) w.name = absl::StrCat("webhook-", i + 1);
+  }
+  c.admin_webhooks = std::move(hooks);
   return absl::OkStatus();
 }
 
@@ -160,6 +232,20 @@ std::vector<Setting> ReceptionSettings() {
        [](const toml::node& n, Config& c) {
          return GetSize(n, 1 << 20, uint64_t{1} << 40, &c.admin_inject_memory);
        }},
+      {"admin", "webhooks", "[]",
+       "Events (as the event log writes them) POSTed in batches to these\n"
+       "URLs, signed: X-Peregrine-Signature: sha256=HMAC-SHA256(key,\n"
+       "TIMESTAMP \".\" BODY), X-Peregrine-Timestamp: TIMESTAMP. Sent at\n"
+       "least once, in order; a receiver down is retried with back-off and\n"
+       "never slows delivery (past max_held the newest are dropped).\n"
+       "  [[admin.webhooks]]\n"
+       "  url = \"https://crm.example.com/mail-events\"\n"
+       "  secret_file = \"webhook.key\"   # under data_dir when relative\n"
+       "  events = [\"delivered\", \"failed\", \"bounce\"]  # default: all\n"
+       "  batch = 100\n"
+       "  max_held = 100000\n"
+       "  timeout = \"10s\"",
+       SetWebhooks},
       {"relay", "trusted_networks", "[\"127.0.0.0/8\", \"::1\"]",
        "Clients allowed to relay to any domain without AUTH. Everyone else\n"
        "must authenticate. Never list networks you do not control: that "

@@ -11,6 +11,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "mta/config.h"
@@ -51,6 +53,52 @@ absl::Status GetDuration(const toml::node& node, absl::Duration min,
 absl::Status GetSize(const toml::node& node, uint64_t min, uint64_t max,
                      uint64_t* out);
 absl::Status GetBool(const toml::node& node, bool* out);
+
+// Arrays of tables ([[delivery.sites]], [[admin.webhooks]]) whose keys
+// are parsed one by one; errors name the entry and its line. An Entry has
+// an `int line`.
+template <typename Entry>
+using EntryKey = absl::Status (*)(const toml::node& value, Entry& entry);
+
+template <typename Entry>
+inline absl::Status ParseEntries(
+    const toml::node& node, const char* what,
+    const std::vector<std::pair<const char*, EntryKey<Entry>>>& keys,
+    std::vector<Entry>& out) {
+  const toml::array* array = node.as_array();
+  if (array == nullptr) return Expected(what, node);
+  out.clear();
+  int index = 0;
+  for (const toml::node& item : *array) {
+    ++index;
+    const toml::table* table = item.as_table();
+    if (table == nullptr) return Expected(what, item);
+    std::string where =
+        absl::StrCat("entry ", index, " (line ", item.source().begin.line, ")");
+    Entry entry;
+    entry.line = static_cast<int>(item.source().begin.line);
+    for (auto&& [key, value] : *table) {
+      absl::string_view name = Sv(key.str());
+      EntryKey<Entry> apply = nullptr;
+      std::vector<std::string> names;
+      for (const auto& [k, f] : keys) {
+        names.push_back(k);
+        if (name == k) apply = f;
+      }
+      absl::Status status =
+          apply != nullptr ? apply(value, entry)
+                           : absl::InvalidArgumentError(absl::StrCat(
+                                 "unknown key '", name,
+                                 "' (keys: ", absl::StrJoin(names, ", "), ")"));
+      if (!status.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": ", name, ": ", status.message()));
+      }
+    }
+    out.push_back(std::move(entry));
+  }
+  return absl::OkStatus();
+}
 
 // [server] [listen] [relay] [auth] [tls] [smtp]
 std::vector<Setting> ReceptionSettings();

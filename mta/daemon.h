@@ -35,6 +35,7 @@
 #include "mta/outcome/event_log.h"
 #include "mta/outcome/metrics.h"
 #include "mta/outcome/outcome.h"
+#include "mta/outcome/webhook.h"
 #include "mta/reception.h"
 #include "mta/shard/shard_group.h"
 #include "mta/signer.h"
@@ -129,6 +130,8 @@ class Daemon {
   std::unique_ptr<outcome::QueueRecorder> recorder_;
   outcome::HumanLog human_log_;
   std::unique_ptr<outcome::EventLog> events_;
+  // After the shards stop, each gets its grace to deliver what it holds.
+  std::vector<std::unique_ptr<outcome::Webhook>> webhooks_;
   outcome::Metrics metrics_;
   outcome::Bus outcomes_;
   std::unique_ptr<AdminApi> admin_;

@@ -180,6 +180,50 @@ absl::Status Daemon::PrepareOutcomes() {
                       "on (",
                       absl::StrJoin(config_.suppression_categories, ", "), ")")
                 : std::string("off"));
+  for (const Config::Webhook& w : config_.admin_webhooks) {
+    std::string where = config_.Where("admin.webhooks");
+    std::string key_path =
+        w.secret_file[0] == '/'
+            ? w.secret_file
+            : absl::StrCat(config_.data_dir, "/", w.secret_file);
+    std::ifstream in(key_path, std::ios::binary);
+    if (!in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": webhook ", w.name, ": cannot read ", key_path,
+                       ": ", CannotReadReason(key_path, errno)));
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string secret(absl::StripAsciiWhitespace(text.str()));
+    if (secret.size() < 16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": webhook ", w.name, ": ", key_path,
+          " holds less than 16 characters; a signing key needs more (`openssl "
+          "rand -hex 32 > ",
+          key_path, "`)"));
+    }
+    outcome::WebhookOptions o;
+    o.name = w.name;
+    o.url = w.url;
+    o.secret = std::move(secret);
+    for (const std::string& e : w.events) {
+      if (auto kind = outcome::ParseKind(e)) o.kinds.push_back(*kind);
+    }
+    o.batch = static_cast<size_t>(w.batch);
+    o.max_held = static_cast<size_t>(w.max_held);
+    o.timeout = w.timeout;
+    auto hook = outcome::Webhook::Create(std::move(o));
+    if (!hook.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": webhook ", w.name, ": ", hook.status().message()));
+    }
+    outcomes_.Attach(hook->get());
+    log::Info(
+        kLog, "webhook %s: events %s to %s", w.name,
+        w.events.empty() ? "of every type" : absl::StrJoin(w.events, ", "),
+        w.url);
+    webhooks_.push_back(*std::move(hook));
+  }
   std::string path = config_.EventsFilePath();
   if (path.empty() && !config_.events_stdout) {
     outcomes_.Attach(notifier_.get());
@@ -457,6 +501,29 @@ std::string Daemon::Gauges() const {
   metric("peregrine_events_dropped_total", "counter",
          "Event log lines dropped (the file could not be written).",
          events_ != nullptr ? events_->dropped() : 0);
+  if (!webhooks_.empty()) {
+    auto each = [&](absl::string_view name, absl::string_view type,
+                    absl::string_view help, auto value) {
+      absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ",
+                      type, "\n");
+      for (const auto& w : webhooks_) {
+        absl::StrAppend(&out, name, "{webhook=\"", w->options().name, "\"} ",
+                        value(*w), "\n");
+      }
+    };
+    each("peregrine_webhook_events_sent_total", "counter",
+         "Events a webhook's receiver took (2xx).",
+         [](const outcome::Webhook& w) { return w.sent(); });
+    each("peregrine_webhook_events_dropped_total", "counter",
+         "Events dropped: more than max_held waited, or held at the stop.",
+         [](const outcome::Webhook& w) { return w.dropped(); });
+    each("peregrine_webhook_failures_total", "counter",
+         "POSTs the receiver refused or that failed (each sent again).",
+         [](const outcome::Webhook& w) { return w.failures(); });
+    each("peregrine_webhook_events_held", "gauge",
+         "Events waiting for the receiver.",
+         [](const outcome::Webhook& w) { return w.held(); });
+  }
   return out;
 }
 

@@ -127,6 +127,9 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
   const bool deleted = action == QueueAction::kDelete;
   absl::flat_hash_set<RecipientKey> held;  // By delivery.
   auto pending = std::make_shared<Pending>();
+  // Failed through the bus: written by its consumers (a DSN's batch window
+  // first); the answer waits until they are final in the queue.
+  std::vector<RecipientKey> published;
   for (;;) {
     while (action == QueueAction::kBounce && context.dsn_backlog &&
            context.dsn_backlog() > QueueActionContext::kMaxDsnBacklog) {
@@ -183,6 +186,7 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
         o.queue_time = now - m.envelope.received;
         context.outcomes->Publish(o);
         ++counts.done;
+        published.push_back({m.id, r.index});
       }
     }
     if (page->size() < filter.limit || selection.id != 0) break;
@@ -195,7 +199,30 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
     counts.done += taken;
     counts.in_flight += n - std::min(n, taken);
   }
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
   pending->Wait(absl::Seconds(30));
+  while (!published.empty() && absl::Now() < deadline) {
+    std::vector<RecipientKey> left;
+    for (size_t i = 0; i < published.size();) {
+      // One read per message (the keys of one message are together).
+      size_t end = i;
+      while (end < published.size() &&
+             published[end].first == published[i].first) {
+        ++end;
+      }
+      auto m = store.Read(published[i].first, false);
+      for (; i < end; ++i) {
+        if (!m.ok()) continue;  // Gone: every recipient final.
+        for (const queue::RecipientRecord& r : m->recipients) {
+          if (r.index == published[i].second && !queue::IsFinal(r.state)) {
+            left.push_back(published[i]);
+          }
+        }
+      }
+    }
+    published.swap(left);
+    if (!published.empty()) absl::SleepFor(absl::Milliseconds(50));
+  }
   return counts;
 }
 

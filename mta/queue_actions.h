@@ -16,7 +16,8 @@
 //    bounce and delete ask every delivery shard to take it
 //    (DeliveryShard::TakeForOperator); retry leaves it, it goes already.
 //  - on a connection now: left to that attempt; counted as in flight.
-// Mail that arrives while the action runs may or may not be included.
+// Mail that arrives while the action runs may or may not be included. The
+// answer comes once what was acted on is written (up to 30 s more).
 #pragma once
 
 #include <cstdint>

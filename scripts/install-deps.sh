@@ -15,6 +15,8 @@ PACKAGES=(
   # The admin port's HTTP/1.1 request framing (mta/http), and the mustache
   # templates of HTTP injection (mta/inject.h).
   libhttp-parser-dev libmstch-dev
+  # Webhooks POST events with libcurl (mta/outcome/webhook.h).
+  libcurl4-openssl-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
   # The benchmark suite's throughput plot (bench/e2e_runner.py).

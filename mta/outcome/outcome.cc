@@ -39,6 +39,13 @@ bool IsTerminal(Kind kind) {
          kind == Kind::kExpired;
 }
 
+std::optional<Kind> ParseKind(absl::string_view name) {
+  for (int k = 0; k <= static_cast<int>(Kind::kAdmin); ++k) {
+    if (KindName(static_cast<Kind>(k)) == name) return static_cast<Kind>(k);
+  }
+  return std::nullopt;
+}
+
 Outcome OperatorFailure(const queue::RecipientRecord& r, bool deleted) {
   Outcome o;
   o.kind = Kind::kFailed;

@@ -48,6 +48,8 @@ enum class Kind : uint8_t {
   kAdmin,
 };
 absl::string_view KindName(Kind kind);
+// The kind of a name KindName() gives; nullopt for any other.
+std::optional<Kind> ParseKind(absl::string_view name);
 // Delivered, failed and expired: a recipient has exactly one of these.
 bool IsTerminal(Kind kind);
 
