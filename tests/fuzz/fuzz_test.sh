@@ -44,8 +44,9 @@ run dkim_key_fuzz tests/fuzz/dkim_key_fuzz.cc dkim/key.cc base/files.cc \
 run config_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   tests/fuzz/config_fuzz.cc mta/config.cc mta/config_values.cc \
   mta/config_reception.cc mta/config_storage.cc mta/config_delivery.cc \
-  mta/config_bounce.cc mta/bounce/category.cc dns/message.cc \
-  dkim/canonicalize.cc dkim/key.cc dkim/signer.cc dkim/signing_table.cc \
+  mta/config_bounce.cc mta/bounce/category.cc mta/outcome/outcome.cc \
+  base/reply.cc dns/message.cc dkim/canonicalize.cc dkim/key.cc \
+  dkim/signer.cc dkim/signing_table.cc \
   mta/delivery/policy.cc mta/delivery/shaping.cc mta/shard/address.cc \
   mta/shard/epoll_backend.cc mta/shard/uring_backend.cc \
   base/log.cc base/files.cc -ltomlplusplus -lcrypto -lre2 -luring

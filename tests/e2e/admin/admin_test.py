@@ -86,8 +86,12 @@ class AdminTest(unittest.TestCase):
             self.assertEqual(summary["messages"], 1)
             self.assertEqual(summary["recipients"], 2)
             self.assertEqual(summary["by_state"]["queued"], 2)
-            self.assertEqual(summary["by_domain"],
-                             [{"domain": "dest.test", "recipients": 2}])
+            self.assertEqual(len(summary["by_domain"]), 1)
+            self.assertEqual(summary["by_domain"][0]["domain"], "dest.test")
+            self.assertEqual(summary["by_domain"][0]["recipients"], 2)
+            # Ages like qshape's: all of it under five minutes old.
+            self.assertEqual(summary["by_domain"][0]["ages"]["0"], 2)
+            self.assertEqual(summary["age_minutes"]["0"], 2)
 
             # Errors are JSON, with the right codes.
             code, body = curl(port, "/api/v1/nothing")
