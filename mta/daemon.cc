@@ -511,17 +511,26 @@ std::shared_ptr<const dkim::SigningTable> Daemon::dkim() const {
   return dkim_;
 }
 
-int Daemon::OpenConnections() const {
+int Daemon::InboundConnections() const {
   int total = 0;
   for (const auto& state : shards_) {
     total += state->open_connections.load(std::memory_order_relaxed);
   }
+  return total;
+}
+
+int Daemon::OutboundConnections() const {
+  int total = 0;
   if (delivery_ != nullptr) {
     for (const auto& engine : delivery_->engines) {
       if (engine != nullptr) total += engine->open_connections();
     }
   }
   return total;
+}
+
+int Daemon::OpenConnections() const {
+  return InboundConnections() + OutboundConnections();
 }
 
 void Daemon::CloseConnections() {

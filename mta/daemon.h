@@ -111,6 +111,8 @@ class Daemon {
   absl::Status LoadTls();
   std::shared_ptr<const tls::ServerContext> tls() const;
   int OpenConnections() const;
+  int InboundConnections() const;
+  int OutboundConnections() const;
 
   Config config_;
   std::string config_path_;

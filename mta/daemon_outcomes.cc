@@ -492,6 +492,48 @@ std::string Daemon::Gauges() const {
   metric("peregrine_connections_open", "gauge",
          "Connections open, inbound and outbound.",
          static_cast<uint64_t>(std::max(0, OpenConnections())));
+  {
+    uint64_t in = static_cast<uint64_t>(std::max(0, InboundConnections()));
+    uint64_t out_conns =
+        static_cast<uint64_t>(std::max(0, OutboundConnections()));
+    absl::StrAppend(&out,
+                    "# HELP peregrine_connections Connections open now, by "
+                    "direction.\n# TYPE peregrine_connections gauge\n"
+                    "peregrine_connections{direction=\"in\"} ",
+                    in, "\nperegrine_connections{direction=\"out\"} ",
+                    out_conns, "\n");
+  }
+  absl::StrAppend(&out, queue_->commit_seconds().Render(
+                            "peregrine_queue_commit_seconds",
+                            "Group commits: time to disk (spool write and "
+                            "sync, RocksDB write)."));
+  absl::StrAppend(&out, queue_->commit_writes().Render(
+                            "peregrine_queue_commit_writes",
+                            "Group commits: writes (enqueues, updates) each "
+                            "carried."));
+  if (signer_ != nullptr) {
+    absl::StrAppend(
+        &out,
+        "# HELP peregrine_dkim_messages_total Messages DKIM-signed, and "
+        "those no signature could be made for.\n# TYPE "
+        "peregrine_dkim_messages_total counter\n"
+        "peregrine_dkim_messages_total{result=\"signed\"} ",
+        signer_->signed_messages(),
+        "\nperegrine_dkim_messages_total{result=\"failed\"} ",
+        signer_->failed(), "\n");
+  }
+  if (group_ != nullptr) {
+    absl::StrAppend(&out,
+                    "# HELP peregrine_shard_busy_seconds_total Time each "
+                    "shard's loop spent working (its rate: the loop's "
+                    "utilisation, 0 to 1).\n# TYPE "
+                    "peregrine_shard_busy_seconds_total counter\n");
+    for (int i = 0; i < group_->size(); ++i) {
+      absl::StrAppend(&out, "peregrine_shard_busy_seconds_total{shard=\"", i,
+                      "\"} ", absl::ToDoubleSeconds(group_->reactor(i).busy()),
+                      "\n");
+    }
+  }
   queue::Spool::DiskUse spool = queue_->SpoolUsage();
   metric("peregrine_spool_bytes", "gauge",
          "Bytes of spool segment files on disk, spares included.", spool.bytes);

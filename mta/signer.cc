@@ -31,6 +31,11 @@ uint64_t Signer::inline_signed() const {
 void Signer::Run(Task& task) {
   absl::StatusOr<std::string> signatures =
       task.table->Sign(task.message, task.now);
+  if (!signatures.ok()) {
+    failed_.fetch_add(1, std::memory_order_relaxed);
+  } else if (!signatures->empty()) {
+    signed_.fetch_add(1, std::memory_order_relaxed);
+  }
   task.done(std::move(signatures), std::move(task.message));
 }
 

@@ -13,6 +13,7 @@
 // still run, so that what `done` posts to them still lands.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <string>
@@ -45,6 +46,11 @@ class Signer {
 
   // Signatures made on the calling thread because the queue was full.
   uint64_t inline_signed() const;
+  // Messages signed (one or more signatures), and those that could not be
+  // (a key unusable, a message that would not parse); a message no key
+  // matched counts in neither.
+  uint64_t signed_messages() const { return signed_.load(); }
+  uint64_t failed() const { return failed_.load(); }
 
  private:
   struct Task {
@@ -53,7 +59,7 @@ class Signer {
     absl::Time now;
     Done done;
   };
-  static void Run(Task& task);
+  void Run(Task& task);
   void Work();
 
   const size_t max_queued_;
@@ -61,6 +67,8 @@ class Signer {
   std::deque<Task> tasks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t inline_signed_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> signed_{0};
+  std::atomic<uint64_t> failed_{0};
   std::vector<std::thread> threads_;
 };
 

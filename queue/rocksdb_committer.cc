@@ -559,7 +559,10 @@ void RocksStore::CommitterMain() {
       } else {
         absl::ReaderMutexLock lock(&db_mu_);
         PreclaimFresh(fresh);
+        const absl::Time began = absl::Now();
         status = Commit(batch, group, patches, ids, relocated, &rocks_failed);
+        commit_seconds_.Observe(absl::ToDoubleSeconds(absl::Now() - began));
+        commit_writes_.Observe(static_cast<double>(waiters.size()));
         checkpoint_due = true;
         last_commit = absl::Now();
         spool_used_ = true;

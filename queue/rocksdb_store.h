@@ -35,6 +35,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
+#include "base/histogram.h"
 #include "queue/spool.h"
 #include "queue/store.h"
 #include "queue/table.h"
@@ -136,6 +137,10 @@ class RocksStore final : public Store {
 
   // Joint writes done so far (each one fsync in sync mode).
   uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
+  // Each group commit's time to disk (spool write and sync, RocksDB write)
+  // and how many writes (enqueues, updates) it carried.
+  const Histogram& commit_seconds() const { return commit_seconds_; }
+  const Histogram& commit_writes() const { return commit_writes_; }
   // Messages not yet final, as the in-memory table counts them.
   size_t LiveMessages() const;
   // RocksDB's memory: block cache and memtables.
@@ -422,6 +427,10 @@ class RocksStore final : public Store {
   std::string secondary_dir_;  // read_only: the secondary's own files.
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> commits_{0};
+  Histogram commit_seconds_{
+      {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5}};
+  Histogram commit_writes_{
+      {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}};
   absl::Time last_space_check_;
   absl::Time prepare_after_ = absl::InfinitePast();  // Committer only.
   // The spool has held mail, before this open or since: only then is the

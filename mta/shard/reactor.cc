@@ -188,8 +188,17 @@ void Reactor::Run() {
   log::BufferThisThread(true);
   ArmWakeFd();
   absl::Time last_work = clock_();
+  // When the previous iteration began doing work (after its sleep, if it
+  // slept); InfinitePast: it found none.
+  absl::Time busy_from = absl::InfinitePast();
   while (!stopping()) {
     now_ = clock_();
+    if (busy_from != absl::InfinitePast()) {
+      busy_ns_.store(busy_ns_.load(std::memory_order_relaxed) +
+                         absl::ToInt64Nanoseconds(now_ - busy_from),
+                     std::memory_order_relaxed);
+    }
+    const absl::Time began = now_;
     int work = RunTimers();
     work += RunPosted();
     work += RunDeferred();
@@ -209,8 +218,13 @@ void Reactor::Run() {
     };
     // This iteration's log lines, in one write, before a sleep.
     log::FlushThisThread();
-    if (io_->Poll(wait, woke) > 0) last_work = now_;
+    int completed = io_->Poll(wait, woke);
+    if (completed > 0) last_work = now_;
     sleeping_.store(false, std::memory_order_relaxed);
+    // After a sleep now_ is the time it woke (woke()).
+    busy_from = work > 0 || completed > 0
+                    ? (wait > absl::ZeroDuration() ? now_ : began)
+                    : absl::InfinitePast();
   }
   log::BufferThisThread(false);
   tls_current = nullptr;

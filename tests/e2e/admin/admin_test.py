@@ -78,6 +78,28 @@ class AdminTest(unittest.TestCase):
                    if s.name.endswith("_total")}
             self.assertEqual(tls, {("in", "none"): 1})
             self.assertIn("peregrine_spool_bytes", families)
+            # Group commits: a histogram of time and of writes carried.
+            commit = families["peregrine_queue_commit_seconds"]
+            self.assertEqual(commit.type, "histogram")
+            count = [x.value for x in commit.samples
+                     if x.name.endswith("_count")]
+            self.assertGreaterEqual(count[0], 1)
+            inf = [x.value for x in commit.samples
+                   if x.labels.get("le") == "+Inf"]
+            self.assertEqual(inf, count)
+            self.assertEqual(
+                families["peregrine_queue_commit_writes"].type, "histogram")
+            # Each shard's loop: busy seconds, a counter.
+            busy = families["peregrine_shard_busy_seconds"]
+            self.assertEqual(busy.type, "counter")
+            self.assertEqual(
+                sorted(x.labels["shard"] for x in busy.samples
+                       if x.name.endswith("_total")), ["0", "1"])
+            self.assertTrue(all(x.value >= 0 for x in busy.samples))
+            directions = {x.labels["direction"]
+                          for x in families["peregrine_connections"].samples}
+            self.assertEqual(directions, {"in", "out"})
+            self.assertIn("peregrine_dkim_messages", families)
 
             # The queue's summary (delivery is off: the message waits).
             code, body = curl(port, "/api/v1/queue/summary")

@@ -57,6 +57,33 @@ TEST_P(BackendTest, TimersFireInDeadlineOrderAndCancelledOnesNever) {
   EXPECT_GE(last_elapsed, absl::Milliseconds(60));
 }
 
+// busy(): the time the loop worked, not the time it waited.
+TEST_P(BackendTest, BusyCountsWorkNotIdleTime) {
+  ShardGroup::Options options;
+  options.shards = 1;
+  options.backend = GetParam();
+  ShardGroup group(options);
+  ASSERT_TRUE(group.Start().ok());
+  absl::Notification done;
+  group.SubmitTo(0, [&] {
+    absl::Time until = absl::Now() + absl::Milliseconds(80);
+    while (absl::Now() < until) {  // Work, on the loop.
+    }
+    done.Notify();
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(300));  // Idle.
+  absl::Notification turned;
+  group.SubmitTo(0, [&] { turned.Notify(); });
+  turned.WaitForNotification();
+  absl::SleepFor(absl::Milliseconds(20));
+  absl::Duration busy = group.reactor(0).busy();
+  group.Stop();
+  group.Join();
+  EXPECT_GE(busy, absl::Milliseconds(80));
+  EXPECT_LT(busy, absl::Milliseconds(250));  // Not the 300 ms idle.
+}
+
 // A connection rearms its idle timer on every command: cancel, then add
 // one five minutes ahead. The cancelled entries are swept, so the heap
 // stays near the live count, and the live timers still fire in order.
