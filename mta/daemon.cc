@@ -682,6 +682,7 @@ int Daemon::Run() {
   bool draining = false;
   absl::Time deadline;
   int ticks = 0;
+  counter_ = std::thread([this] { CountQueue(); });
   while (true) {
     timespec tick{0, 100 * 1000 * 1000};
     int sig = sigtimedwait(&set, nullptr, &tick);
@@ -730,6 +731,11 @@ int Daemon::Run() {
   // so does the admin API's background work (a queue summary).
   if (signer_ != nullptr) signer_->Stop();
   if (admin_ != nullptr) admin_->Stop();
+  {
+    absl::MutexLock lock(&counted_mu_);
+    counter_stop_ = true;
+  }
+  if (counter_.joinable()) counter_.join();
   // Resolvers hold sockets in their shard's backend: close them there.
   for (int i = 0; i < group_->size(); ++i) {
     absl::Notification closed;

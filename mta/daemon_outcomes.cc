@@ -474,6 +474,27 @@ size_t Daemon::TakeFromDelivery(absl::flat_hash_set<RecipientKey> wanted,
   return tally->taken;
 }
 
+void Daemon::CountQueue() {
+  absl::Duration wait = absl::Seconds(5);  // The first soon after start.
+  for (;;) {
+    {
+      absl::MutexLock lock(&counted_mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(counted_mu_) {
+        return counter_stop_;
+      };
+      if (counted_mu_.AwaitWithTimeout(absl::Condition(&stop), wait)) return;
+    }
+    absl::Time began = absl::Now();
+    absl::StatusOr<queue::QueueCounts> c = queue_->Counts();
+    absl::Duration took = absl::Now() - began;
+    wait = std::max(absl::Minutes(1), took * 30);
+    if (!c.ok()) continue;
+    absl::MutexLock lock(&counted_mu_);
+    counted_ = *std::move(c);
+    counted_at_ = absl::Now();
+  }
+}
+
 std::string Daemon::Gauges() const {
   std::string out;
   auto metric = [&out](absl::string_view name, absl::string_view type,
@@ -540,6 +561,38 @@ std::string Daemon::Gauges() const {
   metric("peregrine_spool_segments", "gauge",
          "Spool segment files on disk, spares included.",
          spool.segments + spool.spares);
+  {
+    absl::MutexLock lock(&counted_mu_);
+    if (counted_.has_value()) {
+      absl::StrAppend(
+          &out,
+          "# HELP peregrine_queue_recipients Recipients in the queue by "
+          "state, as last counted (peregrine_queue_counted_timestamp_"
+          "seconds).\n# TYPE peregrine_queue_recipients gauge\n");
+      for (int i = 0; i < 2; ++i) {  // queued, deferred: not final.
+        absl::StrAppend(&out, "peregrine_queue_recipients{state=\"",
+                        queue::StateName(static_cast<queue::RecipientState>(i)),
+                        "\"} ", counted_->by_state[i], "\n");
+      }
+      absl::StrAppend(
+          &out,
+          "# HELP peregrine_queue_recipients_by_age Recipients not yet final "
+          "by their message's age, qshape's buckets (minutes: at least "
+          "`minutes`, less than the next bucket's).\n# TYPE "
+          "peregrine_queue_recipients_by_age gauge\n");
+      for (int b = 0; b < queue::kAgeBuckets; ++b) {
+        absl::StrAppend(&out, "peregrine_queue_recipients_by_age{minutes=\"",
+                        queue::kAgeBucketStart[b], "\"} ",
+                        counted_->all.ages[b], "\n");
+      }
+      absl::StrAppend(
+          &out,
+          "# HELP peregrine_queue_counted_timestamp_seconds When the queue "
+          "was last counted.\n# TYPE peregrine_queue_counted_timestamp_"
+          "seconds gauge\nperegrine_queue_counted_timestamp_seconds ",
+          absl::ToUnixSeconds(counted_at_), "\n");
+    }
+  }
   metric("peregrine_events_dropped_total", "counter",
          "Event log lines dropped (the file could not be written).",
          events_ != nullptr ? events_->dropped() : 0);

@@ -100,6 +100,23 @@ class AdminTest(unittest.TestCase):
                           for x in families["peregrine_connections"].samples}
             self.assertEqual(directions, {"in", "out"})
             self.assertIn("peregrine_dkim_messages", families)
+            # The queue by state and age, counted a few seconds after start.
+            def counted():
+                return "peregrine_queue_recipients{" in curl(
+                    port, "/metrics")[1]
+            deadline = time.time() + 20
+            while not counted() and time.time() < deadline:
+                time.sleep(0.2)
+            families = {f.name: f for f in
+                        text_string_to_metric_families(
+                            curl(port, "/metrics")[1])}
+            states = {x.labels["state"]: x.value for x in
+                      families["peregrine_queue_recipients"].samples}
+            self.assertEqual(states, {"queued": 2, "deferred": 0})
+            ages = {x.labels["minutes"]: x.value for x in
+                    families["peregrine_queue_recipients_by_age"].samples}
+            self.assertEqual(ages["0"], 2)
+            self.assertEqual(ages["1280"], 0)
 
             # The queue's summary (delivery is off: the message waits).
             code, body = curl(port, "/api/v1/queue/summary")
