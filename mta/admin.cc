@@ -435,8 +435,10 @@ std::string AdminApi::Queue(const http::Request& r,
 
 void AdminConnection::Start(shard::Reactor& reactor, int fd,
                             const AdminApi& api, bool loopback,
-                            std::atomic<int>& open) {
+                            std::atomic<int>& open,
+                            std::shared_ptr<const tls::ServerContext> tls) {
   auto* c = new AdminConnection(reactor, fd, api, loopback, open);
+  if (tls != nullptr) c->stream_.StartTlsServer(std::move(tls));
   c->ArmTimer();
   c->stream_.Read();
 }
@@ -498,6 +500,8 @@ void AdminConnection::OnData(absl::string_view bytes) {
     stream_.Read();
     return;
   }
+  // TLS: the stream queued its handshake answers; they go first.
+  if (stream_.unsent() > 0 && !stream_.writing()) stream_.Flush();
   session_.Feed(bytes);
   Serve();
 }

@@ -50,6 +50,7 @@
 #include "mta/shard/reactor.h"
 #include "mta/stream/stream.h"
 #include "nlohmann/json.hpp"
+#include "tls/tls.h"
 
 namespace peregrine {
 
@@ -138,9 +139,11 @@ class AdminConnection : public Stream::Handler {
   static constexpr absl::Duration kLinger = absl::Seconds(2);
   static constexpr size_t kLingerBytes = 1 << 20;
 
-  // Takes `fd`; counts itself in `open` until closed.
+  // Takes `fd`; counts itself in `open` until closed. With `tls`, HTTPS:
+  // the handshake comes first (within kRequestTimeout).
   static void Start(shard::Reactor& reactor, int fd, const AdminApi& api,
-                    bool loopback, std::atomic<int>& open);
+                    bool loopback, std::atomic<int>& open,
+                    std::shared_ptr<const tls::ServerContext> tls = nullptr);
   // On the calling shard: closes every admin connection (the daemon
   // drains; an idle keep-alive must not hold the drain up).
   static void CloseAll();

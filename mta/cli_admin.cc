@@ -6,6 +6,7 @@
 // one.
 
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <tuple>
 
 #include "absl/strings/ascii.h"
@@ -73,7 +75,7 @@ absl::StatusOr<std::string> FirstToken(const Config& c,
       absl::StrCat(path, " (admin.tokens_file) has no token"));
 }
 
-absl::StatusOr<Answer> Call(const shard::SocketAddress& address,
+absl::StatusOr<Answer> Call(const shard::SocketAddress& address, bool tls,
                             const std::string& token, const std::string& method,
                             const std::string& path, const std::string& body) {
   int fd = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -103,10 +105,34 @@ absl::StatusOr<Answer> Call(const shard::SocketAddress& address,
                                   "Content-Length: ",
                                   body.size(), "\r\n"),
       "\r\n", body);
+  // admin.tls: HTTPS to our own daemon, whose certificate may be the
+  // self-signed default; it is not verified (the address is this
+  // configuration's own listener).
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(nullptr, SSL_CTX_free);
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(nullptr, SSL_free);
+  if (tls) {
+    ctx.reset(SSL_CTX_new(TLS_client_method()));
+    ssl.reset(ctx != nullptr ? SSL_new(ctx.get()) : nullptr);
+    if (ssl == nullptr || SSL_set_fd(ssl.get(), fd) != 1 ||
+        SSL_connect(ssl.get()) != 1) {
+      ::close(fd);
+      return absl::UnavailableError(absl::StrCat(
+          "no TLS handshake with the admin port ", address.ToString(),
+          " (admin.tls is on in this configuration: is it on in the "
+          "daemon's?)"));
+    }
+  }
+  auto write = [&](const char* data, size_t size) -> ssize_t {
+    return tls ? SSL_write(ssl.get(), data, static_cast<int>(size))
+               : ::send(fd, data, size, MSG_NOSIGNAL);
+  };
+  auto read = [&](char* data, size_t size) -> ssize_t {
+    return tls ? SSL_read(ssl.get(), data, static_cast<int>(size))
+               : ::recv(fd, data, size, 0);
+  };
   size_t sent = 0;
   while (sent < request.size()) {
-    ssize_t n =
-        ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    ssize_t n = write(request.data() + sent, request.size() - sent);
     if (n <= 0) {
       ::close(fd);
       return absl::UnavailableError("the admin port closed the connection");
@@ -116,11 +142,12 @@ absl::StatusOr<Answer> Call(const shard::SocketAddress& address,
   std::string response;
   char buf[16384];
   while (response.size() < (16 << 20)) {
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n < 0 && errno == EINTR) continue;
+    ssize_t n = read(buf, sizeof(buf));
+    if (n < 0 && errno == EINTR && !tls) continue;
     if (n <= 0) break;
     response.append(buf, static_cast<size_t>(n));
   }
+  ssl.reset();
   ::close(fd);
   Answer a;
   size_t end = response.find("\r\n\r\n");
@@ -285,9 +312,10 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
   }
   absl::StatusOr<Answer> answer =
       what == "suspensions" || what == "summary"
-          ? Call(*address, *token, "GET", "/api/v1/queue/" + what, "")
-          : Call(*address, *token, "POST", "/api/v1/queue/" + what,
-                 body.dump());
+          ? Call(*address, config->admin_tls, *token, "GET",
+                 "/api/v1/queue/" + what, "")
+          : Call(*address, config->admin_tls, *token, "POST",
+                 "/api/v1/queue/" + what, body.dump());
   if (!answer.ok()) {
     err << name << ": " << answer.status().message() << "\n";
     return 1;

@@ -49,6 +49,7 @@ struct Config {
   // [admin]
   std::string admin_tokens_file;  // Relative: under data_dir.
   uint64_t admin_inject_memory = 256 << 20;
+  bool admin_tls = false;  // HTTPS with the [tls] certificate.
   // [[admin.webhooks]]: events POSTed to these (mta/outcome/webhook.h).
   struct Webhook {
     std::string name;  // Default: the URL's position.

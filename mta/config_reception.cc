@@ -232,6 +232,11 @@ std::vector<Setting> ReceptionSettings() {
        [](const toml::node& n, Config& c) {
          return GetSize(n, 1 << 20, uint64_t{1} << 40, &c.admin_inject_memory);
        }},
+      {"admin", "tls", "false",
+       "The admin port speaks HTTPS (TLS from the first byte) with the\n"
+       "[tls] certificate (a self-signed one when tls.cert_file is empty).\n"
+       "Use it whenever listen.admin is reachable from another host.",
+       [](const toml::node& n, Config& c) { return GetBool(n, &c.admin_tls); }},
       {"admin", "webhooks", "[]",
        "Events (as the event log writes them) POSTed in batches to these\n"
        "URLs, signed: X-Peregrine-Signature: sha256=HMAC-SHA256(key,\n"

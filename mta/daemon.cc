@@ -351,9 +351,10 @@ void Daemon::StartAccepting(int shard) {
     std::atomic<int>& open = state.open_connections;
     AcceptLoop::Accepted accepted;
     if (listener.kind == ListenerKind::kAdmin) {
-      accepted = [&reactor, &open, api = admin_.get(),
+      accepted = [this, &reactor, &open, api = admin_.get(),
                   loopback = listener.loopback](int fd) {
-        AdminConnection::Start(reactor, fd, *api, loopback, open);
+        AdminConnection::Start(reactor, fd, *api, loopback, open,
+                               config_.admin_tls ? tls() : nullptr);
       };
     } else {
       accepted = [&reactor, &open, context = &reception_,

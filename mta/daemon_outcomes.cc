@@ -276,6 +276,17 @@ std::string Daemon::CheckSuppressed(absl::string_view sender,
 
 absl::Status Daemon::PrepareAdmin() {
   AdminOptions options;
+  for (const ListenerConfig& l : config_.listeners) {
+    if (l.kind != ListenerKind::kAdmin || config_.admin_tls) continue;
+    for (const auto& a : l.addresses) {
+      if (a.IsLoopback()) continue;
+      log::Warn(kLog,
+                "%s: %s is not loopback and admin.tls is off: bearer tokens "
+                "and queue data cross the network in the clear (set "
+                "admin.tls = true)",
+                config_.Where(l.key), a.ToString());
+    }
+  }
   if (!config_.admin_tokens_file.empty()) {
     std::string path = config_.admin_tokens_file;
     if (path[0] != '/') path = absl::StrCat(config_.data_dir, "/", path);

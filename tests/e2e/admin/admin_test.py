@@ -254,6 +254,30 @@ class AdminTest(unittest.TestCase):
         finally:
             self.assertEqual(d.stop(), 0)
 
+    def test_https_with_the_tls_certificate(self):
+        port = free_port()
+        d = Daemon(admin=f'"127.0.0.1:{port}"', extra="[admin]\ntls = true\n")
+        try:
+            out = subprocess.run(
+                ["curl", "-sk", "-o", "-", "-w", "\n%{http_code}",
+                 f"https://127.0.0.1:{port}/livez"],
+                capture_output=True, text=True, timeout=20)
+            self.assertEqual(out.stdout.rpartition("\n")[2], "200", out)
+            # Plain HTTP gets no answer (TLS from the first byte).
+            self.assertEqual(curl(port, "/livez")[0], 0)
+            # The CLI speaks TLS when the configuration says so.
+            r = subprocess.run(
+                [PEREGRINE, "queue", "summary", "--config", d.cfg,
+                 "--data-dir", d.data],
+                capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("messages 0", r.stdout)
+            # A handshake that never comes is cut like an idle client, and
+            # garbage instead of a ClientHello closes the connection.
+            self.assertEqual(raw(port, b"GET / HTTP/1.1\r\n\r\n"), b"")
+        finally:
+            self.assertEqual(d.stop(), 0)
+
 
 if __name__ == "__main__":
     unittest.main()
