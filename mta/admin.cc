@@ -373,17 +373,22 @@ std::string AdminApi::Queue(const http::Request& r,
   if (body.is_discarded() || !body.is_object()) {
     return http::JsonError(
         400,
-        "the body must be a JSON object: {\"domain\": \"example.com\"} or "
-        "{\"mx_suffix\": \".outlook.com\"}",
+        "the body must be a JSON object: {\"domain\": \"example.com\"}, "
+        "{\"mx_suffix\": \".outlook.com\"}, {\"campaign\": \"spring\"} or "
+        "{\"tenant\": \"acme\"}",
         keep);
   }
   auto text = [&body](const char* key) -> std::string {
     auto it = body.find(key);
     return it != body.end() && it->is_string() ? it->get<std::string>() : "";
   };
+  delivery::Suspension s;
+  s.domain = text("domain");
+  s.mx_suffix = text("mx_suffix");
+  s.campaign = text("campaign");
+  s.tenant = text("tenant");
   if (r.path == "/api/v1/queue/resume") {
-    auto removed =
-        options_.suspensions->Remove(text("domain"), text("mx_suffix"));
+    auto removed = options_.suspensions->Remove(s);
     if (!removed.ok()) {
       return http::JsonError(500, removed.status().message(), keep);
     }
@@ -392,15 +397,11 @@ std::string AdminApi::Queue(const http::Request& r,
           404, "no such suspension (GET /api/v1/queue/suspensions lists them)",
           keep);
     }
-    std::string target =
-        text("domain").empty() ? text("mx_suffix") : text("domain");
+    std::string target = delivery::Suspensions::Target(s);
     Record(absl::StrCat("resume ", target), target, client);
     if (options_.apply_suspensions) options_.apply_suspensions();
     return Json(200, {{"resumed", true}}, keep);
   }
-  delivery::Suspension s;
-  s.domain = text("domain");
-  s.mx_suffix = text("mx_suffix");
   s.reason = text("reason");
   s.since = absl::Now();
   if (std::string d = text("duration"); !d.empty()) {
@@ -419,7 +420,7 @@ std::string AdminApi::Queue(const http::Request& r,
         added.code() == absl::StatusCode::kInvalidArgument ? 400 : 500,
         added.message(), keep);
   }
-  std::string target = s.domain.empty() ? s.mx_suffix : s.domain;
+  std::string target = delivery::Suspensions::Target(s);
   Record(absl::StrCat(
              "suspend ", target,
              s.until == absl::InfiniteFuture()

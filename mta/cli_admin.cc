@@ -163,8 +163,12 @@ absl::StatusOr<Answer> Call(const shard::SocketAddress& address, bool tls,
 }
 
 std::string Target(const json& s) {
-  return s.contains("domain") ? s["domain"].get<std::string>()
-                              : s.value("mx_suffix", std::string("?"));
+  if (s.contains("domain")) return s["domain"].get<std::string>();
+  if (s.contains("mx_suffix")) return s["mx_suffix"].get<std::string>();
+  if (s.contains("campaign")) {
+    return "campaign " + s["campaign"].get<std::string>();
+  }
+  return "tenant " + s.value("tenant", std::string("?"));
 }
 
 std::string Until(const json& s) {
@@ -200,6 +204,8 @@ void AddQueueControl(CLI::App& queue, QueueControlArgs& args) {
                       "A recipient domain, or *.example.com");
       sub->add_option("--mx-suffix", args.mx_suffix,
                       "Every domain whose MX hosts end so: .outlook.com");
+      sub->add_option("--campaign", args.campaign, "A campaign's mail");
+      sub->add_option("--tenant", args.tenant, "A tenant's mail");
     }
     if (name == "suspend") {
       sub->add_option("--duration", args.duration,
@@ -287,10 +293,13 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
       return 2;
     }
   } else if ((what == "suspend" || what == "resume") &&
-             a.domain.empty() == a.mx_suffix.empty()) {
+             !a.domain.empty() + !a.mx_suffix.empty() + !a.campaign.empty() +
+                     !a.tenant.empty() !=
+                 1) {
     err << name
-        << ": give --domain (a recipient domain) or --mx-suffix (like "
-           ".outlook.com: every domain whose MX hosts end so)\n";
+        << ": give one of --domain (a recipient domain), --mx-suffix (like "
+           ".outlook.com: every domain whose MX hosts end so), --campaign "
+           "or --tenant\n";
     return 2;
   }
   auto address = AdminAddress(*config);
@@ -307,6 +316,8 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
   if (!action) {
     if (!a.domain.empty()) body["domain"] = a.domain;
     if (!a.mx_suffix.empty()) body["mx_suffix"] = a.mx_suffix;
+    if (!a.campaign.empty()) body["campaign"] = a.campaign;
+    if (!a.tenant.empty()) body["tenant"] = a.tenant;
     if (!a.duration.empty()) body["duration"] = a.duration;
     if (!a.reason.empty()) body["reason"] = a.reason;
   }
@@ -346,7 +357,7 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
                                    : std::string("resumed"))
         << "\n";
   } else if (what == "resume") {
-    out << "resumed " << (a.domain.empty() ? a.mx_suffix : a.domain) << "\n";
+    out << "resumed " << Target(body) << "\n";
   } else {
     const json& list = answer->body["suspensions"];
     if (list.empty()) out << "no site is suspended through the API\n";

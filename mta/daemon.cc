@@ -785,6 +785,8 @@ std::shared_ptr<const delivery::DeliveryOptions> Daemon::DeliveryInForce() {
     for (delivery::SiteRule& r : suspensions_->Rules()) {
       options->rules.push_back(std::move(r));
     }
+    options->held_campaigns = suspensions_->Campaigns();
+    options->held_tenants = suspensions_->Tenants();
   }
   return options;
 }

@@ -40,6 +40,7 @@ dns::Resolver* DeliveryShard::resolver() {
 void DeliveryShard::Reload(
     std::shared_ptr<const DeliveryOptions> options,
     std::shared_ptr<const bounce::Classifier> classifier) {
+  std::shared_ptr<const DeliveryOptions> before = std::move(options_);
   options_ = std::move(options);
   if (classifier != nullptr) classifier_ = std::move(classifier);
   retry_ = RetrySchedule(options_->retry);
@@ -70,6 +71,31 @@ void DeliveryShard::Reload(
       resumed = true;
     }
     Pump(*site);
+  }
+  // A campaign or tenant held now: what waits at the sites goes back to
+  // the queue. One released: what was parked comes back at once.
+  if (!options_->held_campaigns.empty() || !options_->held_tenants.empty()) {
+    for (auto& [key, site] : sites_) {
+      for (std::unique_ptr<Job>& job :
+           site->TakeJobsIf([this](Job& j) { return Held(j); })) {
+        ParkHeld(std::move(job));
+      }
+    }
+  }
+  auto released = [](const std::vector<std::string>& was,
+                     const std::vector<std::string>& now_held) {
+    for (const std::string& t : was) {
+      if (std::find(now_held.begin(), now_held.end(), t) == now_held.end()) {
+        return true;
+      }
+    }
+    return false;
+  };
+  if (before != nullptr &&
+      (released(before->held_campaigns, options_->held_campaigns) ||
+       released(before->held_tenants, options_->held_tenants))) {
+    log::Info(kLog, "a held campaign or tenant was released");
+    resumed = true;
   }
   if (resumed) {
     // What the site held past its limit waits in the queue, parked until
@@ -263,7 +289,48 @@ void DeliveryShard::Poll() {
       });
 }
 
+bool DeliveryShard::Held(Job& job) {
+  const DeliveryOptions& o = *options_;
+  if (o.held_campaigns.empty() && o.held_tenants.empty()) return false;
+  ReadEnvelope(job);
+  auto in = [](const std::vector<std::string>& list, const std::string& tag) {
+    return !tag.empty() &&
+           std::find(list.begin(), list.end(), tag) != list.end();
+  };
+  return in(o.held_campaigns, job.campaign) || in(o.held_tenants, job.tenant);
+}
+
+void DeliveryShard::ParkHeld(std::unique_ptr<Job> job) {
+  absl::Time now = reactor_.Now();
+  const absl::Duration held = job->HeldUntil(now) + Site::kParkFor;
+  for (const queue::RecipientRecord& r : job->recipients) {
+    outcome::Outcome o;
+    o.kind = outcome::Kind::kDeferred;
+    o.recipient = r.spec.address;
+    o.site = r.spec.site;
+    o.reply = Reply{451, "4.4.5",
+                    "held by the operator: its campaign or tenant is "
+                    "suspended"};
+    o.attempt = r.attempts;
+    o.next_attempt = now + Site::kParkFor;
+    o.record = r;
+    o.attempted = false;
+    o.held_more = held;
+    Publish(std::move(o), *job);
+    ++held_unlogged_;
+  }
+  if (now - held_logged_ >= Site::kParkLogEvery) {
+    log::Info(kLog,
+              "%d recipients of held campaigns or tenants wait in the queue "
+              "(looked at again every %s, unattempted)",
+              held_unlogged_, absl::FormatDuration(Site::kParkFor));
+    held_unlogged_ = 0;
+    held_logged_ = now;
+  }
+}
+
 void DeliveryShard::Route(std::unique_ptr<Job> job) {
+  if (Held(*job)) return ParkHeld(std::move(job));
   const DeliveryOptions& options = *options_;
   auto hand_over = [this](std::unique_ptr<Job> job, std::string key,
                           std::vector<dns::MxHost> mx, bool smarthost) {

@@ -142,6 +142,12 @@ class DeliveryShard : public ConnectionHost {
   bounce::Verdict Classify(const Reply& reply) const;
   // Puts what a suspended site holds past its limit back in the queue.
   void ParkExcess(Site& site);
+  // The job's campaign or tenant is held through the admin API (reads the
+  // envelope, only while one is).
+  bool Held(Job& job);
+  // Puts a held campaign's or tenant's job back in the queue for kParkFor,
+  // unattempted.
+  void ParkHeld(std::unique_ptr<Job> job);
 
   // Outcomes: published, then the claim is released.
   void Publish(outcome::Outcome o, const Job& job);
@@ -176,6 +182,9 @@ class DeliveryShard : public ConnectionHost {
   shard::Reactor::TimerId poll_timer_ = 0;
   absl::Time last_sweep_ = absl::InfinitePast();
   absl::Time claim_until_ = absl::InfinitePast();  // ClaimAhead().
+  // Recipients ParkHeld() put back since the last log line about them.
+  int held_unlogged_ = 0;
+  absl::Time held_logged_ = absl::InfinitePast();
   std::atomic<int> open_{0};
   std::atomic<int> outstanding_{0};
 };

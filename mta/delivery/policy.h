@@ -96,6 +96,10 @@ struct DeliveryOptions {
   RetryOptions retry;
   SiteOptions defaults;
   std::vector<SiteRule> rules;
+  // Campaigns and tenants held through the admin API (suspensions.h): their
+  // mail is parked in the queue, unattempted, before it is routed.
+  std::vector<std::string> held_campaigns;
+  std::vector<std::string> held_tenants;
   std::vector<BackoffRule> backoff;
   BackoffRule on_421 = {"", absl::Minutes(5), 0.5};  // No pattern matched.
   std::vector<Source> sources;

@@ -101,6 +101,17 @@ std::vector<std::unique_ptr<Job>> Site::TakeMatching(
   return out;
 }
 
+std::vector<std::unique_ptr<Job>> Site::TakeJobsIf(
+    const std::function<bool(Job&)>& match) {
+  std::vector<std::unique_ptr<Job>> out;
+  std::deque<std::unique_ptr<Job>> kept;
+  for (std::unique_ptr<Job>& job : ready_) {
+    (match(*job) ? out.emplace_back() : kept.emplace_back()) = std::move(job);
+  }
+  ready_.swap(kept);
+  return out;
+}
+
 std::unique_ptr<Job> Site::TakeNext() {
   if (ready_.empty()) return nullptr;
   std::unique_ptr<Job> job = std::move(ready_.front());

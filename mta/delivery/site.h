@@ -89,6 +89,9 @@ class Site {
   // picks out of their jobs, as jobs of their own (the rest keep waiting).
   std::vector<std::unique_ptr<Job>> TakeMatching(
       const std::function<bool(const queue::RecipientRecord&)>& match);
+  // The waiting jobs `match` picks (a held campaign's), whole.
+  std::vector<std::unique_ptr<Job>> TakeJobsIf(
+      const std::function<bool(Job&)>& match);
   size_t waiting() const { return ready_.size(); }
 
   // A ready connection may start a transaction now (takes a message

@@ -30,7 +30,24 @@ bool ParseTime(const json& j, absl::Time* t) {
                          absl::UTCTimeZone(), t, &err);
 }
 
+int Targets(const Suspension& s) {
+  return !s.domain.empty() + !s.mx_suffix.empty() + !s.campaign.empty() +
+         !s.tenant.empty();
+}
+
+bool SameTarget(const Suspension& a, const Suspension& b) {
+  return a.domain == b.domain && a.mx_suffix == b.mx_suffix &&
+         a.campaign == b.campaign && a.tenant == b.tenant;
+}
+
 }  // namespace
+
+std::string Suspensions::Target(const Suspension& s) {
+  if (!s.domain.empty()) return s.domain;
+  if (!s.mx_suffix.empty()) return s.mx_suffix;
+  if (!s.campaign.empty()) return absl::StrCat("campaign ", s.campaign);
+  return absl::StrCat("tenant ", s.tenant);
+}
 
 bool PlausibleDomain(absl::string_view text, bool suffix) {
   if (text.empty() || text.size() > 253) return false;
@@ -57,6 +74,8 @@ json Suspensions::ToJson(const Suspension& s) {
   json j = {{"reason", s.reason}, {"since", Time(s.since)}};
   if (!s.domain.empty()) j["domain"] = s.domain;
   if (!s.mx_suffix.empty()) j["mx_suffix"] = s.mx_suffix;
+  if (!s.campaign.empty()) j["campaign"] = s.campaign;
+  if (!s.tenant.empty()) j["tenant"] = s.tenant;
   j["until"] =
       s.until == absl::InfiniteFuture() ? json(nullptr) : json(Time(s.until));
   return j;
@@ -89,8 +108,15 @@ absl::Status Suspensions::Load() {
     if (e.contains("mx_suffix") && e["mx_suffix"].is_string()) {
       s.mx_suffix = e["mx_suffix"].get<std::string>();
     }
-    if (s.domain.empty() == s.mx_suffix.empty()) {
-      return garbled("an entry needs a domain or an mx_suffix");
+    for (auto [key, field] :
+         {std::pair{"campaign", &s.campaign}, std::pair{"tenant", &s.tenant}}) {
+      if (e.contains(key) && e[key].is_string()) {
+        *field = e[key].get<std::string>();
+      }
+    }
+    if (Targets(s) != 1) {
+      return garbled(
+          "an entry needs one of domain, mx_suffix, campaign or tenant");
     }
     if (e.contains("reason") && e["reason"].is_string()) {
       s.reason = e["reason"].get<std::string>();
@@ -136,11 +162,24 @@ absl::Status Suspensions::SaveLocked() {
 absl::Status Suspensions::Add(Suspension s) {
   s.domain = absl::AsciiStrToLower(s.domain);
   s.mx_suffix = absl::AsciiStrToLower(s.mx_suffix);
-  if (s.domain.empty() == s.mx_suffix.empty()) {
+  if (Targets(s) != 1) {
     return absl::InvalidArgumentError(
-        "give either \"domain\" (a recipient domain, or \"*.example.com\") "
-        "or \"mx_suffix\" (\".outlook.com\": every domain whose MX hosts end "
-        "so)");
+        "give one of \"domain\" (a recipient domain, or \"*.example.com\"), "
+        "\"mx_suffix\" (\".outlook.com\": every domain whose MX hosts end "
+        "so), \"campaign\" or \"tenant\"");
+  }
+  for (auto [name, tag] :
+       {std::pair{"campaign", &s.campaign}, std::pair{"tenant", &s.tenant}}) {
+    if (tag->size() > 200) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": longer than 200 bytes"));
+    }
+    for (char c : *tag) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": control characters are not allowed"));
+      }
+    }
   }
   if (!s.domain.empty() && !PlausibleDomain(s.domain, false)) {
     return absl::InvalidArgumentError(
@@ -158,7 +197,7 @@ absl::Status Suspensions::Add(Suspension s) {
   std::vector<Suspension> before = list_;
   bool replaced = false;
   for (Suspension& e : list_) {
-    if (e.domain == s.domain && e.mx_suffix == s.mx_suffix) {
+    if (SameTarget(e, s)) {
       e = s;
       replaced = true;
     }
@@ -175,16 +214,14 @@ absl::Status Suspensions::Add(Suspension s) {
   return saved;
 }
 
-absl::StatusOr<bool> Suspensions::Remove(const std::string& domain,
-                                         const std::string& mx_suffix) {
-  std::string d = absl::AsciiStrToLower(domain);
-  std::string m = absl::AsciiStrToLower(mx_suffix);
+absl::StatusOr<bool> Suspensions::Remove(const Suspension& target) {
+  Suspension t = target;
+  t.domain = absl::AsciiStrToLower(t.domain);
+  t.mx_suffix = absl::AsciiStrToLower(t.mx_suffix);
   absl::MutexLock lock(&mu_);
   std::vector<Suspension> before = list_;
   size_t n = list_.size();
-  std::erase_if(list_, [&](const Suspension& s) {
-    return s.domain == d && s.mx_suffix == m;
-  });
+  std::erase_if(list_, [&](const Suspension& s) { return SameTarget(s, t); });
   if (list_.size() == n) return false;
   absl::Status saved = SaveLocked();
   if (!saved.ok()) {
@@ -207,6 +244,7 @@ std::vector<SiteRule> Suspensions::Rules() const {
   absl::MutexLock lock(&mu_);
   std::vector<SiteRule> rules;
   for (const Suspension& s : list_) {
+    if (s.domain.empty() && s.mx_suffix.empty()) continue;
     SiteRule r;
     if (!s.domain.empty()) r.domains = {s.domain};
     if (!s.mx_suffix.empty()) r.mx_suffixes = {s.mx_suffix};
@@ -214,6 +252,24 @@ std::vector<SiteRule> Suspensions::Rules() const {
     rules.push_back(std::move(r));
   }
   return rules;
+}
+
+std::vector<std::string> Suspensions::Campaigns() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const Suspension& s : list_) {
+    if (!s.campaign.empty()) out.push_back(s.campaign);
+  }
+  return out;
+}
+
+std::vector<std::string> Suspensions::Tenants() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const Suspension& s : list_) {
+    if (!s.tenant.empty()) out.push_back(s.tenant);
+  }
+  return out;
 }
 
 std::vector<Suspension> Suspensions::List() const {

@@ -2,13 +2,16 @@
 // POST /api/v1/queue/suspend), on top of the configuration's
 // `suspended = true` rules.
 //
-// Each names a recipient domain ("example.com", "*.example.com") or an MX
-// suffix (".outlook.com": every domain whose MX hosts end so), with a
-// reason and an optional end. They become site rules appended after the
+// Each names a recipient domain ("example.com", "*.example.com"), an MX
+// suffix (".outlook.com": every domain whose MX hosts end so), a campaign
+// or a tenant (the message's tags), with a reason and an optional end.
+// Domains and suffixes become site rules appended after the
 // configuration's (policy.h), so the engine holds that mail exactly as for
-// a suspended rule: unattempted, its time not counted toward the maximum
-// age. They are kept in a file in the data directory (written whole, then
-// renamed), so a restart keeps them.
+// a suspended rule; campaigns and tenants become DeliveryOptions'
+// held_campaigns and held_tenants, whose mail the engine parks in the queue
+// before routing it. Either way unattempted, its time not counted toward
+// the maximum age. They are kept in a file in the data directory (written
+// whole, then renamed), so a restart keeps them.
 //
 // Thread-safe: the admin port's shards change them, the main thread
 // expires them.
@@ -26,8 +29,11 @@
 namespace peregrine::delivery {
 
 struct Suspension {
-  std::string domain;     // Or:
-  std::string mx_suffix;  // Exactly one of the two is set.
+  // Exactly one of the four is set.
+  std::string domain;
+  std::string mx_suffix;
+  std::string campaign;
+  std::string tenant;
   std::string reason;
   absl::Time since;
   absl::Time until = absl::InfiniteFuture();
@@ -40,16 +46,21 @@ class Suspensions {
   // Reads the file; none is no suspension. A garbled file is an error
   // naming it.
   absl::Status Load();
-  // Adds `s`, or replaces the one with the same target. Refuses a target
-  // that is not a domain, or both or neither set.
+  // Adds `s`, or replaces the one with the same target. Refuses a domain
+  // that is not one, a tag with control characters or over 200 bytes, and
+  // none or several targets.
   absl::Status Add(Suspension s);
-  // Removes the one with that target; false when there was none.
-  absl::StatusOr<bool> Remove(const std::string& domain,
-                              const std::string& mx_suffix);
+  // Removes the one with `target`'s target; false when there was none.
+  absl::StatusOr<bool> Remove(const Suspension& target);
   // Drops those whose end passed; true if any went (and the file changed).
   bool Expire(absl::Time now);
-  // One site rule (suspended = true) per suspension.
+  // One site rule (suspended = true) per domain or suffix suspension.
   std::vector<SiteRule> Rules() const;
+  // The campaigns and the tenants held.
+  std::vector<std::string> Campaigns() const;
+  std::vector<std::string> Tenants() const;
+  // "example.com", ".outlook.com", "campaign spring", "tenant acme".
+  static std::string Target(const Suspension& s);
   std::vector<Suspension> List() const;
   static nlohmann::json ToJson(const Suspension& s);
 

@@ -167,6 +167,38 @@ class QueueActionsTest(unittest.TestCase):
         self.assertIn("deleted", reasons["x@down.test"])
         self.assertIn("bounced", reasons["y@down.test"])
 
+    def test_a_campaign_suspended_waits_unattempted_until_resumed(self):
+        r = subprocess.run(
+            [PEREGRINE, "queue", "suspend", "--campaign", "spring",
+             "--reason", "wrong price", "--config", self.d.cfg,
+             "--data-dir", self.d.data],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("suspended campaign spring", r.stdout)
+        spring = inject(self.admin, "spring",
+                        [f"s{i}@dest.test" for i in range(3)])
+        inject(self.admin, "autumn", ["a0@dest.test", "a1@dest.test"])
+        # The other campaign goes; the held one waits, never attempted.
+        self.assertEqual(self.sink.wait_for(2), 2)
+        time.sleep(1)
+        self.assertEqual(len(self.sink.messages()), 2)
+        status, m = call(self.admin, "GET",
+                         f"/api/v1/queue/messages/{spring[0]}")
+        self.assertEqual(m["recipients"][0]["attempts"], 0)
+        self.assertIn(m["recipients"][0]["state"], ("queued", "deferred"))
+        status, reply = call(self.admin, "GET", "/api/v1/queue/suspensions")
+        self.assertEqual(reply["suspensions"][0]["campaign"], "spring")
+        # Released, it goes at once (not at its next look a minute on).
+        status, reply = call(self.admin, "POST", "/api/v1/queue/resume",
+                             {"campaign": "spring"})
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(self.sink.wait_for(5, timeout=20), 5)
+        self.assertEqual(self.d.stop(), 0)
+        admin = [e["reason"] for e in self.d.events() if e["type"] == "admin"]
+        self.assertIn("suspend campaign spring until resumed: wrong price",
+                      admin)
+        self.assertIn("resume campaign spring", admin)
+
     def test_cli_summary_and_bad_selections(self):
         inject(self.admin, "c", ["z@down.test"])
         r = subprocess.run(

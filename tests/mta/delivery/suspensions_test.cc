@@ -17,6 +17,25 @@ std::string Path(const std::string& name) {
   return p;
 }
 
+Suspension Of(std::string domain, std::string mx_suffix, std::string reason,
+              absl::Time since, absl::Time until = absl::InfiniteFuture()) {
+  Suspension s;
+  s.domain = std::move(domain);
+  s.mx_suffix = std::move(mx_suffix);
+  s.reason = std::move(reason);
+  s.since = since;
+  s.until = until;
+  return s;
+}
+
+Suspension Tag(std::string campaign, std::string tenant) {
+  Suspension s;
+  s.campaign = std::move(campaign);
+  s.tenant = std::move(tenant);
+  s.since = absl::FromUnixSeconds(1795780800);
+  return s;
+}
+
 TEST(Suspensions, KeptAcrossLoadsReplacedAndRemoved) {
   std::string path = Path("s.json");
   absl::Time now = absl::FromUnixSeconds(1795780800);
@@ -24,10 +43,10 @@ TEST(Suspensions, KeptAcrossLoadsReplacedAndRemoved) {
     Suspensions s(path);
     ASSERT_TRUE(s.Load().ok());  // No file yet: none.
     EXPECT_TRUE(s.List().empty());
-    ASSERT_TRUE(s.Add({"Dest.TEST", "", "throttled", now}).ok());
+    ASSERT_TRUE(s.Add(Of("Dest.TEST", "", "throttled", now)).ok());
     ASSERT_TRUE(
-        s.Add({"", ".outlook.com", "", now, now + absl::Hours(2)}).ok());
-    ASSERT_TRUE(s.Add({"dest.test", "", "again", now}).ok());  // Replaces.
+        s.Add(Of("", ".outlook.com", "", now, now + absl::Hours(2))).ok());
+    ASSERT_TRUE(s.Add(Of("dest.test", "", "again", now)).ok());  // Replaces.
     EXPECT_EQ(s.List().size(), 2u);
   }
   Suspensions s(path);
@@ -45,8 +64,8 @@ TEST(Suspensions, KeptAcrossLoadsReplacedAndRemoved) {
   EXPECT_FALSE(s.Expire(now + absl::Hours(1)));
   EXPECT_TRUE(s.Expire(now + absl::Hours(2)));
   EXPECT_EQ(s.List().size(), 1u);
-  EXPECT_FALSE(*s.Remove("", ".outlook.com"));
-  EXPECT_TRUE(*s.Remove("DEST.test", ""));
+  EXPECT_FALSE(*s.Remove(Of("", ".outlook.com", "", now)));
+  EXPECT_TRUE(*s.Remove(Of("DEST.test", "", "", now)));
   Suspensions empty(path);
   ASSERT_TRUE(empty.Load().ok());
   EXPECT_TRUE(empty.List().empty());
@@ -54,11 +73,14 @@ TEST(Suspensions, KeptAcrossLoadsReplacedAndRemoved) {
 
 TEST(Suspensions, BadTargetsAndGarbledFiles) {
   Suspensions s(Path("bad.json"));
-  EXPECT_FALSE(s.Add({"", "", "", absl::Now()}).ok());
-  EXPECT_FALSE(s.Add({"a.test", ".b.test", "", absl::Now()}).ok());
-  EXPECT_FALSE(s.Add({"a b.test", "", "", absl::Now()}).ok());
-  EXPECT_FALSE(s.Add({"a..test", "", "", absl::Now()}).ok());
-  EXPECT_TRUE(s.Add({"*.a.test", "", "", absl::Now()}).ok());
+  EXPECT_FALSE(s.Add(Of("", "", "", absl::Now())).ok());
+  EXPECT_FALSE(s.Add(Of("a.test", ".b.test", "", absl::Now())).ok());
+  EXPECT_FALSE(s.Add(Of("a b.test", "", "", absl::Now())).ok());
+  EXPECT_FALSE(s.Add(Of("a..test", "", "", absl::Now())).ok());
+  EXPECT_TRUE(s.Add(Of("*.a.test", "", "", absl::Now())).ok());
+  EXPECT_FALSE(s.Add(Tag("spring", "acme")).ok());  // Two targets.
+  EXPECT_FALSE(s.Add(Tag("bad\ncampaign", "")).ok());
+  EXPECT_FALSE(s.Add(Tag(std::string(201, 'c'), "")).ok());
   for (const char* text :
        {"{", "{}", "[1]", "[{\"domain\": \"a.test\"}]",
         "[{\"since\": \"2026-11-27T12:00:00Z\"}]",
@@ -71,6 +93,26 @@ TEST(Suspensions, BadTargetsAndGarbledFiles) {
     EXPECT_FALSE(st.ok()) << text;
     EXPECT_TRUE(absl::StrContains(st.message(), "garbled.json")) << st;
   }
+}
+
+TEST(Suspensions, CampaignsAndTenantsAreHeldApartFromSites) {
+  std::string path = Path("tags.json");
+  {
+    Suspensions s(path);
+    ASSERT_TRUE(s.Add(Tag("spring", "")).ok());
+    ASSERT_TRUE(s.Add(Tag("", "acme")).ok());
+    ASSERT_TRUE(s.Add(Of("dest.test", "", "", absl::Now())).ok());
+  }
+  Suspensions s(path);
+  ASSERT_TRUE(s.Load().ok());
+  EXPECT_EQ(s.Campaigns(), std::vector<std::string>{"spring"});
+  EXPECT_EQ(s.Tenants(), std::vector<std::string>{"acme"});
+  EXPECT_EQ(s.Rules().size(), 1u);  // The domain alone is a site rule.
+  EXPECT_EQ(Suspensions::Target(s.List()[0]), "campaign spring");
+  EXPECT_EQ(Suspensions::ToJson(s.List()[1])["tenant"], "acme");
+  EXPECT_TRUE(*s.Remove(Tag("spring", "")));
+  EXPECT_FALSE(*s.Remove(Tag("spring", "")));
+  EXPECT_TRUE(s.Campaigns().empty());
 }
 
 }  // namespace
