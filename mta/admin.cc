@@ -44,7 +44,9 @@ struct Route {
   bool open;  // Served without a token on any listener.
   bool post;  // POST; else GET and HEAD.
 };
-constexpr Route kRoutes[] = {{"/", false, false},
+// The page at / holds no data (it fetches /api/v1/status, which needs the
+// token): open, so that a browser can load it off loopback.
+constexpr Route kRoutes[] = {{"/", true, false},
                              {"/livez", true, false},
                              {"/readyz", true, false},
                              {"/metrics", false, false},

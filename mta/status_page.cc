@@ -129,7 +129,12 @@ function draw() {
 }
 async function poll() {
   try {
-    const r = await fetch("/api/v1/status", {cache: "no-store"});
+    // Off loopback the data needs a token: open the page as
+    // /#token=TOKEN (the fragment never leaves the browser).
+    const token = new URLSearchParams(location.hash.slice(1)).get("token");
+    const r = await fetch("/api/v1/status", {cache: "no-store",
+        headers: token ? {"Authorization": "Bearer " + token} : {}});
+    if (r.status === 401) throw new Error("this listener needs a token: open /#token=TOKEN");
     if (!r.ok) throw new Error("HTTP " + r.status);
     const s = await r.json();
     const now = Date.now() / 1000;

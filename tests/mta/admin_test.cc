@@ -58,8 +58,12 @@ TEST(AdminApi, TokensOffLoopback) {
   EXPECT_EQ(Status(api.Handle(r, false)), 200);
   r.headers = {{"Authorization", "Basic 0123456789abcdef0123"}};
   EXPECT_EQ(Status(api.Handle(r, false)), 401);
-  // Probes are open everywhere.
+  // Probes are open everywhere; so is the page at /, which holds no data
+  // (it fetches /api/v1/status, which needs the token).
   EXPECT_EQ(Status(api.Handle(Get("/livez"), false)), 200);
+  EXPECT_EQ(Status(api.Handle(Get("/"), false)), 200);
+  EXPECT_EQ(Status(api.Handle(Get("/api/v1/status"), false)), 401);
+  EXPECT_EQ(Status(api.Handle(Get("/api/v1/queue/messages/01"), false)), 401);
 }
 
 TEST(Metrics, CountsOutcomesWithBoundedLabels) {

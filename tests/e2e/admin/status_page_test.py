@@ -53,6 +53,25 @@ class StatusPageTest(unittest.TestCase):
         finally:
             self.assertEqual(d.stop(), 0)
 
+    def test_off_loopback_the_page_takes_its_token_from_the_fragment(self):
+        admin = free_port()
+        token = "5a7e" * 8
+        data = tempfile.mkdtemp(dir=TMP)
+        with open(os.path.join(data, "tokens"), "w") as f:
+            f.write(token + "\n")
+        d = Daemon(admin=f'"0.0.0.0:{admin}"', data=data,
+                   extra='[admin]\ntokens_file = "tokens"\n')
+        try:
+            r = chromium(f"http://127.0.0.1:{admin}/", "--dump-dom")
+            self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+            self.assertIn("needs a token", r.stdout)
+            self.assertNotIn('data-ready="1"', r.stdout)
+            r = chromium(f"http://127.0.0.1:{admin}/#token={token}",
+                         "--dump-dom")
+            self.assertIn('data-ready="1"', r.stdout, r.stdout[-3000:])
+        finally:
+            self.assertEqual(d.stop(), 0)
+
 
 if __name__ == "__main__":
     unittest.main()
