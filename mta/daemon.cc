@@ -52,6 +52,7 @@ Daemon::Daemon(Config config, std::string config_path,
 }
 
 Daemon::~Daemon() {
+  startup_answers_.reset();  // Before the sockets it watches close.
   if (group_) {
     group_->Stop();
     group_->Join();
@@ -153,6 +154,17 @@ absl::Status Daemon::Start() {
   for (const std::string& w : ConfigWarnings(config_)) log::Warn(kLog, "%s", w);
   if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
   if (absl::Status s = BindListeners(); !s.ok()) return s;
+  {
+    // Until the shards take over: /livez answers, /readyz says why not.
+    std::vector<int> admin;
+    for (const auto& state : shards_) {
+      for (const ShardState::Listener& l : state->listeners) {
+        if (l.kind == ListenerKind::kAdmin) admin.push_back(l.fd);
+      }
+    }
+    startup_answers_ = std::make_unique<StartupAnswers>(
+        std::move(admin), "starting: opening and recovering the queue");
+  }
   if (absl::Status s = OpenQueue(); !s.ok()) return s;
   if (absl::Status s = CheckFilesReadable(); !s.ok()) return s;
   LoadDkim();
@@ -210,6 +222,7 @@ absl::Status Daemon::Start() {
   options.idle_spin = config_.idle_spin;
   group_ = std::make_unique<shard::ShardGroup>(options);
   if (delivery_ != nullptr) delivery_->group = group_.get();
+  startup_answers_.reset();  // The shards take the admin sockets over.
   absl::Status started =
       group_->Start([this](shard::Reactor& reactor) { StartShard(reactor); });
   if (!started.ok()) {

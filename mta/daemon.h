@@ -40,6 +40,7 @@
 #include "mta/reception.h"
 #include "mta/shard/shard_group.h"
 #include "mta/signer.h"
+#include "mta/startup_answers.h"
 #include "queue/rocksdb_store.h"
 
 namespace peregrine {
@@ -141,6 +142,7 @@ class Daemon {
       ABSL_GUARDED_BY(classifier_mu_);
   std::unique_ptr<outcome::QueueRecorder> recorder_;
   outcome::HumanLog human_log_;
+  std::unique_ptr<StartupAnswers> startup_answers_;
   std::unique_ptr<outcome::EventLog> events_;
   // After the shards stop, each gets its grace to deliver what it holds.
   std::vector<std::unique_ptr<outcome::Webhook>> webhooks_;
