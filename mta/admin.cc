@@ -389,6 +389,15 @@ std::string AdminApi::Queue(const http::Request& r,
   s.mx_suffix = text("mx_suffix");
   s.campaign = text("campaign");
   s.tenant = text("tenant");
+  if (std::string id = text("id"); !id.empty()) {
+    if (!queue::ParseMessageId(id, &s.id) || s.id == 0) {
+      return http::JsonError(
+          400,
+          absl::StrCat("id: not a queue id: \"", id,
+                       "\" (16 hex digits, as the event log prints it)"),
+          keep);
+    }
+  }
   if (r.path == "/api/v1/queue/resume") {
     auto removed = options_.suspensions->Remove(s);
     if (!removed.ok()) {

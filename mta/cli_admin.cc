@@ -168,6 +168,7 @@ std::string Target(const json& s) {
   if (s.contains("campaign")) {
     return "campaign " + s["campaign"].get<std::string>();
   }
+  if (s.contains("id")) return "message " + s["id"].get<std::string>();
   return "tenant " + s.value("tenant", std::string("?"));
 }
 
@@ -206,6 +207,7 @@ void AddQueueControl(CLI::App& queue, QueueControlArgs& args) {
                       "Every domain whose MX hosts end so: .outlook.com");
       sub->add_option("--campaign", args.campaign, "A campaign's mail");
       sub->add_option("--tenant", args.tenant, "A tenant's mail");
+      sub->add_option("--id", args.id, "One message: its queue id");
     }
     if (name == "suspend") {
       sub->add_option("--duration", args.duration,
@@ -294,12 +296,12 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
     }
   } else if ((what == "suspend" || what == "resume") &&
              !a.domain.empty() + !a.mx_suffix.empty() + !a.campaign.empty() +
-                     !a.tenant.empty() !=
+                     !a.tenant.empty() + !a.id.empty() !=
                  1) {
     err << name
         << ": give one of --domain (a recipient domain), --mx-suffix (like "
-           ".outlook.com: every domain whose MX hosts end so), --campaign "
-           "or --tenant\n";
+           ".outlook.com: every domain whose MX hosts end so), --campaign, "
+           "--tenant or --id\n";
     return 2;
   }
   auto address = AdminAddress(*config);
@@ -318,6 +320,7 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
     if (!a.mx_suffix.empty()) body["mx_suffix"] = a.mx_suffix;
     if (!a.campaign.empty()) body["campaign"] = a.campaign;
     if (!a.tenant.empty()) body["tenant"] = a.tenant;
+    if (!a.id.empty()) body["id"] = a.id;
     if (!a.duration.empty()) body["duration"] = a.duration;
     if (!a.reason.empty()) body["reason"] = a.reason;
   }

@@ -800,6 +800,7 @@ std::shared_ptr<const delivery::DeliveryOptions> Daemon::DeliveryInForce() {
     }
     options->held_campaigns = suspensions_->Campaigns();
     options->held_tenants = suspensions_->Tenants();
+    options->held_messages = suspensions_->Messages();
   }
   return options;
 }

@@ -74,7 +74,8 @@ void DeliveryShard::Reload(
   }
   // A campaign or tenant held now: what waits at the sites goes back to
   // the queue. One released: what was parked comes back at once.
-  if (!options_->held_campaigns.empty() || !options_->held_tenants.empty()) {
+  if (!options_->held_campaigns.empty() || !options_->held_tenants.empty() ||
+      !options_->held_messages.empty()) {
     for (auto& [key, site] : sites_) {
       for (std::unique_ptr<Job>& job :
            site->TakeJobsIf([this](Job& j) { return Held(j); })) {
@@ -91,9 +92,19 @@ void DeliveryShard::Reload(
     }
     return false;
   };
+  auto released_id = [](const std::vector<queue::MessageId>& was,
+                        const std::vector<queue::MessageId>& now_held) {
+    for (queue::MessageId id : was) {
+      if (std::find(now_held.begin(), now_held.end(), id) == now_held.end()) {
+        return true;
+      }
+    }
+    return false;
+  };
   if (before != nullptr &&
       (released(before->held_campaigns, options_->held_campaigns) ||
-       released(before->held_tenants, options_->held_tenants))) {
+       released(before->held_tenants, options_->held_tenants) ||
+       released_id(before->held_messages, options_->held_messages))) {
     log::Info(kLog, "a held campaign or tenant was released");
     resumed = true;
   }
@@ -291,6 +302,10 @@ void DeliveryShard::Poll() {
 
 bool DeliveryShard::Held(Job& job) {
   const DeliveryOptions& o = *options_;
+  if (std::find(o.held_messages.begin(), o.held_messages.end(), job.message) !=
+      o.held_messages.end()) {
+    return true;
+  }
   if (o.held_campaigns.empty() && o.held_tenants.empty()) return false;
   ReadEnvelope(job);
   auto in = [](const std::vector<std::string>& list, const std::string& tag) {
@@ -309,8 +324,8 @@ void DeliveryShard::ParkHeld(std::unique_ptr<Job> job) {
     o.recipient = r.spec.address;
     o.site = r.spec.site;
     o.reply = Reply{451, "4.4.5",
-                    "held by the operator: its campaign or tenant is "
-                    "suspended"};
+                    "held by the operator: the message, its campaign or "
+                    "its tenant is suspended"};
     o.attempt = r.attempts;
     o.next_attempt = now + Site::kParkFor;
     o.record = r;

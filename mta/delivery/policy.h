@@ -100,6 +100,7 @@ struct DeliveryOptions {
   // mail is parked in the queue, unattempted, before it is routed.
   std::vector<std::string> held_campaigns;
   std::vector<std::string> held_tenants;
+  std::vector<uint64_t> held_messages;  // Queue ids.
   std::vector<BackoffRule> backoff;
   BackoffRule on_421 = {"", absl::Minutes(5), 0.5};  // No pattern matched.
   std::vector<Source> sources;

@@ -32,12 +32,12 @@ bool ParseTime(const json& j, absl::Time* t) {
 
 int Targets(const Suspension& s) {
   return !s.domain.empty() + !s.mx_suffix.empty() + !s.campaign.empty() +
-         !s.tenant.empty();
+         !s.tenant.empty() + (s.id != 0);
 }
 
 bool SameTarget(const Suspension& a, const Suspension& b) {
   return a.domain == b.domain && a.mx_suffix == b.mx_suffix &&
-         a.campaign == b.campaign && a.tenant == b.tenant;
+         a.campaign == b.campaign && a.tenant == b.tenant && a.id == b.id;
 }
 
 }  // namespace
@@ -46,6 +46,7 @@ std::string Suspensions::Target(const Suspension& s) {
   if (!s.domain.empty()) return s.domain;
   if (!s.mx_suffix.empty()) return s.mx_suffix;
   if (!s.campaign.empty()) return absl::StrCat("campaign ", s.campaign);
+  if (s.id != 0) return absl::StrCat("message ", queue::FormatMessageId(s.id));
   return absl::StrCat("tenant ", s.tenant);
 }
 
@@ -76,6 +77,7 @@ json Suspensions::ToJson(const Suspension& s) {
   if (!s.mx_suffix.empty()) j["mx_suffix"] = s.mx_suffix;
   if (!s.campaign.empty()) j["campaign"] = s.campaign;
   if (!s.tenant.empty()) j["tenant"] = s.tenant;
+  if (s.id != 0) j["id"] = queue::FormatMessageId(s.id);
   j["until"] =
       s.until == absl::InfiniteFuture() ? json(nullptr) : json(Time(s.until));
   return j;
@@ -114,9 +116,14 @@ absl::Status Suspensions::Load() {
         *field = e[key].get<std::string>();
       }
     }
+    if (e.contains("id") &&
+        (!e["id"].is_string() ||
+         !queue::ParseMessageId(e["id"].get<std::string>(), &s.id))) {
+      return garbled("an entry has an invalid \"id\"");
+    }
     if (Targets(s) != 1) {
       return garbled(
-          "an entry needs one of domain, mx_suffix, campaign or tenant");
+          "an entry needs one of domain, mx_suffix, campaign, tenant or id");
     }
     if (e.contains("reason") && e["reason"].is_string()) {
       s.reason = e["reason"].get<std::string>();
@@ -166,7 +173,7 @@ absl::Status Suspensions::Add(Suspension s) {
     return absl::InvalidArgumentError(
         "give one of \"domain\" (a recipient domain, or \"*.example.com\"), "
         "\"mx_suffix\" (\".outlook.com\": every domain whose MX hosts end "
-        "so), \"campaign\" or \"tenant\"");
+        "so), \"campaign\", \"tenant\" or \"id\" (one message)");
   }
   for (auto [name, tag] :
        {std::pair{"campaign", &s.campaign}, std::pair{"tenant", &s.tenant}}) {
@@ -268,6 +275,15 @@ std::vector<std::string> Suspensions::Tenants() const {
   std::vector<std::string> out;
   for (const Suspension& s : list_) {
     if (!s.tenant.empty()) out.push_back(s.tenant);
+  }
+  return out;
+}
+
+std::vector<queue::MessageId> Suspensions::Messages() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<queue::MessageId> out;
+  for (const Suspension& s : list_) {
+    if (s.id != 0) out.push_back(s.id);
   }
   return out;
 }

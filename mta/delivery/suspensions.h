@@ -4,8 +4,8 @@
 //
 // Each names a recipient domain ("example.com", "*.example.com"), an MX
 // suffix (".outlook.com": every domain whose MX hosts end so), a campaign
-// or a tenant (the message's tags), with a reason and an optional end.
-// Domains and suffixes become site rules appended after the
+// a tenant (the message's tags) or one message, with a reason and an optional
+// end. Domains and suffixes become site rules appended after the
 // configuration's (policy.h), so the engine holds that mail exactly as for
 // a suspended rule; campaigns and tenants become DeliveryOptions'
 // held_campaigns and held_tenants, whose mail the engine parks in the queue
@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "mta/delivery/policy.h"
 #include "nlohmann/json.hpp"
+#include "queue/types.h"
 
 namespace peregrine::delivery {
 
@@ -34,6 +35,7 @@ struct Suspension {
   std::string mx_suffix;
   std::string campaign;
   std::string tenant;
+  queue::MessageId id = 0;  // One message.
   std::string reason;
   absl::Time since;
   absl::Time until = absl::InfiniteFuture();
@@ -56,10 +58,12 @@ class Suspensions {
   bool Expire(absl::Time now);
   // One site rule (suspended = true) per domain or suffix suspension.
   std::vector<SiteRule> Rules() const;
-  // The campaigns and the tenants held.
+  // The campaigns, the tenants and the messages held.
   std::vector<std::string> Campaigns() const;
   std::vector<std::string> Tenants() const;
-  // "example.com", ".outlook.com", "campaign spring", "tenant acme".
+  std::vector<queue::MessageId> Messages() const;
+  // "example.com", ".outlook.com", "campaign spring", "tenant acme",
+  // "message 0661492E13314600".
   static std::string Target(const Suspension& s);
   std::vector<Suspension> List() const;
   static nlohmann::json ToJson(const Suspension& s);

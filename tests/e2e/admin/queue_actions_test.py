@@ -199,6 +199,31 @@ class QueueActionsTest(unittest.TestCase):
                       admin)
         self.assertIn("resume campaign spring", admin)
 
+    def test_one_message_suspended_by_id(self):
+        inject(self.admin, "c", ["m0@dest.test", "m1@dest.test"])
+        self.assertEqual(self.sink.wait_for(2), 2)
+        status, reply = call(self.admin, "POST", "/api/v1/queue/suspend",
+                             {"id": "00000000000000zz"})
+        self.assertEqual(status, 400)
+        # A message is named by its id once queued: its site is held while
+        # the message is queued and then held by id.
+        status, _ = call(self.admin, "POST", "/api/v1/queue/suspend",
+                         {"domain": "dest.test"})
+        held = inject(self.admin, "c", ["m2@dest.test"])[0]
+        status, reply = call(self.admin, "POST", "/api/v1/queue/suspend",
+                             {"id": held})
+        self.assertEqual(status, 200, reply)
+        call(self.admin, "POST", "/api/v1/queue/resume",
+             {"domain": "dest.test"})
+        time.sleep(1.5)
+        self.assertEqual(len(self.sink.messages()), 2)  # Still held by id.
+        status, m = call(self.admin, "GET", f"/api/v1/queue/messages/{held}")
+        self.assertEqual(m["recipients"][0]["attempts"], 0)
+        status, reply = call(self.admin, "POST", "/api/v1/queue/resume",
+                             {"id": held})
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(self.sink.wait_for(3, timeout=20), 3)
+
     def test_cli_summary_and_bad_selections(self):
         inject(self.admin, "c", ["z@down.test"])
         r = subprocess.run(

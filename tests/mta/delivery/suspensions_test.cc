@@ -113,6 +113,16 @@ TEST(Suspensions, CampaignsAndTenantsAreHeldApartFromSites) {
   EXPECT_TRUE(*s.Remove(Tag("spring", "")));
   EXPECT_FALSE(*s.Remove(Tag("spring", "")));
   EXPECT_TRUE(s.Campaigns().empty());
+  // One message, by its queue id; kept across a load.
+  Suspension one = Tag("", "");
+  one.id = 0x0661492E13314600;
+  ASSERT_TRUE(s.Add(one).ok());
+  Suspensions again(path);
+  ASSERT_TRUE(again.Load().ok());
+  EXPECT_EQ(again.Messages(), std::vector<queue::MessageId>{one.id});
+  EXPECT_EQ(Suspensions::Target(one), "message 0661492E13314600");
+  one.campaign = "spring";
+  EXPECT_FALSE(s.Add(one).ok());  // Two targets.
 }
 
 }  // namespace
