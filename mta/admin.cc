@@ -204,7 +204,10 @@ void AdminApi::Handle(const http::Request& r, bool loopback,
         std::move(respond), [this, keep, action = *action,
                              selection = *std::move(selection), client] {
           absl::StatusOr<QueueActionCounts> counts =
-              options_.queue_action(action, selection);
+              options_.queue_action(action, selection, [this] {
+                absl::MutexLock lock(&mu_);
+                return stopping_;
+              });
           if (!counts.ok()) {
             return http::JsonError(500, counts.status().message(), keep);
           }
@@ -218,7 +221,8 @@ void AdminApi::Handle(const http::Request& r, bool loopback,
                        {"selection", target},
                        {"matched", counts->matched},
                        {"done", counts->done},
-                       {"in_flight", counts->in_flight}},
+                       {"in_flight", counts->in_flight},
+                       {"stopped", counts->cancelled}},
                       keep);
         });
   }

@@ -76,8 +76,10 @@ struct AdminOptions {
   std::function<absl::StatusOr<nlohmann::json>()> summary;
   // POST /api/v1/queue/retry|bounce|delete (mta/queue_actions.h), run on
   // the API's thread; empty: delivery is off (503).
-  std::function<absl::StatusOr<QueueActionCounts>(QueueAction,
-                                                  const QueueSelection&)>
+  // `cancelled` is true once the API stops (the action ends at its next
+  // page).
+  std::function<absl::StatusOr<QueueActionCounts>(
+      QueueAction, const QueueSelection&, std::function<bool()> cancelled)>
       queue_action;
   // GET /api/v1/queue/messages/ID: one message's envelope and recipients
   // (NotFound: neither queued nor kept finished). A point read, on the shard.

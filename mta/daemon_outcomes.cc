@@ -434,8 +434,10 @@ absl::Status Daemon::PrepareAdmin() {
     options.suspensions = suspensions_.get();
     options.apply_suspensions = [this] { PushDelivery(); };
     options.queue_action = [this](QueueAction action,
-                                  const QueueSelection& selection) {
+                                  const QueueSelection& selection,
+                                  std::function<bool()> cancelled) {
       QueueActionContext c;
+      c.cancelled = std::move(cancelled);
       c.store = queue_.get();
       c.outcomes = &outcomes_;
       c.dsn_backlog = [this] {

@@ -130,11 +130,17 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
   // Failed through the bus: written by its consumers (a DSN's batch window
   // first); the answer waits until they are final in the queue.
   std::vector<RecipientKey> published;
+  auto cancelled = [&context, &counts] {
+    if (context.cancelled && context.cancelled()) counts.cancelled = true;
+    return counts.cancelled;
+  };
   for (;;) {
     while (action == QueueAction::kBounce && context.dsn_backlog &&
-           context.dsn_backlog() > QueueActionContext::kMaxDsnBacklog) {
+           context.dsn_backlog() > QueueActionContext::kMaxDsnBacklog &&
+           !cancelled()) {
       absl::SleepFor(absl::Milliseconds(50));
     }
+    if (cancelled()) break;
     absl::StatusOr<std::vector<queue::StoredMessage>> page = store.List(filter);
     if (!page.ok()) return page.status();
     const absl::Time now = absl::Now();

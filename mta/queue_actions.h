@@ -57,6 +57,7 @@ struct QueueActionCounts {
   uint64_t matched = 0;    // Recipients not yet final the selection named.
   uint64_t done = 0;       // Acted on.
   uint64_t in_flight = 0;  // Being tried now: left to that attempt.
+  bool cancelled = false;  // Stopped part way (the daemon stops).
 };
 
 using RecipientKey = std::pair<queue::MessageId, uint32_t>;
@@ -73,6 +74,9 @@ struct QueueActionContext {
   // waits while it is over kMaxDsnBacklog, rather than outrun the notifier.
   std::function<size_t()> dsn_backlog;
   static constexpr size_t kMaxDsnBacklog = 50000;
+  // Checked between pages: true stops the action there (the daemon
+  // stops); what was done so far stays done.
+  std::function<bool()> cancelled;
   size_t page = 500;  // Messages read at a time.
 };
 

@@ -178,6 +178,17 @@ TEST_F(QueueActionsTest, WhatDeliveryHoldsIsHandedToIt) {
   EXPECT_EQ(Final(id), 1);
 }
 
+TEST_F(QueueActionsTest, AStopEndsTheActionAtTheNextPage) {
+  for (int i = 0; i < 6; ++i) Enqueue("spring", 1);
+  int pages = 0;
+  context_.cancelled = [&pages] { return ++pages > 2; };
+  auto counts = RunQueueAction(context_, QueueAction::kDelete,
+                               Select(R"({"campaign": "spring"})"));
+  ASSERT_TRUE(counts.ok());
+  EXPECT_TRUE(counts->cancelled);
+  EXPECT_EQ(counts->done, 4u);  // Two pages of two messages, then the stop.
+}
+
 TEST(QueueSelectionTest, BadSelectionsSayWhatIsWrong) {
   auto error = [](const char* json) {
     auto s = QueueSelection::FromJson(nlohmann::json::parse(json));
