@@ -447,6 +447,20 @@ class RawSink:
         self.thread.join(timeout=5)
 
 
+def admin_call(port, method, path, payload=None, timeout=60):
+    """One request to an admin port on loopback: (status, parsed JSON).
+    `payload`: bytes as they are, anything else as JSON."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    body = None if payload is None else (
+        payload if isinstance(payload, bytes) else json.dumps(payload))
+    conn.request(method, path, body=body)
+    r = conn.getresponse()
+    data = json.loads(r.read())
+    conn.close()
+    return r.status, data
+
+
 def wait_until(what, timeout=30):
     """True once what() is, polling every 50 ms for up to `timeout` s."""
     deadline = time.time() + timeout

@@ -4,27 +4,18 @@ smtp-sink through NSD: bounce by campaign (held mail failed with DSNs, the
 other campaign untouched), retry now, delete by id without a DSN, one
 message's state, the summary by campaign and age, the CLI, and bad
 selections answered 400."""
-import http.client
-import json
 import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import (PEREGRINE, Daemon, Nsd, Sink, free_port,  # noqa: E402
-                     wait_until)
+from e2e_lib import (PEREGRINE, Daemon, Nsd, Sink, admin_call,  # noqa: E402
+                     free_port, wait_until)
 
 
 def call(port, method, path, payload=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    body = None if payload is None else (
-        payload if isinstance(payload, bytes) else json.dumps(payload))
-    conn.request(method, path, body=body)
-    r = conn.getresponse()
-    data = json.loads(r.read())
-    conn.close()
-    return r.status, data
+    return admin_call(port, method, path, payload)
 
 
 def inject(port, campaign, recipients):

@@ -3,8 +3,6 @@
 smtp-sink through NSD: a domain suspended keeps its mail queued without
 using up attempts, survives a restart, and goes at once when resumed; a
 suspension with a duration ends by itself; bad requests are 400/404."""
-import http.client
-import json
 import smtplib
 import subprocess
 import sys
@@ -12,18 +10,12 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import PEREGRINE, Daemon, Nsd, Sink, free_port  # noqa: E402
+from e2e_lib import (PEREGRINE, Daemon, Nsd, Sink, admin_call,  # noqa: E402
+                     free_port)
 
 
 def call(port, method, path, payload=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    body = None if payload is None else (
-        payload if isinstance(payload, bytes) else json.dumps(payload))
-    conn.request(method, path, body=body)
-    r = conn.getresponse()
-    data = json.loads(r.read())
-    conn.close()
-    return r.status, data
+    return admin_call(port, method, path, payload)
 
 
 def send(d, rcpt):
