@@ -30,6 +30,7 @@
 #include "mta/cli_commands.h"
 #include "mta/config.h"
 #include "mta/daemon.h"
+#include "mta/sendmail.h"
 #include "mta/users.h"
 #include "mta/version.h"
 #include "queue/rocksdb_store.h"
@@ -534,6 +535,11 @@ int UserCommand(const std::string& what, const UserArgs& a, std::ostream& out,
 
 int RunCli(int argc, const char* const* argv, std::ostream& out,
            std::ostream& err) {
+  // sendmail's flags (-oi, -fADDR, -t) are not CLI11's: parsed apart.
+  if (argc >= 2 && absl::string_view(argv[1]) == "sendmail") {
+    return Sendmail(std::vector<std::string>(argv + 2, argv + argc), std::cin,
+                    out, err);
+  }
   CLI::App app{"Peregrine: a high-throughput mail transfer agent.",
                "peregrine"};
   app.set_version_flag("--version", absl::StrCat("peregrine ", kVersion));

@@ -1,0 +1,438 @@
+#include "mta/sendmail.h"
+
+#include <gmime/gmime.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <iterator>
+#include <mutex>
+#include <random>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "mta/config.h"
+
+namespace peregrine {
+namespace {
+
+// sysexits(3).
+constexpr int kOk = 0;
+constexpr int kUsage = 64;
+constexpr int kDataErr = 65;
+constexpr int kNoUser = 67;
+constexpr int kUnavailable = 69;
+constexpr int kTempFail = 75;
+constexpr int kConfig = 78;
+
+constexpr size_t kMaxInput = 64 << 20;  // Past this: EX_DATAERR.
+
+void InitGmime() {
+  static std::once_flag once;
+  std::call_once(once, [] { g_mime_init(); });
+}
+
+// Header lines, unfolded: (name, value) in order, and where the body
+// starts in `lines`.
+struct Header {
+  std::string name;
+  std::string raw;  // The field as it was, continuation lines included.
+  std::string value;
+};
+
+// Addresses of a header value (To, Cc, Bcc), groups' members included.
+void AddAddresses(const std::string& value, std::vector<std::string>* out) {
+  InitGmime();
+  InternetAddressList* list =
+      internet_address_list_parse(nullptr, value.c_str());
+  if (list == nullptr) return;
+  std::vector<InternetAddressList*> todo = {list};
+  while (!todo.empty()) {
+    InternetAddressList* l = todo.back();
+    todo.pop_back();
+    for (int i = 0; i < internet_address_list_length(l); ++i) {
+      InternetAddress* a = internet_address_list_get_address(l, i);
+      if (INTERNET_ADDRESS_IS_MAILBOX(a)) {
+        const char* addr =
+            internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a));
+        if (addr != nullptr && std::strchr(addr, '@') != nullptr) {
+          out->push_back(addr);
+        }
+      } else if (INTERNET_ADDRESS_IS_GROUP(a)) {
+        todo.push_back(
+            internet_address_group_get_members(INTERNET_ADDRESS_GROUP(a)));
+      }
+    }
+  }
+  g_object_unref(list);
+}
+
+std::string UserName() {
+  const char* env = getenv("USER");
+  if (passwd* pw = getpwuid(getuid()); pw != nullptr && pw->pw_name) {
+    return pw->pw_name;
+  }
+  return env != nullptr && *env ? env : "root";
+}
+
+// A blocking SMTP conversation with the local daemon.
+class Client {
+ public:
+  ~Client() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  absl::Status Connect(const shard::SocketAddress& address) {
+    fd_ = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return absl::InternalError(strerror(errno));
+    timeval tv{60, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (::connect(fd_, address.sockaddr_ptr(), address.length()) != 0) {
+      return absl::UnavailableError(absl::StrCat(
+          errno == ECONNREFUSED
+              ? "the daemon is not running: nothing answers"
+              : absl::StrCat("cannot connect (", strerror(errno), ")"),
+          " on ", address.ToString(),
+          " (listen.relay); start it (`peregrine serve`), then send again"));
+    }
+    return absl::OkStatus();
+  }
+  bool Send(absl::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+  // The next reply: its code (0: the connection broke) and its text.
+  int Reply(std::string* text) {
+    text->clear();
+    for (;;) {
+      size_t eol;
+      while ((eol = buffer_.find("\r\n")) == std::string::npos) {
+        char buf[4096];
+        ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+        if (n <= 0 || buffer_.size() > 65536) return 0;
+        buffer_.append(buf, static_cast<size_t>(n));
+      }
+      std::string line = buffer_.substr(0, eol);
+      buffer_.erase(0, eol + 2);
+      int code = 0;
+      if (line.size() < 3 || !absl::SimpleAtoi(line.substr(0, 3), &code)) {
+        return 0;
+      }
+      absl::StrAppend(text, text->empty() ? "" : " ", line);
+      if (line.size() == 3 || line[3] != '-') return code;
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+absl::StatusOr<shard::SocketAddress> RelayAddress(const Config& c) {
+  for (const ListenerConfig& l : c.listeners) {
+    if (l.kind != ListenerKind::kRelay || l.addresses.empty()) continue;
+    shard::SocketAddress a = l.addresses[0];
+    std::string host = a.HostString();
+    if (host == "0.0.0.0") {
+      return shard::SocketAddress::Parse(absl::StrCat("127.0.0.1:", a.port()));
+    }
+    if (host == "::") {
+      return shard::SocketAddress::Parse(absl::StrCat("[::1]:", a.port()));
+    }
+    return a;
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "listen.relay is off in ", c.source,
+      ": sendmail submits through it (from loopback, a trusted network)"));
+}
+
+}  // namespace
+
+absl::StatusOr<SendmailArgs> ParseSendmailArgs(
+    const std::vector<std::string>& args) {
+  SendmailArgs a;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    auto value = [&](absl::string_view flag) -> absl::StatusOr<std::string> {
+      if (arg.size() > flag.size()) return arg.substr(flag.size());
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(flag, " needs a value"));
+      }
+      return args[++i];
+    };
+    if (arg == "--") {
+      a.recipients.insert(a.recipients.end(), args.begin() + i + 1, args.end());
+      break;
+    }
+    if (arg.empty() || arg[0] != '-') {
+      a.recipients.push_back(arg);
+      continue;
+    }
+    if (arg == "-t") {
+      a.extract = true;
+    } else if (arg == "-i" || arg == "-oi") {
+      a.dot_ends = false;
+    } else if (absl::StartsWith(arg, "-f") || absl::StartsWith(arg, "-r")) {
+      auto v = value(arg.substr(0, 2));
+      if (!v.ok()) return v.status();
+      a.sender = *v;
+      a.sender_given = true;
+      // "<>" and "<a@b>" as well as a@b.
+      if (absl::StartsWith(a.sender, "<") && absl::EndsWith(a.sender, ">")) {
+        a.sender = a.sender.substr(1, a.sender.size() - 2);
+      }
+    } else if (absl::StartsWith(arg, "-F")) {
+      auto v = value("-F");
+      if (!v.ok()) return v.status();
+      a.full_name = *v;
+    } else if (arg == "--config" || absl::StartsWith(arg, "-C")) {
+      auto v = value(arg == "--config" ? "--config" : "-C");
+      if (!v.ok()) return v.status();
+      a.config_path = *v;
+    } else if (arg == "--data-dir") {
+      auto v = value("--data-dir");
+      if (!v.ok()) return v.status();
+      a.data_dir = *v;
+    } else if (arg == "-bs") {
+      return absl::InvalidArgumentError(
+          "-bs (SMTP on standard input) is not served: speak SMTP to "
+          "listen.relay instead");
+    } else if (arg == "-bp" || arg == "-q" || absl::StartsWith(arg, "-q")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(arg, ": the queue is `peregrine queue stats|list`"));
+    } else if (absl::StartsWith(arg, "-o") || arg == "-v" || arg == "-bm" ||
+               arg == "-U" || arg == "-n" || arg == "-m" ||
+               absl::StartsWith(arg, "-e")) {
+      // Accepted and ignored, as Postfix does.
+    } else if (arg.size() >= 2 && absl::StrContains("hNRVBXL", arg[1])) {
+      auto v = value(arg.substr(0, 2));  // Takes a value; ignored.
+      if (!v.ok()) return v.status();
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown flag ", arg,
+          " (taken: -t -i -oi -f ADDR -r ADDR -F NAME -C FILE, recipients)"));
+    }
+  }
+  return a;
+}
+
+absl::StatusOr<PreparedMail> PrepareMail(const std::string& input,
+                                         const SendmailArgs& args,
+                                         const std::string& sender,
+                                         const std::string& hostname,
+                                         absl::Time now) {
+  // Lines, without their ends (LF or CRLF).
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(input, '\n')) {
+    if (absl::EndsWith(line, "\r")) line.remove_suffix(1);
+    if (args.dot_ends && line == ".") break;
+    lines.emplace_back(line);
+  }
+  if (!lines.empty() && lines.back().empty() &&
+      !absl::EndsWith(input, "\n\n") && absl::EndsWith(input, "\n")) {
+    lines.pop_back();  // The split's empty piece after the last newline.
+  }
+  // The header: up to the first empty line (or a line that is no field).
+  std::vector<Header> headers;
+  size_t body = 0;
+  for (; body < lines.size(); ++body) {
+    const std::string& line = lines[body];
+    if (line.empty()) {
+      ++body;
+      break;
+    }
+    if ((line[0] == ' ' || line[0] == '\t') && !headers.empty()) {
+      absl::StrAppend(&headers.back().raw, "\r\n", line);
+      absl::StrAppend(&headers.back().value, " ",
+                      absl::StripLeadingAsciiWhitespace(line));
+      continue;
+    }
+    size_t colon = line.find(':');
+    if (colon == std::string::npos || colon == 0 || line.find(' ') < colon) {
+      break;  // Not a header field: the body starts here.
+    }
+    headers.push_back(
+        {std::string(absl::StripTrailingAsciiWhitespace(line.substr(0, colon))),
+         line,
+         std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)))});
+  }
+  PreparedMail out;
+  out.recipients = args.recipients;
+  auto has = [&headers](absl::string_view name) {
+    for (const Header& h : headers) {
+      if (absl::EqualsIgnoreCase(h.name, name)) return true;
+    }
+    return false;
+  };
+  if (args.extract) {
+    for (const Header& h : headers) {
+      if (absl::EqualsIgnoreCase(h.name, "To") ||
+          absl::EqualsIgnoreCase(h.name, "Cc") ||
+          absl::EqualsIgnoreCase(h.name, "Bcc")) {
+        AddAddresses(h.value, &out.recipients);
+      }
+    }
+  }
+  if (out.recipients.empty()) {
+    return absl::InvalidArgumentError(
+        args.extract ? "no recipients: the message has no To, Cc or Bcc "
+                       "address, and none was given"
+                     : "no recipients: name them as arguments, or use -t to "
+                       "read them from the To, Cc and Bcc headers");
+  }
+  std::string text;
+  if (!has("From")) {
+    absl::StrAppend(&text, "From: ",
+                    args.full_name.empty() ? sender
+                                           : absl::StrCat("\"", args.full_name,
+                                                          "\" <", sender, ">"),
+                    "\r\n");
+  }
+  if (!has("Date")) {
+    absl::StrAppend(&text, "Date: ",
+                    absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", now,
+                                     absl::LocalTimeZone()),
+                    "\r\n");
+  }
+  if (!has("Message-ID")) {
+    std::random_device random;
+    absl::StrAppendFormat(&text, "Message-ID: <%d.%08x%08x@%s>\r\n",
+                          absl::ToUnixSeconds(now), random(), random(),
+                          hostname);
+  }
+  for (const Header& h : headers) {
+    // Bcc is for the envelope only (with -t, as sendmail; without it the
+    // header stays as the caller wrote it).
+    if (args.extract && absl::EqualsIgnoreCase(h.name, "Bcc")) continue;
+    absl::StrAppend(&text, h.raw, "\r\n");
+  }
+  text += "\r\n";
+  for (size_t i = body; i < lines.size(); ++i) {
+    absl::StrAppend(&text, lines[i], "\r\n");
+  }
+  out.message = std::move(text);
+  return out;
+}
+
+int Sendmail(const std::vector<std::string>& raw_args, std::istream& in,
+             std::ostream& out, std::ostream& err) {
+  const char* kName = "sendmail";
+  auto args = ParseSendmailArgs(raw_args);
+  if (!args.ok()) {
+    err << kName << ": " << args.status().message() << "\n";
+    return kUsage;
+  }
+  absl::StatusOr<Config> config = args->config_path.empty()
+                                      ? DefaultConfig()
+                                      : LoadConfigFile(args->config_path);
+  if (!config.ok()) {
+    err << kName << ": " << config.status().message() << "\n";
+    return kConfig;
+  }
+  auto address = RelayAddress(*config);
+  if (!address.ok()) {
+    err << kName << ": " << address.status().message() << "\n";
+    return kConfig;
+  }
+  std::string input;
+  char buf[65536];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+    input.append(buf, static_cast<size_t>(in.gcount()));
+    if (input.size() > kMaxInput) {
+      err << kName << ": the message is over 64 MiB\n";
+      return kDataErr;
+    }
+  }
+  const std::string hostname = config->EffectiveHostname();
+  std::string sender = args->sender_given
+                           ? args->sender
+                           : absl::StrCat(UserName(), "@", hostname);
+  auto mail = PrepareMail(input, *args, sender, hostname, absl::Now());
+  if (!mail.ok()) {
+    err << kName << ": " << mail.status().message() << "\n";
+    return kDataErr;
+  }
+  Client c;
+  if (absl::Status s = c.Connect(*address); !s.ok()) {
+    err << kName << ": " << s.message() << "\n";
+    return kTempFail;
+  }
+  std::string reply;
+  // Each step: what was sent and the reply, or the exit code on failure.
+  auto step = [&](const std::string& command, int want,
+                  const std::string& what) -> int {
+    if (!command.empty() && !c.Send(command)) {
+      err << kName << ": the daemon closed the connection (" << what
+          << "); send again\n";
+      return kTempFail;
+    }
+    int code = c.Reply(&reply);
+    if (code == want) return kOk;
+    if (code == 0) {
+      err << kName << ": no answer from the daemon (" << what
+          << "); send again\n";
+      return kTempFail;
+    }
+    err << kName << ": " << what << ": " << reply << "\n";
+    return code >= 500 ? kUnavailable : kTempFail;
+  };
+  if (int rc = step("", 220, "greeting"); rc != kOk) return rc;
+  if (int rc = step(absl::StrCat("EHLO ", hostname, "\r\n"), 250, "EHLO");
+      rc != kOk) {
+    return rc;
+  }
+  if (int rc = step(absl::StrCat("MAIL FROM:<", sender, ">\r\n"), 250,
+                    absl::StrCat("sender <", sender, ">"));
+      rc != kOk) {
+    return rc;
+  }
+  size_t accepted = 0;
+  int refused_rc = kOk;
+  for (const std::string& r : mail->recipients) {
+    int rc = step(absl::StrCat("RCPT TO:<", r, ">\r\n"), 250,
+                  absl::StrCat("recipient <", r, ">"));
+    if (rc == kOk) {
+      ++accepted;
+    } else {
+      refused_rc = rc == kUnavailable ? kNoUser : rc;
+    }
+  }
+  if (accepted == 0) {
+    (void)c.Send("QUIT\r\n");
+    return refused_rc;
+  }
+  if (int rc = step("DATA\r\n", 354, "DATA"); rc != kOk) return rc;
+  // Dot-stuffing: a line that starts with "." gets another.
+  std::string data;
+  data.reserve(mail->message.size() + 64);
+  bool line_start = true;
+  for (char ch : mail->message) {
+    if (line_start && ch == '.') data += '.';
+    data += ch;
+    line_start = ch == '\n';
+  }
+  data += ".\r\n";
+  if (int rc = step(data, 250, "the message"); rc != kOk) return rc;
+  (void)c.Send("QUIT\r\n");
+  if (refused_rc != kOk) {
+    err << kName << ": sent to the other " << accepted << " recipients\n";
+    return refused_rc;
+  }
+  (void)out;
+  return kOk;
+}
+
+}  // namespace peregrine

@@ -1,0 +1,102 @@
+// sendmail's flags and the message it submits (no daemon: mta/sendmail.h).
+#include "mta/sendmail.h"
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+
+namespace peregrine {
+namespace {
+
+const absl::Time kNow = absl::FromUnixSeconds(1795780800);
+
+TEST(SendmailArgs, TheClassicFlags) {
+  auto a = ParseSendmailArgs({"-t", "-oi", "-fnews@src.test", "-F", "The News",
+                              "-oem", "-v", "-N", "never", "a@b.test"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->extract);
+  EXPECT_FALSE(a->dot_ends);
+  EXPECT_EQ(a->sender, "news@src.test");
+  EXPECT_TRUE(a->sender_given);
+  EXPECT_EQ(a->full_name, "The News");
+  EXPECT_EQ(a->recipients, std::vector<std::string>{"a@b.test"});
+  a = ParseSendmailArgs({"-f", "<>", "-i", "--", "-odd@b.test"});
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->sender, "");  // The null sender.
+  EXPECT_TRUE(a->sender_given);
+  EXPECT_EQ(a->recipients, std::vector<std::string>{"-odd@b.test"});
+  a = ParseSendmailArgs({"-C", "/etc/peregrine.toml", "x@y.test"});
+  EXPECT_EQ(a->config_path, "/etc/peregrine.toml");
+}
+
+TEST(SendmailArgs, WhatItDoesNotTakeIsNamed) {
+  for (auto [args, words] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"-Z"}, "unknown flag -Z"},
+           {{"-f"}, "-f needs a value"},
+           {{"-bs"}, "-bs"},
+           {{"-bp"}, "peregrine queue"}}) {
+    auto a = ParseSendmailArgs(args);
+    ASSERT_FALSE(a.ok()) << args[0];
+    EXPECT_TRUE(absl::StrContains(a.status().message(), words)) << a.status();
+  }
+}
+
+TEST(PrepareMail, RecipientsFromTheHeaderAndBccRemoved) {
+  SendmailArgs a;
+  a.extract = true;
+  std::string in =
+      "To: Ann <ann@x.test>, bob@y.test\n"
+      "Cc: team: carl@z.test, \"D, E\" <de@z.test>;\n"
+      "Bcc: hidden@w.test\n"
+      "Subject: a long\n"
+      " folded subject\n"
+      "\n"
+      "hello\n"
+      ".leading dot\n";
+  auto m = PrepareMail(in, a, "me@host.test", "host.test", kNow);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->recipients,
+            (std::vector<std::string>{"ann@x.test", "bob@y.test", "carl@z.test",
+                                      "de@z.test", "hidden@w.test"}));
+  EXPECT_FALSE(absl::StrContains(m->message, "Bcc"));
+  EXPECT_FALSE(absl::StrContains(m->message, "hidden"));
+  EXPECT_TRUE(absl::StrContains(m->message, "From: me@host.test\r\n"));
+  EXPECT_TRUE(absl::StrContains(m->message, "Message-ID: <"));
+  EXPECT_TRUE(absl::StrContains(m->message, "Date: "));
+  EXPECT_TRUE(
+      absl::StrContains(m->message, "Subject: a long\r\n folded subject\r\n"));
+  EXPECT_TRUE(absl::EndsWith(m->message, "\r\n\r\nhello\r\n.leading dot\r\n"));
+}
+
+TEST(PrepareMail, ALoneDotEndsTheInputUnlessDashI) {
+  SendmailArgs a;
+  a.recipients = {"r@x.test"};
+  std::string in = "From: a@b.test\nSubject: s\n\nline\n.\nafter\n";
+  auto m = PrepareMail(in, a, "a@b.test", "h.test", kNow);
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(absl::StrContains(m->message, "after"));
+  EXPECT_EQ(m->message.find("From: "), m->message.rfind("From: "));  // Kept.
+  a.dot_ends = false;
+  m = PrepareMail(in, a, "a@b.test", "h.test", kNow);
+  EXPECT_TRUE(absl::StrContains(m->message, "line\r\n.\r\nafter\r\n"));
+}
+
+TEST(PrepareMail, FullNameAndNoRecipients) {
+  SendmailArgs a;
+  a.full_name = "Cron Daemon";
+  a.recipients = {"root@x.test"};
+  auto m = PrepareMail("no header at all\n", a, "cron@h.test", "h.test", kNow);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(
+      absl::StartsWith(m->message, "From: \"Cron Daemon\" <cron@h.test>"));
+  EXPECT_TRUE(absl::EndsWith(m->message, "\r\n\r\nno header at all\r\n"));
+  a.recipients.clear();
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      PrepareMail("Subject: x\n\n", a, "c@h.test", "h.test", kNow).status()));
+  a.extract = true;
+  auto none = PrepareMail("Subject: x\n\n", a, "c@h.test", "h.test", kNow);
+  EXPECT_TRUE(absl::StrContains(none.status().message(), "no To, Cc or Bcc"));
+}
+
+}  // namespace
+}  // namespace peregrine
