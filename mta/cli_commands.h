@@ -3,11 +3,34 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <iosfwd>
 #include <optional>
 #include <string>
 
 namespace peregrine {
+
+struct KeygenArgs {
+  std::string domain;
+  std::string selector;
+  std::string type = "rsa";
+  int bits = 2048;
+  std::string out;
+  bool force = false;
+};
+// `peregrine dkim keygen`: a key written 0600 and the TXT record to publish.
+int DkimKeygen(const KeygenArgs& a, std::ostream& out, std::ostream& err);
+
+struct SignArgs {
+  std::string key_file;
+  std::string domain;
+  std::string selector;
+  std::string canonicalization = "relaxed/relaxed";
+  int64_t time = -1;
+};
+// `peregrine dkim sign`: the DKIM-Signature field for the message on `in`.
+int DkimSign(const SignArgs& a, std::istream& in, std::ostream& out,
+             std::ostream& err);
 
 // The whole of FILE, or of `in` for "-"; nullopt when FILE cannot be read.
 std::optional<std::string> ReadInput(const std::string& file, std::istream& in);
