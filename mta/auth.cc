@@ -58,6 +58,18 @@ void Authenticator::AnswerQueued() {
   }
 }
 
+std::string Authenticator::SenderRefusal(absl::string_view user,
+                                         absl::string_view address) const {
+  std::shared_ptr<const UsersFile> users;
+  {
+    absl::Time now = clock_();
+    absl::MutexLock lock(&mu_);
+    MaybeReload(now);  // `peregrine user senders` counts within a second.
+    users = users_;
+  }
+  return users == nullptr ? "" : users->SenderRefusal(user, address);
+}
+
 void Authenticator::SetUsers(std::shared_ptr<const UsersFile> users) {
   absl::MutexLock lock(&mu_);
   users_ = std::move(users);

@@ -83,6 +83,10 @@ class Authenticator {
   // A file that cannot be read or parsed keeps the users loaded before.
   void WatchFile(std::string path);
   bool HasUsers() const;
+  // "" when `user` may send as `address` (its senders= rules), else why
+  // not. Cheap: no password check.
+  std::string SenderRefusal(absl::string_view user,
+                            absl::string_view address) const;
   // `client` is the client's address as text.
   void Check(std::string client, std::string user, std::string password,
              absl::AnyInvocable<void(AuthAnswer)> done);

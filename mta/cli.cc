@@ -298,6 +298,7 @@ struct UserArgs {
   std::string data_dir;
   std::string users_file;
   std::string name;
+  std::vector<std::string> senders;  // user senders NAME [RULE...]
 };
 
 // A password from the terminal (echo off) or, when standard input is not a
@@ -341,10 +342,27 @@ int UserCommand(const std::string& what, const UserArgs& a, std::ostream& out,
     return kExitUsage;
   }
   if (what == "list") {
-    for (const std::string& name : users->Names()) out << name << "\n";
+    for (const std::string& name : users->Names()) {
+      std::vector<std::string> senders = users->Senders(name);
+      out << name
+          << (senders.empty()
+                  ? std::string()
+                  : absl::StrCat("  sends as ", absl::StrJoin(senders, ", ")))
+          << "\n";
+    }
     return 0;
   }
-  if (what == "del") {
+  if (what == "senders") {
+    if (!users->Contains(a.name)) {
+      err << "peregrine user senders: no user '" << a.name << "' in " << path
+          << " (peregrine user add " << a.name << " first)\n";
+      return kExitUsage;
+    }
+    if (absl::Status s = users->SetSenders(a.name, a.senders); !s.ok()) {
+      err << "peregrine user senders: " << s.message() << "\n";
+      return kExitUsage;
+    }
+  } else if (what == "del") {
     if (!users->Remove(a.name)) {
       err << "peregrine user del: no user '" << a.name << "' in " << path
           << "\n";
@@ -520,19 +538,26 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   CLI::App* user_cmd =
       app.add_subcommand("user", "Accounts that may AUTH on submission");
   user_cmd->require_subcommand(1);
-  for (const char* what : {"add", "del", "list", "check"}) {
+  for (const char* what : {"add", "del", "list", "check", "senders"}) {
+    const std::string w = what;
     CLI::App* sub = user_cmd->add_subcommand(
-        what, std::string(what) == "add"    ? "Add a user or set a password"
-              : std::string(what) == "del"  ? "Remove a user"
-              : std::string(what) == "list" ? "List the users"
-                                            : "Check a user's password");
+        what, w == "add"       ? "Add a user or set a password"
+              : w == "del"     ? "Remove a user"
+              : w == "list"    ? "List the users"
+              : w == "senders" ? "The addresses (a@x.com) and domains "
+                                 "(@x.com) a user may send as; none: any"
+                               : "Check a user's password");
     sub->add_option("-c,--config", user_args.config_path,
                     "TOML configuration file");
     sub->add_option("--data-dir", user_args.data_dir, "Data directory");
     sub->add_option("--users-file", user_args.users_file,
                     "The users file itself");
-    if (std::string(what) != "list") {
+    if (w != "list") {
       sub->add_option("name", user_args.name, "User name")->required();
+    }
+    if (w == "senders") {
+      sub->add_option("senders", user_args.senders,
+                      "app@example.com, @example.com ...");
     }
   }
 
@@ -652,7 +677,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   if (*records_cmd) return DnsRecordsCommand(records, out, err);
   if (*check) return ConfigCheck(check_path, out, err);
   if (*keygen) return DkimKeygen(keygen_args, out, err);
-  for (const char* what : {"add", "del", "list", "check"}) {
+  for (const char* what : {"add", "del", "list", "check", "senders"}) {
     if (*user_cmd->get_subcommand(what)) {
       return UserCommand(what, user_args, out, err);
     }

@@ -188,6 +188,10 @@ absl::Status Daemon::Start() {
                          std::move(password), std::move(done));
   };
   reception_.has_users = [this] { return authenticator_.HasUsers(); };
+  reception_.check_sender = [this](absl::string_view user,
+                                   absl::string_view sender) {
+    return authenticator_.SenderRefusal(user, sender);
+  };
   reception_.resolver = [this](int shard) -> dns::Resolver* {
     return shards_[shard]->resolver.get();
   };

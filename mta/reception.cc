@@ -7,8 +7,10 @@
 #include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
 #include "mta/delivery/routing.h"
@@ -17,6 +19,39 @@
 
 namespace peregrine {
 namespace {
+
+// The first address of the From header field of `message` (its header
+// block only, folded lines joined), lower case; "" when there is none.
+std::string FromHeaderAddress(absl::string_view message) {
+  size_t end = message.find("\r\n\r\n");
+  absl::string_view head =
+      end == absl::string_view::npos ? message : message.substr(0, end + 2);
+  std::string value;
+  bool in_from = false;
+  for (absl::string_view line : absl::StrSplit(head, "\r\n")) {
+    if (in_from && !line.empty() && (line[0] == ' ' || line[0] == '\t')) {
+      absl::StrAppend(&value, " ", line);
+      continue;
+    }
+    if (in_from) break;
+    if (absl::StartsWithIgnoreCase(line, "From:")) {
+      in_from = true;
+      value = std::string(line.substr(5));
+    }
+  }
+  if (value.empty()) return "";
+  size_t open = value.find('<');
+  if (open != std::string::npos) {
+    size_t close = value.find('>', open);
+    if (close == std::string::npos) return "";
+    return absl::AsciiStrToLower(value.substr(open + 1, close - open - 1));
+  }
+  for (absl::string_view token :
+       absl::StrSplit(value, absl::ByAnyChar(" \t,"), absl::SkipEmpty())) {
+    if (absl::StrContains(token, '@')) return absl::AsciiStrToLower(token);
+  }
+  return "";
+}
 constexpr const char* kLog = "smtpd";
 
 std::string Domain(absl::string_view address) {
@@ -110,6 +145,7 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         }
         c.relay_allowed = mode == ListenerKind::kRelay && trusted_;
         c.check_recipient = context.check_recipient;
+        c.check_sender = context.check_sender;
         c.accepts_for = context.bounce_domain;
         return c;
       }()) {
@@ -370,6 +406,24 @@ void SmtpConnection::Enqueue(smtp::Message m) {
       m.auth_user.empty() ? "" : "A", ";\r\n\t",
       absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", now, absl::UTCTimeZone()),
       "\r\n");
+  if (!m.auth_user.empty() && context_.check_sender) {
+    // The From header too: a user allowed only app@example.com must not
+    // put anyone else in front of the recipient.
+    std::string from = FromHeaderAddress(m.data);
+    std::string why =
+        from.empty() ? "" : context_.check_sender(m.auth_user, from);
+    if (!why.empty()) {
+      std::string reply =
+          absl::StrCat("550 5.7.1 From: <", from, "> not allowed: ", why);
+      Rejected(Reply::Parse(reply),
+               absl::StrCat("the From header of user ", m.auth_user,
+                            "'s message is not one of its senders"),
+               m.sender, "", m.helo);
+      session_.MessageRefused(reply);
+      Pump();
+      return;
+    }
+  }
   if (ReadBounces(m, received)) return;
   bool add_fields = mode_ == ListenerKind::kRelay
                         ? context_.relay_adds_missing_fields

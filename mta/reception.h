@@ -112,6 +112,10 @@ struct ReceptionContext {
   std::function<std::string(absl::string_view sender,
                             absl::string_view recipient)>
       check_recipient;
+  // Authenticated submission: "" when the user may send as that address
+  // (MAIL FROM, and the From header's address), else why not. Unset: any.
+  std::function<std::string(absl::string_view user, absl::string_view sender)>
+      check_sender;
   // Bounce domains (mta/bounce/inbox.h): mail for them is taken from any
   // client and handed to `read_bounce` instead of the queue; `done` may run
   // on another thread. Unset: none.

@@ -15,7 +15,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "base/files.h"
 
 namespace peregrine {
@@ -97,8 +99,23 @@ absl::StatusOr<UsersFile> UsersFile::Load(const std::string& path) {
           path, ":", number,
           ": expected \"name:scrypt$...\" (write it with peregrine user add)"));
     }
-    users.hashes_[std::string(l.substr(0, colon))] =
-        std::string(l.substr(colon + 1));
+    std::string name(l.substr(0, colon));
+    std::vector<std::string> fields = absl::StrSplit(l.substr(colon + 1), ':');
+    users.hashes_[name] = fields[0];
+    for (size_t i = 1; i < fields.size(); ++i) {
+      absl::string_view f = fields[i];
+      if (!absl::ConsumePrefix(&f, "senders=")) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", number, ": unknown field \"", fields[i],
+            "\" (after the password hash: senders=ADDRESS,@DOMAIN)"));
+      }
+      std::vector<std::string> senders =
+          absl::StrSplit(f, ',', absl::SkipEmpty());
+      if (absl::Status s = users.SetSenders(name, senders); !s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", number, ": ", s.message()));
+      }
+    }
   }
   return users;
 }
@@ -111,8 +128,14 @@ absl::Status UsersFile::Save(const std::string& path) const {
         absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
   }
   std::string text = "# Peregrine users: edit with `peregrine user`.\n";
-  for (const auto& [name, hash] : hashes_)
-    absl::StrAppend(&text, name, ":", hash, "\n");
+  for (const auto& [name, hash] : hashes_) {
+    absl::StrAppend(&text, name, ":", hash);
+    auto it = senders_.find(name);
+    if (it != senders_.end() && !it->second.empty()) {
+      absl::StrAppend(&text, ":senders=", absl::StrJoin(it->second, ","));
+    }
+    text += "\n";
+  }
   bool ok = ::write(fd, text.data(), text.size()) ==
                 static_cast<ssize_t>(text.size()) &&
             ::fsync(fd) == 0;
@@ -139,7 +162,55 @@ absl::Status UsersFile::Set(absl::string_view name,
 }
 
 bool UsersFile::Remove(absl::string_view name) {
+  senders_.erase(std::string(name));
   return hashes_.erase(std::string(name)) > 0;
+}
+
+absl::Status UsersFile::SetSenders(absl::string_view name,
+                                   std::vector<std::string> senders) {
+  for (std::string& s : senders) {
+    s = absl::AsciiStrToLower(absl::StripAsciiWhitespace(s));
+    size_t at = s.find('@');
+    bool ok = at != std::string::npos && at + 1 < s.size() &&
+              s.find('@', at + 1) == std::string::npos &&
+              s.find_first_of(" ,:<>\"") == std::string::npos &&
+              s.find('.', at) != std::string::npos;
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sender \"", s,
+          "\": give an address (app@example.com) or a domain (@example.com)"));
+    }
+  }
+  if (senders.empty()) {
+    senders_.erase(std::string(name));
+  } else {
+    senders_[std::string(name)] = std::move(senders);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> UsersFile::Senders(absl::string_view name) const {
+  auto it = senders_.find(std::string(name));
+  return it == senders_.end() ? std::vector<std::string>() : it->second;
+}
+
+std::string UsersFile::SenderRefusal(absl::string_view user,
+                                     absl::string_view address) const {
+  auto it = senders_.find(std::string(user));
+  // The null sender (a notice the application sends) is not an identity.
+  if (it == senders_.end() || it->second.empty() || address.empty()) {
+    return "";
+  }
+  std::string a = absl::AsciiStrToLower(address);
+  size_t at = a.rfind('@');
+  for (const std::string& rule : it->second) {
+    if (rule == a) return "";
+    if (rule[0] == '@' && at != std::string::npos && a.substr(at) == rule) {
+      return "";
+    }
+  }
+  return absl::StrCat("user ", user, " may send as ",
+                      absl::StrJoin(it->second, ", "), " only");
 }
 
 bool UsersFile::Contains(absl::string_view name) const {

@@ -1,15 +1,18 @@
 // Users: the accounts that may AUTH on submission, in a users file.
 //
 // One line per user, "name:scrypt$N$r$p$salt$hash" (salt and hash in
-// base64), mode 0600. Passwords are hashed with scrypt (OpenSSL's
-// EVP_PBE_scrypt, N=16384 r=8 p=1: about 16 MiB and tens of milliseconds
-// per check, so that a stolen file resists guessing). Checks are slow on
-// purpose: the daemon runs them off the shard threads (see auth.h).
+// base64), then optionally ":senders=a@example.com,@example.org": the
+// addresses and domains the user may send as (MAIL FROM and the From
+// header; none listed: any), mode 0600. Passwords are hashed with scrypt
+// (OpenSSL's EVP_PBE_scrypt, N=16384 r=8 p=1: about 16 MiB and tens of
+// milliseconds per check, so that a stolen file resists guessing). Checks are
+// slow on purpose: the daemon runs them off the shard threads (see auth.h).
 // Read by the daemon at start and on SIGHUP; written by `peregrine user`.
 #pragma once
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -31,8 +34,18 @@ class UsersFile {
   bool Check(absl::string_view name, absl::string_view password) const;
   std::vector<std::string> Names() const;
 
+  // Sender rules: "user@example.com" (that address) or "@example.com" (any
+  // address of that domain). Empty: the user may send as anyone.
+  absl::Status SetSenders(absl::string_view name,
+                          std::vector<std::string> senders);
+  std::vector<std::string> Senders(absl::string_view name) const;
+  // "" when `user` may send as `address`, else why not (for a reply).
+  std::string SenderRefusal(absl::string_view user,
+                            absl::string_view address) const;
+
  private:
   std::map<std::string, std::string> hashes_;  // name -> "scrypt$..."
+  std::map<std::string, std::vector<std::string>> senders_;
 };
 
 // The scrypt record of a password, with a fresh random salt.

@@ -426,6 +426,13 @@ void ServerSession::Mail(absl::string_view arg) {
     // Transient, and not the client's error: it may try again later.
     return Reply("452 4.3.1 Insufficient system storage");
   }
+  if (!authenticated_.empty() && config_.check_sender) {
+    std::string why = config_.check_sender(authenticated_, address);
+    if (!why.empty()) {
+      return Error(absl::StrCat("553 5.7.1 <", address,
+                                ">: sender address not allowed: ", why));
+    }
+  }
   declared_size_ = size;
   m.sender = address;
   m.helo = helo_;
@@ -820,6 +827,15 @@ void ServerSession::TlsStarted() {
   ResetTransaction();
   in_.clear();
   phase_ = Phase::kCommand;
+}
+
+void ServerSession::MessageRefused(absl::string_view reply) {
+  if (phase_ != Phase::kWaitQueue) return;
+  Reply(std::string(reply));
+  ResetTransaction();
+  phase_ = Phase::kCommand;
+  if (shutting_down_) return ShutdownNow();
+  Process();
 }
 
 void ServerSession::MessageQueued(const absl::Status& status,

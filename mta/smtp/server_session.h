@@ -73,6 +73,10 @@ struct SessionConfig {
   std::function<std::string(absl::string_view sender,
                             absl::string_view recipient)>
       check_recipient;
+  // Asked at MAIL of an authenticated client: "" when the user may send
+  // as that address, else why not (the 553 says it). Unset: any.
+  std::function<std::string(absl::string_view user, absl::string_view sender)>
+      check_sender;
 };
 
 // What the check of an AuthRequest found.
@@ -151,6 +155,9 @@ class ServerSession {
   // queue id, or 451/452 from the status, then the session goes on with
   // what the client pipelined.
   void MessageQueued(const absl::Status& status, absl::string_view queue_id);
+  // The message is refused after all (the driver's checks of its content):
+  // `reply` is the whole reply line, 4xx or 5xx, without CRLF.
+  void MessageRefused(absl::string_view reply);
   // After "220 Ready to start TLS": the driver sends it, runs the TLS
   // handshake, and calls TlsStarted(); input meanwhile is TLS, not SMTP.
   bool wants_tls() const { return phase_ == Phase::kWaitTls; }

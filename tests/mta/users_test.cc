@@ -43,6 +43,45 @@ TEST(UsersTest, RefusesBadNamesShortPasswordsAndBadFiles) {
   EXPECT_TRUE(UsersFile::Load("/nonexistent/users").ok());  // Empty.
 }
 
+TEST(UsersTest, SendersLimitWhoAUserMaySendAs) {
+  std::string path = std::string(getenv("TEST_TMPDIR")) + "/senders";
+  UsersFile users;
+  ASSERT_TRUE(users.Set("metabase", "long enough").ok());
+  ASSERT_TRUE(users.Set("free", "long enough").ok());
+  EXPECT_EQ(users.SenderRefusal("metabase", "anyone@any.test"), "");
+  ASSERT_TRUE(
+      users.SetSenders("metabase", {"Reports@Example.test", "@news.test"})
+          .ok());
+  EXPECT_EQ(users.SenderRefusal("metabase", "reports@example.test"), "");
+  EXPECT_EQ(users.SenderRefusal("metabase", "REPORTS@example.TEST"), "");
+  EXPECT_EQ(users.SenderRefusal("metabase", "x@news.test"), "");
+  EXPECT_EQ(users.SenderRefusal("metabase", ""), "");  // Null sender.
+  EXPECT_THAT(users.SenderRefusal("metabase", "ceo@example.test"),
+              ::testing::HasSubstr("may send as reports@example.test, "
+                                   "@news.test only"));
+  EXPECT_NE(users.SenderRefusal("metabase", "x@sub.news.test"), "");
+  EXPECT_EQ(users.SenderRefusal("free", "ceo@example.test"), "");
+  for (const char* bad :
+       {"nodomain", "a@", "a@b", "a b@c.test", "a,b@c.test"}) {
+    EXPECT_FALSE(users.SetSenders("free", {bad}).ok()) << bad;
+  }
+  // Kept in the file, after the hash; a new password keeps them.
+  ASSERT_TRUE(users.Save(path).ok());
+  auto loaded = UsersFile::Load(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_THAT(loaded->Senders("metabase"),
+              ::testing::ElementsAre("reports@example.test", "@news.test"));
+  ASSERT_TRUE(loaded->Set("metabase", "another one").ok());
+  EXPECT_EQ(loaded->Senders("metabase").size(), 2u);
+  ASSERT_TRUE(loaded->SetSenders("metabase", {}).ok());  // Any again.
+  EXPECT_EQ(loaded->SenderRefusal("metabase", "ceo@example.test"), "");
+  std::ofstream(path) << "app:scrypt$x:colour=blue\n";
+  auto bad = UsersFile::Load(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()),
+              ::testing::HasSubstr("unknown field"));
+}
+
 TEST(UsersTest, HashesAreSaltedAndVerify) {
   std::string a = HashPassword("same password");
   std::string b = HashPassword("same password");
