@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 
@@ -68,6 +69,31 @@ std::string Authenticator::SenderRefusal(absl::string_view user,
     users = users_;
   }
   return users == nullptr ? "" : users->SenderRefusal(user, address);
+}
+
+std::string Authenticator::TakeMessage(absl::string_view user) {
+  absl::Time now = clock_();
+  absl::MutexLock lock(&mu_);
+  MaybeReload(now);
+  std::string rate = users_ == nullptr ? "" : users_->Rate(user);
+  auto it = rates_.find(std::string(user));
+  if (rate.empty()) {
+    if (it != rates_.end()) rates_.erase(it);
+    return "";
+  }
+  if (it == rates_.end() || it->second.text != rate) {
+    // A full hour's (minute's...) worth at once, then at the rate.
+    double burst = 1;
+    (void)absl::SimpleAtod(rate.substr(0, rate.find('/')), &burst);
+    auto bucket = delivery::TokenBucket::Parse(rate, std::max(1.0, burst));
+    if (!bucket.ok()) return "";
+    it = rates_.insert_or_assign(std::string(user), Rate{rate, *bucket}).first;
+  }
+  if (it->second.bucket.TryTake(now)) return "";
+  absl::Duration wait = it->second.bucket.NextAvailable(now) - now;
+  return absl::StrCat("452 4.7.1 user ", user, " is over its message rate (",
+                      rate, "); try again in ",
+                      absl::FormatDuration(absl::Ceil(wait, absl::Seconds(1))));
 }
 
 void Authenticator::SetUsers(std::shared_ptr<const UsersFile> users) {

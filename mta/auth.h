@@ -28,6 +28,7 @@
 
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -38,6 +39,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "mta/delivery/shaping.h"
 #include "mta/smtp/server_session.h"
 #include "mta/users.h"
 
@@ -87,6 +89,10 @@ class Authenticator {
   // not. Cheap: no password check.
   std::string SenderRefusal(absl::string_view user,
                             absl::string_view address) const;
+  // A message of `user` begins (MAIL): "" within its rate= (the users
+  // file), else the 452 reply line that says so. Per user, all shards
+  // together.
+  std::string TakeMessage(absl::string_view user);
   // `client` is the client's address as text.
   void Check(std::string client, std::string user, std::string password,
              absl::AnyInvocable<void(AuthAnswer)> done);
@@ -123,6 +129,12 @@ class Authenticator {
   // Mutable: HasUsers() may reload a changed file.
   mutable std::shared_ptr<const UsersFile> users_ ABSL_GUARDED_BY(mu_);
   std::string watched_ ABSL_GUARDED_BY(mu_);
+  // Per user with a rate: the rate it was made for, and its bucket.
+  struct Rate {
+    std::string text;
+    delivery::TokenBucket bucket;
+  };
+  std::map<std::string, Rate> rates_ ABSL_GUARDED_BY(mu_);
   struct FileId {
     dev_t dev = 0;
     ino_t ino = 0;

@@ -299,6 +299,7 @@ struct UserArgs {
   std::string users_file;
   std::string name;
   std::vector<std::string> senders;  // user senders NAME [RULE...]
+  std::string rate;                  // user rate NAME 100/h
 };
 
 // A password from the terminal (echo off) or, when standard input is not a
@@ -344,15 +345,27 @@ int UserCommand(const std::string& what, const UserArgs& a, std::ostream& out,
   if (what == "list") {
     for (const std::string& name : users->Names()) {
       std::vector<std::string> senders = users->Senders(name);
+      std::string rate = users->Rate(name);
       out << name
           << (senders.empty()
                   ? std::string()
                   : absl::StrCat("  sends as ", absl::StrJoin(senders, ", ")))
+          << (rate.empty() ? std::string() : absl::StrCat("  at most ", rate))
           << "\n";
     }
     return 0;
   }
-  if (what == "senders") {
+  if (what == "rate") {
+    if (!users->Contains(a.name)) {
+      err << "peregrine user rate: no user '" << a.name << "' in " << path
+          << "\n";
+      return kExitUsage;
+    }
+    if (absl::Status s = users->SetRate(a.name, a.rate); !s.ok()) {
+      err << "peregrine user rate: " << s.message() << "\n";
+      return kExitUsage;
+    }
+  } else if (what == "senders") {
     if (!users->Contains(a.name)) {
       err << "peregrine user senders: no user '" << a.name << "' in " << path
           << " (peregrine user add " << a.name << " first)\n";
@@ -538,7 +551,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   CLI::App* user_cmd =
       app.add_subcommand("user", "Accounts that may AUTH on submission");
   user_cmd->require_subcommand(1);
-  for (const char* what : {"add", "del", "list", "check", "senders"}) {
+  for (const char* what : {"add", "del", "list", "check", "senders", "rate"}) {
     const std::string w = what;
     CLI::App* sub = user_cmd->add_subcommand(
         what, w == "add"       ? "Add a user or set a password"
@@ -546,6 +559,8 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
               : w == "list"    ? "List the users"
               : w == "senders" ? "The addresses (a@x.com) and domains "
                                  "(@x.com) a user may send as; none: any"
+              : w == "rate"    ? "How many messages a user may send: 100/h; "
+                                 "unlimited"
                                : "Check a user's password");
     sub->add_option("-c,--config", user_args.config_path,
                     "TOML configuration file");
@@ -558,6 +573,10 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
     if (w == "senders") {
       sub->add_option("senders", user_args.senders,
                       "app@example.com, @example.com ...");
+    }
+    if (w == "rate") {
+      sub->add_option("rate", user_args.rate, "100/h, 10/m, or unlimited")
+          ->required();
     }
   }
 
@@ -677,7 +696,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   if (*records_cmd) return DnsRecordsCommand(records, out, err);
   if (*check) return ConfigCheck(check_path, out, err);
   if (*keygen) return DkimKeygen(keygen_args, out, err);
-  for (const char* what : {"add", "del", "list", "check", "senders"}) {
+  for (const char* what : {"add", "del", "list", "check", "senders", "rate"}) {
     if (*user_cmd->get_subcommand(what)) {
       return UserCommand(what, user_args, out, err);
     }

@@ -192,6 +192,9 @@ absl::Status Daemon::Start() {
                                    absl::string_view sender) {
     return authenticator_.SenderRefusal(user, sender);
   };
+  reception_.take_message = [this](absl::string_view user) {
+    return authenticator_.TakeMessage(user);
+  };
   reception_.resolver = [this](int shard) -> dns::Resolver* {
     return shards_[shard]->resolver.get();
   };

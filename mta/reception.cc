@@ -146,6 +146,7 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         c.relay_allowed = mode == ListenerKind::kRelay && trusted_;
         c.check_recipient = context.check_recipient;
         c.check_sender = context.check_sender;
+        c.take_message = context.take_message;
         c.accepts_for = context.bounce_domain;
         return c;
       }()) {

@@ -116,6 +116,8 @@ struct ReceptionContext {
   // (MAIL FROM, and the From header's address), else why not. Unset: any.
   std::function<std::string(absl::string_view user, absl::string_view sender)>
       check_sender;
+  // smtp::SessionConfig::take_message (a user's message rate); unset: none.
+  std::function<std::string(absl::string_view user)> take_message;
   // Bounce domains (mta/bounce/inbox.h): mail for them is taken from any
   // client and handed to `read_bounce` instead of the queue; `done` may run
   // on another thread. Unset: none.

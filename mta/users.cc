@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "base/files.h"
+#include "mta/delivery/shaping.h"
 
 namespace peregrine {
 namespace {
@@ -104,10 +105,18 @@ absl::StatusOr<UsersFile> UsersFile::Load(const std::string& path) {
     users.hashes_[name] = fields[0];
     for (size_t i = 1; i < fields.size(); ++i) {
       absl::string_view f = fields[i];
+      if (absl::ConsumePrefix(&f, "rate=")) {
+        if (absl::Status s = users.SetRate(name, f); !s.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ":", number, ": ", s.message()));
+        }
+        continue;
+      }
       if (!absl::ConsumePrefix(&f, "senders=")) {
         return absl::InvalidArgumentError(absl::StrCat(
             path, ":", number, ": unknown field \"", fields[i],
-            "\" (after the password hash: senders=ADDRESS,@DOMAIN)"));
+            "\" (after the password hash: senders=ADDRESS,@DOMAIN or "
+            "rate=100/h)"));
       }
       std::vector<std::string> senders =
           absl::StrSplit(f, ',', absl::SkipEmpty());
@@ -133,6 +142,9 @@ absl::Status UsersFile::Save(const std::string& path) const {
     auto it = senders_.find(name);
     if (it != senders_.end() && !it->second.empty()) {
       absl::StrAppend(&text, ":senders=", absl::StrJoin(it->second, ","));
+    }
+    if (auto r = rates_.find(name); r != rates_.end()) {
+      absl::StrAppend(&text, ":rate=", r->second);
     }
     text += "\n";
   }
@@ -163,6 +175,7 @@ absl::Status UsersFile::Set(absl::string_view name,
 
 bool UsersFile::Remove(absl::string_view name) {
   senders_.erase(std::string(name));
+  rates_.erase(std::string(name));
   return hashes_.erase(std::string(name)) > 0;
 }
 
@@ -187,6 +200,26 @@ absl::Status UsersFile::SetSenders(absl::string_view name,
     senders_[std::string(name)] = std::move(senders);
   }
   return absl::OkStatus();
+}
+
+absl::Status UsersFile::SetRate(absl::string_view name,
+                                absl::string_view rate) {
+  if (rate.empty() || rate == "unlimited" || rate == "0") {
+    rates_.erase(std::string(name));
+    return absl::OkStatus();
+  }
+  if (!delivery::TokenBucket::Parse(rate).ok() ||
+      !absl::StrContains(rate, '/')) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rate \"", rate, "\": give messages per time, like 100/h or 10/m"));
+  }
+  rates_[std::string(name)] = std::string(rate);
+  return absl::OkStatus();
+}
+
+std::string UsersFile::Rate(absl::string_view name) const {
+  auto it = rates_.find(std::string(name));
+  return it == rates_.end() ? "" : it->second;
 }
 
 std::vector<std::string> UsersFile::Senders(absl::string_view name) const {

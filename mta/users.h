@@ -3,7 +3,8 @@
 // One line per user, "name:scrypt$N$r$p$salt$hash" (salt and hash in
 // base64), then optionally ":senders=a@example.com,@example.org": the
 // addresses and domains the user may send as (MAIL FROM and the From
-// header; none listed: any), mode 0600. Passwords are hashed with scrypt
+// header; none listed: any), and ":rate=100/h": how many messages it may
+// send (none: no limit), mode 0600. Passwords are hashed with scrypt
 // (OpenSSL's EVP_PBE_scrypt, N=16384 r=8 p=1: about 16 MiB and tens of
 // milliseconds per check, so that a stolen file resists guessing). Checks are
 // slow on purpose: the daemon runs them off the shard threads (see auth.h).
@@ -43,7 +44,12 @@ class UsersFile {
   std::string SenderRefusal(absl::string_view user,
                             absl::string_view address) const;
 
+  // A message rate ("100/h", "10/m"; "" or "unlimited": none).
+  absl::Status SetRate(absl::string_view name, absl::string_view rate);
+  std::string Rate(absl::string_view name) const;
+
  private:
+  std::map<std::string, std::string> rates_;
   std::map<std::string, std::string> hashes_;  // name -> "scrypt$..."
   std::map<std::string, std::vector<std::string>> senders_;
 };

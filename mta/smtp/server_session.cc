@@ -433,6 +433,10 @@ void ServerSession::Mail(absl::string_view arg) {
                                 ">: sender address not allowed: ", why));
     }
   }
+  if (!authenticated_.empty() && config_.take_message) {
+    std::string over = config_.take_message(authenticated_);
+    if (!over.empty()) return Reply(over);
+  }
   declared_size_ = size;
   m.sender = address;
   m.helo = helo_;

@@ -77,6 +77,9 @@ struct SessionConfig {
   // as that address, else why not (the 553 says it). Unset: any.
   std::function<std::string(absl::string_view user, absl::string_view sender)>
       check_sender;
+  // Asked at MAIL of an authenticated client, after the checks above: ""
+  // to go on, else the whole reply line (a 452 for a user over its rate).
+  std::function<std::string(absl::string_view user)> take_message;
 };
 
 // What the check of an AuthRequest found.

@@ -75,6 +75,14 @@ TEST(UsersTest, SendersLimitWhoAUserMaySendAs) {
   EXPECT_EQ(loaded->Senders("metabase").size(), 2u);
   ASSERT_TRUE(loaded->SetSenders("metabase", {}).ok());  // Any again.
   EXPECT_EQ(loaded->SenderRefusal("metabase", "ceo@example.test"), "");
+  // A message rate, kept the same way.
+  EXPECT_FALSE(loaded->SetRate("metabase", "lots").ok());
+  EXPECT_FALSE(loaded->SetRate("metabase", "100").ok());
+  ASSERT_TRUE(loaded->SetRate("metabase", "100/h").ok());
+  ASSERT_TRUE(loaded->Save(path).ok());
+  EXPECT_EQ(UsersFile::Load(path)->Rate("metabase"), "100/h");
+  ASSERT_TRUE(loaded->SetRate("metabase", "unlimited").ok());
+  EXPECT_EQ(loaded->Rate("metabase"), "");
   std::ofstream(path) << "app:scrypt$x:colour=blue\n";
   auto bad = UsersFile::Load(path);
   ASSERT_FALSE(bad.ok());

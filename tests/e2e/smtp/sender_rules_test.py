@@ -89,6 +89,23 @@ class SenderRulesTest(unittest.TestCase):
                        "From: ceo@corp.test\r\nSubject: any\r\n\r\nbody\r\n")
         self.assertEqual(self.sink.wait_for(2), 2)
 
+    def test_a_message_rate_per_user(self):
+        r = self.user("rate", "metabase", "2/h")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("metabase  at most 2/h", self.user("list").stdout)
+        time.sleep(1.2)
+        with self.session() as s:
+            for i in range(2):
+                s.sendmail("a@corp.test", ["a@dest.test"],
+                           f"Subject: {i}\r\n\r\nbody\r\n")
+            with self.assertRaises(smtplib.SMTPSenderRefused) as e:
+                s.sendmail("a@corp.test", ["a@dest.test"],
+                           "Subject: 3\r\n\r\nbody\r\n")
+            self.assertEqual(e.exception.smtp_code, 452)
+            self.assertIn(b"over its message rate (2/h)",
+                          e.exception.smtp_error)
+        self.assertEqual(self.user("rate", "metabase", "lots").returncode, 2)
+
     def test_bad_rules_are_refused(self):
         r = self.user("senders", "metabase", "not-an-address")
         self.assertEqual(r.returncode, 2)
