@@ -31,6 +31,7 @@
 #include "mta/config.h"
 #include "mta/daemon.h"
 #include "mta/dns_records.h"
+#include "mta/send_test.h"
 #include "mta/sendmail.h"
 #include "mta/users.h"
 #include "mta/version.h"
@@ -212,6 +213,11 @@ void PrintMessage(const queue::StoredMessage& m, std::ostream& out) {
       out << "  last: " << r.last_reply.ToString();
     }
     out << "\n";
+    if (r.state != queue::RecipientState::kDelivered &&
+        r.last_reply.code != 0) {
+      std::string advice = Advice(r.last_reply.ToString());
+      if (!advice.empty()) out << "      → " << advice << "\n";
+    }
   }
 }
 
@@ -509,6 +515,26 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   sign->add_option("--time", sign_args.time,
                    "Signature time, Unix seconds (default now)");
 
+  SendTestArgs send_test;
+  CLI::App* send_test_cmd = app.add_subcommand(
+      "send-test",
+      "Send a test message as an application would, and follow it to its "
+      "outcome (exit 0: delivered)");
+  send_test_cmd->add_option("--to", send_test.to, "Recipient")->required();
+  send_test_cmd->add_option("--from", send_test.from, "Sender");
+  send_test_cmd->add_option("--server", send_test.server,
+                            "HOST:PORT (default: the local daemon)");
+  send_test_cmd->add_option("--tls", send_test.tls,
+                            "starttls, implicit or none (default: by port)");
+  send_test_cmd->add_option(
+      "--user", send_test.user,
+      "AUTH as (password: PEREGRINE_PASSWORD or standard input)");
+  send_test_cmd->add_option("-c,--config", send_test.config_path,
+                            "TOML configuration file");
+  send_test_cmd->add_option("--data-dir", send_test.data_dir, "Data directory");
+  send_test_cmd->add_option("--timeout", send_test.timeout_s,
+                            "Seconds to follow it (60)");
+
   DnsRecordsArgs records;
   CLI::App* records_cmd = app.add_subcommand(
       "dns-records", "The DNS records to publish for a domain, as zone lines");
@@ -694,6 +720,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
 
   if (*serve) return Serve(config_path, data_dir, err);
   if (*records_cmd) return DnsRecordsCommand(records, out, err);
+  if (*send_test_cmd) return SendTest(send_test, std::cin, out, err);
   if (*check) return ConfigCheck(check_path, out, err);
   if (*keygen) return DkimKeygen(keygen_args, out, err);
   for (const char* what : {"add", "del", "list", "check", "senders", "rate"}) {

@@ -180,6 +180,19 @@ std::string Until(const json& s) {
 
 }  // namespace
 
+absl::StatusOr<nlohmann::json> AdminGet(const Config& config,
+                                        const std::string& data_dir,
+                                        const std::string& path, int* status) {
+  auto address = AdminAddress(config);
+  if (!address.ok()) return address.status();
+  auto token = FirstToken(config, data_dir);
+  if (!token.ok()) return token.status();
+  auto answer = Call(*address, config.admin_tls, *token, "GET", path, "");
+  if (!answer.ok()) return answer.status();
+  *status = answer->status;
+  return answer->body;
+}
+
 void AddQueueControl(CLI::App& queue, QueueControlArgs& args) {
   for (CLI::App* sub :
        {queue.add_subcommand(

@@ -8,6 +8,10 @@
 #include <optional>
 #include <string>
 
+#include "absl/status/statusor.h"
+#include "mta/config.h"
+#include "nlohmann/json.hpp"
+
 namespace peregrine {
 
 struct KeygenArgs {
@@ -45,6 +49,27 @@ struct SuppressionArgs {
   std::string expires;  // "2027-01-01" or RFC 3339; "": never.
   std::string file;     // import: a CSV file, or "-".
 };
+
+// GET `path` on the running daemon's admin port (its address and token
+// from `config`): the JSON answer, and its HTTP status in *status.
+// Unavailable when the daemon is not running.
+absl::StatusOr<nlohmann::json> AdminGet(const Config& config,
+                                        const std::string& data_dir,
+                                        const std::string& path, int* status);
+
+struct SendTestArgs {
+  std::string config_path;
+  std::string data_dir;
+  std::string to;
+  std::string from;
+  std::string server;  // host:port; empty: the local daemon.
+  std::string tls;     // starttls, implicit, none; empty: by the port.
+  std::string user;  // AUTH as; the password from PEREGRINE_PASSWORD or stdin.
+  int timeout_s = 60;  // Following the message through the daemon.
+};
+// `peregrine send-test`: 0 only when the message was delivered.
+int SendTest(const SendTestArgs& args, std::istream& in, std::ostream& out,
+             std::ostream& err);
 
 struct QueueControlArgs {
   std::string config_path;

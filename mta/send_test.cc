@@ -1,0 +1,374 @@
+#include "mta/send_test.h"
+
+#include <netdb.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <memory>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "mta/cli_commands.h"
+#include "mta/config.h"
+
+namespace peregrine {
+
+std::string Advice(absl::string_view reply) {
+  std::string r = absl::AsciiStrToLower(reply);
+  auto has = [&r](absl::string_view s) { return absl::StrContains(r, s); };
+  if (has("timed out") && (has("connect") || has(":25"))) {
+    return "port 25 seems blocked on the way out: many VPS providers block "
+           "it; ask yours to open it, or relay through [smarthost]";
+  }
+  if (has("connection refused")) {
+    return "nothing listens there: check the host and port (and for a "
+           "smarthost, smarthost.port)";
+  }
+  if (absl::StartsWith(r, "535") || has("authentication failed") ||
+      has("refused the login")) {
+    return "wrong user name or password; Gmail and Office 365 want an app "
+           "password, not the account's own";
+  }
+  if (has("wrong version number") || has("sent no greeting") ||
+      has("plain smtp first")) {
+    return "the TLS mode does not fit the port: implicit TLS for 465, "
+           "STARTTLS for 587";
+  }
+  if (absl::StartsWith(r, "552") || has("5.3.4") || has("too large") ||
+      has("size exceeds")) {
+    return "the message is larger than the receiver takes: send less, or a "
+           "link instead of the attachment";
+  }
+  if (has("spf") || has("dkim") || has("dmarc") || has("5.7.23") ||
+      has("5.7.25") || has("5.7.26") || has("5.7.27") || has("ptr") ||
+      has("reverse dns")) {
+    return "the receiver distrusts the sending IP or domain: publish what "
+           "`peregrine dns-records --domain YOURDOMAIN` prints, set the IP's "
+           "PTR to server.hostname";
+  }
+  if (has("5.1.1") || has("user unknown") || has("no such user") ||
+      has("does not exist")) {
+    return "the address does not exist at the destination: check its "
+           "spelling";
+  }
+  if (has("5.7.1") && (has("relay") || has("not allowed"))) {
+    return "refused by policy: relaying needs AUTH on submission (or a "
+           "client in relay.trusted_networks), and a user may send only as "
+           "its `peregrine user senders`";
+  }
+  if (absl::StartsWith(r, "4") &&
+      (has("greylist") || has("try again") || has("rate") || has("too many") ||
+       has("throttl"))) {
+    return "the receiver asks to come back later (greylisting or a rate "
+           "limit); Peregrine retries by itself";
+  }
+  if (has("certificate")) {
+    return "the receiver's certificate does not check out for a tls = "
+           "\"verify\" site";
+  }
+  if (has("servfail") || has("dns") || has("nxdomain") || has("no mx")) {
+    return "the recipient domain does not resolve as mail needs: check its "
+           "MX (dig MX DOMAIN) and this host's resolver";
+  }
+  return "";
+}
+
+namespace {
+
+// A blocking SMTP client, in the clear or TLS (certificates not checked:
+// this is a test of the path, the daemon's own certificate is often
+// self-signed).
+class Smtp {
+ public:
+  ~Smtp() {
+    ssl_.reset();
+    ctx_.reset();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  absl::Status Connect(const std::string& host, const std::string& port) {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* list = nullptr;
+    if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &list);
+        rc != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot resolve ", host, ": ", gai_strerror(rc)));
+    }
+    std::string why = "no address";
+    for (addrinfo* a = list; a != nullptr; a = a->ai_next) {
+      fd_ = ::socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd_ < 0) continue;
+      timeval tv{30, 0};
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+      if (::connect(fd_, a->ai_addr, a->ai_addrlen) == 0) {
+        freeaddrinfo(list);
+        return absl::OkStatus();
+      }
+      why = errno == EINPROGRESS || errno == EAGAIN ? "Connection timed out"
+                                                    : strerror(errno);
+      ::close(fd_);
+      fd_ = -1;
+    }
+    freeaddrinfo(list);
+    return absl::UnavailableError(absl::StrCat(host, ":", port, ": ", why));
+  }
+  absl::StatusOr<std::string> StartTls() {
+    ctx_.reset(SSL_CTX_new(TLS_client_method()));
+    ssl_.reset(ctx_ ? SSL_new(ctx_.get()) : nullptr);
+    if (ssl_ == nullptr || SSL_set_fd(ssl_.get(), fd_) != 1 ||
+        SSL_connect(ssl_.get()) != 1) {
+      ssl_.reset();
+      return absl::UnavailableError(
+          "the TLS handshake failed (wrong version number?)");
+    }
+    return absl::StrCat(SSL_get_version(ssl_.get()), " ",
+                        SSL_get_cipher_name(ssl_.get()));
+  }
+  bool Send(const std::string& data) {
+    size_t done = 0;
+    while (done < data.size()) {
+      int n = ssl_ ? SSL_write(ssl_.get(), data.data() + done,
+                               static_cast<int>(data.size() - done))
+                   : static_cast<int>(::send(fd_, data.data() + done,
+                                             data.size() - done, MSG_NOSIGNAL));
+      if (n <= 0) return false;
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  // The next reply's code (0: the connection broke) and its lines.
+  int Reply(std::string* text) {
+    text->clear();
+    for (;;) {
+      size_t eol;
+      while ((eol = buffer_.find("\r\n")) == std::string::npos) {
+        char buf[4096];
+        int n = ssl_ ? SSL_read(ssl_.get(), buf, sizeof(buf))
+                     : static_cast<int>(::recv(fd_, buf, sizeof(buf), 0));
+        if (n <= 0 || buffer_.size() > 65536) return 0;
+        buffer_.append(buf, static_cast<size_t>(n));
+      }
+      std::string line = buffer_.substr(0, eol);
+      buffer_.erase(0, eol + 2);
+      int code = 0;
+      if (line.size() < 3 || !absl::SimpleAtoi(line.substr(0, 3), &code)) {
+        return 0;
+      }
+      absl::StrAppend(text, text->empty() ? "" : " / ", line);
+      if (line.size() == 3 || line[3] != '-') return code;
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buffer_;
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx_{nullptr, SSL_CTX_free};
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl_{nullptr, SSL_free};
+};
+
+// The first listener of `kind`, reached on loopback when it is a wildcard.
+std::string LocalListener(const Config& c, ListenerKind kind) {
+  for (const ListenerConfig& l : c.listeners) {
+    if (l.kind != kind || l.addresses.empty()) continue;
+    std::string host = l.addresses[0].HostString();
+    if (host == "0.0.0.0") host = "127.0.0.1";
+    if (host == "::") host = "::1";
+    return absl::StrCat(host.find(':') != std::string::npos
+                            ? absl::StrCat("[", host, "]")
+                            : host,
+                        ":", l.addresses[0].port());
+  }
+  return "";
+}
+
+}  // namespace
+
+int SendTest(const SendTestArgs& a, std::istream& in, std::ostream& out,
+             std::ostream& err) {
+  const char* name = "peregrine send-test";
+  absl::StatusOr<Config> config =
+      a.config_path.empty() ? DefaultConfig() : LoadConfigFile(a.config_path);
+  if (!config.ok()) {
+    err << name << ": " << config.status().message() << "\n";
+    return 2;
+  }
+  if (a.to.find('@') == std::string::npos) {
+    err << name << ": --to: \"" << a.to << "\" is not an address\n";
+    return 2;
+  }
+  const bool local = a.server.empty();
+  // Locally: submission as the user, or the relay listener (loopback is
+  // trusted) without one.
+  std::string server =
+      !local
+          ? a.server
+          : LocalListener(*config, a.user.empty() ? ListenerKind::kRelay
+                                                  : ListenerKind::kSubmission);
+  if (server.empty()) {
+    err << name << ": no "
+        << (a.user.empty() ? "listen.relay" : "listen.submission")
+        << " in the configuration to send to; give --server HOST:PORT\n";
+    return 2;
+  }
+  size_t colon = server.rfind(':');
+  std::string host = server.substr(0, colon), port = server.substr(colon + 1);
+  if (absl::StartsWith(host, "[")) host = host.substr(1, host.size() - 2);
+  std::string tls = a.tls;
+  if (tls.empty()) {
+    tls = port == "465" ? "implicit" : (a.user.empty() ? "none" : "starttls");
+  }
+  if (tls != "starttls" && tls != "implicit" && tls != "none") {
+    err << name << ": --tls is starttls, implicit or none\n";
+    return 2;
+  }
+  std::string password;
+  if (!a.user.empty()) {
+    const char* env = getenv("PEREGRINE_PASSWORD");
+    if (env != nullptr) {
+      password = env;
+    } else if (!std::getline(in, password)) {
+      err << name
+          << ": --user needs a password: PEREGRINE_PASSWORD, or a "
+             "line on standard input\n";
+      return 2;
+    }
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+  }
+  const std::string hostname = config->EffectiveHostname();
+  std::string from = a.from.empty()
+                         ? (a.user.find('@') != std::string::npos
+                                ? a.user
+                                : absl::StrCat("postmaster@", hostname))
+                         : a.from;
+
+  auto fail = [&](absl::string_view what, const std::string& reply) {
+    out << "✗ " << what << ": " << reply << "\n";
+    std::string advice = Advice(reply);
+    if (!advice.empty()) out << "  → " << advice << "\n";
+    return 1;
+  };
+  Smtp c;
+  if (absl::Status s = c.Connect(host, port); !s.ok()) {
+    return fail("connect", std::string(s.message()));
+  }
+  out << "✓ connected to " << server << "\n";
+  std::string reply;
+  if (tls == "implicit") {
+    auto t = c.StartTls();
+    if (!t.ok()) return fail("TLS", std::string(t.status().message()));
+    out << "✓ TLS " << *t << " (implicit)\n";
+  }
+  int code = c.Reply(&reply);
+  if (code != 220) {
+    return fail("greeting", code == 0 ? "the server sent no greeting "
+                                        "(plain SMTP first? see --tls)"
+                                      : reply);
+  }
+  auto command = [&](const std::string& line) {
+    if (!c.Send(line + "\r\n")) return 0;
+    return c.Reply(&reply);
+  };
+  if (command(absl::StrCat("EHLO ", hostname)) != 250) {
+    return fail("EHLO", reply);
+  }
+  if (tls == "starttls") {
+    if (command("STARTTLS") != 220) return fail("STARTTLS", reply);
+    auto t = c.StartTls();
+    if (!t.ok()) return fail("TLS", std::string(t.status().message()));
+    out << "✓ TLS " << *t << " (STARTTLS)\n";
+    if (command(absl::StrCat("EHLO ", hostname)) != 250) {
+      return fail("EHLO", reply);
+    }
+  }
+  if (!a.user.empty()) {
+    std::string plain = absl::StrCat(std::string(1, '\0'), a.user,
+                                     std::string(1, '\0'), password);
+    if (command(absl::StrCat("AUTH PLAIN ", absl::Base64Escape(plain))) !=
+        235) {
+      return fail("authentication", reply);
+    }
+    out << "✓ authenticated as " << a.user << "\n";
+  }
+  if (command(absl::StrCat("MAIL FROM:<", from, ">")) != 250) {
+    return fail(absl::StrCat("sender <", from, ">"), reply);
+  }
+  if (command(absl::StrCat("RCPT TO:<", a.to, ">")) != 250) {
+    return fail(absl::StrCat("recipient <", a.to, ">"), reply);
+  }
+  if (command("DATA") != 354) return fail("DATA", reply);
+  absl::Time now = absl::Now();
+  std::string message = absl::StrCat(
+      "From: <", from, ">\r\nTo: <", a.to,
+      ">\r\nSubject: Peregrine test message\r\nDate: ",
+      absl::FormatTime("%a, %d %b %Y %H:%M:%S %z", now, absl::UTCTimeZone()),
+      "\r\nMessage-ID: <send-test.", absl::ToUnixNanos(now), "@", hostname,
+      ">\r\n\r\nThis is a test message sent by `peregrine send-test` from ",
+      hostname, ".\r\n.");
+  if (command(message) != 250) return fail("the message", reply);
+  std::string id;
+  if (size_t q = reply.find("queued as "); q != std::string::npos) {
+    id = reply.substr(q + 10, 16);
+  }
+  out << "✓ accepted: " << reply << "\n";
+  (void)command("QUIT");
+  if (!local || id.size() != 16) {
+    out << "  (not followed further: the server is not the local daemon)\n";
+    return 0;
+  }
+  // Followed through the daemon's admin API until it has an outcome.
+  std::string data_dir = a.data_dir.empty() ? config->data_dir : a.data_dir;
+  absl::Time deadline = absl::Now() + absl::Seconds(a.timeout_s);
+  std::string said;
+  while (absl::Now() < deadline) {
+    int status = 0;
+    auto m = AdminGet(*config, data_dir,
+                      absl::StrCat("/api/v1/queue/messages/", id), &status);
+    if (!m.ok()) {
+      out << "  cannot follow it: " << m.status().message() << "\n";
+      return 1;
+    }
+    if (status == 200 && (*m)["recipients"].is_array() &&
+        !(*m)["recipients"].empty()) {
+      const nlohmann::json& r = (*m)["recipients"][0];
+      std::string state = r.value("state", std::string());
+      std::string last =
+          r["last_reply"].is_string() ? r["last_reply"].get<std::string>() : "";
+      std::string site = r.value("site", std::string());
+      if (state == "delivered") {
+        out << "✓ delivered" << (site.empty() ? "" : " to site " + site) << ": "
+            << last << "\n";
+        return 0;
+      }
+      if (state == "failed" || state == "expired") {
+        return fail(absl::StrCat(state, " (site ", site, ")"), last);
+      }
+      if (state == "deferred" && r.value("attempts", 0) > 0) {
+        fail(absl::StrCat("deferred (site ", site, "), tried again at ",
+                          r.value("next_attempt", std::string("?"))),
+             last);
+        return 1;
+      }
+      std::string now_said = "waiting for its first attempt";
+      if (now_said != said) out << "… " << now_said << "\n";
+      said = now_said;
+    }
+    absl::SleepFor(absl::Milliseconds(300));
+  }
+  out << "✗ no outcome within " << a.timeout_s
+      << " s: see `peregrine queue show " << id << "`\n";
+  return 1;
+}
+
+}  // namespace peregrine
