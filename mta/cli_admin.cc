@@ -21,6 +21,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "mta/blocking_smtp.h"
 #include "mta/cli_commands.h"
 #include "mta/config.h"
 #include "nlohmann/json.hpp"
@@ -38,21 +39,12 @@ struct Answer {
 // The admin port's address to connect to: a wildcard listener is reached
 // on loopback.
 absl::StatusOr<shard::SocketAddress> AdminAddress(const Config& c) {
-  for (const ListenerConfig& l : c.listeners) {
-    if (l.kind != ListenerKind::kAdmin || l.addresses.empty()) continue;
-    shard::SocketAddress a = l.addresses[0];
-    std::string host = a.HostString();
-    if (host == "0.0.0.0") {
-      return shard::SocketAddress::Parse(absl::StrCat("127.0.0.1:", a.port()));
-    }
-    if (host == "::") {
-      return shard::SocketAddress::Parse(absl::StrCat("[::1]:", a.port()));
-    }
-    return a;
+  auto a = ListenerAddress(c, ListenerKind::kAdmin);
+  if (!a.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        a.status().message(), ": queue control goes through the admin port"));
   }
-  return absl::FailedPreconditionError(
-      absl::StrCat("listen.admin is off in ", c.source,
-                   ": queue control goes through the admin port"));
+  return a;
 }
 
 absl::StatusOr<std::string> FirstToken(const Config& c,

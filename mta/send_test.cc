@@ -1,16 +1,8 @@
 #include "mta/send_test.h"
 
-#include <netdb.h>
-#include <openssl/ssl.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
-#include <memory>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -19,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "mta/blocking_smtp.h"
 #include "mta/cli_commands.h"
 #include "mta/config.h"
 
@@ -84,117 +77,6 @@ std::string Advice(absl::string_view reply) {
   return "";
 }
 
-namespace {
-
-// A blocking SMTP client, in the clear or TLS (certificates not checked:
-// this is a test of the path, the daemon's own certificate is often
-// self-signed).
-class Smtp {
- public:
-  ~Smtp() {
-    ssl_.reset();
-    ctx_.reset();
-    if (fd_ >= 0) ::close(fd_);
-  }
-  absl::Status Connect(const std::string& host, const std::string& port) {
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* list = nullptr;
-    if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &list);
-        rc != 0) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot resolve ", host, ": ", gai_strerror(rc)));
-    }
-    std::string why = "no address";
-    for (addrinfo* a = list; a != nullptr; a = a->ai_next) {
-      fd_ = ::socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd_ < 0) continue;
-      timeval tv{30, 0};
-      ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-      ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-      if (::connect(fd_, a->ai_addr, a->ai_addrlen) == 0) {
-        freeaddrinfo(list);
-        return absl::OkStatus();
-      }
-      why = errno == EINPROGRESS || errno == EAGAIN ? "Connection timed out"
-                                                    : strerror(errno);
-      ::close(fd_);
-      fd_ = -1;
-    }
-    freeaddrinfo(list);
-    return absl::UnavailableError(absl::StrCat(host, ":", port, ": ", why));
-  }
-  absl::StatusOr<std::string> StartTls() {
-    ctx_.reset(SSL_CTX_new(TLS_client_method()));
-    ssl_.reset(ctx_ ? SSL_new(ctx_.get()) : nullptr);
-    if (ssl_ == nullptr || SSL_set_fd(ssl_.get(), fd_) != 1 ||
-        SSL_connect(ssl_.get()) != 1) {
-      ssl_.reset();
-      return absl::UnavailableError(
-          "the TLS handshake failed (wrong version number?)");
-    }
-    return absl::StrCat(SSL_get_version(ssl_.get()), " ",
-                        SSL_get_cipher_name(ssl_.get()));
-  }
-  bool Send(const std::string& data) {
-    size_t done = 0;
-    while (done < data.size()) {
-      int n = ssl_ ? SSL_write(ssl_.get(), data.data() + done,
-                               static_cast<int>(data.size() - done))
-                   : static_cast<int>(::send(fd_, data.data() + done,
-                                             data.size() - done, MSG_NOSIGNAL));
-      if (n <= 0) return false;
-      done += static_cast<size_t>(n);
-    }
-    return true;
-  }
-  // The next reply's code (0: the connection broke) and its lines.
-  int Reply(std::string* text) {
-    text->clear();
-    for (;;) {
-      size_t eol;
-      while ((eol = buffer_.find("\r\n")) == std::string::npos) {
-        char buf[4096];
-        int n = ssl_ ? SSL_read(ssl_.get(), buf, sizeof(buf))
-                     : static_cast<int>(::recv(fd_, buf, sizeof(buf), 0));
-        if (n <= 0 || buffer_.size() > 65536) return 0;
-        buffer_.append(buf, static_cast<size_t>(n));
-      }
-      std::string line = buffer_.substr(0, eol);
-      buffer_.erase(0, eol + 2);
-      int code = 0;
-      if (line.size() < 3 || !absl::SimpleAtoi(line.substr(0, 3), &code)) {
-        return 0;
-      }
-      absl::StrAppend(text, text->empty() ? "" : " / ", line);
-      if (line.size() == 3 || line[3] != '-') return code;
-    }
-  }
-
- private:
-  int fd_ = -1;
-  std::string buffer_;
-  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx_{nullptr, SSL_CTX_free};
-  std::unique_ptr<SSL, decltype(&SSL_free)> ssl_{nullptr, SSL_free};
-};
-
-// The first listener of `kind`, reached on loopback when it is a wildcard.
-std::string LocalListener(const Config& c, ListenerKind kind) {
-  for (const ListenerConfig& l : c.listeners) {
-    if (l.kind != kind || l.addresses.empty()) continue;
-    std::string host = l.addresses[0].HostString();
-    if (host == "0.0.0.0") host = "127.0.0.1";
-    if (host == "::") host = "::1";
-    return absl::StrCat(host.find(':') != std::string::npos
-                            ? absl::StrCat("[", host, "]")
-                            : host,
-                        ":", l.addresses[0].port());
-  }
-  return "";
-}
-
-}  // namespace
-
 int SendTest(const SendTestArgs& a, std::istream& in, std::ostream& out,
              std::ostream& err) {
   const char* name = "peregrine send-test";
@@ -211,16 +93,17 @@ int SendTest(const SendTestArgs& a, std::istream& in, std::ostream& out,
   const bool local = a.server.empty();
   // Locally: submission as the user, or the relay listener (loopback is
   // trusted) without one.
-  std::string server =
-      !local
-          ? a.server
-          : LocalListener(*config, a.user.empty() ? ListenerKind::kRelay
-                                                  : ListenerKind::kSubmission);
-  if (server.empty()) {
-    err << name << ": no "
-        << (a.user.empty() ? "listen.relay" : "listen.submission")
-        << " in the configuration to send to; give --server HOST:PORT\n";
-    return 2;
+  std::string server = a.server;
+  if (local) {
+    auto address =
+        ListenerAddress(*config, a.user.empty() ? ListenerKind::kRelay
+                                                : ListenerKind::kSubmission);
+    if (!address.ok()) {
+      err << name << ": " << address.status().message()
+          << ": give --server HOST:PORT\n";
+      return 2;
+    }
+    server = address->ToString();
   }
   size_t colon = server.rfind(':');
   std::string host = server.substr(0, colon), port = server.substr(colon + 1);
@@ -259,7 +142,7 @@ int SendTest(const SendTestArgs& a, std::istream& in, std::ostream& out,
     if (!advice.empty()) out << "  → " << advice << "\n";
     return 1;
   };
-  Smtp c;
+  BlockingSmtp c;
   if (absl::Status s = c.Connect(host, port); !s.ok()) {
     return fail("connect", std::string(s.message()));
   }

@@ -1,10 +1,7 @@
 #include "mta/sendmail.h"
 
 #include <gmime/gmime.h>
-#include <netinet/in.h>
 #include <pwd.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "mta/blocking_smtp.h"
 #include "mta/config.h"
 
 namespace peregrine {
@@ -82,81 +80,6 @@ std::string UserName() {
     return pw->pw_name;
   }
   return env != nullptr && *env ? env : "root";
-}
-
-// A blocking SMTP conversation with the local daemon.
-class Client {
- public:
-  ~Client() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  absl::Status Connect(const shard::SocketAddress& address) {
-    fd_ = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) return absl::InternalError(strerror(errno));
-    timeval tv{60, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (::connect(fd_, address.sockaddr_ptr(), address.length()) != 0) {
-      return absl::UnavailableError(absl::StrCat(
-          errno == ECONNREFUSED
-              ? "the daemon is not running: nothing answers"
-              : absl::StrCat("cannot connect (", strerror(errno), ")"),
-          " on ", address.ToString(),
-          " (listen.relay); start it (`peregrine serve`), then send again"));
-    }
-    return absl::OkStatus();
-  }
-  bool Send(absl::string_view data) {
-    while (!data.empty()) {
-      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-  // The next reply: its code (0: the connection broke) and its text.
-  int Reply(std::string* text) {
-    text->clear();
-    for (;;) {
-      size_t eol;
-      while ((eol = buffer_.find("\r\n")) == std::string::npos) {
-        char buf[4096];
-        ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-        if (n <= 0 || buffer_.size() > 65536) return 0;
-        buffer_.append(buf, static_cast<size_t>(n));
-      }
-      std::string line = buffer_.substr(0, eol);
-      buffer_.erase(0, eol + 2);
-      int code = 0;
-      if (line.size() < 3 || !absl::SimpleAtoi(line.substr(0, 3), &code)) {
-        return 0;
-      }
-      absl::StrAppend(text, text->empty() ? "" : " ", line);
-      if (line.size() == 3 || line[3] != '-') return code;
-    }
-  }
-
- private:
-  int fd_ = -1;
-  std::string buffer_;
-};
-
-absl::StatusOr<shard::SocketAddress> RelayAddress(const Config& c) {
-  for (const ListenerConfig& l : c.listeners) {
-    if (l.kind != ListenerKind::kRelay || l.addresses.empty()) continue;
-    shard::SocketAddress a = l.addresses[0];
-    std::string host = a.HostString();
-    if (host == "0.0.0.0") {
-      return shard::SocketAddress::Parse(absl::StrCat("127.0.0.1:", a.port()));
-    }
-    if (host == "::") {
-      return shard::SocketAddress::Parse(absl::StrCat("[::1]:", a.port()));
-    }
-    return a;
-  }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "listen.relay is off in ", c.source,
-      ": sendmail submits through it (from loopback, a trusted network)"));
 }
 
 }  // namespace
@@ -342,9 +265,11 @@ int Sendmail(const std::vector<std::string>& raw_args, std::istream& in,
     err << kName << ": " << config.status().message() << "\n";
     return kConfig;
   }
-  auto address = RelayAddress(*config);
+  auto address = ListenerAddress(*config, ListenerKind::kRelay);
   if (!address.ok()) {
-    err << kName << ": " << address.status().message() << "\n";
+    err << kName << ": " << address.status().message()
+        << ": sendmail submits through it (from loopback, a trusted "
+           "network)\n";
     return kConfig;
   }
   std::string input;
@@ -365,9 +290,14 @@ int Sendmail(const std::vector<std::string>& raw_args, std::istream& in,
     err << kName << ": " << mail.status().message() << "\n";
     return kDataErr;
   }
-  Client c;
+  BlockingSmtp c;
   if (absl::Status s = c.Connect(*address); !s.ok()) {
-    err << kName << ": " << s.message() << "\n";
+    err << kName << ": "
+        << (absl::StrContains(s.message(), "refused")
+                ? "the daemon is not running: nothing answers"
+                : absl::StrCat("cannot connect (", s.message(), ")"))
+        << " on " << address->ToString()
+        << " (listen.relay); start it (`peregrine serve`), then send again\n";
     return kTempFail;
   }
   std::string reply;
