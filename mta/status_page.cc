@@ -30,6 +30,7 @@ const char kStatusPageHtml[] = R"html(<!doctype html>
   table { width: 100%; border-collapse: collapse; font-size: 13px; }
   th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #eef0f3; }
   td.n, th.n { text-align: right; }
+  td.why { color: #8a5a00; font-size: 12px; padding-top: 0; }
   .bad { color: #b3261e; }
   .grid2 { display: grid; grid-template-columns: 1fr; gap: 0 12px; }
   @media (min-width: 800px) { .grid2 { grid-template-columns: 1fr 1fr; } }
@@ -82,18 +83,30 @@ function rate(now, before, key, seconds) {
   return Math.max(0, (now.totals[key] - before.totals[key]) / seconds);
 }
 function setText(id, text) { document.getElementById(id).textContent = text; }
-function fill(id, rows, cells) {
+function fill(id, rows, cells, note) {
   const body = document.querySelector("#" + id + " tbody");
   body.replaceChildren();
   for (const row of rows) {
     const tr = document.createElement("tr");
-    cells(row).forEach((value, i) => {
+    const values = cells(row);
+    values.forEach((value, i) => {
       const td = document.createElement("td");
       td.textContent = value;
       if (i > 0) td.className = "n";
       tr.appendChild(td);
     });
     body.appendChild(tr);
+    const text = note ? note(row) : "";
+    if (text) {
+      // The last reply that kept mail from going, and what to do.
+      const why = document.createElement("tr");
+      const td = document.createElement("td");
+      td.colSpan = values.length;
+      td.className = "why";
+      td.textContent = text;
+      why.appendChild(td);
+      body.appendChild(why);
+    }
   }
   if (!rows.length) {
     const tr = document.createElement("tr");
@@ -155,7 +168,8 @@ async function poll() {
     }
     const site = x => [x.site || "(none)", fmt(x.delivered), fmt(x.deferred), fmt(x.failed)];
     fill("busiest", s.busiest_sites, site);
-    fill("troubled", s.troubled_sites, site);
+    fill("troubled", s.troubled_sites, site,
+         x => x.last_problem ? x.last_problem + (x.advice ? " → " + x.advice : "") : "");
     fill("categories", Object.entries(s.failures_by_category).sort((a, b) => b[1] - a[1]),
          ([c, n]) => [c, fmt(n)]);
     setText("updated", "peregrine " + s.version + " · up " + Math.round(s.uptime_s) +

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "mta/advice.h"
 #include "mta/bounce/category.h"
 
 namespace peregrine::outcome {
@@ -53,12 +54,16 @@ void Metrics::OnOutcome(const Outcome& o) {
     case Kind::kExpired: {
       if (o.kind == Kind::kDeferred && !o.attempted) return;
       std::string site = o.site;
-      if (!sites_.contains(site)) {
+      auto known = sites_.find(site);
+      if (known == sites_.end()) {
         if (sites_.size() >= kMaxSites) {
           site = "other";
         } else {
-          sites_[site] = true;
+          known = sites_.emplace(site, "").first;
         }
+      }
+      if (o.kind != Kind::kDelivered && known != sites_.end()) {
+        known->second = o.reply.ToString().substr(0, 300);
       }
       std::string category =
           o.category ? std::string(bounce::CategoryName(*o.category)) : "";
@@ -142,7 +147,8 @@ nlohmann::json Metrics::Status() const {
   }
   auto bounce = events_.find("bounce");
   totals["bounce"] = bounce == events_.end() ? 0 : bounce->second;
-  auto list = [&sites](auto score) {
+  const std::map<std::string, std::string>& problems = sites_;
+  auto list = [&sites, &problems](auto score) {
     std::vector<std::pair<uint64_t, std::string>> order;
     for (const auto& [name, s] : sites) {
       if (score(s) > 0) order.push_back({score(s), name});
@@ -153,10 +159,16 @@ nlohmann::json Metrics::Status() const {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& [score, name] : order) {
       const Site& s = sites.at(name);
-      out.push_back({{"site", name},
-                     {"delivered", s.delivered},
-                     {"deferred", s.deferred},
-                     {"failed", s.failed}});
+      nlohmann::json j = {{"site", name},
+                          {"delivered", s.delivered},
+                          {"deferred", s.deferred},
+                          {"failed", s.failed}};
+      auto known = problems.find(name);
+      if (known != problems.end() && !known->second.empty()) {
+        j["last_problem"] = known->second;
+        j["advice"] = Advice(known->second);
+      }
+      out.push_back(std::move(j));
     }
     return out;
   };

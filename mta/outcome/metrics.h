@@ -40,7 +40,8 @@ class Metrics : public Consumer {
   std::string Render(absl::string_view extra = "") const;
   // For the status page: totals by outcome ("received", "delivered",
   // "deferred", "failed", "expired", "bounce"), the ten sites with the most
-  // traffic and the ten with the most deferrals and failures, and failures
+  // traffic and the ten with the most deferrals and failures (with the
+  // last such reply and what to do about it: mta/advice.h), and failures
   // by category.
   nlohmann::json Status() const;
 
@@ -51,7 +52,9 @@ class Metrics : public Consumer {
   std::map<std::string, uint64_t> refused_ ABSL_GUARDED_BY(mu_);
   std::map<RecipientKey, uint64_t> recipients_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> events_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, bool> sites_ ABSL_GUARDED_BY(mu_);
+  // Each site counted, with the last reply that deferred or failed a
+  // recipient there ("" when none yet), for the status page.
+  std::map<std::string, std::string> sites_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, uint64_t> tls_
       ABSL_GUARDED_BY(mu_);
   void CountTls(const char* direction, const Outcome& o)

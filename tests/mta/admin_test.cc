@@ -66,6 +66,31 @@ TEST(AdminApi, TokensOffLoopback) {
   EXPECT_EQ(Status(api.Handle(Get("/api/v1/queue/messages/01"), false)), 401);
 }
 
+TEST(Metrics, TroubledSitesSayTheLastProblemAndWhatToDo) {
+  outcome::Metrics m;
+  outcome::Outcome o;
+  o.kind = outcome::Kind::kDeferred;
+  o.site = "mx.blocked.test";
+  o.reply = Reply{451, "4.4.1",
+                  "connect to mx.blocked.test:25: Connection timed out"};
+  m.OnOutcome(o);
+  m.OnOutcome(o);
+  o.kind = outcome::Kind::kDelivered;
+  o.site = "mx.fine.test";
+  o.reply = Reply{250, "2.0.0", "ok"};
+  m.OnOutcome(o);
+  nlohmann::json s = m.Status();
+  ASSERT_EQ(s["troubled_sites"].size(), 1u);
+  const nlohmann::json& t = s["troubled_sites"][0];
+  EXPECT_EQ(t["site"], "mx.blocked.test");
+  EXPECT_EQ(t["deferred"], 2);
+  EXPECT_TRUE(absl::StrContains(t["last_problem"].get<std::string>(),
+                                "Connection timed out"));
+  EXPECT_TRUE(absl::StrContains(t["advice"].get<std::string>(),
+                                "port 25 seems blocked"));
+  EXPECT_FALSE(s["busiest_sites"][1].contains("last_problem"));
+}
+
 TEST(Metrics, CountsOutcomesWithBoundedLabels) {
   outcome::Metrics m;
   outcome::Outcome o;

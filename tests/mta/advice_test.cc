@@ -1,6 +1,7 @@
 // Advice(): what send-test and `queue show` tell an operator about a reply.
+#include "mta/advice.h"
+
 #include "gtest/gtest.h"
-#include "mta/send_test.h"
 
 namespace peregrine {
 namespace {
