@@ -488,7 +488,11 @@ size_t Daemon::TakeFromDelivery(absl::flat_hash_set<RecipientKey> wanted,
 }
 
 void Daemon::CountQueue() {
-  absl::Duration wait = absl::Seconds(5);  // The first soon after start.
+  // The first count soon after start while the queue is small; a big one
+  // (a scan reads every waiting message's envelope) waits a minute, so
+  // that a restart under load is not slowed by it.
+  absl::Duration wait = absl::Seconds(5);
+  bool first = true;
   for (;;) {
     {
       absl::MutexLock lock(&counted_mu_);
@@ -497,6 +501,12 @@ void Daemon::CountQueue() {
       };
       if (counted_mu_.AwaitWithTimeout(absl::Condition(&stop), wait)) return;
     }
+    if (first && queue_->LiveMessages() >= 10000) {
+      first = false;
+      wait = absl::Seconds(55);
+      continue;
+    }
+    first = false;
     absl::Time began = absl::Now();
     absl::StatusOr<queue::QueueCounts> c = queue_->Counts();
     absl::Duration took = absl::Now() - began;
