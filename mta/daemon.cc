@@ -1,3 +1,6 @@
+// Over 800 lines, one concern: the daemon's life, from start (listeners,
+// queue, keys, shards) through signals and reloads to the drain; what it
+// attaches to the outcome seam and the admin port is in daemon_outcomes.cc.
 #include "mta/daemon.h"
 
 #include <fcntl.h>

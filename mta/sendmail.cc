@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <iostream>
@@ -12,10 +13,12 @@
 #include <random>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "mta/blocking_smtp.h"
 #include "mta/config.h"
@@ -80,6 +83,22 @@ std::string UserName() {
     return pw->pw_name;
   }
   return env != nullptr && *env ? env : "root";
+}
+
+}  // namespace
+
+namespace {
+
+// An address as the envelope carries it: no control characters, spaces or
+// angle brackets (they would end or split the SMTP command).
+bool EnvelopeSafe(absl::string_view address) {
+  for (char c : address) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f || c == '<' ||
+        c == '>') {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace
@@ -149,6 +168,25 @@ absl::StatusOr<SendmailArgs> ParseSendmailArgs(
           " (taken: -t -i -oi -f ADDR -r ADDR -F NAME -C FILE, recipients)"));
     }
   }
+  if (!EnvelopeSafe(a.sender)) {
+    return absl::InvalidArgumentError(
+        "-f: the sender holds a space, a control character or <>");
+  }
+  for (const std::string& r : a.recipients) {
+    if (r.empty() || !EnvelopeSafe(r)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "\"", absl::CHexEscape(r),
+          "\" is not an address (a space, a control character or <>)"));
+    }
+  }
+  // The From header's name: one line, its quotes escaped.
+  std::string name;
+  for (char c : a.full_name) {
+    if (static_cast<unsigned char>(c) < ' ' || c == 0x7f) c = ' ';
+    if (c == '"' || c == '\\') name += '\\';
+    name += c;
+  }
+  a.full_name = std::move(name);
   return a;
 }
 
@@ -157,16 +195,17 @@ absl::StatusOr<PreparedMail> PrepareMail(const std::string& input,
                                          const std::string& sender,
                                          const std::string& hostname,
                                          absl::Time now) {
-  // Lines, without their ends (LF or CRLF).
+  // Lines, without their ends: CRLF, LF, and a CR alone too (SMTP allows
+  // CR and LF only together: a bare one is taken as a line end).
+  std::string normal = absl::StrReplaceAll(input, {{"\r\n", "\n"}});
+  std::replace(normal.begin(), normal.end(), '\r', '\n');
+  if (absl::EndsWith(normal, "\n")) normal.pop_back();  // The last line's end.
   std::vector<std::string> lines;
-  for (absl::string_view line : absl::StrSplit(input, '\n')) {
-    if (absl::EndsWith(line, "\r")) line.remove_suffix(1);
-    if (args.dot_ends && line == ".") break;
-    lines.emplace_back(line);
-  }
-  if (!lines.empty() && lines.back().empty() &&
-      !absl::EndsWith(input, "\n\n") && absl::EndsWith(input, "\n")) {
-    lines.pop_back();  // The split's empty piece after the last newline.
+  if (!normal.empty()) {
+    for (absl::string_view line : absl::StrSplit(normal, '\n')) {
+      if (args.dot_ends && line == ".") break;
+      lines.emplace_back(line);
+    }
   }
   // The header: up to the first empty line (or a line that is no field).
   std::vector<Header> headers;

@@ -1,3 +1,5 @@
+// Over 800 lines, one concern: the store's data model and its reads;
+// splitting the reads from the open would spread the live state they share.
 // The store's data model: opening and closing RocksDB, the per-message
 // live state, and the reads (due recipients, claims, messages, counts).
 // Recovery is in rocksdb_recovery.cc, the write path and its committer

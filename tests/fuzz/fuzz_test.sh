@@ -74,4 +74,19 @@ run bounce_report_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   mta/bounce/default_rules.cc base/reply.cc queue/codec.cc \
   -ltomlplusplus -lre2 -lcrypto $(pkg-config --libs gmime-3.0)
 run json_writer_fuzz tests/fuzz/json_writer_fuzz.cc mta/outcome/json_writer.cc
+run queue_selection_fuzz tests/fuzz/queue_selection_fuzz.cc \
+  mta/queue_actions.cc mta/outcome/outcome.cc mta/bounce/category.cc \
+  queue/codec.cc base/reply.cc
+# sendmail.cc brings the configuration (for its daemon address) along.
+run sendmail_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
+  $(pkg-config --cflags gmime-3.0) tests/fuzz/sendmail_fuzz.cc \
+  mta/sendmail.cc mta/blocking_smtp.cc mta/config.cc mta/config_values.cc \
+  mta/config_reception.cc mta/config_storage.cc mta/config_delivery.cc \
+  mta/config_bounce.cc mta/bounce/category.cc mta/outcome/outcome.cc \
+  base/reply.cc dns/message.cc dkim/canonicalize.cc dkim/key.cc \
+  dkim/signer.cc dkim/signing_table.cc mta/delivery/policy.cc \
+  mta/delivery/shaping.cc mta/shard/address.cc mta/shard/epoll_backend.cc \
+  mta/shard/uring_backend.cc mta/listener.cc mta/shard/reactor.cc \
+  mta/shard/connection.cc mta/shard/socket.cc base/log.cc base/files.cc \
+  -ltomlplusplus -lssl -lcrypto -lre2 -luring $(pkg-config --libs gmime-3.0)
 echo "fuzzing done"

@@ -34,7 +34,10 @@ TEST(SendmailArgs, WhatItDoesNotTakeIsNamed) {
            {{"-Z"}, "unknown flag -Z"},
            {{"-f"}, "-f needs a value"},
            {{"-bs"}, "-bs"},
-           {{"-bp"}, "peregrine queue"}}) {
+           {{"-bp"}, "peregrine queue"},
+           {{"-f", "a@b>\r\nRCPT TO:<x@y"}, "-f: the sender"},
+           {{"a@b.test\r\nRSET"}, "is not an address"},
+           {{"a b@c.test"}, "is not an address"}}) {
     auto a = ParseSendmailArgs(args);
     ASSERT_FALSE(a.ok()) << args[0];
     EXPECT_TRUE(absl::StrContains(a.status().message(), words)) << a.status();
@@ -79,6 +82,31 @@ TEST(PrepareMail, ALoneDotEndsTheInputUnlessDashI) {
   a.dot_ends = false;
   m = PrepareMail(in, a, "a@b.test", "h.test", kNow);
   EXPECT_TRUE(absl::StrContains(m->message, "line\r\n.\r\nafter\r\n"));
+}
+
+TEST(PrepareMail, ABareCarriageReturnIsALineEnd) {
+  // Found by sendmail_fuzz: a CR alone went out as it was, and SMTP allows
+  // CR and LF only together.
+  SendmailArgs a;
+  a.recipients = {"r@x.test"};
+  auto m = PrepareMail("Subj-t \r%", a, "a@b.test", "h.test", kNow);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(absl::EndsWith(m->message, "\r\n\r\nSubj-t \r\n%\r\n"))
+      << m->message;
+  m = PrepareMail("Subject: s\r\n\r\n\r\n", a, "a@b.test", "h.test", kNow);
+  EXPECT_TRUE(absl::EndsWith(m->message, "Subject: s\r\n\r\n\r\n"))
+      << m->message;  // The empty body line kept, nothing added.
+}
+
+TEST(SendmailArgs, TheFullNameStaysOneQuotedLine) {
+  // Found by sendmail_fuzz: a CR in -F went into the From header as it was.
+  auto a = ParseSendmailArgs({"-F", "Cro\r\nBcc: x@y \"q\"", "r@x.test"});
+  ASSERT_TRUE(a.ok());
+  auto m = PrepareMail("Subject: s\n\nbody\n", *a, "me@h.test", "h.test", kNow);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(absl::StartsWith(
+      m->message, "From: \"Cro  Bcc: x@y \\\"q\\\"\" <me@h.test>\r\n"))
+      << m->message;
 }
 
 TEST(PrepareMail, FullNameAndNoRecipients) {

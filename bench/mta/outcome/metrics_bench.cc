@@ -16,8 +16,8 @@ void Fill(Metrics& m) {
   m.OnOutcome(o);
   for (size_t i = 0; i < Metrics::kMaxSites; ++i) {
     o.site = absl::StrCat("mx", i, ".provider.test");
-    for (Kind k : {Kind::kDelivered, Kind::kDeferred, Kind::kFailed,
-                   Kind::kExpired}) {
+    for (Kind k :
+         {Kind::kDelivered, Kind::kDeferred, Kind::kFailed, Kind::kExpired}) {
       o.kind = k;
       for (bounce::Category c :
            {bounce::Category::kInvalidRecipient, bounce::Category::kRateLimited,
