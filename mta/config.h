@@ -141,6 +141,26 @@ struct Config {
   std::string suppression_scope;  // "", "tenant" or "campaign".
   absl::Duration suppression_expiry = absl::ZeroDuration();  // 0: never.
 
+  // [local]: own domains, forwarded by aliases (mta/local/).
+  std::vector<std::string> local_domains;
+  std::string local_aliases_dir;  // Empty: data_dir/aliases.
+  bool local_srs = true;
+  std::string local_srs_domain;       // Empty: the first local domain.
+  std::string local_srs_secret_file;  // Empty: data_dir/srs.secret.
+  std::string AliasesDir() const {
+    return local_aliases_dir.empty() ? data_dir + "/aliases"
+                                     : local_aliases_dir;
+  }
+  std::string SrsDomain() const {
+    return !local_srs_domain.empty() ? local_srs_domain
+           : local_domains.empty()   ? ""
+                                     : local_domains.front();
+  }
+  std::string SrsSecretPath() const {
+    return local_srs_secret_file.empty() ? data_dir + "/srs.secret"
+                                         : local_srs_secret_file;
+  }
+
   // [delivery], [smarthost]
   delivery::DeliveryOptions delivery;
   absl::Duration delivery_backoff_pause = absl::Minutes(5);

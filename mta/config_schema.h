@@ -108,5 +108,7 @@ std::vector<Setting> StorageSettings();
 std::vector<Setting> DeliverySettings();
 // [bounce] [suppression]
 std::vector<Setting> BounceSettings();
+// [local]
+std::vector<Setting> LocalSettings();
 
 }  // namespace peregrine::config_schema

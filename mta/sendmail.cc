@@ -222,13 +222,22 @@ absl::StatusOr<PreparedMail> PrepareMail(const std::string& input,
                       absl::StripLeadingAsciiWhitespace(line));
       continue;
     }
-    size_t colon = line.find(':');
-    if (colon == std::string::npos || colon == 0 || line.find(' ') < colon) {
+    // A field name is printable ASCII but the colon (RFC 5322 2.2), and
+    // the obsolete syntax allows blanks before the colon (4.5.3).
+    size_t name_end = 0;
+    while (name_end < line.size() && line[name_end] > ' ' &&
+           line[name_end] < 0x7f && line[name_end] != ':') {
+      ++name_end;
+    }
+    size_t colon = name_end;
+    while (colon < line.size() && (line[colon] == ' ' || line[colon] == '\t')) {
+      ++colon;
+    }
+    if (name_end == 0 || colon >= line.size() || line[colon] != ':') {
       break;  // Not a header field: the body starts here.
     }
     headers.push_back(
-        {std::string(absl::StripTrailingAsciiWhitespace(line.substr(0, colon))),
-         line,
+        {line.substr(0, name_end), line,
          std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)))});
   }
   PreparedMail out;

@@ -48,7 +48,9 @@ TEST(Inject, PartsBecomeAMultipartMessagePerRecipient) {
   EXPECT_TRUE(absl::StrContains(s, "aGVsbG8=\r\n"));
   // Every line ends in CRLF.
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\n') ASSERT_TRUE(i > 0 && s[i - 1] == '\r') << i;
+    if (s[i] == '\n') {
+      ASSERT_TRUE(i > 0 && s[i - 1] == '\r') << i;
+    }
   }
 }
 

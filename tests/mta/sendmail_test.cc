@@ -98,6 +98,23 @@ TEST(PrepareMail, ABareCarriageReturnIsALineEnd) {
       << m->message;  // The empty body line kept, nothing added.
 }
 
+TEST(PrepareMail, BlanksBeforeTheColonNameTheSameField) {
+  // Found by sendmail_fuzz: "Message-ID\t:" (RFC 5322's obsolete syntax) is
+  // a Message-ID; a space in a name, or a control character, starts the body.
+  SendmailArgs a;
+  a.extract = true;
+  auto m = PrepareMail("To: r@x.test\nMessage-ID\t: <1@x>\nBcc : b@x.test\n\n",
+                       a, "a@b.test", "h.test", kNow);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->recipients, (std::vector<std::string>{"r@x.test", "b@x.test"}));
+  EXPECT_FALSE(absl::StrContains(m->message, "Message-ID: <")) << m->message;
+  EXPECT_FALSE(absl::StrContains(m->message, "Bcc")) << m->message;
+  m = PrepareMail("To: r@x.test\nX\x01Y: z\n", a, "a@b.test", "h.test", kNow);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(absl::EndsWith(m->message, "\r\n\r\nX\x01Y: z\r\n"))
+      << m->message;
+}
+
 TEST(SendmailArgs, TheFullNameStaysOneQuotedLine) {
   // Found by sendmail_fuzz: a CR in -F went into the From header as it was.
   auto a = ParseSendmailArgs({"-F", "Cro\r\nBcc: x@y \"q\"", "r@x.test"});
