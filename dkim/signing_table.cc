@@ -78,13 +78,17 @@ std::shared_ptr<const SigningTable> SigningTable::Load(const Policy& policy) {
   return table;
 }
 
-absl::StatusOr<std::string> SigningTable::Sign(absl::string_view message,
-                                               absl::Time now) const {
+absl::StatusOr<std::string> SigningTable::Sign(
+    absl::string_view message, absl::Time now,
+    absl::string_view also_as) const {
   SplitMessage split = Split(message);
   std::string from = FromDomain(split);
   std::string fields;
   for (const Entry& e : entries_) {
-    if (!Matches(e.spec, from)) continue;
+    if (!Matches(e.spec, from) &&
+        (also_as.empty() || !absl::EqualsIgnoreCase(e.spec.domain, also_as))) {
+      continue;
+    }
     if (!e.signer.ok()) {
       return absl::UnavailableError(absl::StrCat(
           "DKIM key for d=", e.spec.domain, " s=", e.spec.selector,

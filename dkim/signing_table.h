@@ -54,8 +54,10 @@ class SigningTable {
   // The DKIM-Signature fields for `message` (empty when no key matches its
   // From domain), to put on top of it. Unavailable when a matching key is
   // unusable: hold the message.
-  absl::StatusOr<std::string> Sign(absl::string_view message,
-                                   absl::Time now) const;
+  // `also_as`: the keys of that d= domain sign too, whatever the From
+  // (mail forwarded for a local domain is signed as that domain).
+  absl::StatusOr<std::string> Sign(absl::string_view message, absl::Time now,
+                                   absl::string_view also_as = "") const;
 
   // The domain of the first From address, lower case; empty if none.
   static std::string FromDomain(const SplitMessage& message);

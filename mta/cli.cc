@@ -638,6 +638,9 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   parse_cmd->add_option("--rcpt", parse_args.recipient,
                         "The envelope recipient it came to");
 
+  AliasArgs alias_args;
+  AddAliasCommands(app, alias_args);
+
   SuppressionArgs sup;
   CLI::App* sup_cmd = app.add_subcommand(
       "suppression",
@@ -737,6 +740,11 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
                            "retry", "bounce", "delete"}) {
     if (*queue_cmd->get_subcommand(what)) {
       return QueueControl(what, control, out, err);
+    }
+  }
+  for (const char* what : {"add", "del", "list", "resolve"}) {
+    if (*app.get_subcommand("alias")->get_subcommand(what)) {
+      return AliasCommand(what, alias_args, out, err);
     }
   }
   for (const char* what : sup_commands) {

@@ -7,6 +7,7 @@
 #include <iosfwd>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "mta/config.h"
@@ -93,6 +94,18 @@ int QueueControl(const std::string& what, const QueueControlArgs& args,
                  std::ostream& out, std::ostream& err);
 // Adds those subcommands under `queue`, filling `args`.
 void AddQueueControl(CLI::App& queue, QueueControlArgs& args);
+
+struct AliasArgs {
+  std::string config_path;
+  std::string data_dir;
+  std::string address;  // add, del, resolve; list: a domain, or "".
+  std::vector<std::string> targets;
+};
+// Adds `alias add|del|list|resolve` to `app`, filling `args`.
+void AddAliasCommands(CLI::App& app, AliasArgs& args);
+// Exit 0, 1 (refused: no such alias, a loop, an unknown domain), 2 (usage).
+int AliasCommand(const std::string& what, const AliasArgs& args,
+                 std::ostream& out, std::ostream& err);
 
 // what: list, export, add, remove, import. Exit status 0, 1 (something
 // was refused or failed), 2 (usage).

@@ -221,6 +221,7 @@ absl::Status Daemon::Start() {
   }
 
   if (absl::Status s = PrepareBounces(); !s.ok()) return s;
+  if (absl::Status s = PrepareLocal(); !s.ok()) return s;
   if (absl::Status s = PrepareOutcomes(); !s.ok()) return s;
   reception_.outcomes = &outcomes_;
   if (absl::Status s = PrepareDelivery(); !s.ok()) return s;

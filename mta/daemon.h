@@ -32,6 +32,7 @@
 #include "mta/bounce/suppression.h"
 #include "mta/config.h"
 #include "mta/delivery/engine.h"
+#include "mta/local/local_mail.h"
 #include "mta/outcome/consumers.h"
 #include "mta/outcome/event_log.h"
 #include "mta/outcome/metrics.h"
@@ -79,7 +80,12 @@ class Daemon {
   void StartShard(shard::Reactor& reactor);
   // The outcome seam: the queue update, the log, the event log.
   absl::Status PrepareBounces();
-  absl::StatusOr<std::string> LoadVerpSecret();
+  // A key in `path` (`key` names its setting), made when missing.
+  absl::StatusOr<std::string> LoadSecret(const std::string& path,
+                                         absl::string_view key,
+                                         absl::string_view what);
+  // Own domains and their aliases (mta/local/).
+  absl::Status PrepareLocal();
   std::shared_ptr<const bounce::Classifier> Classifier();
   absl::Status PrepareOutcomes();
   // The admin port's answers: tokens (admin.tokens_file), readiness, the
@@ -138,6 +144,7 @@ class Daemon {
   std::unique_ptr<bounce::Notifier> notifier_;
   std::optional<bounce::InboxOptions> inbox_options_;
   std::unique_ptr<bounce::BounceInbox> inbox_;
+  std::unique_ptr<local::LocalMail> local_;
   // The classification rules in force (SIGHUP replaces them).
   absl::Mutex classifier_mu_;
   std::shared_ptr<const bounce::Classifier> classifier_

@@ -53,7 +53,8 @@ absl::Status Daemon::PrepareBounces() {
   in.verp.domain = config_.bounce_verp_domain;
   in.verp.prefix = config_.bounce_verp_prefix;
   if (!in.verp.domain.empty()) {
-    auto secret = LoadVerpSecret();
+    auto secret =
+        LoadSecret(config_.VerpSecretPath(), "bounce.verp_secret_file", "VERP");
     if (!secret.ok()) return secret.status();
     in.verp.secret = *secret;
     config_.delivery.verp =
@@ -80,9 +81,10 @@ absl::Status Daemon::PrepareBounces() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Daemon::LoadVerpSecret() {
-  std::string path = config_.VerpSecretPath();
-  std::string where = config_.Where("bounce.verp_secret_file");
+absl::StatusOr<std::string> Daemon::LoadSecret(const std::string& path,
+                                               absl::string_view key,
+                                               absl::string_view what) {
+  std::string where = config_.Where(key);
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     if (std::filesystem::exists(path)) {
@@ -103,9 +105,9 @@ absl::StatusOr<std::string> Daemon::LoadVerpSecret() {
     }
     ::close(fd);
     log::Info(kLog,
-              "bounce: made a new VERP key in %s (keep it; nodes that "
-              "share the bounce domain need the same one)",
-              path);
+              "made a new %s key in %s (keep it; nodes that share the "
+              "domain need the same one)",
+              what, path);
     return secret;
   }
   std::stringstream text;
@@ -113,11 +115,49 @@ absl::StatusOr<std::string> Daemon::LoadVerpSecret() {
   std::string secret(absl::StripAsciiWhitespace(text.str()));
   if (secret.size() < 16) {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, ": ", path,
-        " holds less than 16 characters; a VERP key needs more (delete it "
+        where, ": ", path, " holds less than 16 characters; a ", what,
+        " key needs more (delete it "
         "to have a new one made)"));
   }
   return secret;
+}
+
+absl::Status Daemon::PrepareLocal() {
+  if (config_.local_domains.empty()) return absl::OkStatus();
+  for (const std::string& d : config_.local_domains) {
+    bool bounce = d == config_.bounce_verp_domain;
+    for (const std::string& b : config_.bounce_domains) bounce |= d == b;
+    if (bounce) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          config_.Where("local.domains"), ": ", d,
+          " is a bounce domain too (bounce.verp_domain or bounce.domains); "
+          "its mail would be read as bounces: keep it in one list"));
+    }
+  }
+  local::LocalOptions o;
+  o.domains = config_.local_domains;
+  o.aliases_dir = config_.AliasesDir();
+  o.srs = config_.local_srs;
+  if (o.srs) {
+    auto secret =
+        LoadSecret(config_.SrsSecretPath(), "local.srs_secret_file", "SRS");
+    if (!secret.ok()) return secret.status();
+    o.srs_options.domain = config_.SrsDomain();
+    o.srs_options.secret = *secret;
+  }
+  local_ = std::make_unique<local::LocalMail>(o);
+  if (absl::Status s = local_->Load(); !s.ok()) {
+    return absl::Status(
+        s.code(),
+        absl::StrCat(config_.Where("local.aliases_dir"), ": ", s.message()));
+  }
+  reception_.local = local_.get();
+  log::Info(kLog, "local: mail for %s is forwarded by the aliases in %s%s",
+            absl::StrJoin(config_.local_domains, ", "), o.aliases_dir,
+            o.srs ? absl::StrCat(", return paths rewritten by SRS at ",
+                                 o.srs_options.domain)
+                  : "");
+  return absl::OkStatus();
 }
 
 absl::Status Daemon::PrepareOutcomes() {

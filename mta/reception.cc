@@ -148,6 +148,19 @@ SmtpConnection::SmtpConnection(shard::Reactor& reactor, int fd,
         c.check_sender = context.check_sender;
         c.take_message = context.take_message;
         c.accepts_for = context.bounce_domain;
+        if (local::LocalMail* local = context.local) {
+          c.accepts_for = [local, bounce = context.bounce_domain](
+                              absl::string_view domain) {
+            return local->Accepts(domain) || (bounce && bounce(domain));
+          };
+          c.check_recipient = [local, next = context.check_recipient](
+                                  absl::string_view sender,
+                                  absl::string_view recipient) {
+            std::string refusal = local->CheckRecipient(recipient);
+            if (!refusal.empty() || !next) return refusal;
+            return next(sender, recipient);
+          };
+        }
         return c;
       }()) {
   open_.fetch_add(1, std::memory_order_relaxed);
@@ -426,6 +439,33 @@ void SmtpConnection::Enqueue(smtp::Message m) {
     }
   }
   if (ReadBounces(m, received)) return;
+  std::string forwarded_for;
+  if (context_.local != nullptr) {
+    std::vector<local::Rcpt> rcpts;
+    for (smtp::Recipient& r : m.recipients) {
+      rcpts.push_back({std::move(r.address), std::move(r.orcpt), r.notify});
+    }
+    local::Rewritten w =
+        context_.local->Rewrite(m.sender, std::move(rcpts), now);
+    m.sender = std::move(w.sender);
+    m.recipients.clear();
+    for (local::Rcpt& r : w.recipients) {
+      m.recipients.push_back(
+          {std::move(r.address), std::move(r.orcpt), r.notify});
+    }
+    forwarded_for = std::move(w.forwarded_for);
+    if (m.recipients.empty()) {
+      // Every recipient's alias went away between RCPT and now: the
+      // client tries again and is told at RCPT.
+      Rejected(Reply{451, "4.3.0", "aliases changed"},
+               "no recipient left: the aliases changed during the "
+               "transaction",
+               m.sender, "", m.helo);
+      session_.MessageQueued(absl::UnavailableError("aliases"), "");
+      Pump();
+      return;
+    }
+  }
   bool add_fields = mode_ == ListenerKind::kRelay
                         ? context_.relay_adds_missing_fields
                         : context_.submission_adds_missing_fields;
@@ -458,7 +498,7 @@ void SmtpConnection::Enqueue(smtp::Message m) {
     Queue(std::move(m), *signatures + body, now);
   };
   if (context_.signer == nullptr) {
-    auto signatures = table->Sign(body, now);
+    auto signatures = table->Sign(body, now, forwarded_for);
     return signed_body(std::move(m), std::move(signatures), std::move(body),
                        /*posted=*/false);
   }
@@ -466,7 +506,7 @@ void SmtpConnection::Enqueue(smtp::Message m) {
   // this answer.
   enqueue_pending_ = true;
   context_.signer->Sign(
-      std::move(table), std::move(body), now,
+      std::move(table), std::move(body), now, forwarded_for,
       [this, signed_body, m = std::move(m)](
           absl::StatusOr<std::string> signatures, std::string body) mutable {
         // On a signer thread: back to our shard.

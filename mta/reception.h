@@ -43,6 +43,7 @@
 #include "dns/resolver.h"
 #include "mta/auth.h"
 #include "mta/listener.h"
+#include "mta/local/local_mail.h"
 #include "mta/outcome/outcome.h"
 #include "mta/shard/address.h"
 #include "mta/shard/connection.h"
@@ -126,6 +127,10 @@ struct ReceptionContext {
                      std::string client,
                      absl::AnyInvocable<void(absl::Status, std::string)> done)>
       read_bounce;
+  // Own domains (mta/local/): taken from any client, their recipients
+  // checked at RCPT and replaced by their aliases' targets before the
+  // message is queued. nullptr: none.
+  local::LocalMail* local = nullptr;
   // Where `received` and `rejected` outcomes go; nullptr: nowhere.
   const outcome::Bus* outcomes = nullptr;
 };

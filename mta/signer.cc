@@ -30,7 +30,7 @@ uint64_t Signer::inline_signed() const {
 
 void Signer::Run(Task& task) {
   absl::StatusOr<std::string> signatures =
-      task.table->Sign(task.message, task.now);
+      task.table->Sign(task.message, task.now, task.also_as);
   if (!signatures.ok()) {
     failed_.fetch_add(1, std::memory_order_relaxed);
   } else if (!signatures->empty()) {
@@ -41,7 +41,14 @@ void Signer::Run(Task& task) {
 
 void Signer::Sign(std::shared_ptr<const dkim::SigningTable> table,
                   std::string message, absl::Time now, Done done) {
-  Task task{std::move(table), std::move(message), now, std::move(done)};
+  Sign(std::move(table), std::move(message), now, "", std::move(done));
+}
+
+void Signer::Sign(std::shared_ptr<const dkim::SigningTable> table,
+                  std::string message, absl::Time now, std::string also_as,
+                  Done done) {
+  Task task{std::move(table), std::move(message), now, std::move(done),
+            std::move(also_as)};
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_ && tasks_.size() < max_queued_) {

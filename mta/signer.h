@@ -42,6 +42,10 @@ class Signer {
 
   void Sign(std::shared_ptr<const dkim::SigningTable> table,
             std::string message, absl::Time now, Done done);
+  // Also with the keys of d=`also_as` (dkim::SigningTable::Sign).
+  void Sign(std::shared_ptr<const dkim::SigningTable> table,
+            std::string message, absl::Time now, std::string also_as,
+            Done done);
   void Stop();
 
   // Signatures made on the calling thread because the queue was full.
@@ -58,6 +62,7 @@ class Signer {
     std::string message;
     absl::Time now;
     Done done;
+    std::string also_as;
   };
   void Run(Task& task);
   void Work();

@@ -76,6 +76,13 @@ TEST(SigningTableTest, MatchesByFromDomainAndSignsOncePerKey) {
   EXPECT_EQ(Signatures(*table->Sign(From("a@mail.corp.test"), now)), 2);
   EXPECT_EQ(Signatures(*table->Sign(From("a@corp.test"), now)), 1);
   EXPECT_EQ(Signatures(*table->Sign("Subject: no from\r\n\r\n", now)), 1);
+  // Forwarded for a local domain: its key signs too, whatever the From.
+  auto forwarded = table->Sign(From("a@other.test"), now, "CORP.test");
+  EXPECT_EQ(Signatures(*forwarded), 2);
+  EXPECT_THAT(*forwarded, HasSubstr("d=corp.test"));
+  // Once per key, not twice: corp.test's and the platform's.
+  EXPECT_EQ(
+      Signatures(*table->Sign(From("a@mail.corp.test"), now, "corp.test")), 2);
 }
 
 TEST(SigningTableTest, UnusableKeyHoldsItsMailOnly) {

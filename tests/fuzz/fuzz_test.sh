@@ -89,4 +89,7 @@ run sendmail_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   mta/shard/uring_backend.cc mta/listener.cc mta/shard/reactor.cc \
   mta/shard/connection.cc mta/shard/socket.cc base/log.cc base/files.cc \
   -ltomlplusplus -lssl -lcrypto -lre2 -luring $(pkg-config --libs gmime-3.0)
+# Own domains: aliases files and SRS addresses (mta/local/).
+run local_fuzz tests/fuzz/local_fuzz.cc mta/local/aliases.cc mta/local/srs.cc \
+  -lcrypto
 echo "fuzzing done"
