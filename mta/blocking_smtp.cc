@@ -53,10 +53,16 @@ std::string ConnectError(int err) {
 }  // namespace
 
 absl::Status BlockingSmtp::Connect(const shard::SocketAddress& address,
-                                   int timeout_s) {
+                                   int timeout_s,
+                                   const shard::SocketAddress* source) {
   fd_ = ::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) return absl::InternalError(strerror(errno));
   SetTimeouts(fd_, timeout_s);
+  if (source != nullptr &&
+      ::bind(fd_, source->sockaddr_ptr(), source->length()) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot send from ", source->HostString(), ": ", strerror(errno)));
+  }
   if (::connect(fd_, address.sockaddr_ptr(), address.length()) != 0) {
     return absl::UnavailableError(ConnectError(errno));
   }

@@ -31,7 +31,10 @@ class BlockingSmtp {
 
   // With `timeout` on every read and write. Unavailable: the reason
   // ("Connection refused", "Connection timed out").
-  absl::Status Connect(const shard::SocketAddress& address, int timeout_s = 60);
+  // From `source` (port 0) when given: FailedPrecondition when this host
+  // cannot send from it.
+  absl::Status Connect(const shard::SocketAddress& address, int timeout_s = 60,
+                       const shard::SocketAddress* source = nullptr);
   // Resolves `host` first.
   absl::Status Connect(const std::string& host, const std::string& port,
                        int timeout_s = 30);

@@ -32,6 +32,7 @@
 #include "mta/config.h"
 #include "mta/daemon.h"
 #include "mta/dns_records.h"
+#include "mta/doctor/doctor.h"
 #include "mta/sendmail.h"
 #include "mta/users.h"
 #include "mta/version.h"
@@ -641,6 +642,21 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   AliasArgs alias_args;
   AddAliasCommands(app, alias_args);
 
+  doctor::DoctorArgs doc;
+  CLI::App* doctor_cmd = app.add_subcommand(
+      "doctor",
+      "Check DNS, reverse DNS, SPF, DKIM, DMARC, MX, certificate, "
+      "port 25, listeners and open relay; say how to fix each");
+  doctor_cmd->add_option("--domain", doc.domains, "A sending domain (repeat)");
+  doctor_cmd->add_option("--ip", doc.addresses, "An egress address (repeat)");
+  doctor_cmd->add_flag("--json", doc.json, "Findings as JSON");
+  doctor_cmd->add_option("--port25", doc.port25,
+                         "Domain or HOST:PORT for the port-25 test; none");
+  doctor_cmd->add_option("--port25-timeout", doc.port25_timeout_s,
+                         "Seconds before port 25 counts as blocked (10)");
+  doctor_cmd->add_option("-c,--config", doc.config_path, "Configuration");
+  doctor_cmd->add_option("--data-dir", doc.data_dir, "Data directory");
+
   SuppressionArgs sup;
   CLI::App* sup_cmd = app.add_subcommand(
       "suppression",
@@ -723,6 +739,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
 
   if (*serve) return Serve(config_path, data_dir, err);
   if (*records_cmd) return DnsRecordsCommand(records, out, err);
+  if (*doctor_cmd) return doctor::DoctorCommand(doc, out, err);
   if (*send_test_cmd) return SendTest(send_test, std::cin, out, err);
   if (*check) return ConfigCheck(check_path, out, err);
   if (*keygen) return DkimKeygen(keygen_args, out, err);

@@ -41,7 +41,18 @@ std::string ReverseName(const std::string& ip) {
 
 bool IsV6(const std::string& ip) { return absl::StrContains(ip, ':'); }
 
-// Non-loopback, non-link-local addresses of this host's interfaces.
+// RFC 1918 and unique-local addresses: behind NAT, not what receivers see.
+bool Private(const std::string& ip) {
+  return absl::StartsWith(ip, "10.") || absl::StartsWith(ip, "192.168.") ||
+         (absl::StartsWith(ip, "172.") && ip.size() > 6 &&
+          std::stoi(ip.substr(4, 2)) >= 16 &&
+          std::stoi(ip.substr(4, 2)) <= 31) ||
+         absl::StartsWith(absl::AsciiStrToLower(ip), "fd") ||
+         absl::StartsWith(absl::AsciiStrToLower(ip), "fc");
+}
+
+}  // namespace
+
 std::vector<std::string> HostAddresses() {
   std::vector<std::string> out;
   ifaddrs* list = nullptr;
@@ -70,18 +81,6 @@ std::vector<std::string> HostAddresses() {
   freeifaddrs(list);
   return out;
 }
-
-// RFC 1918 and unique-local addresses: behind NAT, not what receivers see.
-bool Private(const std::string& ip) {
-  return absl::StartsWith(ip, "10.") || absl::StartsWith(ip, "192.168.") ||
-         (absl::StartsWith(ip, "172.") && ip.size() > 6 &&
-          std::stoi(ip.substr(4, 2)) >= 16 &&
-          std::stoi(ip.substr(4, 2)) <= 31) ||
-         absl::StartsWith(absl::AsciiStrToLower(ip), "fd") ||
-         absl::StartsWith(absl::AsciiStrToLower(ip), "fc");
-}
-
-}  // namespace
 
 std::string Records(const RecordsInput& in) {
   const std::string d = absl::StrCat(in.domain, ".");

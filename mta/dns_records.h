@@ -35,6 +35,9 @@ struct RecordsInput {
 
 std::string Records(const RecordsInput& in);
 
+// This host's interface addresses, but loopback and link-local.
+std::vector<std::string> HostAddresses();
+
 struct DnsRecordsArgs {
   std::string config_path;
   std::string domain;

@@ -23,6 +23,9 @@ PACKAGES=(
   gnuplot-nox
   # DKIM signatures are checked by an independent verifier, dkimpy.
   python3-dkim openssl
+  # `doctor`'s certificate checks are tested with certificates made by
+  # python3-cryptography (an expired one among them).
+  python3-cryptography
   # The admin port's /metrics is parsed by the Prometheus client library
   # and scraped by a Prometheus server the test starts on loopback.
   python3-prometheus-client prometheus curl

@@ -68,7 +68,11 @@ std::string SrsForward(const SrsOptions& o, absl::string_view sender,
   if (at == absl::string_view::npos) return std::string(sender);
   absl::string_view user = sender.substr(0, at);
   absl::string_view host = sender.substr(at + 1);
-  if (absl::EqualsIgnoreCase(host, o.domain)) return std::string(sender);
+  // Ours already; or no domain name (an '=' would make the address
+  // impossible to take apart again): left as it is.
+  if (absl::EqualsIgnoreCase(host, o.domain) || absl::StrContains(host, '=')) {
+    return std::string(sender);
+  }
   if (HasTag(user, '0')) {
     // Another forwarder's SRS0: keep it, and name that forwarder.
     absl::string_view rest = user.substr(4);  // "=HHHH=TT=d=u"

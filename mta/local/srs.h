@@ -30,7 +30,8 @@ struct SrsOptions {
 };
 
 // The rewritten return path for `sender` (mail forwarded now). An address
-// already in `options.domain` is returned as it is.
+// already in `options.domain`, or whose domain holds '=', is returned as
+// it is.
 std::string SrsForward(const SrsOptions& options, absl::string_view sender,
                        absl::Time now);
 

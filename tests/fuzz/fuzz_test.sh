@@ -92,4 +92,6 @@ run sendmail_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
 # Own domains: aliases files and SRS addresses (mta/local/).
 run local_fuzz tests/fuzz/local_fuzz.cc mta/local/aliases.cc mta/local/srs.cc \
   -lcrypto
+# SPF records as DNS gives them, evaluated by `peregrine doctor`.
+run spf_fuzz -fexceptions tests/fuzz/spf_fuzz.cc mta/doctor/spf.cc dns/message.cc
 echo "fuzzing done"

@@ -38,6 +38,12 @@ TEST(Srs, Srs0HasTheSchemesShape) {
 TEST(Srs, LocalPartsWithSeparatorsSurvive) {
   std::string a = SrsForward(Options(), "a=b+c-d@sender.example", kNow);
   EXPECT_EQ(*SrsReverse(Options(), a, kNow), "a=b+c-d@sender.example");
+  // Found by local_fuzz: a malformed SRS1 is a plain user, and a "domain"
+  // with '=' could not be taken apart again, so it is left alone.
+  a = SrsForward(Options(), "SRS1=abcd=x@sender.example", kNow);
+  EXPECT_TRUE(absl::StartsWith(a, "SRS0=")) << a;
+  EXPECT_EQ(*SrsReverse(Options(), a, kNow), "SRS1=abcd=x@sender.example");
+  EXPECT_EQ(SrsForward(Options(), "u@p=q.example", kNow), "u@p=q.example");
 }
 
 TEST(Srs, ForgedOldAndMalformedAreRefused) {
