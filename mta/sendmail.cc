@@ -298,6 +298,8 @@ absl::StatusOr<PreparedMail> PrepareMail(const std::string& input,
   return out;
 }
 
+constexpr char kSystemConfig[] = "/etc/peregrine/peregrine.toml";
+
 int Sendmail(const std::vector<std::string>& raw_args, std::istream& in,
              std::ostream& out, std::ostream& err) {
   const char* kName = "sendmail";
@@ -306,11 +308,26 @@ int Sendmail(const std::vector<std::string>& raw_args, std::istream& in,
     err << kName << ": " << args.status().message() << "\n";
     return kUsage;
   }
-  absl::StatusOr<Config> config = args->config_path.empty()
-                                      ? DefaultConfig()
-                                      : LoadConfigFile(args->config_path);
+  // Cron and mail() name no configuration: PEREGRINE_CONFIG, else the
+  // system's (where deploy/ installs it), else the built-in defaults.
+  std::string path = args->config_path;
+  if (path.empty()) {
+    const char* env = getenv("PEREGRINE_CONFIG");
+    if (env != nullptr && *env != '\0') {
+      path = env;
+    } else if (access(kSystemConfig, F_OK) == 0) {
+      path = kSystemConfig;
+    }
+  }
+  absl::StatusOr<Config> config =
+      path.empty() ? DefaultConfig() : LoadConfigFile(path);
   if (!config.ok()) {
-    err << kName << ": " << config.status().message() << "\n";
+    err << kName << ": " << config.status().message()
+        << (args->config_path.empty()
+                ? " (sendmail reads it for the relay port; let this user "
+                  "read it, or name another with -C or PEREGRINE_CONFIG)"
+                : "")
+        << "\n";
     return kConfig;
   }
   auto address = ListenerAddress(*config, ListenerKind::kRelay);

@@ -13,7 +13,9 @@
 // Bcc is removed), -i / -oi (a line with a lone "." does not end the
 // message), -f ADDR / -r ADDR (envelope sender; default: the user's name
 // at server.hostname), -F NAME (the From header's name when one is
-// added), -C FILE or --config FILE, --data-dir DIR; -oX, -v, -bm, -U, -n,
+// added), -C FILE or --config FILE (default: $PEREGRINE_CONFIG, else
+// /etc/peregrine/peregrine.toml when it exists, else the built-in
+// defaults), --data-dir DIR; -oX, -v, -bm, -U, -n,
 // -m, -e* and -h/-N/-R/-V/-B/-X with their argument are accepted and
 // ignored. A From, Date and Message-ID header are added when missing.
 // Header address lists (-t) are parsed by GMime (Debian's libgmime-3.0).

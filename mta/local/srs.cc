@@ -83,7 +83,7 @@ std::string SrsForward(const SrsOptions& o, absl::string_view sender,
     // SRS1=HHHH=first==...: the first forwarder stays; a new hash.
     std::vector<absl::string_view> f =
         absl::StrSplit(user.substr(5), absl::MaxSplits(user[4], 2));
-    if (f.size() == 3) {
+    if (f.size() == 3 && !f[0].empty() && !f[1].empty() && !f[2].empty()) {
       absl::string_view rest = f[2];
       return absl::StrCat("SRS1=", Hash(o, {f[1], rest}), "=", f[1], "=", rest,
                           "@", o.domain);

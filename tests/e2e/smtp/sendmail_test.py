@@ -70,6 +70,23 @@ class SendmailTest(unittest.TestCase):
         self.assertIn('From: "Cron Daemon" <', dump)
         self.assertNotIn("not sent", dump)  # Without -i a lone "." ends it.
 
+    def test_the_configuration_from_the_environment(self):
+        # Cron names no -C: PEREGRINE_CONFIG (else /etc/peregrine's) says
+        # where the relay listens.
+        r = subprocess.run(
+            [PEREGRINE, "sendmail", "-t"],
+            input="To: env@dest.test\nSubject: env\n\nbody\n",
+            capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, PEREGRINE_CONFIG=self.d.cfg))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.sink.wait_for(1), 1)
+        r = subprocess.run(
+            [PEREGRINE, "sendmail", "-t"], input="To: x@dest.test\n\nb\n",
+            capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, PEREGRINE_CONFIG="/nonexistent.toml"))
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("PEREGRINE_CONFIG", r.stderr)
+
     def test_daemon_down_is_a_temporary_failure(self):
         self.assertEqual(self.d.stop(), 0)
         r = self.sendmail(["x@dest.test"], "Subject: x\n\nbody\n")

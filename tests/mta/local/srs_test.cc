@@ -44,6 +44,8 @@ TEST(Srs, LocalPartsWithSeparatorsSurvive) {
   EXPECT_TRUE(absl::StartsWith(a, "SRS0=")) << a;
   EXPECT_EQ(*SrsReverse(Options(), a, kNow), "SRS1=abcd=x@sender.example");
   EXPECT_EQ(SrsForward(Options(), "u@p=q.example", kNow), "u@p=q.example");
+  a = SrsForward(Options(), "SRS1=li==r=g@p.example", kNow);  // No host.
+  EXPECT_EQ(*SrsReverse(Options(), a, kNow), "SRS1=li==r=g@p.example") << a;
 }
 
 TEST(Srs, ForgedOldAndMalformedAreRefused) {
