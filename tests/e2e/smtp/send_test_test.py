@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`peregrine send-test` against a running daemon whose destination answers
 250, 451 or 550 by recipient: each run prints its steps and the outcome
-with advice, exit 0 only when delivered; a wrong password is explained;
+with advice, exit 0 only when delivered; a wrong password is explained,
+at submission and at a smarthost that refuses the daemon's login;
 `queue show` gives the same advice."""
 import os
 import subprocess
@@ -82,6 +83,40 @@ class SendTestTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("✓ authenticated as app", r.stdout)
         self.assertIn("✓ delivered", r.stdout)
+
+    def test_a_smarthost_refusing_the_login(self):
+        # The smarthost: another Peregrine, whose submission port wants AUTH
+        # after STARTTLS; ours logs in with the wrong password.
+        relay_data = tempfile.mkdtemp(dir=TMP)
+        add_user(relay_data, "relay", "right-password")
+        relay = Daemon("", data=relay_data)
+        try:
+            data = tempfile.mkdtemp(dir=TMP)
+            d = Daemon(f"""[delivery]
+retry_first = "1h"
+[smarthost]
+host = "127.0.0.1"
+port = {relay.submission}
+tls = "starttls"
+verify = false
+user = "relay"
+password = "wrong-password"
+""", data=data, admin=f'"127.0.0.1:{free_port()}"')
+            try:
+                r = subprocess.run(
+                    [PEREGRINE, "send-test", "-c", d.cfg, "--data-dir", data,
+                     "--timeout", "30", "--to", "ok@dest.test"],
+                    capture_output=True, text=True, timeout=90)
+            finally:
+                self.assertEqual(d.stop(), 0)
+        finally:
+            self.assertEqual(relay.stop(), 0)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("✓ accepted", r.stdout)
+        self.assertIn("✗ deferred", r.stdout)
+        self.assertIn("refused the login for user 'relay'", r.stdout)
+        self.assertIn("wrong user name or password", r.stdout)
+        self.assertIn("app password", r.stdout)
 
     def test_nothing_listening(self):
         r = self.send_test("--to", "ok@dest.test", "--server",
