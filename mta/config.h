@@ -37,6 +37,9 @@ struct Config {
   // [server]
   std::string hostname;  // Empty: the machine's host name.
   std::string data_dir;
+  // Run as (after binding, when started as root); empty: no change.
+  std::string user;
+  std::string group;
   int shards = 0;  // 0: one per core.
   shard::BackendKind io_backend = shard::BackendKind::kAuto;
   log::Level log_level = log::Level::kInfo;

@@ -127,6 +127,23 @@ std::vector<Setting> ReceptionSettings() {
          c.hostname = *s;
          return absl::OkStatus();
        }},
+      {"server", "user", "\"\"",
+       "The user to run as once the listeners are bound, when started as\n"
+       "root (the data directory is made or checked to be that user's).\n"
+       "Empty: no change (a warning when that leaves it root); \"root\" stays\n"
+       "root on purpose.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a user name");
+         if (s.ok()) c.user = *s;
+         return s.status();
+       }},
+      {"server", "group", "\"\"",
+       "The group to run as with server.user. Empty: that user's own group.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a group name");
+         if (s.ok()) c.group = *s;
+         return s.status();
+       }},
       {"server", "data_dir", "\"./peregrine-data\"",
        "Directory of the queue and generated files (created if missing).\n"
        "Relative paths start from the working directory. "

@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "dns/cares_transport.h"
 #include "mta/bounce/suppression_admin.h"
+#include "mta/privileges.h"
 #include "mta/shard/connection.h"
 #include "mta/shard/socket.h"
 #include "mta/version.h"
@@ -143,6 +144,52 @@ absl::Status Daemon::BindListeners() {
   return absl::OkStatus();
 }
 
+absl::Status Daemon::BindAndDrop() {
+  std::string where = data_dir_override_.empty()
+                          ? config_.Where("server.data_dir")
+                          : std::string("--data-dir");
+  const bool root = ::geteuid() == 0;
+  if (config_.user.empty() || config_.user == "root") {
+    if (root && config_.user.empty()) {
+      log::Warn(kLog,
+                "running as root: set server.user = \"peregrine\" (a user "
+                "of its own) so that a flaw cannot take the machine, or "
+                "server.user = \"root\" to say it is meant");
+    }
+    if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
+    return BindListeners();
+  }
+  auto who = LookupRunAs(config_.user, config_.group);
+  if (!who.ok()) {
+    return absl::Status(who.status().code(),
+                        absl::StrCat(config_.Where("server.user"), ": ",
+                                     who.status().message()));
+  }
+  if (!root) {
+    if (::geteuid() == who->uid) {  // Already that user: nothing to do.
+      if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
+      return BindListeners();
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        config_.Where("server.user"), " = \"", config_.user,
+        "\", but Peregrine was started as uid ", ::geteuid(),
+        ", not root: start it as root to switch users (systemd's User= "
+        "does that itself: then leave server.user empty)"));
+  }
+  if (absl::Status s = PrepareDataDirFor(config_.data_dir, *who, where);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = BindListeners(); !s.ok()) return s;
+  if (absl::Status s = DropTo(*who); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(config_.Where("server.user"),
+                                               ": ", s.message()));
+  }
+  log::Info(kLog, "listeners bound; running as %s:%s (uid %d, gid %d)",
+            who->user, who->group, who->uid, who->gid);
+  return PrepareDataDir();
+}
+
 absl::Status Daemon::Start() {
   // Signals go to the main thread's sigtimedwait() only: block them before
   // any thread exists (RocksDB starts its own), so every thread inherits the
@@ -155,8 +202,7 @@ absl::Status Daemon::Start() {
 
   log::SetLevel(config_.log_level);
   for (const std::string& w : ConfigWarnings(config_)) log::Warn(kLog, "%s", w);
-  if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
-  if (absl::Status s = BindListeners(); !s.ok()) return s;
+  if (absl::Status s = BindAndDrop(); !s.ok()) return s;
   {
     // Until the shards take over: /livez answers, /readyz says why not.
     std::vector<int> admin;
@@ -172,6 +218,14 @@ absl::Status Daemon::Start() {
   if (absl::Status s = CheckFilesReadable(); !s.ok()) return s;
   LoadDkim();
   if (absl::Status s = LoadTls(); !s.ok()) return s;
+  {
+    std::vector<std::pair<std::string, std::string>> keys = {
+        {"tls.key_file", config_.tls_key_file}};
+    for (const dkim::KeySpec& k : config_.dkim.keys) {
+      keys.push_back({absl::StrCat("the DKIM key of ", k.domain), k.key_file});
+    }
+    for (const std::string& w : KeyFileWarnings(keys)) log::Warn(kLog, "%s", w);
+  }
   limiter_ = std::make_unique<ConnectionLimiter>(
       config_.smtp_max_connections, config_.smtp_max_connections_per_client);
   reception_.limiter = limiter_.get();
@@ -708,9 +762,20 @@ int Daemon::Run() {
   absl::Time deadline;
   int ticks = 0;
   counter_ = std::thread([this] { CountQueue(); });
+  systemd_.Ready(
+      absl::StrCat("accepting mail on ", bound_.size(), " listeners"));
   while (true) {
     timespec tick{0, 100 * 1000 * 1000};
     int sig = sigtimedwait(&set, nullptr, &tick);
+    systemd_.Tick(absl::Now());
+    if (ticks % 100 == 0 && systemd_.active()) {
+      absl::MutexLock lock(&counted_mu_);
+      if (counted_.has_value()) {
+        systemd_.Status(absl::StrCat(
+            draining ? "draining; " : "", "queue: ", counted_->messages,
+            " messages, ", counted_->all.recipients, " recipients waiting"));
+      }
+    }
     // Changes to the suppression list from the CLI (suppression_admin.h).
     ++ticks;
     // Suspensions through the API that reached their end.
@@ -740,6 +805,8 @@ int Daemon::Run() {
                 "(up to %s)",
                 sig == SIGTERM ? "SIGTERM" : "SIGINT", OpenConnections(),
                 absl::FormatDuration(config_.drain_timeout));
+      systemd_.Stopping(
+          absl::StrCat("draining ", OpenConnections(), " connections"));
       BeginDrain();
     }
     if (draining) {

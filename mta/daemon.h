@@ -42,6 +42,7 @@
 #include "mta/shard/shard_group.h"
 #include "mta/signer.h"
 #include "mta/startup_answers.h"
+#include "mta/systemd_notify.h"
 #include "queue/rocksdb_store.h"
 
 namespace peregrine {
@@ -73,6 +74,9 @@ class Daemon {
   struct ShardState;
 
   absl::Status PrepareDataDir();
+  // Binds the listeners, and as root with server.user set, makes or checks
+  // the data directory for that user and becomes it before PrepareDataDir.
+  absl::Status BindAndDrop();
   absl::Status BindListeners();
   absl::Status OpenQueue();
   void StartAccepting(int shard);
@@ -145,6 +149,7 @@ class Daemon {
   std::optional<bounce::InboxOptions> inbox_options_;
   std::unique_ptr<bounce::BounceInbox> inbox_;
   std::unique_ptr<local::LocalMail> local_;
+  SystemdNotifier systemd_;
   // The classification rules in force (SIGHUP replaces them).
   absl::Mutex classifier_mu_;
   std::shared_ptr<const bounce::Classifier> classifier_

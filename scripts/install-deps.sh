@@ -17,6 +17,8 @@ PACKAGES=(
   libhttp-parser-dev libmstch-dev
   # Webhooks POST events with libcurl (mta/outcome/webhook.h).
   libcurl4-openssl-dev
+  # Readiness, status and the watchdog under systemd (sd_notify).
+  libsystemd-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev python3
   # The benchmark suite's throughput plot (bench/e2e_runner.py).
