@@ -116,10 +116,13 @@ std::vector<std::string> KeyFileWarnings(
   for (const auto& [what, path] : files) {
     struct stat st;
     if (path.empty() || ::stat(path.c_str(), &st) != 0) continue;
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+    // Group-readable is how Kubernetes mounts Secrets for fsGroup, and how
+    // root:peregrine 0640 files are shared: only others are warned about.
+    if (st.st_mode & (S_IRWXO | S_IWGRP)) {
       out.push_back(absl::StrFormat(
-          "%s %s can be read by others than its owner (mode %04o): run "
-          "chmod 600 %s",
+          "%s %s can be read or changed by every user (mode %04o): run "
+          "chmod 600 %s (or 640, owned by root and the group peregrine runs "
+          "as)",
           what, path, st.st_mode & 07777, path));
     }
   }

@@ -39,8 +39,8 @@ absl::Status PrepareDataDirFor(const std::string& dir, const RunAs& who,
 // still works.
 absl::Status DropTo(const RunAs& who);
 
-// Sentences for private key files that others than their owner may read
-// ("chmod 600 FILE"); none for a file that cannot be stat()ed.
+// Sentences for private key files that every user may read, or the group
+// change ("chmod 600 FILE"); none for a file that cannot be stat()ed.
 std::vector<std::string> KeyFileWarnings(
     const std::vector<std::pair<std::string, std::string>>& files);
 

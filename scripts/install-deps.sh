@@ -28,6 +28,10 @@ PACKAGES=(
   # `doctor`'s certificate checks are tested with certificates made by
   # python3-cryptography (an expired one among them).
   python3-cryptography
+  # The container image: umoci writes it, skopeo and umoci check it, podman
+  # runs it where the machine lets it; the Kubernetes manifests are read
+  # with python3-yaml; systemd-analyze checks the unit.
+  umoci skopeo podman python3-yaml systemd
   # The admin port's /metrics is parsed by the Prometheus client library
   # and scraped by a Prometheus server the test starts on loopback.
   python3-prometheus-client prometheus curl
