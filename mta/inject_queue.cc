@@ -129,6 +129,14 @@ void Inject(const ReceptionContext& context, shard::Reactor& reactor,
       batch->Fail(to.email, "not an address");
       continue;
     }
+    if (context.local != nullptr) {
+      // An own domain's address that no alias takes (mta/local/).
+      std::string refusal = context.local->CheckRecipient(to.email);
+      if (!refusal.empty()) {
+        batch->Fail(to.email, refusal);
+        continue;
+      }
+    }
     if (context.check_recipient) {
       std::string refusal = context.check_recipient(r.sender, to.email);
       if (!refusal.empty()) {

@@ -8,6 +8,7 @@ unknown user of a domain without a catch-all is refused at RCPT with
 550 5.1.1; relaying anywhere else is still refused; an alias added with
 `peregrine alias add` while the daemon runs takes effect within seconds; a
 broken aliases file keeps the daemon from starting, naming its line."""
+import json
 import os
 import re
 import smtplib
@@ -19,7 +20,7 @@ import dkim
 
 sys.path.insert(0, "tests/e2e")
 from e2e_lib import (PEREGRINE, TMP, Daemon, RawSink,  # noqa: E402
-                     smarthost_to, wait_until)
+                     admin_call, free_port, smarthost_to, wait_until)
 
 
 def peregrine(*args, check=True):
@@ -126,6 +127,19 @@ class LocalDomainsTest(unittest.TestCase):
         sender, rcpts = self.sink.envelopes[0]
         self.assertEqual(rcpts, ["known@outside.test"])
         self.assertTrue(sender.startswith("SRS0="), sender)
+
+    def test_http_injection_refuses_unknown_local_users(self):
+        port = free_port()
+        self.d = Daemon(self.extra, data=self.data, admin=f'"127.0.0.1:{port}"')
+        status, answer = admin_call(port, "POST", "/api/v1/inject", {
+            "envelope_sender": "app@sender.example",
+            "content": "Subject: hi\r\n\r\nbody\r\n",
+            "recipients": [{"email": "stranger@two.test"},
+                           {"email": "known@two.test"}]})
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(answer["success_count"], 1, answer)
+        self.assertEqual(answer["failed_recipients"], ["stranger@two.test"])
+        self.assertIn("550 5.1.1", json.dumps(answer["errors"]))
 
     def test_alias_added_while_running_takes_effect(self):
         self.start()
