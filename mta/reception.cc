@@ -54,6 +54,23 @@ std::string FromHeaderAddress(absl::string_view message) {
 }
 constexpr const char* kLog = "smtpd";
 
+// Past this many Received fields a message is going round in circles (an
+// alias that forwards to a mailbox that forwards back): Postfix's
+// hopcount_limit.
+constexpr int kMaxHops = 50;
+
+// The Received fields in `message`'s header block.
+int ReceivedCount(absl::string_view message) {
+  size_t end = message.find("\r\n\r\n");
+  absl::string_view head =
+      end == absl::string_view::npos ? message : message.substr(0, end + 2);
+  int count = 0;
+  for (absl::string_view line : absl::StrSplit(head, "\r\n")) {
+    if (absl::StartsWithIgnoreCase(line, "Received:")) ++count;
+  }
+  return count;
+}
+
 std::string Domain(absl::string_view address) {
   size_t at = address.rfind('@');
   return absl::AsciiStrToLower(at == absl::string_view::npos
@@ -437,6 +454,18 @@ void SmtpConnection::Enqueue(smtp::Message m) {
       Pump();
       return;
     }
+  }
+  if (ReceivedCount(m.data) >= kMaxHops) {
+    std::string reply = "554 5.4.6 Error: too many hops (a mail loop?)";
+    Rejected(Reply::Parse(reply),
+             absl::StrCat("the message carries ", kMaxHops,
+                          " or more Received fields: it goes round in "
+                          "circles (look for aliases that forward to each "
+                          "other through other servers)"),
+             m.sender, "", m.helo);
+    session_.MessageRefused(reply);
+    Pump();
+    return;
   }
   if (ReadBounces(m, received)) return;
   std::string forwarded_for;

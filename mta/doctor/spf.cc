@@ -398,8 +398,6 @@ Outcome Evaluate(State& s, const std::string& domain, std::string* record_out) {
         }
       }
     } else if (name == "ip4" || name == "ip6") {
-      std::string address;
-      int c4, c6;
       absl::string_view a = arg;
       int bits = name == "ip4" ? 32 : 128;
       size_t slash = a.find('/');
@@ -411,8 +409,6 @@ Outcome Evaluate(State& s, const std::string& domain, std::string* record_out) {
         }
         a = a.substr(0, slash);
       }
-      (void)c4;
-      (void)c6;
       auto net = dns::IpAddress::Parse(a);
       if (!net.ok() || (net->family() == AF_INET) != (name == "ip4")) {
         throw Abort{SpfResult::kPermError,

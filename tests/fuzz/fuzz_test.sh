@@ -59,7 +59,8 @@ run reception_fuzz tests/fuzz/reception_fuzz.cc mta/reception.cc mta/listener.cc
   mta/delivery/routing.cc queue/codec.cc base/reply.cc tls/tls.cc \
   dkim/canonicalize.cc \
   dkim/key.cc dkim/signer.cc dkim/signing_table.cc base/log.cc \
-  base/files.cc dns/caching_resolver.cc dns/message.cc -lssl -lcrypto
+  base/files.cc dns/caching_resolver.cc dns/message.cc \
+  mta/local/local_mail.cc mta/local/aliases.cc mta/local/srs.cc -lssl -lcrypto
 # Bounce rule files (TOML, RE2) and remote replies through the classifier.
 run bounce_rules_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   tests/fuzz/bounce_rules_fuzz.cc mta/bounce/classifier.cc \

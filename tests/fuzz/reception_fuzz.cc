@@ -6,6 +6,8 @@
 // of the hardening issue (a read completing after a failed write re-armed
 // the timer of a freed connection) is the kind of bug this finds.
 //
+// Mail for own.test goes through LocalMail (aliases and SRS).
+//
 // Input: the first byte picks the listener (relay or submission); then
 // each step is one byte, an action (its low 3 bits), some followed by an
 // argument; with bit 3 set the reactor turns after it, so completions can
@@ -29,6 +31,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -176,6 +179,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   context.command_timeout = absl::Seconds(1);
   context.auth_without_tls = true;
   context.has_users = [] { return true; };
+  // Own domains (mta/local/): own.test forwards by aliases, with SRS.
+  static local::LocalMail* own = [] {
+    char dir[] = "/tmp/reception-fuzz-aliases-XXXXXX";
+    if (mkdtemp(dir) == nullptr) abort();
+    FILE* f = fopen((std::string(dir) + "/own.test").c_str(), "w");
+    fputs("a: x@out.test, b\nb: y@out.test\n*: z@out.test\n", f);
+    fclose(f);
+    local::LocalOptions o;
+    o.domains = {"own.test", "two.test"};
+    o.aliases_dir = dir;
+    o.srs_options.domain = "own.test";
+    o.srs_options.secret = "0123456789abcdef0123456789abcdef";
+    auto* l = new local::LocalMail(o);
+    if (!l->Load().ok()) abort();
+    return l;
+  }();
+  context.local = own;
   context.authenticate = [&auths](std::string, std::string, std::string,
                                   absl::AnyInvocable<void(AuthAnswer)> done) {
     auths.push_back(std::move(done));

@@ -5,7 +5,8 @@ outside mailbox (a RawSink, through [smarthost]) with an SRS return path
 and a DKIM signature of own.test that dkimpy verifies; a bounce to that
 SRS address goes back to the original sender, a forged one is refused; an
 unknown user of a domain without a catch-all is refused at RCPT with
-550 5.1.1; relaying anywhere else is still refused; an alias added with
+550 5.1.1; relaying anywhere else is still refused; a message that went
+round 50 times (a forwarding loop) is refused with 5.4.6; an alias added with
 `peregrine alias add` while the daemon runs takes effect within seconds; a
 broken aliases file keeps the daemon from starting, naming its line."""
 import json
@@ -127,6 +128,26 @@ class LocalDomainsTest(unittest.TestCase):
         sender, rcpts = self.sink.envelopes[0]
         self.assertEqual(rcpts, ["known@outside.test"])
         self.assertTrue(sender.startswith("SRS0="), sender)
+
+    def test_a_mail_loop_ends_at_50_hops(self):
+        # An alias forwarding to a mailbox that forwards back: each pass adds
+        # a Received field, and at 50 the message is refused (5.4.6).
+        self.start()
+        hops = "".join(f"Received: from hop{i}.example by x; "
+                       "Sat, 28 Nov 2026 00:00:00 +0000\r\n"
+                       for i in range(50))
+        with self.smtp() as s:
+            s.mail("carol@sender.example")
+            s.rcpt("anyone@own.test")
+            code, reply = s.data(hops + "Subject: loop\r\n\r\nround\r\n")
+            self.assertEqual(code, 554, reply)
+            self.assertIn(b"5.4.6", reply)
+            # One hop fewer still goes.
+            s.mail("carol@sender.example")
+            s.rcpt("anyone@own.test")
+            code, reply = s.data(hops[hops.index("\r\n") + 2:] +
+                                 "Subject: not yet\r\n\r\nround\r\n")
+            self.assertEqual(code, 250, reply)
 
     def test_http_injection_refuses_unknown_local_users(self):
         port = free_port()
