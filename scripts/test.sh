@@ -59,11 +59,14 @@ count "$log" "$rc"
 if [ "$asan" = 1 ]; then
   echo "== the tests again under AddressSanitizer + UndefinedBehaviorSanitizer"
   # Every package but the benchmarks (timings mean nothing under ASan; they
-  # run above) and the fuzz targets (built with ASan by themselves).
+  # run above), the fuzz targets (built with ASan by themselves) and the
+  # container image's test (it checks packaging, and an ASan binary run
+  # under chroot without /proc reports false errors).
   mapfile -t patterns < <(packages bench third_party tools)
   base="$(bazel info output_base 2>/dev/null)-asan"
   bazel --output_base="$base" test --config=asan --symlink_prefix=/ \
-    --keep_going -- "${patterns[@]}" -//tests/fuzz/... 2>&1 | tee "$log.asan"
+    --keep_going -- "${patterns[@]}" -//tests/fuzz/... \
+    -//tests/e2e/deploy:image_test 2>&1 | tee "$log.asan"
   asan_rc=${PIPESTATUS[0]}
   count "$log.asan" "$asan_rc"
   # Its server would hold a few hundred MB until it times out.
