@@ -46,13 +46,20 @@ constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 
 int Serve(const std::string& config_path, const std::string& data_dir,
-          std::ostream& err) {
+          const std::string& run_as, std::ostream& err) {
   absl::StatusOr<Config> config =
       config_path.empty() ? DefaultConfig() : LoadConfigFile(config_path);
   if (!config.ok()) {
     err << "peregrine: configuration error:\n"
         << config.status().message() << "\n";
     return kExitUsage;
+  }
+  // --user, else server.user, else $PEREGRINE_USER.
+  if (!run_as.empty()) {
+    config->user = run_as;
+  } else if (const char* env = getenv("PEREGRINE_USER");
+             config->user.empty() && env != nullptr && *env != '\0') {
+    config->user = env;
   }
   // Before any thread exists (the Daemon's members start some): every
   // thread inherits the mask, and SIGTERM reaches only the main thread's
@@ -464,13 +471,16 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
   app.set_version_flag("--version", absl::StrCat("peregrine ", kVersion));
   app.require_subcommand(1);
 
-  std::string config_path, data_dir;
+  std::string config_path, data_dir, run_as;
   CLI::App* serve = app.add_subcommand(
       "serve",
       "Run the MTA (no --config: built-in defaults on loopback ports)");
   serve->add_option("-c,--config", config_path, "TOML configuration file");
   serve->add_option("--data-dir", data_dir,
                     "Queue directory (overrides server.data_dir)");
+  serve->add_option("--user", run_as,
+                    "Run as this user once bound (overrides server.user; "
+                    "default also from $PEREGRINE_USER)");
 
   CLI::App* config =
       app.add_subcommand("config", "Check or print configuration");
@@ -737,7 +747,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
     return rc == 0 ? 0 : kExitUsage;
   }
 
-  if (*serve) return Serve(config_path, data_dir, err);
+  if (*serve) return Serve(config_path, data_dir, run_as, err);
   if (*records_cmd) return DnsRecordsCommand(records, out, err);
   if (*doctor_cmd) return doctor::DoctorCommand(doc, out, err);
   if (*send_test_cmd) return SendTest(send_test, std::cin, out, err);

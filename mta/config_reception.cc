@@ -130,8 +130,8 @@ std::vector<Setting> ReceptionSettings() {
       {"server", "user", "\"\"",
        "The user to run as once the listeners are bound, when started as\n"
        "root (the data directory is made or checked to be that user's).\n"
-       "Empty: no change (a warning when that leaves it root); \"root\" stays\n"
-       "root on purpose.",
+       "Started as root, it must be set: \"root\" stays root on purpose.\n"
+       "Empty and not root: no change (systemd's User= did it).",
        [](const toml::node& n, Config& c) {
          auto s = GetString(n, "a user name");
          if (s.ok()) c.user = *s;

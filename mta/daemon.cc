@@ -151,10 +151,20 @@ absl::Status Daemon::BindAndDrop() {
   const bool root = ::geteuid() == 0;
   if (config_.user.empty() || config_.user == "root") {
     if (root && config_.user.empty()) {
+      // Postfix and OpenSMTPD never keep root either.
+      return absl::FailedPreconditionError(absl::StrCat(
+          config_.Where("server.user"),
+          ": started as root: set server.user = \"peregrine\" (or serve "
+          "--user peregrine; a user of its own: useradd --system "
+          "--home-dir /var/lib/peregrine --shell /usr/sbin/nologin "
+          "peregrine) so that a flaw cannot take the machine; Peregrine "
+          "binds its ports first. server.user = \"root\" (--user root) "
+          "stays root on purpose"));
+    }
+    if (root) {
       log::Warn(kLog,
-                "running as root: set server.user = \"peregrine\" (a user "
-                "of its own) so that a flaw cannot take the machine, or "
-                "server.user = \"root\" to say it is meant");
+                "running as root (server.user = \"root\"): a flaw would "
+                "take the machine");
     }
     if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
     return BindListeners();

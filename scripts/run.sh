@@ -9,4 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 bazel build -c opt //mta:peregrine
-exec bazel-bin/mta/peregrine serve "$@"
+# Started as root, Peregrine wants a user to become (server.user); this
+# trial run on loopback ports says root on purpose unless told otherwise.
+user=()
+if [ "$(id -u)" -eq 0 ] && [[ " $* " != *" --config "* && " $* " != *" -c "* &&
+  " $* " != *" --user "* ]]; then
+  user=(--user root)
+fi
+exec bazel-bin/mta/peregrine serve "${user[@]}" "$@"

@@ -49,6 +49,13 @@ def free_port():
         return port
 
 
+# Started as root (as CI runs the suite), the daemon wants a user to become
+# (server.user): the daemons of the tests and benchmarks stay root unless
+# their configuration names one.
+if os.geteuid() == 0:
+    os.environ.setdefault("PEREGRINE_USER", "root")
+
+
 class Daemon:
     def __init__(self, extra="", data=None, server="", events=True,
                  shards=2, admin="[]"):

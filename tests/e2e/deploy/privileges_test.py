@@ -4,7 +4,8 @@ of its own: with server.user = "nobody" the daemon binds port 25, makes the
 data directory for that user, and then runs as it (Uid and Gid in
 /proc/PID/status); mail sent to port 25 is queued in files that user owns;
 a data directory that belongs to someone else stops the start with the
-chown to run; an unknown user is named with the command to make it."""
+chown to run; an unknown user is named with the command to make it; root
+without a user to become is refused unless root is said on purpose."""
 import os
 import pwd
 import smtplib
@@ -84,6 +85,32 @@ def in_namespace():
     assert proc.wait(timeout=30) == 2
     text = open(log.name).read()
     assert "belongs to root" in text and "chown -R nobody:" in text, text
+
+    # Root without a user to become: refused, saying how to name one.
+    plain = os.path.join(top, "plain.toml")
+    with open(plain, "w") as f:
+        f.write(open(cfg).read().replace('user = "nobody"\n', ''))
+    env = {k: v for k, v in os.environ.items() if k != "PEREGRINE_USER"}
+    r = subprocess.run([PEREGRINE, "serve", "--config", plain, "--data-dir",
+                        os.path.join(top, "d2")], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert r.returncode == 2, r.stderr
+    assert "started as root: set server.user" in r.stderr, r.stderr
+    # Saying root on purpose (the flag, here) is heard, with a warning.
+    proc = subprocess.Popen([PEREGRINE, "serve", "--config", plain,
+                             "--data-dir", os.path.join(top, "d2"), "--user",
+                             "root"], stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        deadline = time.time() + 30
+        text = ""
+        while "started:" not in text and time.time() < deadline:
+            text += proc.stderr.readline()
+        assert "started:" in text and "a flaw would take the machine" in text, \
+            text
+    finally:
+        proc.send_signal(15)
+        proc.wait(timeout=30)
 
     # An unknown user: named, with the command that makes it.
     with open(cfg, "a") as f:
