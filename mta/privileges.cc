@@ -31,7 +31,7 @@ absl::StatusOr<RunAs> LookupRunAs(const std::string& user,
   out.uid = pw.pw_uid;
   out.gid = pw.pw_gid;
   if (!group.empty()) {
-    struct group gr{};
+    struct group gr {};
     struct group* g = nullptr;
     if (getgrnam_r(group.c_str(), &gr, buf.data(), buf.size(), &g) != 0 ||
         g == nullptr) {

@@ -35,7 +35,7 @@ namespace peregrine::doctor {
 struct DoctorArgs {
   std::string config_path;
   std::string data_dir;
-  std::vector<std::string> domains;  // Empty: DKIM key domains and local.
+  std::vector<std::string> domains;    // Empty: DKIM key domains and local.
   std::vector<std::string> addresses;  // Egress; empty: as dns-records.
   bool json = false;
   // Where the port-25 check connects: a domain (its first MX), or
@@ -57,7 +57,6 @@ struct Finding {
 std::string Render(const std::vector<Finding>& findings, bool json);
 
 // Exit 0 (nothing failed), 1 (something failed), 2 (usage).
-int DoctorCommand(const DoctorArgs& args, std::ostream& out,
-                  std::ostream& err);
+int DoctorCommand(const DoctorArgs& args, std::ostream& out, std::ostream& err);
 
 }  // namespace peregrine::doctor

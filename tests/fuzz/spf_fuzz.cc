@@ -14,8 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace peregrine;
   std::string record(reinterpret_cast<const char*>(data), size);
   int lookups = 0;
-  doctor::SpfLookup lookup = [&](const std::string& name, uint16_t type)
-      -> absl::StatusOr<dns::Answer> {
+  doctor::SpfLookup lookup = [&](const std::string& name,
+                                 uint16_t type) -> absl::StatusOr<dns::Answer> {
     ++lookups;
     dns::Answer a;
     dns::Record r;
