@@ -186,10 +186,8 @@ int AliasCommand(const std::string& what, const AliasArgs& a, std::ostream& out,
   }
   // No loop or dead end made: every alias of the domain still resolves.
   for (const auto& [u, alias] : aliases) {
-    std::string address =
-        u == "*" ? absl::StrCat("*@", domain) : absl::StrCat(u, "@", domain);
     if (u == "*") continue;  // "*" only takes what nothing else does.
-    auto r = local::Resolve(*table, address);
+    auto r = local::Resolve(*table, absl::StrCat(u, "@", domain));
     if (!r.ok() && !absl::IsNotFound(r.status())) {
       err << me << "not written: " << r.status().message() << "\n";
       return 1;

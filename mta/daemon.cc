@@ -149,6 +149,11 @@ absl::Status Daemon::BindAndDrop() {
                           ? config_.Where("server.data_dir")
                           : std::string("--data-dir");
   const bool root = ::geteuid() == 0;
+  // No user to change to: as before privilege separation.
+  auto as_is = [this] {
+    if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
+    return BindListeners();
+  };
   if (config_.user.empty() || config_.user == "root") {
     if (root && config_.user.empty()) {
       // Postfix and OpenSMTPD never keep root either.
@@ -166,8 +171,7 @@ absl::Status Daemon::BindAndDrop() {
                 "running as root (server.user = \"root\"): a flaw would "
                 "take the machine");
     }
-    if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
-    return BindListeners();
+    return as_is();
   }
   auto who = LookupRunAs(config_.user, config_.group);
   if (!who.ok()) {
@@ -176,10 +180,7 @@ absl::Status Daemon::BindAndDrop() {
                                      who.status().message()));
   }
   if (!root) {
-    if (::geteuid() == who->uid) {  // Already that user: nothing to do.
-      if (absl::Status s = PrepareDataDir(); !s.ok()) return s;
-      return BindListeners();
-    }
+    if (::geteuid() == who->uid) return as_is();  // Already that user.
     return absl::FailedPreconditionError(absl::StrCat(
         config_.Where("server.user"), " = \"", config_.user,
         "\", but Peregrine was started as uid ", ::geteuid(),

@@ -20,12 +20,17 @@
 namespace peregrine {
 namespace {
 
+// `message`'s header block, its last CRLF kept: all of it when no empty
+// line ends the header.
+absl::string_view HeaderBlock(absl::string_view message) {
+  size_t end = message.find("\r\n\r\n");
+  return end == absl::string_view::npos ? message : message.substr(0, end + 2);
+}
+
 // The first address of the From header field of `message` (its header
 // block only, folded lines joined), lower case; "" when there is none.
 std::string FromHeaderAddress(absl::string_view message) {
-  size_t end = message.find("\r\n\r\n");
-  absl::string_view head =
-      end == absl::string_view::npos ? message : message.substr(0, end + 2);
+  absl::string_view head = HeaderBlock(message);
   std::string value;
   bool in_from = false;
   for (absl::string_view line : absl::StrSplit(head, "\r\n")) {
@@ -61,11 +66,8 @@ constexpr int kMaxHops = 50;
 
 // The Received fields in `message`'s header block.
 int ReceivedCount(absl::string_view message) {
-  size_t end = message.find("\r\n\r\n");
-  absl::string_view head =
-      end == absl::string_view::npos ? message : message.substr(0, end + 2);
   int count = 0;
-  for (absl::string_view line : absl::StrSplit(head, "\r\n")) {
+  for (absl::string_view line : absl::StrSplit(HeaderBlock(message), "\r\n")) {
     if (absl::StartsWithIgnoreCase(line, "Received:")) ++count;
   }
   return count;

@@ -236,8 +236,6 @@ bool ValidDomain(const std::string& d) {
   return true;
 }
 
-Outcome Evaluate(State& s, const std::string& domain, std::string* record_out);
-
 // A term's target domain: its macro-expanded argument, or `domain`.
 std::string Target(State& s, absl::string_view arg, const std::string& domain) {
   if (arg.empty()) return domain;
