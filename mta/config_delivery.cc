@@ -93,10 +93,33 @@ absl::Status SetSites(const toml::node& node, Config& c) {
        }},
       {"tls",
        [](const toml::node& n, R& r) {
+         // tls = "mta-sts" says which policy, not which mode: the same as
+         // tls_policy = "mta-sts".
+         if (n.is_string() && *n.value<std::string>() == "mta-sts") {
+           r.tls_policy = delivery::TlsPolicyUse::kMtaSts;
+           return absl::OkStatus();
+         }
+         const char* what =
+             "\"none\", \"opportunistic\", \"required\", \"verify\" or "
+             "\"mta-sts\"";
+         auto text = GetString(n, what);
+         if (!text.ok()) return text.status();
          delivery::TlsMode m;
-         absl::Status s = GetTlsMode(n, &m);
-         if (s.ok()) r.tls = m;
-         return s;
+         if (!delivery::ParseTlsMode(*text, &m)) return Expected(what, n);
+         r.tls = m;
+         return absl::OkStatus();
+       }},
+      {"tls_policy",
+       [](const toml::node& n, R& r) {
+         const char* what = "\"auto\", \"mta-sts\" or \"off\"";
+         auto text = GetString(n, what);
+         if (!text.ok()) return text.status();
+         delivery::TlsPolicyUse u;
+         if (!delivery::ParseTlsPolicyUse(*text, &u)) {
+           return Expected(what, n);
+         }
+         r.tls_policy = u;
+         return absl::OkStatus();
        }},
       {"suspended",
        [](const toml::node& n, R& r) {
@@ -201,6 +224,35 @@ std::vector<Setting> DeliverySettings() {
          auto s = GetString(n, "a file path");
          if (s.ok()) c.delivery.ca_file = *s;
          return s.status();
+       }},
+      {"delivery", "mta_sts", "true",
+       "Honour MTA-STS (RFC 8461): before the first delivery to a domain,\n"
+       "look up _mta-sts.DOMAIN; when it announces a policy, fetch it from\n"
+       "https://mta-sts.DOMAIN/.well-known/mta-sts.txt (certificate checked\n"
+       "against delivery.ca_file or the system's), keep it until max_age in\n"
+       "the queue's side table, and look at the TXT id again every hour.\n"
+       "mode enforce: only MX hosts the policy names, over TLS whose\n"
+       "certificate is trusted and names the host, else deferred with the\n"
+       "reason; testing: delivered as usual, failures logged; none: ignored.\n"
+       "Mail waiting for a fetch is not sent meanwhile. [[delivery.sites]]\n"
+       "tls_policy = \"off\" ignores a receiver's policy.",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.delivery.mta_sts);
+       }},
+      {"delivery", "mta_sts_fetch_timeout", "\"30s\"",
+       "The whole policy fetch (connect, TLS, the answer) may take this long.",
+       [](const toml::node& n, Config& c) {
+         return GetDuration(n, absl::Seconds(1), absl::Minutes(5),
+                            &c.delivery.mta_sts_fetch_timeout);
+       }},
+      {"delivery", "mta_sts_fetch_grace", "\"1h\"",
+       "A domain announces a policy that cannot be fetched: its mail is\n"
+       "deferred (never sent without the policy) for this long from the\n"
+       "first failed fetch, then goes as though it had no policy, as RFC\n"
+       "8461 3.3 says. \"0s\": at once.",
+       [](const toml::node& n, Config& c) {
+         return GetDuration(n, absl::ZeroDuration(), absl::Hours(24 * 7),
+                            &c.delivery.mta_sts_fetch_grace);
        }},
       {"delivery", "connect_timeout", "\"30s\"",
        "How long a TCP connect may take before the next address is tried.",
@@ -332,7 +384,8 @@ std::vector<Setting> DeliverySettings() {
        "  tls = \"verify\"\n"
        "  suspended = true                  # hold its mail in the queue\n"
        "Keys: domains, mx_suffixes, max_connections, messages_per_connection,\n"
-       "recipients_per_transaction, message_rate, connection_rate, tls,\n"
+       "recipients_per_transaction, message_rate, connection_rate, tls\n"
+       "(also \"mta-sts\"), tls_policy (\"auto\", \"mta-sts\", \"off\"),\n"
        "suspended, pool.",
        SetSites},
       {"delivery", "sources", "[]",

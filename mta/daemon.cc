@@ -397,6 +397,24 @@ absl::Status Daemon::PrepareDelivery() {
     return shards_[shard]->resolver.get();
   };
   delivery_->engines.resize(shards_.size());
+  if (d.mta_sts) {
+    sts_cache_ = std::make_unique<delivery::StsCache>(queue_->SideTable());
+    absl::StatusOr<size_t> kept = sts_cache_->Load(absl::Now());
+    if (!kept.ok()) {
+      log::Warn(kLog,
+                "mta-sts: the kept policies could not be read (%s); "
+                "they are fetched again",
+                kept.status().message());
+    } else if (*kept > 0) {
+      log::Info(kLog, "mta-sts: %d policies kept from before", *kept);
+    }
+    delivery::StsFetcherOptions f;
+    f.timeout = d.mta_sts_fetch_timeout;
+    f.ca_file = d.ca_file;
+    sts_fetcher_ = std::make_unique<delivery::StsFetcher>(f, sts_cache_.get());
+    delivery_->sts_cache = sts_cache_.get();
+    delivery_->sts_fetcher = sts_fetcher_.get();
+  }
   if (d.smarthost.host.empty()) {
     log::Info(kLog, "delivery: by MX on port %d as %s, TLS %s", d.port,
               delivery_->helo, delivery::TlsModeName(d.defaults.tls));
@@ -848,6 +866,8 @@ int Daemon::Run() {
     });
     closed.WaitForNotificationWithTimeout(absl::Seconds(5));
   }
+  // Fetches in progress are cut; their answers are not delivered.
+  sts_fetcher_.reset();
   group_->Stop();
   group_->Join();
   // Connections still open at a drain timeout are dropped with the

@@ -165,6 +165,10 @@ class Daemon {
   std::unique_ptr<AdminApi> admin_;
   // Sites suspended through the admin API (data_dir/suspensions.json).
   std::unique_ptr<delivery::Suspensions> suspensions_;
+  // MTA-STS policies (kept in the queue's side table) and their fetches;
+  // the fetcher stops before the shards do.
+  std::unique_ptr<delivery::StsCache> sts_cache_;
+  std::unique_ptr<delivery::StsFetcher> sts_fetcher_;
   // config_.delivery: SIGHUP (main thread) and the admin API (shards).
   absl::Mutex delivery_mu_;
   std::atomic<bool> draining_{false};

@@ -53,8 +53,7 @@ void DeliveryShard::Reload(
   absl::Time now = reactor_.Now();
   bool resumed = false;
   for (auto& [key, site] : sites_) {
-    Site::Change change = site->SetOptions(
-        OptionsFor(site->smarthost, site->domain, site->mx), now);
+    Site::Change change = site->SetOptions(OptionsOf(*site), now);
     if (change == Site::Change::kSuspended) {
       // At once: what waits is held (unattempted, its time not counted),
       // idle connections leave, busy ones finish their transaction first.
@@ -344,33 +343,44 @@ void DeliveryShard::ParkHeld(std::unique_ptr<Job> job) {
   }
 }
 
+void DeliveryShard::HandOver(std::unique_ptr<Job> job, std::string key,
+                             std::vector<dns::MxHost> mx, bool smarthost,
+                             StsMode sts, std::vector<std::string> sts_mx) {
+  int owner = ShardForSite(key, context_.group->size());
+  if (owner == reactor_.id()) {
+    return AddToSite(std::move(job), std::move(key), std::move(mx), smarthost,
+                     sts, std::move(sts_mx));
+  }
+  struct Handover {
+    std::unique_ptr<Job> job;
+    std::string key;
+    std::vector<dns::MxHost> mx;
+    bool smarthost;
+    StsMode sts;
+    std::vector<std::string> sts_mx;
+  };
+  auto* h = new Handover{
+      std::move(job),   std::move(key), std::move(mx), smarthost, sts,
+      std::move(sts_mx)};
+  EngineContext* context = &context_;
+  context_.group->SubmitTo(owner, [context, owner, h] {
+    std::unique_ptr<Handover> own(h);
+    // Looked up there: that shard made its engine before running tasks.
+    context->engines[owner]->AddToSite(std::move(own->job), std::move(own->key),
+                                       std::move(own->mx), own->smarthost,
+                                       own->sts, std::move(own->sts_mx));
+  });
+}
+
+std::string DeliveryShard::KeyFor(const std::string& domain,
+                                  const std::vector<dns::MxHost>& mx) const {
+  // A rule naming this domain gives it limits of its own: its own site.
+  return HasDomainRule(domain) ? absl::StrCat("domain:", domain) : SiteKey(mx);
+}
+
 void DeliveryShard::Route(std::unique_ptr<Job> job) {
   if (Held(*job)) return ParkHeld(std::move(job));
   const DeliveryOptions& options = *options_;
-  auto hand_over = [this](std::unique_ptr<Job> job, std::string key,
-                          std::vector<dns::MxHost> mx, bool smarthost) {
-    int owner = ShardForSite(key, context_.group->size());
-    if (owner == reactor_.id()) {
-      return AddToSite(std::move(job), std::move(key), std::move(mx),
-                       smarthost);
-    }
-    struct Handover {
-      std::unique_ptr<Job> job;
-      std::string key;
-      std::vector<dns::MxHost> mx;
-      bool smarthost;
-    };
-    auto* h =
-        new Handover{std::move(job), std::move(key), std::move(mx), smarthost};
-    EngineContext* context = &context_;
-    context_.group->SubmitTo(owner, [context, owner, h] {
-      std::unique_ptr<Handover> own(h);
-      // Looked up there: that shard made its engine before running tasks.
-      context->engines[owner]->AddToSite(std::move(own->job),
-                                         std::move(own->key),
-                                         std::move(own->mx), own->smarthost);
-    });
-  };
   bool relayed = job->domain.empty() ? !options.smarthost.host.empty()
                                      : options.smarthost.Covers(job->domain);
   if (relayed) {
@@ -378,7 +388,7 @@ void DeliveryShard::Route(std::unique_ptr<Job> job) {
                           ? absl::StrCat("smarthost:domain:", job->domain)
                           : std::string("smarthost");
     if (key == "smarthost") job->domain.clear();
-    return hand_over(std::move(job), std::move(key), {}, true);
+    return HandOver(std::move(job), std::move(key), {}, true);
   }
   if (job->domain.empty()) {
     return DeferAll(*job, Reply{553, "5.1.3", "the address has no domain"});
@@ -389,8 +399,8 @@ void DeliveryShard::Route(std::unique_ptr<Job> job) {
   }
   std::string domain = job->domain;
   resolver->Mx(
-      domain, [this, job = std::move(job),
-               hand_over](absl::StatusOr<std::vector<dns::MxHost>> mx) mutable {
+      domain, [this, job = std::move(job)](
+                  absl::StatusOr<std::vector<dns::MxHost>> mx) mutable {
         if (!mx.ok()) {
           const absl::Status& s = mx.status();
           if (absl::IsFailedPrecondition(s)) {
@@ -410,21 +420,21 @@ void DeliveryShard::Route(std::unique_ptr<Job> job) {
                                 absl::StrCat("MX look-up for ", job->domain,
                                              " failed: ", s.message())});
         }
-        // A rule naming this domain gives it limits of its own: its own site.
-        std::string key = HasDomainRule(job->domain)
-                              ? absl::StrCat("domain:", job->domain)
-                              : SiteKey(*mx);
-        hand_over(std::move(job), std::move(key), *std::move(mx), false);
+        RouteByMx(std::move(job), *std::move(mx));
       });
 }
 
 void DeliveryShard::AddToSite(std::unique_ptr<Job> job, std::string site_key,
-                              std::vector<dns::MxHost> mx, bool smarthost) {
+                              std::vector<dns::MxHost> mx, bool smarthost,
+                              StsMode sts, std::vector<std::string> sts_mx) {
   auto it = sites_.find(site_key);
   if (it == sites_.end()) {
     SiteOptions options = OptionsFor(smarthost, job->domain, mx);
+    if (sts == StsMode::kEnforce) options.tls = TlsMode::kVerify;
     auto site = std::make_unique<Site>(site_key, job->domain, std::move(mx),
                                        smarthost, std::move(options));
+    site->sts = sts;
+    site->sts_mx = std::move(sts_mx);
     if (site->suspended()) {
       log::Info(kLog, "site %s: suspended: its mail is held", site->key);
     }
@@ -526,6 +536,9 @@ void DeliveryShard::Gone(Site& site, OutboundConnection* conn, bool ever_ready,
       why.text = SmarthostHint(options_->smarthost,
                                smtp::ClientSession::Phase::kGreeting, why.text);
     }
+    if (site.sts == StsMode::kEnforce) {
+      why.text = absl::StrCat("MTA-STS policy (enforce): ", why.text);
+    }
     log::Warn(kLog, "site %s: %s", site.key, why.text);
     // No connection to this site works: what waits here is deferred
     // (Postfix's dead destination). Never bounced for a connection-level
@@ -625,6 +638,7 @@ void Fill(outcome::Outcome& o, const queue::RecipientRecord& r,
     o.ip = where->ip;
     o.source = where->source;
     o.tls = where->tls;
+    o.tls_policy = where->tls_policy;
   }
 }
 
@@ -636,6 +650,7 @@ void DeliveryShard::Delivered(Site& site, Job& job,
   outcome::Outcome o;
   o.kind = outcome::Kind::kDelivered;
   Fill(o, r, reply, &site, &where);
+  o.reason = StsTestingNote(site, where);
   Publish(std::move(o), job);
 }
 

@@ -2,10 +2,13 @@
 //
 // The path of a recipient:
 //   1. Its shard claims it from the queue when it is due (Store::Claim).
-//   2. Routing: smarthost, or MX look-up (dns/) -> site key (MX rollup, or
-//      the domain itself when a per-domain rule applies) -> the shard that
-//      owns the site (routing.h). Recipients of one message for one domain
-//      travel together as a Job, handed over with SubmitTo.
+//   2. Routing: smarthost, or MX look-up (dns/) -> the domain's MTA-STS
+//      policy (engine_sts.cc: cached, or looked up and fetched while the
+//      job waits on this shard, never sent meanwhile) -> site key (MX
+//      rollup, or the domain itself when a per-domain rule applies; with
+//      "|mta-sts" when a policy is enforced, the hosts it allows only) ->
+//      the shard that owns the site (routing.h). Recipients of one message for
+//      one domain travel together as a Job, handed over with SubmitTo.
 //   3. The owning shard keeps its sites (site.h: ready queue, shaping,
 //      suspension; pure logic) and their connections. Idle connections are
 //      reused for the next job; new ones open while the site allows.
@@ -35,6 +38,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "dns/resolver.h"
 #include "mta/bounce/classifier.h"
+#include "mta/delivery/mta_sts.h"
+#include "mta/delivery/mta_sts_cache.h"
+#include "mta/delivery/mta_sts_fetcher.h"
 #include "mta/delivery/outbound_connection.h"
 #include "mta/delivery/policy.h"
 #include "mta/delivery/shaping.h"
@@ -48,6 +54,10 @@
 namespace peregrine::delivery {
 
 class DeliveryShard;
+
+// What a site under an MTA-STS policy in testing mode would have refused
+// in this delivery (RFC 8461 5: delivered, and said); "" when nothing.
+std::string StsTestingNote(const Site& site, const Where& where);
 
 // What every shard's engine shares; set up before the shards start.
 struct EngineContext {
@@ -64,6 +74,10 @@ struct EngineContext {
   std::function<dns::Resolver*(int shard)> resolver;
   // Per shard, once started.
   std::vector<std::unique_ptr<DeliveryShard>> engines;
+  // MTA-STS (both or neither; null: not looked up). They outlive the
+  // shards' work: the fetcher is stopped before the shards go.
+  StsCache* sts_cache = nullptr;
+  StsFetcher* sts_fetcher = nullptr;
   // Each shard's engine copies `options` at start; Reload() replaces it.
   // How often each shard looks for due recipients.
   absl::Duration poll_interval = absl::Milliseconds(100);
@@ -131,8 +145,37 @@ class DeliveryShard : public ConnectionHost {
   void Poll();
   void SweepSites();
   void Route(std::unique_ptr<Job> job);
+  // Hands the job to the shard that owns its site.
+  void HandOver(std::unique_ptr<Job> job, std::string key,
+                std::vector<dns::MxHost> mx, bool smarthost,
+                StsMode sts = StsMode::kNone,
+                std::vector<std::string> sts_mx = {});
   void AddToSite(std::unique_ptr<Job> job, std::string site_key,
-                 std::vector<dns::MxHost> mx, bool smarthost);
+                 std::vector<dns::MxHost> mx, bool smarthost, StsMode sts,
+                 std::vector<std::string> sts_mx);
+  // The site key of a domain routed by MX.
+  std::string KeyFor(const std::string& domain,
+                     const std::vector<dns::MxHost>& mx) const;
+
+  // MTA-STS (engine_sts.cc). After the MX look-up: the domain's policy
+  // from the cache, or looked up (TXT, then the fetch) while the job waits
+  // in sts_waiting_; then ApplySts.
+  void RouteByMx(std::unique_ptr<Job> job, std::vector<dns::MxHost> mx);
+  // `refresh`: a cached policy's periodic look; no job waits for it.
+  void LookUpSts(const std::string& domain, bool refresh);
+  void FetchSts(const std::string& domain, const std::string& id, bool refresh);
+  void StsFetched(const std::string& domain, bool refresh,
+                  absl::StatusOr<StsPolicy> policy);
+  // The waiting jobs of `domain` go on: with the policy, or none.
+  void StsKnown(const std::string& domain, const StsPolicy* policy);
+  void ApplySts(std::unique_ptr<Job> job, std::vector<dns::MxHost> mx,
+                const StsPolicy& policy);
+  // An announced policy could not be fetched lately: deferred until the
+  // grace ends, then sent as though there were none (RFC 8461 3.3).
+  void StsUnavailable(std::unique_ptr<Job> job, std::vector<dns::MxHost> mx,
+                      const StsCache::Failure& failure);
+  // A site's options: the configuration's, then its MTA-STS policy's.
+  SiteOptions OptionsOf(const Site& site) const;
   void Pump(Site& site);
   void Wake(Site& site, absl::Time when);
   // A 421, a back-off pattern, or a deferral classified rate_limited or
@@ -182,6 +225,12 @@ class DeliveryShard : public ConnectionHost {
   shard::Reactor::TimerId poll_timer_ = 0;
   absl::Time last_sweep_ = absl::InfinitePast();
   absl::Time claim_until_ = absl::InfinitePast();  // ClaimAhead().
+  // Jobs waiting for their domain's MTA-STS policy, by domain.
+  struct StsWaiting {
+    std::unique_ptr<Job> job;
+    std::vector<dns::MxHost> mx;
+  };
+  absl::flat_hash_map<std::string, std::vector<StsWaiting>> sts_waiting_;
   // Recipients ParkHeld() put back since the last log line about them.
   int held_unlogged_ = 0;
   absl::Time held_logged_ = absl::InfinitePast();

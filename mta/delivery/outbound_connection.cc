@@ -284,7 +284,8 @@ std::string OutboundConnection::Peer() const {
 
 Where OutboundConnection::Here() const {
   return Where{hosts_[host_index_], ip_,
-               source_ == nullptr ? "" : source_->name, tls_used_};
+               source_ == nullptr ? "" : source_->name, tls_used_,
+               site_.TlsPolicyLabel()};
 }
 
 void OutboundConnection::Connected() {

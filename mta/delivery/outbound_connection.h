@@ -49,6 +49,7 @@ struct Where {
   std::string ip;
   std::string source;
   std::optional<outcome::Tls> tls;
+  std::string tls_policy;  // Site::TlsPolicyLabel().
 };
 
 // What a connection needs from the engine that runs it (on its shard).

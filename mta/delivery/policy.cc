@@ -37,6 +37,32 @@ absl::string_view TlsModeName(TlsMode mode) {
   return "?";
 }
 
+bool ParseTlsPolicyUse(absl::string_view text, TlsPolicyUse* use) {
+  static const std::pair<const char*, TlsPolicyUse> kUses[] = {
+      {"auto", TlsPolicyUse::kAuto},
+      {"mta-sts", TlsPolicyUse::kMtaSts},
+      {"off", TlsPolicyUse::kOff}};
+  for (const auto& [name, u] : kUses) {
+    if (text == name) {
+      *use = u;
+      return true;
+    }
+  }
+  return false;
+}
+
+absl::string_view TlsPolicyUseName(TlsPolicyUse use) {
+  switch (use) {
+    case TlsPolicyUse::kAuto:
+      return "auto";
+    case TlsPolicyUse::kMtaSts:
+      return "mta-sts";
+    case TlsPolicyUse::kOff:
+      return "off";
+  }
+  return "?";
+}
+
 namespace {
 
 bool DomainMatches(absl::string_view pattern, absl::string_view domain) {
@@ -98,6 +124,7 @@ SiteOptions ResolveSite(const DeliveryOptions& options,
     if (r.message_rate) s.message_rate = *r.message_rate;
     if (r.connection_rate) s.connection_rate = *r.connection_rate;
     if (r.tls) s.tls = *r.tls;
+    if (r.tls_policy) s.tls_policy = *r.tls_policy;
     if (r.suspended) s.suspended = *r.suspended;
     if (r.pool) s.pool = *r.pool;
   }

@@ -32,6 +32,14 @@ enum class TlsMode { kNone, kOpportunistic, kRequired, kVerify };
 bool ParseTlsMode(absl::string_view text, TlsMode* mode);
 absl::string_view TlsModeName(TlsMode mode);
 
+// The receiving domain's published policies (MTA-STS, RFC 8461): kAuto
+// honours them when they exist; kMtaSts says the same for the site (so a
+// rule can say so plainly); kOff ignores them (a receiver whose policy is
+// broken), and the site's `tls` mode alone decides.
+enum class TlsPolicyUse { kAuto, kMtaSts, kOff };
+bool ParseTlsPolicyUse(absl::string_view text, TlsPolicyUse* use);
+absl::string_view TlsPolicyUseName(TlsPolicyUse use);
+
 struct SiteOptions {
   int max_connections = 20;
   int initial_connections = 5;  // Slow start (Postfix: 5).
@@ -40,6 +48,7 @@ struct SiteOptions {
   std::string message_rate = "unlimited";     // "20/s", "600/m", "10000/h".
   std::string connection_rate = "unlimited";  // New connections.
   TlsMode tls = TlsMode::kOpportunistic;
+  TlsPolicyUse tls_policy = TlsPolicyUse::kAuto;
   bool suspended = false;  // Held in the queue until resumed.
   std::string pool;        // Egress pool; empty: the default sources.
 };
@@ -54,6 +63,7 @@ struct SiteRule {
   std::optional<std::string> message_rate;
   std::optional<std::string> connection_rate;
   std::optional<TlsMode> tls;
+  std::optional<TlsPolicyUse> tls_policy;
   std::optional<bool> suspended;
   std::optional<std::string> pool;
   int line = 0;  // In the configuration file, for messages.
@@ -87,6 +97,13 @@ struct DeliveryOptions {
   int port = 25;        // Where MX hosts listen.
   std::string helo;     // Empty: the server's host name.
   std::string ca_file;  // Empty: the system trust store.
+  // MTA-STS (RFC 8461): look up and honour receivers' policies.
+  bool mta_sts = true;
+  absl::Duration mta_sts_fetch_timeout = absl::Seconds(30);
+  // A domain announces a policy that cannot be fetched: its mail waits
+  // (deferred, never sent without the policy) this long from the first
+  // failed fetch, then goes as though it had none (RFC 8461 3.3).
+  absl::Duration mta_sts_fetch_grace = absl::Hours(1);
   absl::Duration connect_timeout = absl::Seconds(30);
   // RFC 5321 §4.5.3.2 timeouts.
   absl::Duration greeting_timeout = absl::Minutes(5);

@@ -192,4 +192,17 @@ bool Site::Quiet(absl::Time now) const {
          idle.empty() && wake_timer == 0 && now >= reduced_until_;
 }
 
+std::string Site::TlsPolicyLabel() const {
+  if (smarthost) return "smarthost";
+  switch (sts) {
+    case StsMode::kEnforce:
+      return "mta-sts";
+    case StsMode::kTesting:
+      return "mta-sts-testing";
+    case StsMode::kNone:
+      break;
+  }
+  return std::string(TlsModeName(options_.tls));
+}
+
 }  // namespace peregrine::delivery

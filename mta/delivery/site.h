@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "dns/resolver.h"
+#include "mta/delivery/mta_sts.h"
 #include "mta/delivery/policy.h"
 #include "mta/delivery/shaping.h"
 #include "queue/types.h"
@@ -68,6 +69,15 @@ class Site {
   const std::string domain;  // The first domain routed here: for its rules.
   const std::vector<dns::MxHost> mx;
   const bool smarthost;
+  // The receiving domains' MTA-STS policy this site carries out (the engine
+  // sets it when it makes the site; the key says it too): kEnforce: `mx`
+  // are the hosts the policy names, reached over verified TLS; kTesting:
+  // delivered as usual, what would fail is said. `sts_mx`: its patterns.
+  StsMode sts = StsMode::kNone;
+  std::vector<std::string> sts_mx;
+  // What TLS policy applied, for outcomes: "mta-sts", "mta-sts-testing",
+  // "smarthost", or the site's tls mode ("opportunistic", ...).
+  std::string TlsPolicyLabel() const;
   const SiteOptions& options() const { return options_; }
   bool suspended() const { return options_.suspended; }
 

@@ -96,11 +96,12 @@ void HumanLog::OnOutcome(const Outcome& o) {
       return log::Info(
           "delivery",
           "delivered id=%s to=<%s> host=%s[%s] tls=%s attempts=%u delay=%s "
-          "reply=%s",
+          "reply=%s policy=%s%s",
           id, o.recipient, o.mx, o.ip, TlsText(o, true), o.attempt,
           absl::FormatDuration(
               absl::Trunc(o.queue_time, absl::Milliseconds(1))),
-          Quoted(o.reply.ToString()));
+          Quoted(o.reply.ToString()), o.tls_policy.empty() ? "-" : o.tls_policy,
+          o.reason.empty() ? "" : absl::StrCat(" note=", Quoted(o.reason)));
     case Kind::kDeferred:
       if (!o.attempted) return;
       return log::Info("delivery",

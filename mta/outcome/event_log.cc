@@ -74,6 +74,7 @@ std::string EventLog::ToJson(const Outcome& o) {
   } else {
     j.Null();
   }
+  j.Key("tls_policy").StringOrNull(o.tls_policy);
   j.Key("code").IntOrNull(o.reply.code);
   j.Key("enhanced").StringOrNull(o.reply.enhanced);
   j.Key("reply").StringOrNull(o.reply.text);

@@ -68,7 +68,18 @@ void Metrics::OnOutcome(const Outcome& o) {
       std::string category =
           o.category ? std::string(bounce::CategoryName(*o.category)) : "";
       ++recipients_[{std::string(KindName(o.kind)), site, category}];
-      if (o.kind == Kind::kDelivered) CountTls("out", o);
+      if (o.kind == Kind::kDelivered) {
+        CountTls("out", o);
+        std::pair<std::string, std::string> key{
+            o.tls_policy.empty() ? "-" : o.tls_policy, !o.tls ? "none"
+                                                       : o.tls->verified
+                                                           ? "true"
+                                                           : "false"};
+        if (!tls_policy_.contains(key) && tls_policy_.size() >= 32) {
+          key.first = "other";
+        }
+        ++tls_policy_[key];
+      }
       return;
     }
     default:
@@ -117,6 +128,16 @@ std::string Metrics::Render(absl::string_view extra) const {
   for (const auto& [key, n] : tls_) {
     absl::StrAppend(&out, "peregrine_tls_total{direction=\"", key.first,
                     "\",version=\"", EscapeLabel(key.second), "\"} ", n, "\n");
+  }
+  out +=
+      "# HELP peregrine_tls_policy_total Recipients delivered by the TLS "
+      "policy that applied (mta-sts, mta-sts-testing, smarthost, or the "
+      "site's mode) and whether the certificate was verified.\n"
+      "# TYPE peregrine_tls_policy_total counter\n";
+  for (const auto& [key, n] : tls_policy_) {
+    absl::StrAppend(&out, "peregrine_tls_policy_total{policy=\"",
+                    EscapeLabel(key.first), "\",verified=\"", key.second,
+                    "\"} ", n, "\n");
   }
   out.append(extra.data(), extra.size());
   return out;

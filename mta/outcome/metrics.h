@@ -11,6 +11,9 @@
 //   peregrine_events_total{type}  the bounce-handling events by type
 //   peregrine_tls_total{direction, version}  messages received ("in") and
 //       recipients delivered ("out") by TLS version, "none" in the clear
+//   peregrine_tls_policy_total{policy, verified}  recipients delivered by
+//       the TLS policy that applied (Outcome::tls_policy) and whether the
+//       certificate was verified ("true", "false", "none" in the clear)
 // Label sets stay bounded: at most kMaxSites site values, then "other";
 // the category is one of mta/bounce's fixed names or "".
 //
@@ -56,6 +59,9 @@ class Metrics : public Consumer {
   // recipient there ("" when none yet), for the status page.
   std::map<std::string, std::string> sites_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, uint64_t> tls_
+      ABSL_GUARDED_BY(mu_);
+  // (policy, verified): policies are a fixed handful of names.
+  std::map<std::pair<std::string, std::string>, uint64_t> tls_policy_
       ABSL_GUARDED_BY(mu_);
   void CountTls(const char* direction, const Outcome& o)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -78,6 +78,10 @@ struct Outcome {
   std::string ip;          // Its address.
   std::string source;      // Egress source name ([[delivery.sources]]).
   std::optional<Tls> tls;  // nullopt: the session was not encrypted.
+  // Outbound: the TLS policy that applied: "mta-sts" (enforced),
+  // "mta-sts-testing", "smarthost", or the site's mode ("opportunistic",
+  // "required", "verify", "none"); "" when no connection was made.
+  std::string tls_policy;
 
   // The remote reply, or Peregrine's own with a proper enhanced code.
   Reply reply;

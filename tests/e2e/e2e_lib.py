@@ -178,7 +178,7 @@ admin = {admin}
 
 EVENT_FIELDS = {
     "time", "type", "id", "sender", "recipient", "recipients", "site", "mx",
-    "ip", "source", "tls", "code", "enhanced", "reply", "reason", "category",
+    "ip", "source", "tls", "tls_policy", "code", "enhanced", "reply", "reason", "category",
     "attempt",
     "next_attempt", "queue_time_ms", "size", "tags", "client", "helo",
     "auth_user", "listener"}

@@ -1,0 +1,385 @@
+#!/usr/bin/python3
+"""MTA-STS (RFC 8461) end to end, in a network namespace of its own.
+
+NSD serves the domains' MX, `_mta-sts` TXT and `mta-sts` A records; a
+Python HTTPS server on 127.0.0.10:443 serves each domain's policy with a
+certificate from a test CA made here (delivery.ca_file trusts it); SMTP
+sinks on 127.0.0.2-4 offer STARTTLS with certificates from the same CA, or
+no TLS at all. One message per domain, then the event log and the sinks say
+what happened:
+
+  enforce.test   enforce, MX allowed, sink verifies  -> delivered, mta-sts
+  plain.test     no _mta-sts record                 -> delivered, opportunistic
+  wrongmx.test   enforce, MX not in the policy      -> deferred, reason
+  notls.test     enforce, sink without STARTTLS     -> deferred, reason
+  mismatch.test  enforce, certificate of another name -> deferred
+  testing.test   testing, sink without STARTTLS     -> delivered, noted
+  slow.test      the policy server never answers    -> deferred, not sent
+  badcert.test   the policy's certificate is wrong  -> deferred, not sent
+  big.test       a policy past 64 KiB               -> deferred, not sent
+  redirect.test  the policy URL redirects           -> deferred, not sent
+
+Then a restart with the policy server gone: the kept policy still applies.
+"""
+import http.server
+import json
+import os
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, "tests/e2e")
+from e2e_lib import TMP, Daemon, Nsd, wait_until  # noqa: E402
+
+PORT = 2525  # Where every MX listens (delivery.port), on its own address.
+HTTPS_IP = "127.0.0.10"
+TLS_SINK, PLAIN_SINK, OTHER_SINK = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+
+POLICIES = {
+    "enforce.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.enforce.test\r\n"
+                    "max_age: 86400\r\n",
+    "wrongmx.test": "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\n"
+                    "max_age: 86400\n",
+    "notls.test": "version: STSv1\nmode: enforce\nmx: mx.notls.test\n"
+                  "max_age: 86400\n",
+    "mismatch.test": "version: STSv1\nmode: enforce\nmx: *.mismatch.test\n"
+                     "max_age: 86400\n",
+    "testing.test": "version: STSv1\nmode: testing\nmx: mx.testing.test\n"
+                    "max_age: 86400\n",
+    "badcert.test": "version: STSv1\nmode: enforce\nmx: mx.badcert.test\n"
+                    "max_age: 86400\n",
+    "big.test": "version: STSv1\nmode: enforce\nmx: mx.big.test\n"
+                "max_age: 86400\n" + "x: " + "y" * 70000 + "\n",
+}
+SINK_OF = {"enforce.test": TLS_SINK, "plain.test": TLS_SINK,
+           "wrongmx.test": TLS_SINK, "notls.test": PLAIN_SINK,
+           "mismatch.test": OTHER_SINK, "testing.test": PLAIN_SINK,
+           "slow.test": PLAIN_SINK, "badcert.test": PLAIN_SINK,
+           "big.test": PLAIN_SINK, "redirect.test": PLAIN_SINK}
+
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_ca(work):
+    """A test CA and a leaf-maker: leaf(name, [dns names]) -> (cert, key)."""
+    ca_key, ca = os.path.join(work, "ca.key"), os.path.join(work, "ca.pem")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", ca_key,
+            "-out", ca, "-days", "2", "-subj", "/CN=Peregrine test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+    def leaf(name, names):
+        key = os.path.join(work, f"{name}.key")
+        csr = os.path.join(work, f"{name}.csr")
+        cert = os.path.join(work, f"{name}.pem")
+        ext = os.path.join(work, f"{name}.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) +
+                    "\nbasicConstraints=CA:FALSE\n"
+                    "extendedKeyUsage=serverAuth\n")
+        openssl("req", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                "-out", csr, "-subj", f"/CN={names[0]}")
+        openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+                "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+        return cert, key
+    return ca, leaf
+
+
+class PolicyServer:
+    """HTTPS on HTTPS_IP:443 answering /.well-known/mta-sts.txt by Host."""
+
+    def __init__(self, cert, key):
+        self.hits = []
+
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                host = self.headers.get("Host", "").split(":")[0]
+                domain = host.removeprefix("mta-sts.")
+                server.hits.append(domain)
+                if self.path != "/.well-known/mta-sts.txt":
+                    self.send_error(404)
+                    return
+                if domain == "slow.test":
+                    time.sleep(8)  # Past the daemon's fetch timeout.
+                    return
+                if domain == "redirect.test":
+                    self.send_response(301)
+                    self.send_header("Location",
+                                     "https://mta-sts.enforce.test/"
+                                     ".well-known/mta-sts.txt")
+                    self.end_headers()
+                    return
+                body = POLICIES.get(domain)
+                if body is None:
+                    self.send_error(404)
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer((HTTPS_IP, 443), Handler)
+        self.httpd.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket,
+                                                server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class TlsSink:
+    """SMTP on ADDRESS:PORT keeping (recipients, over_tls) per message;
+    offers STARTTLS when given a certificate."""
+
+    def __init__(self, address, cert=None, key=None):
+        self.messages = []
+        self.context = None
+        if cert:
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(cert, key)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((address, PORT))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            threading.Thread(target=self.session, args=(conn,),
+                             daemon=True).start()
+
+    def session(self, conn):
+        conn.settimeout(10)
+        tls = False
+        try:
+            f = conn.makefile("rb")
+            conn.sendall(b"220 sink ESMTP\r\n")
+            rcpts = []
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    offer = b"250-STARTTLS\r\n" if self.context and not tls \
+                        else b""
+                    conn.sendall(b"250-sink\r\n" + offer + b"250 8BITMIME\r\n")
+                elif verb == b"STAR" and self.context and not tls:
+                    conn.sendall(b"220 go ahead\r\n")
+                    conn = self.context.wrap_socket(conn, server_side=True)
+                    f = conn.makefile("rb")
+                    tls = True
+                elif verb == b"RCPT":
+                    text = line.decode()
+                    rcpts.append(text[text.index("<") + 1:text.index(">")])
+                    conn.sendall(b"250 ok\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    while f.readline() not in (b".\r\n", b""):
+                        pass
+                    self.messages.append((rcpts, tls))
+                    rcpts = []
+                    conn.sendall(b"250 2.0.0 kept\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
+        except (OSError, ssl.SSLError, ValueError):
+            pass
+        finally:
+            conn.close()
+
+    def recipients(self):
+        return [r for rcpts, _ in self.messages for r in rcpts]
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+
+
+def zones():
+    z = {}
+    for domain, sink in SINK_OF.items():
+        records = [f"@ IN MX 10 mx.{domain}.", f"mx IN A {sink}"]
+        if domain != "plain.test":
+            records += ['_mta-sts IN TXT "v=STSv1; id=20261128T01;"',
+                        f"mta-sts IN A {HTTPS_IP}"]
+        z[domain] = records
+    return z
+
+
+class MtaStsTest(unittest.TestCase):
+    def test_policies_decide_where_and_how_mail_goes(self):
+        work = tempfile.mkdtemp(dir=TMP)
+        ca, leaf = make_ca(work)
+        https_names = [f"mta-sts.{d}" for d in SINK_OF if d != "badcert.test"]
+        https_cert, https_key = leaf("https", https_names)
+        mx_cert, mx_key = leaf("mx", ["mx.enforce.test", "mx.plain.test",
+                                      "mx.wrongmx.test"])
+        other_cert, other_key = leaf("other", ["someone-else.test"])
+        nsd = Nsd(zones())
+        policy = PolicyServer(https_cert, https_key)
+        sinks = {TLS_SINK: TlsSink(TLS_SINK, mx_cert, mx_key),
+                 PLAIN_SINK: TlsSink(PLAIN_SINK),
+                 OTHER_SINK: TlsSink(OTHER_SINK, other_cert, other_key)}
+        config = (nsd.dns_config() +
+                  f'[delivery]\nport = {PORT}\nca_file = "{ca}"\n'
+                  'retry_first = "1s"\nretry_max = "2s"\n'
+                  'idle_timeout = "1s"\nconnect_timeout = "2s"\n'
+                  'mta_sts_fetch_timeout = "2s"\n')
+        d = Daemon(config)
+        stopped = False
+        try:
+            with d.smtp() as s:
+                for domain in SINK_OF:
+                    s.sendmail("app@src.test", [f"user@{domain}"],
+                               f"Subject: to {domain}\r\n\r\nhello\r\n")
+
+            def delivered():
+                return {r["recipient"]: r for r in d.events()
+                        if r["type"] == "delivered"}
+
+            def deferred():
+                out = {}
+                for r in d.events():
+                    if r["type"] == "deferred":
+                        out.setdefault(r["recipient"], r)
+                return out
+
+            want_delivered = {"user@enforce.test", "user@plain.test",
+                              "user@testing.test"}
+            want_deferred = set(f"user@{d}" for d in SINK_OF) - want_delivered
+            self.assertTrue(wait_until(
+                lambda: want_delivered <= set(delivered()) and
+                want_deferred <= set(deferred()), timeout=40),
+                f"delivered {sorted(delivered())}, "
+                f"deferred {sorted(deferred())}")
+            time.sleep(3)  # Retries of the deferred ones come and go.
+            got = delivered()
+            late = deferred()
+            self.assertEqual(set(got), want_delivered)
+
+            e = got["user@enforce.test"]
+            self.assertEqual(e["tls_policy"], "mta-sts")
+            self.assertTrue(e["tls"]["verified"], e)
+            self.assertEqual(got["user@plain.test"]["tls_policy"],
+                             "opportunistic")
+            t = got["user@testing.test"]
+            self.assertEqual(t["tls_policy"], "mta-sts-testing")
+            self.assertIsNone(t["tls"])
+            self.assertIn("MTA-STS policy (testing) would refuse", t["reason"])
+            self.assertIn("starttls-not-supported", t["reason"])
+
+            def reply(domain):
+                return late[f"user@{domain}"]["reply"]
+            self.assertIn("MTA-STS policy of wrongmx.test (enforce) allows "
+                          "none of its MX hosts", reply("wrongmx.test"))
+            self.assertIn("MTA-STS policy (enforce)", reply("notls.test"))
+            self.assertIn("MTA-STS policy (enforce)", reply("mismatch.test"))
+            for domain, why in (("slow.test", "Timeout"),
+                                ("badcert.test", "SSL"),
+                                ("big.test", "larger than 64 KiB"),
+                                ("redirect.test", "redirects are not")):
+                self.assertIn(f"MTA-STS policy of {domain} is announced but "
+                              "could not be fetched", reply(domain))
+                self.assertIn(why, reply(domain), domain)
+
+            # Never sent where a policy said no, nor while one was missing.
+            self.assertEqual(sorted(sinks[PLAIN_SINK].recipients()),
+                             ["user@testing.test"])
+            self.assertEqual(sinks[OTHER_SINK].recipients(), [])
+            self.assertEqual(sorted(sinks[TLS_SINK].recipients()),
+                             ["user@enforce.test", "user@plain.test"])
+            over_tls = {r: tls for rcpts, tls in sinks[TLS_SINK].messages
+                        for r in rcpts}
+            self.assertTrue(over_tls["user@enforce.test"])
+
+            # One fetch per domain, not one per retry.
+            self.assertEqual(policy.hits.count("enforce.test"), 1)
+            self.assertLessEqual(policy.hits.count("slow.test"), 1)
+
+            with open(d.log.name) as f:
+                self.assertIn("mta-sts: enforce.test: policy fetched: mode "
+                              "enforce", f.read())
+            for r in sorted(late):
+                print(r, "->", late[r]["reply"])
+
+            # The policy is kept: a restart without the policy server still
+            # enforces it (and sends enforce.test's next mail over TLS).
+            self.assertEqual(d.stop(), 0)
+            stopped = True
+            policy.stop()
+            d.start()
+            stopped = False
+            with open(d.log.name) as f:
+                self.assertIn("policies kept from before", f.read())
+            with d.smtp() as s:
+                s.sendmail("app@src.test", ["again@enforce.test"],
+                           "Subject: again\r\n\r\nhello\r\n")
+            self.assertTrue(wait_until(
+                lambda: "again@enforce.test" in delivered(), timeout=20))
+            self.assertEqual(delivered()["again@enforce.test"]["tls_policy"],
+                             "mta-sts")
+        except BaseException:
+            with open(d.log.name) as f:
+                print(f.read()[-6000:])
+            raise
+        finally:
+            if not stopped and d.proc.poll() is None:
+                d.stop()
+            for s in sinks.values():
+                s.stop()
+            try:
+                policy.stop()
+            except Exception:
+                pass
+            nsd.stop()
+
+
+if __name__ == "__main__":
+    if os.environ.get("PEREGRINE_IN_NETNS") != "1":
+        if os.geteuid() != 0:
+            print("needs root for its network namespace; skipped")
+            sys.exit(0)
+        probe = subprocess.run(["unshare", "--net", "true"],
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            print("cannot make a network namespace here "
+                  f"({probe.stderr.strip()}); skipped")
+            sys.exit(0)
+        env = dict(os.environ, PEREGRINE_IN_NETNS="1")
+        sys.exit(subprocess.run(["unshare", "--net", sys.executable,
+                                 __file__], env=env).returncode)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    unittest.main(verbosity=2)
