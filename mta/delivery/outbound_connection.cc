@@ -531,7 +531,10 @@ void OutboundConnection::Finish() {
   if (failed) {
     // The words say where and what the remote said; the codes become
     // transient ones of the same class (see the engine's Gone()).
-    std::string said = failure_ours_ ? failure_.text : failure_.ToString();
+    // A session's own failure (code 0: nothing the remote said) is words.
+    std::string said = failure_ours_ || failure_.code == 0
+                           ? failure_.text
+                           : failure_.ToString();
     if (site_.smarthost) {
       said = SmarthostHint(options_.smarthost, last_phase_, said);
     } else if (!absl::StartsWith(said, hosts_[host_index_])) {

@@ -18,6 +18,9 @@ what happened:
   badcert.test   the policy's certificate is wrong  -> deferred, not sent
   big.test       a policy past 64 KiB               -> deferred, not sent
   redirect.test  the policy URL redirects           -> deferred, not sent
+  html.test      served as text/html                -> deferred, not sent
+  broken.test    a policy without its mode          -> deferred, not sent
+  refused.test   nothing listens at mta-sts.DOMAIN  -> deferred, not sent
 
 Then a restart with the policy server gone: the kept policy still applies.
 """
@@ -54,6 +57,9 @@ POLICIES = {
                     "max_age: 86400\n",
     "badcert.test": "version: STSv1\nmode: enforce\nmx: mx.badcert.test\n"
                     "max_age: 86400\n",
+    "html.test": "version: STSv1\nmode: enforce\nmx: mx.html.test\n"
+                 "max_age: 86400\n",
+    "broken.test": "version: STSv1\nmx: mx.broken.test\nmax_age: 86400\n",
     "big.test": "version: STSv1\nmode: enforce\nmx: mx.big.test\n"
                 "max_age: 86400\n" + "x: " + "y" * 70000 + "\n",
 }
@@ -61,7 +67,9 @@ SINK_OF = {"enforce.test": TLS_SINK, "plain.test": TLS_SINK,
            "wrongmx.test": TLS_SINK, "notls.test": PLAIN_SINK,
            "mismatch.test": OTHER_SINK, "testing.test": PLAIN_SINK,
            "slow.test": PLAIN_SINK, "badcert.test": PLAIN_SINK,
-           "big.test": PLAIN_SINK, "redirect.test": PLAIN_SINK}
+           "big.test": PLAIN_SINK, "redirect.test": PLAIN_SINK,
+           "html.test": PLAIN_SINK, "broken.test": PLAIN_SINK,
+           "refused.test": PLAIN_SINK}
 
 
 def openssl(*args):
@@ -130,7 +138,9 @@ class PolicyServer:
                     return
                 data = body.encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Type",
+                                 "text/html" if domain == "html.test"
+                                 else "text/plain; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -233,8 +243,9 @@ def zones():
     for domain, sink in SINK_OF.items():
         records = [f"@ IN MX 10 mx.{domain}.", f"mx IN A {sink}"]
         if domain != "plain.test":
+            https = "127.0.0.11" if domain == "refused.test" else HTTPS_IP
             records += ['_mta-sts IN TXT "v=STSv1; id=20261128T01;"',
-                        f"mta-sts IN A {HTTPS_IP}"]
+                        f"mta-sts IN A {https}"]
         z[domain] = records
     return z
 
@@ -310,7 +321,10 @@ class MtaStsTest(unittest.TestCase):
             for domain, why in (("slow.test", "Timeout"),
                                 ("badcert.test", "SSL"),
                                 ("big.test", "larger than 64 KiB"),
-                                ("redirect.test", "redirects are not")):
+                                ("redirect.test", "redirects are not"),
+                                ("html.test", "not text/plain"),
+                                ("broken.test", "mode"),
+                                ("refused.test", "connect")):
                 self.assertIn(f"MTA-STS policy of {domain} is announced but "
                               "could not be fetched", reply(domain))
                 self.assertIn(why, reply(domain), domain)
