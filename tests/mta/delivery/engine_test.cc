@@ -300,6 +300,26 @@ class EngineTest : public ::testing::Test {
     return nullptr;
   }
 
+  // MTA-STS with `policy` already kept for `domain` (no fetch happens:
+  // the fake resolver has no TXT records, so a refresh finds none).
+  void KeepStsPolicy(const std::string& domain, StsMode mode,
+                     std::vector<std::string> mx,
+                     absl::Time checked = absl::Now()) {
+    StsCacheEntry e;
+    e.policy.mode = mode;
+    e.policy.mx = std::move(mx);
+    e.policy.max_age = 86400;
+    e.id = "1";
+    e.fetched = absl::Now();
+    e.checked = checked;
+    ASSERT_TRUE(sts_cache_.Put(domain, e).ok());
+    sts_fetcher_ = std::make_unique<StsFetcher>(StsFetcherOptions{}, nullptr);
+    context_.sts_cache = &sts_cache_;
+    context_.sts_fetcher = sts_fetcher_.get();
+  }
+
+  StsCache sts_cache_{nullptr};
+  std::unique_ptr<StsFetcher> sts_fetcher_;
   FakeStore store_;
   Collect outcomes_;
   std::unique_ptr<outcome::QueueRecorder> recorder_;
@@ -539,6 +559,69 @@ TEST_F(EngineTest, WithoutAThrottlingReplyTheNextMessageGoesOn) {
   auto all = outcomes_.WaitFor(2);
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(For(all, "second@ok.test")->kind, outcome::Kind::kDelivered);
+}
+
+TEST_F(EngineTest, StsEnforceNamingNoneOfTheMxDefersWithTheReason) {
+  ScriptedServer server("220 mx.sts.test ESMTP", {});
+  KeepStsPolicy("sts.test", StsMode::kEnforce, {"other.sts.test"});
+  store_.Add(1, {"a@sts.test"});
+  Start(server.port());
+  auto all = outcomes_.WaitFor(1);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].kind, outcome::Kind::kDeferred);
+  EXPECT_EQ(all[0].reply.code, 451);
+  EXPECT_TRUE(absl::StrContains(
+      all[0].reply.text,
+      "MTA-STS policy of sts.test (enforce) allows none of its MX hosts "
+      "(mx.sts.test); it names other.sts.test"))
+      << all[0].reply.text;
+}
+
+TEST_F(EngineTest, StsEnforceWithoutStartTlsDefersNamingThePolicy) {
+  ScriptedServer server("220 mx.sts.test ESMTP", {});  // No STARTTLS.
+  KeepStsPolicy("sts.test", StsMode::kEnforce, {"*.sts.test"});
+  store_.Add(1, {"a@sts.test"});
+  Start(server.port());
+  auto all = outcomes_.WaitFor(1);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].kind, outcome::Kind::kDeferred);
+  EXPECT_EQ(all[0].site, "mx.sts.test|mta-sts");
+  EXPECT_TRUE(absl::StartsWith(all[0].reply.text, "MTA-STS policy (enforce): "))
+      << all[0].reply.text;
+  EXPECT_TRUE(absl::StrContains(all[0].reply.text, "STARTTLS"));
+}
+
+TEST_F(EngineTest, StsTestingDeliversAndSaysWhatWouldFail) {
+  ScriptedServer server("220 mx.sts.test ESMTP", {});
+  // Looked at long ago: the TXT record is asked again (none now), and the
+  // kept policy stays in force until its max_age (RFC 8461 3.3).
+  KeepStsPolicy("sts.test", StsMode::kTesting, {"mx.sts.test"},
+                absl::Now() - absl::Hours(2));
+  store_.Add(1, {"a@sts.test"});
+  Start(server.port());
+  auto all = outcomes_.WaitFor(1);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].kind, outcome::Kind::kDelivered);
+  EXPECT_EQ(all[0].tls_policy, "mta-sts-testing");
+  EXPECT_TRUE(absl::StrContains(all[0].reason, "starttls-not-supported"))
+      << all[0].reason;
+  EXPECT_FALSE(absl::StrContains(all[0].reason, "not in it"));
+  EXPECT_TRUE(sts_cache_.Get("sts.test", absl::Now()).has_value());
+}
+
+TEST_F(EngineTest, StsPolicyOffForASiteIsIgnored) {
+  ScriptedServer server("220 mx.sts.test ESMTP", {});
+  KeepStsPolicy("sts.test", StsMode::kEnforce, {"other.sts.test"});
+  SiteRule off;
+  off.domains = {"sts.test"};
+  off.tls_policy = TlsPolicyUse::kOff;
+  context_.options.rules.push_back(off);
+  store_.Add(1, {"a@sts.test"});
+  Start(server.port());
+  auto all = outcomes_.WaitFor(1);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].kind, outcome::Kind::kDelivered);
+  EXPECT_EQ(all[0].tls_policy, "opportunistic");
 }
 
 }  // namespace
