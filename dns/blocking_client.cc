@@ -166,8 +166,8 @@ BlockingClient::BlockingClient(BlockingOptions options)
                                         : options_.servers),
       next_id_(static_cast<uint16_t>(std::random_device{}())) {}
 
-absl::StatusOr<Answer> BlockingClient::Lookup(const std::string& name,
-                                              uint16_t type) {
+absl::StatusOr<BlockingAnswer> BlockingClient::Lookup(const std::string& name,
+                                                      uint16_t type) {
   if (name.empty() || name.size() > 253) {
     return absl::InvalidArgumentError(absl::StrCat("bad name '", name, "'"));
   }
@@ -203,7 +203,7 @@ absl::StatusOr<Answer> BlockingClient::Lookup(const std::string& name,
                            response->rcode == 2 ? " (SERVFAIL)" : "");
         continue;
       }
-      Answer answer;
+      BlockingAnswer answer;
       answer.rcode = response->rcode;
       for (Record& r : response->answers) {
         if (r.type == type) answer.records.push_back(std::move(r));

@@ -27,7 +27,9 @@ struct BlockingOptions {
   int tries = 2;
 };
 
-struct Answer {
+// What BlockingClient::Lookup found (not CachingResolver's Answer: one
+// name per type in the namespace, or the linker mixes their copies).
+struct BlockingAnswer {
   int rcode = 0;                // 3: NXDOMAIN.
   std::vector<Record> records;  // Of the asked type.
   bool empty() const { return records.empty(); }
@@ -38,7 +40,7 @@ class BlockingClient {
   explicit BlockingClient(BlockingOptions options);
   // The records of `type` at `name`; Unavailable when no server answered
   // (a timeout, SERVFAIL), so the caller can tell "none" from "unknown".
-  absl::StatusOr<Answer> Lookup(const std::string& name, uint16_t type);
+  absl::StatusOr<BlockingAnswer> Lookup(const std::string& name, uint16_t type);
   const std::vector<std::string>& servers() const { return servers_; }
 
  private:

@@ -135,8 +135,9 @@ void CachingResolver::Start(const std::string& key, const std::string& name,
                                          ": ", response.status().message())),
                         absl::ZeroDuration());
         }
+        const bool ad = options_.trust_ad && response->authenticated;
         if (response->rcode == 3) {
-          return Finish(key, Answer{Answer::kNxDomain, {}},
+          return Finish(key, Answer{Answer::kNxDomain, {}, ad},
                         NegativeTtl(*response));
         }
         if (response->rcode != 0) {
@@ -151,6 +152,7 @@ void CachingResolver::Start(const std::string& key, const std::string& name,
         absl::Duration chain_ttl = options_.max_ttl;
         for (int i = 0; i <= kMaxCnameHops; ++i) {
           Answer answer;
+          answer.authenticated = ad;
           for (const Record& r : response->answers) {
             if (r.type == type && r.name == current)
               answer.records.push_back(r);
@@ -169,7 +171,7 @@ void CachingResolver::Start(const std::string& key, const std::string& name,
           current = cname->target;
         }
         if (current == name) {
-          return Finish(key, Answer{Answer::kNoData, {}},
+          return Finish(key, Answer{Answer::kNoData, {}, ad},
                         NegativeTtl(*response));
         }
         // The chain leaves this answer: ask for its end. Not coalesced, so a
@@ -184,7 +186,8 @@ void CachingResolver::Start(const std::string& key, const std::string& name,
         }
         std::string chase_key = absl::StrCat(key, "#", hops + 1);
         in_flight_[chase_key].push_back(
-            [this, key, chain_ttl](absl::StatusOr<Answer> end) {
+            [this, key, chain_ttl, ad](absl::StatusOr<Answer> end) {
+              if (end.ok()) end->authenticated = end->authenticated && ad;
               absl::Duration ttl = chain_ttl;
               if (end.ok() && end->kind == Answer::kRecords) {
                 ttl = MinTtl(end->records, chain_ttl);
@@ -230,7 +233,8 @@ void CachingResolver::Mx(std::string domain,
         }
         if (answer->kind == Answer::kNoData) {
           // No MX: the domain's own address is its mail exchanger.
-          Addresses(d, [d, done = std::move(done)](
+          bool authenticated = answer->authenticated;
+          Addresses(d, [d, authenticated, done = std::move(done)](
                            absl::StatusOr<HostAddresses> addresses) mutable {
             if (!addresses.ok()) {
               if (IsPermanent(addresses.status())) {
@@ -239,7 +243,10 @@ void CachingResolver::Mx(std::string domain,
               }
               return done(addresses.status());
             }
-            done(std::vector<MxHost>{{d, 0, true}});
+            // An implicit MX is authenticated when the "no MX" answer and
+            // the address answers both are.
+            done(std::vector<MxHost>{
+                {d, 0, true, authenticated && addresses->authenticated}});
           });
           return;
         }
@@ -249,7 +256,8 @@ void CachingResolver::Mx(std::string domain,
           if (r.target.empty()) {
             null_mx = true;  // "MX 0 ." (RFC 7505).
           } else {
-            hosts.push_back({r.target, r.preference, false});
+            hosts.push_back(
+                {r.target, r.preference, false, answer->authenticated});
           }
         }
         if (hosts.empty()) {
@@ -278,6 +286,7 @@ void CachingResolver::Addresses(std::string host,
   }
   struct State {
     int left = 2;
+    int authenticated = 0;  // Answers that were.
     HostAddresses out;
     absl::Status transient;
     int nxdomain = 0;
@@ -293,12 +302,15 @@ void CachingResolver::Addresses(std::string host,
         if (!IsPermanent(answer.status())) state->transient = answer.status();
       } else if (answer->kind == Answer::kNxDomain) {
         ++state->nxdomain;
+        if (answer->authenticated) ++state->authenticated;
       } else {
+        if (answer->authenticated) ++state->authenticated;
         for (const Record& r : answer->records) {
           (type == kA ? state->out.v4 : state->out.v6).push_back(r.address);
         }
       }
       if (--state->left > 0) return;
+      state->out.authenticated = state->authenticated == 2;
       if (!state->out.empty()) return state->done(std::move(state->out));
       if (!state->transient.ok()) return state->done(state->transient);
       state->done(absl::NotFoundError(
@@ -340,6 +352,17 @@ void CachingResolver::Txt(std::string name,
              texts.push_back(absl::StrJoin(r.texts, ""));
            }
            done(std::move(texts));
+         });
+}
+
+void CachingResolver::Tlsa(std::string name, Callback<TlsaAnswer> done) {
+  Lookup(name, kTlsa,
+         [done = std::move(done)](absl::StatusOr<Answer> answer) mutable {
+           if (!answer.ok()) return done(answer.status());
+           TlsaAnswer out;
+           out.authenticated = answer->authenticated;
+           out.records = std::move(answer->records);
+           done(std::move(out));
          });
 }
 

@@ -38,6 +38,8 @@ class Transport {
 struct Answer {
   enum Kind { kRecords, kNoData, kNxDomain } kind = kRecords;
   std::vector<Record> records;  // Of the asked type, at the end of CNAMEs.
+  // Every response on the way said AD, and the resolver trusts AD.
+  bool authenticated = false;
 };
 
 // Bounded LRU of answers with expiry; pure.
@@ -70,6 +72,11 @@ struct CachingResolverOptions {
   absl::Duration default_negative_ttl = absl::Minutes(1);
   absl::Duration max_negative_ttl = absl::Hours(1);
   uint64_t seed = 0;  // Shuffles MX hosts of equal preference.
+  // Believe the AD bit of answers (DNSSEC validated by the server): only
+  // when the path to a validating server is trusted (loopback, or as the
+  // operator says: dns.dnssec, dns.trust_ad). Otherwise every answer is
+  // unauthenticated.
+  bool trust_ad = false;
 };
 
 class CachingResolver final : public Resolver {
@@ -86,6 +93,7 @@ class CachingResolver final : public Resolver {
   void Addresses(std::string host, Callback<HostAddresses> done) override;
   void Ptr(IpAddress ip, Callback<std::vector<std::string>> done) override;
   void Txt(std::string name, Callback<std::vector<std::string>> done) override;
+  void Tlsa(std::string name, Callback<TlsaAnswer> done) override;
 
   // One (name, type) look-up through the cache.
   void Lookup(std::string name, uint16_t type, Callback<Answer> done);

@@ -55,6 +55,9 @@ ares_ssize_t SendV(ares_socket_t fd, const iovec* iov, int n, void*) {
   return ::writev(fd, iov, n);
 }
 
+// The DNS flag day 2020 size: no fragmentation.
+constexpr int kEdnsSize = 1232;
+
 struct QueryContext {
   Transport::Done done;
   std::string name;
@@ -88,11 +91,12 @@ absl::StatusOr<std::unique_ptr<CaresTransport>> CaresTransport::Create(
         absl::StrCat("c-ares: ", ares_strerror(init_status)));
   }
   std::unique_ptr<CaresTransport> t(new CaresTransport(reactor));
+  t->ad_ = options.ad;
   ares_options opts{};
   // STAYOPEN: keep server sockets between queries instead of a socket,
   // connect and close per query.
   opts.flags = ARES_FLAG_EDNS | ARES_FLAG_STAYOPEN;
-  opts.ednspsz = 1232;  // The DNS flag day 2020 size: no fragmentation.
+  opts.ednspsz = kEdnsSize;
   opts.timeout = static_cast<int>(absl::ToInt64Milliseconds(options.timeout));
   opts.tries = options.tries;
   opts.sock_state_cb = &CaresTransport::OnSocketState;
@@ -129,7 +133,23 @@ CaresTransport::~CaresTransport() {
 
 void CaresTransport::Query(const std::string& name, uint16_t type, Done done) {
   auto* ctx = new QueryContext{std::move(done), name, type};
-  ares_query(channel_, name.c_str(), ns_c_in, type, &OnAnswer, ctx);
+  if (!ad_) {
+    ares_query(channel_, name.c_str(), ns_c_in, type, &OnAnswer, ctx);
+  } else {
+    // The query as ares_query makes it (recursion desired, EDNS), with AD.
+    unsigned char* packet = nullptr;
+    int length = 0;
+    int rc = ares_create_query(name.c_str(), ns_c_in, type, 0, 1, &packet,
+                               &length, kEdnsSize);
+    if (rc != ARES_SUCCESS || length < 4) {
+      if (packet != nullptr) ares_free_string(packet);
+      OnAnswer(ctx, rc == ARES_SUCCESS ? ARES_EBADQUERY : rc, 0, nullptr, 0);
+      return;
+    }
+    packet[3] |= 0x20;  // AD.
+    ares_send(channel_, packet, length, &OnAnswer, ctx);
+    ares_free_string(packet);
+  }
   ResetTimer();
 }
 

@@ -28,6 +28,9 @@ struct CaresOptions {
   std::vector<std::string> servers;
   absl::Duration timeout = absl::Seconds(5);  // Per try.
   int tries = 2;
+  // Ask for DNSSEC validation results: every query carries the AD bit
+  // (RFC 6840 5.7), so a validating server says AD on what it validated.
+  bool ad = false;
 };
 
 class CaresTransport final : public Transport {
@@ -56,6 +59,7 @@ class CaresTransport final : public Transport {
   void ResetTimer();
 
   shard::Reactor& reactor_;
+  bool ad_ = false;
   ares_channel channel_ = nullptr;
   absl::flat_hash_map<int, Socket> sockets_;
   uint64_t next_generation_ = 1;

@@ -128,6 +128,14 @@ bool ParseRecord(Reader& r, Record* rec) {
         rec->texts.push_back(std::string(r.Bytes(len)));
       }
       break;
+    case kTlsa: {
+      if (rdlength < 3) return false;
+      rec->tlsa_usage = r.U8();
+      rec->tlsa_selector = r.U8();
+      rec->tlsa_matching = r.U8();
+      rec->tlsa_data = std::string(r.Bytes(rdlength - 3));
+      break;
+    }
     case kSoa: {
       r.Name();    // MNAME
       r.Name();    // RNAME
@@ -217,6 +225,8 @@ std::string TypeName(uint16_t type) {
       return "TXT";
     case kAaaa:
       return "AAAA";
+    case kTlsa:
+      return "TLSA";
   }
   return absl::StrCat("TYPE", type);
 }
@@ -239,6 +249,7 @@ absl::StatusOr<Response> ParseResponse(absl::string_view packet) {
   if (!(flags & 0x8000))
     return absl::DataLossError("DNS packet is not a response");
   out.truncated = flags & 0x0200;
+  out.authenticated = flags & 0x0020;
   out.rcode = flags & 0xF;
   for (int i = 0; i < qdcount && r.ok(); ++i) {
     r.Name();

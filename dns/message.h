@@ -43,6 +43,7 @@ enum RecordType : uint16_t {
   kMx = 15,
   kTxt = 16,
   kAaaa = 28,
+  kTlsa = 52,
 };
 std::string TypeName(uint16_t type);
 
@@ -56,12 +57,21 @@ struct Record {
   IpAddress address;               // A, AAAA.
   std::vector<std::string> texts;  // TXT: its character-strings.
   uint32_t soa_minimum = 0;        // SOA.
+  // TLSA (RFC 6698): certificate usage, selector, matching type, and the
+  // association data (raw bytes).
+  uint8_t tlsa_usage = 0;
+  uint8_t tlsa_selector = 0;
+  uint8_t tlsa_matching = 0;
+  std::string tlsa_data;
 };
 
 struct Response {
   uint16_t id = 0;
   int rcode = 0;  // 0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED.
   bool truncated = false;
+  // AD (RFC 4035 3.2.3): the server says it validated the answer with
+  // DNSSEC. Worth only what the path to that server is worth.
+  bool authenticated = false;
   std::vector<Record> answers;
   std::vector<Record> authority;
 };

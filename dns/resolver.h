@@ -23,13 +23,23 @@ struct MxHost {
   std::string host;
   uint16_t preference = 0;
   bool implicit = false;  // No MX: the domain itself (RFC 5321 §5.1).
+  // The MX answer was DNSSEC-validated by a resolver we trust (its AD bit,
+  // see CachingResolverOptions::trust_ad): the same for every host.
+  bool authenticated = false;
 };
 
 struct HostAddresses {
   std::vector<IpAddress> v4;
   std::vector<IpAddress> v6;
+  bool authenticated = false;  // Both answers validated (see MxHost).
   bool empty() const { return v4.empty() && v6.empty(); }
   bool Contains(const IpAddress& ip) const;
+};
+
+// TLSA records of a name (RFC 6698), for DANE (RFC 7672).
+struct TlsaAnswer {
+  std::vector<Record> records;  // Type TLSA; empty: none (NXDOMAIN/NODATA).
+  bool authenticated = false;   // Validated, the "no records" answer too.
 };
 
 bool IsPermanent(const absl::Status& status);
@@ -51,6 +61,10 @@ class Resolver {
   // TXT records, each one's strings joined (RFC 7208 §3.3).
   virtual void Txt(std::string name,
                    Callback<std::vector<std::string>> done) = 0;
+  // TLSA records ("_25._tcp.mx.example.com"). No records is an answer
+  // (empty), not an error; errors are transient (a SERVFAIL from a
+  // validating resolver is how a forged answer shows).
+  virtual void Tlsa(std::string name, Callback<TlsaAnswer> done) = 0;
 
   // Forward-confirmed reverse DNS: the first PTR name of `ip` whose A/AAAA
   // records include `ip`. NotFound when there is none.

@@ -118,6 +118,10 @@ struct Config {
   absl::Duration dns_timeout;
   int dns_tries = 2;
   int dns_cache_entries = 10000;
+  // DNSSEC: ask for the AD bit; believe it from a resolver on loopback, or
+  // any with dns_trust_ad (DANE needs it).
+  bool dns_dnssec = true;
+  bool dns_trust_ad = false;
 
   // [bounce]
   std::string bounce_rules_file;  // Empty: the built-in rules only.

@@ -93,15 +93,18 @@ absl::Status SetSites(const toml::node& node, Config& c) {
        }},
       {"tls",
        [](const toml::node& n, R& r) {
-         // tls = "mta-sts" says which policy, not which mode: the same as
-         // tls_policy = "mta-sts".
-         if (n.is_string() && *n.value<std::string>() == "mta-sts") {
-           r.tls_policy = delivery::TlsPolicyUse::kMtaSts;
+         // tls = "mta-sts" or "dane" says which policy, not which mode:
+         // the same as tls_policy = "mta-sts" or "dane".
+         delivery::TlsPolicyUse use;
+         if (n.is_string() && *n.value<std::string>() != "auto" &&
+             *n.value<std::string>() != "off" &&
+             delivery::ParseTlsPolicyUse(*n.value<std::string>(), &use)) {
+           r.tls_policy = use;
            return absl::OkStatus();
          }
          const char* what =
-             "\"none\", \"opportunistic\", \"required\", \"verify\" or "
-             "\"mta-sts\"";
+             "\"none\", \"opportunistic\", \"required\", \"verify\", "
+             "\"mta-sts\" or \"dane\"";
          auto text = GetString(n, what);
          if (!text.ok()) return text.status();
          delivery::TlsMode m;
@@ -111,7 +114,7 @@ absl::Status SetSites(const toml::node& node, Config& c) {
        }},
       {"tls_policy",
        [](const toml::node& n, R& r) {
-         const char* what = "\"auto\", \"mta-sts\" or \"off\"";
+         const char* what = "\"auto\", \"dane\", \"mta-sts\" or \"off\"";
          auto text = GetString(n, what);
          if (!text.ok()) return text.status();
          delivery::TlsPolicyUse u;
@@ -384,9 +387,12 @@ std::vector<Setting> DeliverySettings() {
        "  tls = \"verify\"\n"
        "  suspended = true                  # hold its mail in the queue\n"
        "Keys: domains, mx_suffixes, max_connections, messages_per_connection,\n"
-       "recipients_per_transaction, message_rate, connection_rate, tls\n"
-       "(also \"mta-sts\"), tls_policy (\"auto\", \"mta-sts\", \"off\"),\n"
-       "suspended, pool.",
+       "recipients_per_transaction, message_rate, connection_rate, tls,\n"
+       "tls_policy, suspended, pool. tls_policy: \"auto\" (DANE when the\n"
+       "MX answer is DNSSEC-validated, then MTA-STS), \"dane\" (required:\n"
+       "no validated, usable TLSA record, no delivery), \"mta-sts\" (MTA-STS\n"
+       "only), \"off\" (neither; for a receiver whose policy is broken;\n"
+       "logged). tls = \"dane\" and tls = \"mta-sts\" say the same.",
        SetSites},
       {"delivery", "sources", "[]",
        "Egress sources: the local address and EHLO name to send from,\n"

@@ -232,6 +232,23 @@ std::vector<Setting> StorageSettings() {
        [](const toml::node& n, Config& c) {
          return GetInt(n, 1, 10, &c.dns_tries);
        }},
+      {"dns", "dnssec", "true",
+       "Ask the resolver for DNSSEC validation (the AD bit) and, when its\n"
+       "answers can be believed, use them for DANE (RFC 7672): TLSA records\n"
+       "of MX hosts whose MX and address answers are validated make TLS\n"
+       "mandatory and authenticate the certificate. Believed only from a\n"
+       "resolver on loopback (127.0.0.0/8, ::1: run a validating resolver\n"
+       "such as unbound on this machine), or any with dns.trust_ad.",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.dns_dnssec);
+       }},
+      {"dns", "trust_ad", "false",
+       "Believe the AD bit of resolvers that are not on loopback: only when\n"
+       "the path to them is as trusted as loopback (Postfix's\n"
+       "smtp_dns_support_level = dnssec asks the same of you).",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.dns_trust_ad);
+       }},
       {"dns", "cache_size", "10000",
        "Answers cached per shard (positive and negative, by TTL); the least\n"
        "recently used go first.",

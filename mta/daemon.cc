@@ -8,15 +8,19 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "base/files.h"
@@ -341,8 +345,10 @@ void Daemon::StartShard(shard::Reactor& reactor) {
   cares.servers = config_.dns_servers;
   cares.timeout = config_.dns_timeout;
   cares.tries = config_.dns_tries;
+  cares.ad = config_.dns_dnssec;
   dns::CachingResolverOptions cache;
   cache.cache_entries = static_cast<size_t>(config_.dns_cache_entries);
+  cache.trust_ad = ad_trusted_;
   cache.seed =
       static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) + reactor.id();
   auto resolver = dns::MakeCaresResolver(reactor, cares, cache);
@@ -360,7 +366,49 @@ void Daemon::StartShard(shard::Reactor& reactor) {
   StartAccepting(reactor.id());
 }
 
+namespace {
+
+// The servers c-ares uses: the configured ones, else /etc/resolv.conf's.
+std::vector<std::string> DnsServersInUse(const Config& config) {
+  if (!config.dns_servers.empty()) return config.dns_servers;
+  std::vector<std::string> out;
+  std::ifstream in("/etc/resolv.conf");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> words =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (words.size() >= 2 && words[0] == "nameserver") out.push_back(words[1]);
+  }
+  return out;
+}
+
+bool OnLoopback(absl::string_view server) {
+  absl::ConsumePrefix(&server, "[");
+  return absl::StartsWith(server, "127.") || absl::StartsWith(server, "::1");
+}
+
+}  // namespace
+
 absl::Status Daemon::PrepareDelivery() {
+  if (config_.dns_dnssec) {
+    std::vector<std::string> servers = DnsServersInUse(config_);
+    bool loopback = !servers.empty() &&
+                    std::all_of(servers.begin(), servers.end(), OnLoopback);
+    ad_trusted_ = loopback || config_.dns_trust_ad;
+    if (ad_trusted_) {
+      log::Info(kLog, "dns: DNSSEC answers of %s are believed (%s): DANE is on",
+                absl::StrJoin(servers, ", "),
+                loopback ? "on loopback" : "dns.trust_ad");
+    } else {
+      log::Info(kLog,
+                "dns: DANE is off: the resolver %s is not on loopback, so its "
+                "DNSSEC answers cannot be believed (run a validating "
+                "resolver such as unbound here, or set dns.trust_ad = true "
+                "if the path to it is trusted)",
+                servers.empty() ? "(none)" : absl::StrJoin(servers, ", "));
+    }
+  }
+  config_.delivery.dane = ad_trusted_;
   const delivery::DeliveryOptions& d = config_.delivery;
   if (!d.enabled) {
     log::Warn(kLog, "%s: delivery is off; mail stays in the queue",
@@ -742,6 +790,7 @@ void Daemon::Reload() {
     delivery::DeliveryOptions options = fresh->delivery;
     options.enabled = config_.delivery.enabled;
     options.ca_file = config_.delivery.ca_file;
+    options.dane = config_.delivery.dane;  // Set at start.
     options.verp = config_.delivery.verp;  // Set at start (PrepareBounces).
     {
       absl::MutexLock lock(&delivery_mu_);

@@ -167,6 +167,9 @@ class Daemon {
   std::unique_ptr<delivery::Suspensions> suspensions_;
   // MTA-STS policies (kept in the queue's side table) and their fetches;
   // the fetcher stops before the shards do.
+  // DNSSEC answers (AD) believed: dns.dnssec, and the resolver on loopback
+  // or dns.trust_ad. Set before the shards start.
+  bool ad_trusted_ = false;
   std::unique_ptr<delivery::StsCache> sts_cache_;
   std::unique_ptr<delivery::StsFetcher> sts_fetcher_;
   // config_.delivery: SIGHUP (main thread) and the admin API (shards).

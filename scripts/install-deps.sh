@@ -48,6 +48,9 @@ PACKAGES=(
   libidn12
   # Resolver tests run an authoritative DNS server of their own on loopback.
   nsd
+  # The DANE test signs a zone (ldns-signzone) and validates it with a
+  # resolver of its own (unbound), in a network namespace.
+  ldnsutils unbound
   # The delivery test on built-in defaults runs in a network namespace of
   # its own (unshare, ip); the full-disk test mounts a small ext4 image.
   util-linux iproute2 mount e2fsprogs
@@ -84,7 +87,18 @@ fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
-if [ ${#missing[@]} -gt 0 ]; then install_missing; fi
+if [ ${#missing[@]} -gt 0 ]; then
+  install_missing
+  # Installing unbound starts it as this machine's resolver; the tests run
+  # their own. Stop the one the package started (only when just installed).
+  if [[ " ${missing[*]} " == *" unbound "* ]]; then
+    if [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now unbound >/dev/null 2>&1 || true
+    else
+      $SUDO service unbound stop >/dev/null 2>&1 || true
+    fi
+  fi
+fi
 
 # Exim, for real bounces made by a second MTA in the tests
 # (tests/e2e/bounce/async_bounce_test.py). It cannot be installed beside

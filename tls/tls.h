@@ -17,6 +17,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -55,6 +56,16 @@ class ClientContext {
   SSL_CTX* ctx_;
 };
 
+// A DANE TLSA record (RFC 6698) to authenticate a server with (RFC 7672):
+// usage 2 (DANE-TA) or 3 (DANE-EE), selector 0 (certificate) or 1 (public
+// key), matching type 0 (exact), 1 (SHA-256) or 2 (SHA-512).
+struct Tlsa {
+  uint8_t usage = 0;
+  uint8_t selector = 0;
+  uint8_t matching = 0;
+  std::string data;
+};
+
 class TlsSession {
  public:
   static std::unique_ptr<TlsSession> Server(
@@ -62,9 +73,13 @@ class TlsSession {
   // The client side towards `host` (SNI). `verify`: the handshake fails
   // unless the chain is trusted and names `host` (RFC 6125); otherwise any
   // certificate is taken and Verified() tells what it was worth.
+  // With `dane` records (RFC 7672): the handshake fails unless the server's
+  // chain matches one of them (OpenSSL's DANE: a DANE-EE match needs no
+  // name and no trusted chain; DANE-TA needs the chain to lead to the
+  // matched certificate and to name `host`); `verify` is then implied.
   static std::unique_ptr<TlsSession> Client(
       std::shared_ptr<const ClientContext> context, const std::string& host,
-      bool verify);
+      bool verify, const std::vector<Tlsa>& dane = {});
   ~TlsSession();
 
   // Ciphertext from the peer; appends whatever plaintext it yields. An
@@ -84,6 +99,8 @@ class TlsSession {
   // Client side: the peer's certificate chain is trusted and names the
   // host; else why not ("self-signed certificate", ...).
   bool Verified(std::string* why = nullptr) const;
+  // Client side with DANE: a TLSA record matched.
+  bool DaneVerified() const;
   // Ciphertext to send before any input (the client's hello).
   absl::Status Begin();
 

@@ -345,30 +345,28 @@ void DeliveryShard::ParkHeld(std::unique_ptr<Job> job) {
 
 void DeliveryShard::HandOver(std::unique_ptr<Job> job, std::string key,
                              std::vector<dns::MxHost> mx, bool smarthost,
-                             StsMode sts, std::vector<std::string> sts_mx) {
+                             SitePolicy policy) {
   int owner = ShardForSite(key, context_.group->size());
   if (owner == reactor_.id()) {
     return AddToSite(std::move(job), std::move(key), std::move(mx), smarthost,
-                     sts, std::move(sts_mx));
+                     std::move(policy));
   }
   struct Handover {
     std::unique_ptr<Job> job;
     std::string key;
     std::vector<dns::MxHost> mx;
     bool smarthost;
-    StsMode sts;
-    std::vector<std::string> sts_mx;
+    SitePolicy policy;
   };
-  auto* h = new Handover{
-      std::move(job),   std::move(key), std::move(mx), smarthost, sts,
-      std::move(sts_mx)};
+  auto* h = new Handover{std::move(job), std::move(key), std::move(mx),
+                         smarthost, std::move(policy)};
   EngineContext* context = &context_;
   context_.group->SubmitTo(owner, [context, owner, h] {
     std::unique_ptr<Handover> own(h);
     // Looked up there: that shard made its engine before running tasks.
     context->engines[owner]->AddToSite(std::move(own->job), std::move(own->key),
                                        std::move(own->mx), own->smarthost,
-                                       own->sts, std::move(own->sts_mx));
+                                       std::move(own->policy));
   });
 }
 
@@ -426,17 +424,25 @@ void DeliveryShard::Route(std::unique_ptr<Job> job) {
 
 void DeliveryShard::AddToSite(std::unique_ptr<Job> job, std::string site_key,
                               std::vector<dns::MxHost> mx, bool smarthost,
-                              StsMode sts, std::vector<std::string> sts_mx) {
+                              SitePolicy policy) {
   auto it = sites_.find(site_key);
   if (it == sites_.end()) {
     SiteOptions options = OptionsFor(smarthost, job->domain, mx);
-    if (sts == StsMode::kEnforce) options.tls = TlsMode::kVerify;
+    if (policy.sts == StsMode::kEnforce) options.tls = TlsMode::kVerify;
     auto site = std::make_unique<Site>(site_key, job->domain, std::move(mx),
                                        smarthost, std::move(options));
-    site->sts = sts;
-    site->sts_mx = std::move(sts_mx);
+    site->sts = policy.sts;
+    site->sts_mx = std::move(policy.sts_mx);
+    site->dane = policy.dane;
+    site->dane_required = policy.dane_required;
     if (site->suspended()) {
       log::Info(kLog, "site %s: suspended: its mail is held", site->key);
+    }
+    if (!smarthost && site->options().tls_policy == TlsPolicyUse::kOff) {
+      log::Info(kLog,
+                "site %s: tls_policy = \"off\": the receiver's DANE and "
+                "MTA-STS policies are ignored (TLS %s)",
+                site->key, TlsModeName(site->options().tls));
     }
     it = sites_.emplace(site_key, std::move(site)).first;
   }

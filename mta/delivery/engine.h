@@ -55,6 +55,17 @@ namespace peregrine::delivery {
 
 class DeliveryShard;
 
+// What the receiver's published policies make of a site: MTA-STS (its
+// mode and MX patterns), DANE (the MX answer was validated).
+struct SitePolicy {
+  StsMode sts = StsMode::kNone;
+  std::vector<std::string> sts_mx;
+  bool dane = false;
+  bool dane_required = false;
+  // The site key's suffix that keeps sites of different policies apart.
+  std::string KeySuffix() const;
+};
+
 // What a site under an MTA-STS policy in testing mode would have refused
 // in this delivery (RFC 8461 5: delivered, and said); "" when nothing.
 std::string StsTestingNote(const Site& site, const Where& where);
@@ -148,11 +159,10 @@ class DeliveryShard : public ConnectionHost {
   // Hands the job to the shard that owns its site.
   void HandOver(std::unique_ptr<Job> job, std::string key,
                 std::vector<dns::MxHost> mx, bool smarthost,
-                StsMode sts = StsMode::kNone,
-                std::vector<std::string> sts_mx = {});
+                SitePolicy policy = {});
   void AddToSite(std::unique_ptr<Job> job, std::string site_key,
-                 std::vector<dns::MxHost> mx, bool smarthost, StsMode sts,
-                 std::vector<std::string> sts_mx);
+                 std::vector<dns::MxHost> mx, bool smarthost,
+                 SitePolicy policy);
   // The site key of a domain routed by MX.
   std::string KeyFor(const std::string& domain,
                      const std::vector<dns::MxHost>& mx) const;
@@ -169,11 +179,14 @@ class DeliveryShard : public ConnectionHost {
   // The waiting jobs of `domain` go on: with the policy, or none.
   void StsKnown(const std::string& domain, const StsPolicy* policy);
   void ApplySts(std::unique_ptr<Job> job, std::vector<dns::MxHost> mx,
-                const StsPolicy& policy);
+                SitePolicy site, const StsPolicy& policy);
   // An announced policy could not be fetched lately: deferred until the
   // grace ends, then sent as though there were none (RFC 8461 3.3).
   void StsUnavailable(std::unique_ptr<Job> job, std::vector<dns::MxHost> mx,
-                      const StsCache::Failure& failure);
+                      SitePolicy site, const StsCache::Failure& failure);
+  // Hands over with `site`'s key suffix (no MTA-STS policy applies).
+  void HandOverByMx(std::unique_ptr<Job> job, std::vector<dns::MxHost> mx,
+                    SitePolicy site);
   // A site's options: the configuration's, then its MTA-STS policy's.
   SiteOptions OptionsOf(const Site& site) const;
   void Pump(Site& site);
@@ -229,6 +242,7 @@ class DeliveryShard : public ConnectionHost {
   struct StsWaiting {
     std::unique_ptr<Job> job;
     std::vector<dns::MxHost> mx;
+    SitePolicy site;
   };
   absl::flat_hash_map<std::string, std::vector<StsWaiting>> sts_waiting_;
   // Recipients ParkHeld() put back since the last log line about them.

@@ -58,14 +58,53 @@ SiteOptions DeliveryShard::OptionsOf(const Site& site) const {
   return o;
 }
 
+std::string SitePolicy::KeySuffix() const {
+  std::string out;
+  if (dane_required) {
+    out += "|dane-required";
+  } else if (dane) {
+    out += "|dane";
+  }
+  if (sts == StsMode::kEnforce) out += "|mta-sts";
+  if (sts == StsMode::kTesting) out += "|mta-sts-testing";
+  return out;
+}
+
+void DeliveryShard::HandOverByMx(std::unique_ptr<Job> job,
+                                 std::vector<dns::MxHost> mx, SitePolicy site) {
+  std::string key = absl::StrCat(KeyFor(job->domain, mx), site.KeySuffix());
+  HandOver(std::move(job), std::move(key), std::move(mx), false,
+           std::move(site));
+}
+
 void DeliveryShard::RouteByMx(std::unique_ptr<Job> job,
                               std::vector<dns::MxHost> mx) {
+  const TlsPolicyUse use = OptionsFor(false, job->domain, mx).tls_policy;
+  SitePolicy site;
+  // DANE first (RFC 7672; RFC 8461 2: it takes precedence): only with an
+  // MX answer the trusted resolver validated.
+  const bool validated =
+      options_->dane && !mx.empty() && mx.front().authenticated;
+  if (use == TlsPolicyUse::kDane) {
+    if (!validated) {
+      return DeferAll(
+          *job, Reply{451, "4.7.5",
+                      absl::StrCat("DANE is required for ", job->domain,
+                                   " (tls_policy = \"dane\") but ",
+                                   options_->dane
+                                       ? "its MX answer is not DNSSEC-validated"
+                                       : "DNSSEC answers are not trusted here "
+                                         "(dns.dnssec, dns.trust_ad)")});
+    }
+    site.dane = site.dane_required = true;
+    return HandOverByMx(std::move(job), std::move(mx), std::move(site));
+  }
+  site.dane = validated && use == TlsPolicyUse::kAuto;
   StsCache* cache = context_.sts_cache;
   if (cache == nullptr || context_.sts_fetcher == nullptr ||
-      !options_->mta_sts ||
-      OptionsFor(false, job->domain, mx).tls_policy == TlsPolicyUse::kOff) {
-    std::string key = KeyFor(job->domain, mx);
-    return HandOver(std::move(job), std::move(key), std::move(mx), false);
+      !options_->mta_sts || use == TlsPolicyUse::kOff) {
+    site.dane = site.dane && use != TlsPolicyUse::kOff;
+    return HandOverByMx(std::move(job), std::move(mx), std::move(site));
   }
   const std::string domain = job->domain;
   absl::Time now = reactor_.Now();
@@ -74,18 +113,18 @@ void DeliveryShard::RouteByMx(std::unique_ptr<Job> job,
       cache->Checked(domain, now);  // One look at a time.
       LookUpSts(domain, /*refresh=*/true);
     }
-    return ApplySts(std::move(job), std::move(mx), entry->policy);
+    return ApplySts(std::move(job), std::move(mx), std::move(site),
+                    entry->policy);
   }
   if (cache->KnownNone(domain, now)) {
-    std::string key = KeyFor(domain, mx);
-    return HandOver(std::move(job), std::move(key), std::move(mx), false);
+    return HandOverByMx(std::move(job), std::move(mx), std::move(site));
   }
   if (std::optional<StsCache::Failure> f = cache->FailureOf(domain);
       f && now - f->last < kFetchAgainAfter) {
-    return StsUnavailable(std::move(job), std::move(mx), *f);
+    return StsUnavailable(std::move(job), std::move(mx), std::move(site), *f);
   }
   std::vector<StsWaiting>& waiting = sts_waiting_[domain];
-  waiting.push_back(StsWaiting{std::move(job), std::move(mx)});
+  waiting.push_back(StsWaiting{std::move(job), std::move(mx), std::move(site)});
   if (waiting.size() == 1) LookUpSts(domain, /*refresh=*/false);
 }
 
@@ -189,7 +228,8 @@ void DeliveryShard::StsFetched(const std::string& domain, bool refresh,
   std::vector<StsWaiting> waiting = std::move(it->second);
   sts_waiting_.erase(it);
   for (StsWaiting& w : waiting) {
-    StsUnavailable(std::move(w.job), std::move(w.mx), failure);
+    StsUnavailable(std::move(w.job), std::move(w.mx), std::move(w.site),
+                   failure);
   }
 }
 
@@ -201,28 +241,23 @@ void DeliveryShard::StsKnown(const std::string& domain,
   sts_waiting_.erase(it);
   for (StsWaiting& w : waiting) {
     if (policy != nullptr) {
-      ApplySts(std::move(w.job), std::move(w.mx), *policy);
+      ApplySts(std::move(w.job), std::move(w.mx), std::move(w.site), *policy);
     } else {
-      std::string key = KeyFor(domain, w.mx);
-      HandOver(std::move(w.job), std::move(key), std::move(w.mx), false);
+      HandOverByMx(std::move(w.job), std::move(w.mx), std::move(w.site));
     }
   }
 }
 
 void DeliveryShard::ApplySts(std::unique_ptr<Job> job,
-                             std::vector<dns::MxHost> mx,
+                             std::vector<dns::MxHost> mx, SitePolicy site,
                              const StsPolicy& policy) {
   switch (policy.mode) {
-    case StsMode::kNone: {
-      std::string key = KeyFor(job->domain, mx);
-      return HandOver(std::move(job), std::move(key), std::move(mx), false);
-    }
-    case StsMode::kTesting: {
-      std::string key =
-          absl::StrCat(KeyFor(job->domain, mx), "|mta-sts-testing");
-      return HandOver(std::move(job), std::move(key), std::move(mx), false,
-                      StsMode::kTesting, policy.mx);
-    }
+    case StsMode::kNone:
+      return HandOverByMx(std::move(job), std::move(mx), std::move(site));
+    case StsMode::kTesting:
+      site.sts = StsMode::kTesting;
+      site.sts_mx = policy.mx;
+      return HandOverByMx(std::move(job), std::move(mx), std::move(site));
     case StsMode::kEnforce:
       break;
   }
@@ -242,13 +277,13 @@ void DeliveryShard::ApplySts(std::unique_ptr<Job> job,
     log::Debug(kLog, "%s: enforce: %zu of %zu MX hosts allowed", job->domain,
                allowed.size(), mx.size());
   }
-  std::string key = absl::StrCat(KeyFor(job->domain, allowed), "|mta-sts");
-  HandOver(std::move(job), std::move(key), std::move(allowed), false,
-           StsMode::kEnforce, policy.mx);
+  site.sts = StsMode::kEnforce;
+  site.sts_mx = policy.mx;
+  HandOverByMx(std::move(job), std::move(allowed), std::move(site));
 }
 
 void DeliveryShard::StsUnavailable(std::unique_ptr<Job> job,
-                                   std::vector<dns::MxHost> mx,
+                                   std::vector<dns::MxHost> mx, SitePolicy site,
                                    const StsCache::Failure& failure) {
   absl::Time now = reactor_.Now();
   const absl::Duration grace = options_->mta_sts_fetch_grace;
@@ -257,8 +292,7 @@ void DeliveryShard::StsUnavailable(std::unique_ptr<Job> job,
     // though the domain had none.
     log::Debug(kLog, "%s: no policy fetched for %s: sent without one",
                job->domain, absl::FormatDuration(now - failure.since));
-    std::string key = KeyFor(job->domain, mx);
-    return HandOver(std::move(job), std::move(key), std::move(mx), false);
+    return HandOverByMx(std::move(job), std::move(mx), std::move(site));
   }
   DeferAll(*job,
            Reply{451, "4.7.0",

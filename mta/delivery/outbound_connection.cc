@@ -210,6 +210,73 @@ void OutboundConnection::ResolveHost() {
         addresses_.insert(addresses_.end(), addresses->v6.begin(),
                           addresses->v6.end());
         address_index_ = 0;
+        dane_.clear();
+        dane_mandatory_ = false;
+        tlsa_name_.clear();
+        if (site_.dane && !site_.smarthost) {
+          // RFC 7672 2.2.2: TLSA records count only for a host whose
+          // address records are validated too.
+          if (addresses->authenticated) return LookUpTlsa();
+          if (site_.dane_required) {
+            return SkipHost(
+                Made("4.7.5", absl::StrCat("DANE required: the addresses of ",
+                                           hosts_[host_index_],
+                                           " are not DNSSEC-validated")));
+          }
+        }
+        TryAddress();
+      });
+}
+
+void OutboundConnection::SkipHost(Reply why) {
+  log::Debug(kLog, "site %s: %s", site_.key, why.text);
+  last_error_ = std::move(why);
+  ++host_index_;
+  ResolveHost();
+}
+
+void OutboundConnection::LookUpTlsa() {
+  tlsa_name_ = absl::StrCat("_", port_, "._tcp.", hosts_[host_index_]);
+  host_.resolver()->Tlsa(
+      tlsa_name_, [this, alive = alive_](absl::StatusOr<dns::TlsaAnswer> a) {
+        if (!*alive) return;
+        if (!a.ok()) {
+          // RFC 7672 2.2: a failed TLSA look-up (not "none") makes the host
+          // unusable: it may be an attacker hiding the records.
+          return SkipHost(Made(
+              "4.7.5", absl::StrCat("DANE: TLSA look-up for ", tlsa_name_,
+                                    " failed (", a.status().message(),
+                                    "); the host is not used without it")));
+        }
+        if (!a->authenticated || a->records.empty()) {
+          if (site_.dane_required) {
+            return SkipHost(Made(
+                "4.7.5",
+                absl::StrCat("DANE required: ", tlsa_name_,
+                             a->records.empty() ? " has no TLSA records"
+                                                : " is not DNSSEC-validated")));
+          }
+          return TryAddress();  // No DANE for this host.
+        }
+        for (const dns::Record& r : a->records) {
+          // RFC 7672 3.1: DANE-TA(2) and DANE-EE(3) only; selectors 0 and 1;
+          // matching types 0, 1 (SHA-256, 32 bytes) and 2 (SHA-512, 64).
+          bool usable = (r.tlsa_usage == 2 || r.tlsa_usage == 3) &&
+                        r.tlsa_selector <= 1 &&
+                        ((r.tlsa_matching == 0 && !r.tlsa_data.empty()) ||
+                         (r.tlsa_matching == 1 && r.tlsa_data.size() == 32) ||
+                         (r.tlsa_matching == 2 && r.tlsa_data.size() == 64));
+          if (usable) {
+            dane_.push_back(tls::Tlsa{r.tlsa_usage, r.tlsa_selector,
+                                      r.tlsa_matching, r.tlsa_data});
+          }
+        }
+        if (dane_.empty() && site_.dane_required) {
+          return SkipHost(Made("4.7.5", absl::StrCat("DANE required: no usable "
+                                                     "TLSA record at ",
+                                                     tlsa_name_)));
+        }
+        dane_mandatory_ = true;
         TryAddress();
       });
 }
@@ -285,7 +352,9 @@ std::string OutboundConnection::Peer() const {
 Where OutboundConnection::Here() const {
   return Where{hosts_[host_index_], ip_,
                source_ == nullptr ? "" : source_->name, tls_used_,
-               site_.TlsPolicyLabel()};
+               !dane_mandatory_ ? site_.TlsPolicyLabel()
+               : dane_.empty()  ? std::string("dane-unauthenticated")
+                                : std::string("dane")};
 }
 
 void OutboundConnection::Connected() {
@@ -305,6 +374,11 @@ void OutboundConnection::Connected() {
                                              : smtp::TlsPolicy::kNone;
     implicit_tls_ = s.tls == SmarthostTls::kImplicit;
     verify_ = s.verify && s.tls != SmarthostTls::kNone;
+  } else if (dane_mandatory_) {
+    // DANE (RFC 7672 2.2): TLS or nothing; authenticated by the TLSA
+    // records when any is usable, before and instead of any other policy.
+    c.tls = smtp::TlsPolicy::kRequired;
+    verify_ = !dane_.empty();
   } else {
     switch (site_.options().tls) {
       case TlsMode::kNone:
@@ -335,7 +409,7 @@ void OutboundConnection::Connected() {
 void OutboundConnection::StartTls() {
   if (host_.tls() == nullptr || stream_ == nullptr) return;
   absl::Status s =
-      stream_->StartTlsClient(host_.tls(), hosts_[host_index_], verify_);
+      stream_->StartTlsClient(host_.tls(), hosts_[host_index_], verify_, dane_);
   if (!s.ok()) Broken("4.7.5", std::string(s.message()));
 }
 
@@ -527,7 +601,8 @@ void OutboundConnection::Finish() {
       retry_next &&
       (last_phase_ == Phase::kTlsHandshake ||
        (session_ != nullptr && session_->phase() == Phase::kTlsHandshake)) &&
-      site_.options().tls == TlsMode::kOpportunistic && !plaintext_fallback_;
+      site_.options().tls == TlsMode::kOpportunistic && !plaintext_fallback_ &&
+      !dane_mandatory_;
   if (failed) {
     // The words say where and what the remote said; the codes become
     // transient ones of the same class (see the engine's Gone()).
@@ -539,6 +614,10 @@ void OutboundConnection::Finish() {
       said = SmarthostHint(options_.smarthost, last_phase_, said);
     } else if (!absl::StartsWith(said, hosts_[host_index_])) {
       said = absl::StrCat(Peer(), ": ", said);
+    }
+    if (dane_mandatory_) {
+      said = absl::StrCat("DANE (", tlsa_name_,
+                          dane_.empty() ? ", none usable" : "", "): ", said);
     }
     failure_ = Transient(failure_, std::move(said));
     last_error_ = failure_;

@@ -102,6 +102,10 @@ class OutboundConnection : private Stream::Handler {
 
   void CancelIdle();
   void ResolveHost();
+  // DANE: the TLSA records of the host tried now, then TryAddress().
+  void LookUpTlsa();
+  // The host tried now cannot be used: on to the next one.
+  void SkipHost(Reply why);
   void NextAddress();
   void TryAddress();
   void MarkHostDown();
@@ -151,6 +155,12 @@ class OutboundConnection : private Stream::Handler {
   std::optional<outcome::Tls> tls_used_;
   bool implicit_tls_ = false;
   bool verify_ = false;
+  // DANE for the host tried now: its usable TLSA records (TLS mandatory,
+  // authenticated by them), or `dane_mandatory_` alone (TLSA records exist
+  // but none is usable: TLS mandatory, unauthenticated; RFC 7672 2.2).
+  std::vector<tls::Tlsa> dane_;
+  bool dane_mandatory_ = false;
+  std::string tlsa_name_;
   std::unique_ptr<Job> job_;
   std::shared_ptr<const std::string> body_;  // Shared with the queue's.
   bool closing_ = false;

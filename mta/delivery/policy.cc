@@ -41,6 +41,7 @@ bool ParseTlsPolicyUse(absl::string_view text, TlsPolicyUse* use) {
   static const std::pair<const char*, TlsPolicyUse> kUses[] = {
       {"auto", TlsPolicyUse::kAuto},
       {"mta-sts", TlsPolicyUse::kMtaSts},
+      {"dane", TlsPolicyUse::kDane},
       {"off", TlsPolicyUse::kOff}};
   for (const auto& [name, u] : kUses) {
     if (text == name) {
@@ -57,6 +58,8 @@ absl::string_view TlsPolicyUseName(TlsPolicyUse use) {
       return "auto";
     case TlsPolicyUse::kMtaSts:
       return "mta-sts";
+    case TlsPolicyUse::kDane:
+      return "dane";
     case TlsPolicyUse::kOff:
       return "off";
   }

@@ -32,11 +32,13 @@ enum class TlsMode { kNone, kOpportunistic, kRequired, kVerify };
 bool ParseTlsMode(absl::string_view text, TlsMode* mode);
 absl::string_view TlsModeName(TlsMode mode);
 
-// The receiving domain's published policies (MTA-STS, RFC 8461): kAuto
-// honours them when they exist; kMtaSts says the same for the site (so a
-// rule can say so plainly); kOff ignores them (a receiver whose policy is
-// broken), and the site's `tls` mode alone decides.
-enum class TlsPolicyUse { kAuto, kMtaSts, kOff };
+// The receiving domain's published policies: kAuto honours DANE (RFC 7672,
+// when the resolver's DNSSEC answers are trusted) and MTA-STS (RFC 8461),
+// DANE first; kMtaSts honours MTA-STS only; kDane requires DANE (an MX
+// host without validated, usable TLSA records is not used); kOff ignores
+// both (a receiver whose policy is broken), and the site's `tls` mode
+// alone decides.
+enum class TlsPolicyUse { kAuto, kMtaSts, kDane, kOff };
 bool ParseTlsPolicyUse(absl::string_view text, TlsPolicyUse* use);
 absl::string_view TlsPolicyUseName(TlsPolicyUse use);
 
@@ -99,6 +101,9 @@ struct DeliveryOptions {
   std::string ca_file;  // Empty: the system trust store.
   // MTA-STS (RFC 8461): look up and honour receivers' policies.
   bool mta_sts = true;
+  // DANE (RFC 7672): the resolver's DNSSEC answers are trusted (dns.dnssec,
+  // and the resolver on loopback or dns.trust_ad); set by the daemon.
+  bool dane = false;
   absl::Duration mta_sts_fetch_timeout = absl::Seconds(30);
   // A domain announces a policy that cannot be fetched: its mail waits
   // (deferred, never sent without the policy) this long from the first

@@ -75,6 +75,12 @@ class Site {
   // delivered as usual, what would fail is said. `sts_mx`: its patterns.
   StsMode sts = StsMode::kNone;
   std::vector<std::string> sts_mx;
+  // DANE (RFC 7672): the MX answer was DNSSEC-validated, so each host's
+  // TLSA records are looked up and, when usable, authenticate its TLS
+  // (outbound_connection.cc). `dane_required`: a host without them is not
+  // used (tls = "dane").
+  bool dane = false;
+  bool dane_required = false;
   // What TLS policy applied, for outcomes: "mta-sts", "mta-sts-testing",
   // "smarthost", or the site's tls mode ("opportunistic", ...).
   std::string TlsPolicyLabel() const;

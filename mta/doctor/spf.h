@@ -35,7 +35,7 @@ enum class SpfResult {
 const char* SpfResultName(SpfResult r);
 
 // The records of a type at a name; Unavailable for a DNS failure.
-using SpfLookup = std::function<absl::StatusOr<dns::Answer>(
+using SpfLookup = std::function<absl::StatusOr<dns::BlockingAnswer>(
     const std::string& name, uint16_t type)>;
 
 struct SpfVerdict {

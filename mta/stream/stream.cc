@@ -71,8 +71,8 @@ void Stream::StartTlsServer(std::shared_ptr<const tls::ServerContext> context) {
 
 absl::Status Stream::StartTlsClient(
     std::shared_ptr<const tls::ClientContext> context, const std::string& host,
-    bool verify) {
-  tls_ = tls::TlsSession::Client(std::move(context), host, verify);
+    bool verify, const std::vector<tls::Tlsa>& dane) {
+  tls_ = tls::TlsSession::Client(std::move(context), host, verify, dane);
   absl::Status s = tls_->Begin();
   out_ += tls_->TakeCiphertext();
   if (!s.ok()) tls_failed_ = true;

@@ -73,9 +73,11 @@ class Stream {
   // The server side of TLS (implicit TLS, or after "220 Ready to start TLS").
   void StartTlsServer(std::shared_ptr<const tls::ServerContext> context);
   // The client side towards `host` (SNI, and the name checked when
-  // `verify`); queues the client's hello.
+  // `verify`; with `dane`, authenticated by those TLSA records); queues the
+  // client's hello.
   absl::Status StartTlsClient(std::shared_ptr<const tls::ClientContext> context,
-                              const std::string& host, bool verify);
+                              const std::string& host, bool verify,
+                              const std::vector<tls::Tlsa>& dane = {});
   // Bytes the driver read that belong to the stream's TLS: handled as if
   // read now (the handler may be called).
   void Received(absl::string_view bytes);

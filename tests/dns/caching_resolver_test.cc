@@ -51,12 +51,15 @@ class FakeTransport : public Transport {
 
 class ResolverTest : public ::testing::Test {
  protected:
-  ResolverTest() {
+  ResolverTest() { Make(false); }
+  // A fresh resolver (and transport); `trust_ad`: believe the AD bit.
+  void Make(bool trust_ad) {
     auto t = std::make_unique<FakeTransport>();
     transport_ = t.get();
     CachingResolverOptions options;
     options.cache_entries = 100;
     options.seed = 7;
+    options.trust_ad = trust_ad;
     resolver_ = std::make_unique<CachingResolver>(
         std::move(t), [this] { return now_; },
         [this](absl::AnyInvocable<void()> fn) {
@@ -380,6 +383,87 @@ TEST(MessageTest, GarbageIsRejectedNeverTrusted) {
   EXPECT_EQ(IpAddress::Parse("2001:db8::1")->ReverseName(),
             "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2."
             "ip6.arpa");
+}
+
+TEST_F(ResolverTest, AuthenticatedOnlyWithAdFromATrustedResolver) {
+  auto mx = [](const std::string& d, bool ad) {
+    PacketBuilder p;
+    if (ad) p.Authenticated();
+    return p.Answer(d, kMx, 300, PacketBuilder::Mx(10, "mx." + d)).Build();
+  };
+  Set("d.test/MX", mx("d.test", true));
+  auto untrusted = Mx("d.test");
+  ASSERT_TRUE(untrusted.ok());
+  EXPECT_FALSE(untrusted->front().authenticated);  // AD, not believed.
+  Make(/*trust_ad=*/true);
+  Set("d.test/MX", mx("d.test", true));
+  Set("u.test/MX", mx("u.test", false));
+  auto trusted = Mx("d.test");
+  ASSERT_TRUE(trusted.ok());
+  EXPECT_TRUE(trusted->front().authenticated);
+  auto again = Mx("d.test");  // From the cache: the same.
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->front().authenticated);
+  auto plain = Mx("u.test");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->front().authenticated);
+}
+
+TEST_F(ResolverTest, AddressesAuthenticatedWhenBothAnswersAre) {
+  Make(/*trust_ad=*/true);
+  Set("a.test/A", PacketBuilder()
+                      .Authenticated()
+                      .Answer("a.test", kA, 300, PacketBuilder::A("192.0.2.1"))
+                      .Build());
+  Set("a.test/AAAA", PacketBuilder()
+                         .Authenticated()
+                         .Soa("a.test", 300, 60)
+                         .Build());  // NODATA, validated.
+  Set("b.test/A", PacketBuilder()
+                      .Authenticated()
+                      .Answer("b.test", kA, 300, PacketBuilder::A("192.0.2.2"))
+                      .Build());
+  Set("b.test/AAAA", PacketBuilder().Soa("b.test", 300, 60).Build());
+  auto a = Addresses("a.test");
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->authenticated);
+  auto b = Addresses("b.test");
+  ASSERT_TRUE(b.ok());
+  EXPECT_FALSE(b->authenticated);
+}
+
+TEST_F(ResolverTest, TlsaRecordsAndTheirAbsence) {
+  Make(/*trust_ad=*/true);
+  std::string digest(32, '\xab');
+  Set("_25._tcp.mx.d.test/TLSA",
+      PacketBuilder()
+          .Authenticated()
+          .Answer("_25._tcp.mx.d.test", kTlsa, 300,
+                  PacketBuilder::Tlsa(3, 1, 1, digest))
+          .Build());
+  auto t = Wait<TlsaAnswer>(
+      [&](auto cb) { resolver_->Tlsa("_25._tcp.mx.d.test", std::move(cb)); });
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->authenticated);
+  ASSERT_EQ(t->records.size(), 1u);
+  EXPECT_EQ(t->records[0].tlsa_usage, 3);
+  EXPECT_EQ(t->records[0].tlsa_selector, 1);
+  EXPECT_EQ(t->records[0].tlsa_matching, 1);
+  EXPECT_EQ(t->records[0].tlsa_data, digest);
+  // None (NXDOMAIN from the fake): an answer, not an error.
+  auto none = Wait<TlsaAnswer>(
+      [&](auto cb) { resolver_->Tlsa("_25._tcp.mx.e.test", std::move(cb)); });
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->records.empty());
+  EXPECT_FALSE(none->authenticated);
+  // A TLSA record shorter than its three fixed bytes is refused.
+  Set("_25._tcp.mx.f.test/TLSA",
+      PacketBuilder()
+          .Answer("_25._tcp.mx.f.test", kTlsa, 300, std::string("\x03\x01"))
+          .Build());
+  auto bad = Wait<TlsaAnswer>(
+      [&](auto cb) { resolver_->Tlsa("_25._tcp.mx.f.test", std::move(cb)); });
+  EXPECT_FALSE(bad.ok());
 }
 
 }  // namespace

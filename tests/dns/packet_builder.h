@@ -16,6 +16,12 @@ class PacketBuilder {
  public:
   explicit PacketBuilder(int rcode = 0) : rcode_(rcode) {}
 
+  // The AD bit: the server says it validated the answer (DNSSEC).
+  PacketBuilder& Authenticated() {
+    ad_ = true;
+    return *this;
+  }
+
   PacketBuilder& Answer(const std::string& name, uint16_t type, uint32_t ttl,
                         const std::string& rdata) {
     answers_.push_back(Rr(name, type, ttl, rdata));
@@ -33,7 +39,7 @@ class PacketBuilder {
   }
 
   std::string Build() const {
-    std::string p = U16(0x1234) + U16(0x8180 | rcode_) +
+    std::string p = U16(0x1234) + U16(0x8180 | (ad_ ? 0x20 : 0) | rcode_) +
                     U16(question_.empty() ? 0 : 1) + U16(answers_.size()) +
                     U16(authority_.size()) + U16(0);
     p += question_;
@@ -68,6 +74,12 @@ class PacketBuilder {
   static std::string Mx(uint16_t pref, const std::string& host) {
     return U16(pref) + Name(host);
   }
+  static std::string Tlsa(uint8_t usage, uint8_t selector, uint8_t matching,
+                          const std::string& data) {
+    return std::string{static_cast<char>(usage), static_cast<char>(selector),
+                       static_cast<char>(matching)} +
+           data;
+  }
   static std::string Txt(const std::vector<std::string>& strings) {
     std::string out;
     for (const auto& s : strings) out += static_cast<char>(s.size()) + s;
@@ -75,6 +87,7 @@ class PacketBuilder {
   }
 
  private:
+  bool ad_ = false;
   static std::string Rr(const std::string& name, uint16_t type, uint32_t ttl,
                         const std::string& rdata) {
     return Name(name) + U16(type) + U16(1) + U32(ttl) + U16(rdata.size()) +

@@ -14,10 +14,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace peregrine;
   std::string record(reinterpret_cast<const char*>(data), size);
   int lookups = 0;
-  doctor::SpfLookup lookup = [&](const std::string& name,
-                                 uint16_t type) -> absl::StatusOr<dns::Answer> {
+  doctor::SpfLookup lookup =
+      [&](const std::string& name,
+          uint16_t type) -> absl::StatusOr<dns::BlockingAnswer> {
     ++lookups;
-    dns::Answer a;
+    dns::BlockingAnswer a;
     dns::Record r;
     r.name = name;
     r.type = type;

@@ -28,7 +28,6 @@ import http.server
 import json
 import os
 import smtplib
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import TMP, Daemon, Nsd, wait_until  # noqa: E402
+from e2e_lib import TMP, Daemon, Nsd, TlsSink, make_ca, wait_until  # noqa: E402,E501
 
 PORT = 2525  # Where every MX listens (delivery.port), on its own address.
 HTTPS_IP = "127.0.0.10"
@@ -70,37 +69,6 @@ SINK_OF = {"enforce.test": TLS_SINK, "plain.test": TLS_SINK,
            "big.test": PLAIN_SINK, "redirect.test": PLAIN_SINK,
            "html.test": PLAIN_SINK, "broken.test": PLAIN_SINK,
            "refused.test": PLAIN_SINK}
-
-
-def openssl(*args):
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def make_ca(work):
-    """A test CA and a leaf-maker: leaf(name, [dns names]) -> (cert, key)."""
-    ca_key, ca = os.path.join(work, "ca.key"), os.path.join(work, "ca.pem")
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
-            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", ca_key,
-            "-out", ca, "-days", "2", "-subj", "/CN=Peregrine test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-
-    def leaf(name, names):
-        key = os.path.join(work, f"{name}.key")
-        csr = os.path.join(work, f"{name}.csr")
-        cert = os.path.join(work, f"{name}.pem")
-        ext = os.path.join(work, f"{name}.ext")
-        with open(ext, "w") as f:
-            f.write("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) +
-                    "\nbasicConstraints=CA:FALSE\n"
-                    "extendedKeyUsage=serverAuth\n")
-        openssl("req", "-newkey", "ec", "-pkeyopt",
-                "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
-                "-out", csr, "-subj", f"/CN={names[0]}")
-        openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
-                "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
-        return cert, key
-    return ca, leaf
 
 
 class PolicyServer:
@@ -160,84 +128,6 @@ class PolicyServer:
         self.httpd.server_close()
 
 
-class TlsSink:
-    """SMTP on ADDRESS:PORT keeping (recipients, over_tls) per message;
-    offers STARTTLS when given a certificate."""
-
-    def __init__(self, address, cert=None, key=None):
-        self.messages = []
-        self.context = None
-        if cert:
-            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.context.load_cert_chain(cert, key)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((address, PORT))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.stopping = False
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            threading.Thread(target=self.session, args=(conn,),
-                             daemon=True).start()
-
-    def session(self, conn):
-        conn.settimeout(10)
-        tls = False
-        try:
-            f = conn.makefile("rb")
-            conn.sendall(b"220 sink ESMTP\r\n")
-            rcpts = []
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                verb = line[:4].upper()
-                if verb == b"EHLO":
-                    offer = b"250-STARTTLS\r\n" if self.context and not tls \
-                        else b""
-                    conn.sendall(b"250-sink\r\n" + offer + b"250 8BITMIME\r\n")
-                elif verb == b"STAR" and self.context and not tls:
-                    conn.sendall(b"220 go ahead\r\n")
-                    conn = self.context.wrap_socket(conn, server_side=True)
-                    f = conn.makefile("rb")
-                    tls = True
-                elif verb == b"RCPT":
-                    text = line.decode()
-                    rcpts.append(text[text.index("<") + 1:text.index(">")])
-                    conn.sendall(b"250 ok\r\n")
-                elif verb == b"DATA":
-                    conn.sendall(b"354 go on\r\n")
-                    while f.readline() not in (b".\r\n", b""):
-                        pass
-                    self.messages.append((rcpts, tls))
-                    rcpts = []
-                    conn.sendall(b"250 2.0.0 kept\r\n")
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    conn.sendall(b"250 ok\r\n")
-        except (OSError, ssl.SSLError, ValueError):
-            pass
-        finally:
-            conn.close()
-
-    def recipients(self):
-        return [r for rcpts, _ in self.messages for r in rcpts]
-
-    def stop(self):
-        self.stopping = True
-        self.sock.close()
-
-
 def zones():
     z = {}
     for domain, sink in SINK_OF.items():
@@ -261,9 +151,9 @@ class MtaStsTest(unittest.TestCase):
         other_cert, other_key = leaf("other", ["someone-else.test"])
         nsd = Nsd(zones())
         policy = PolicyServer(https_cert, https_key)
-        sinks = {TLS_SINK: TlsSink(TLS_SINK, mx_cert, mx_key),
-                 PLAIN_SINK: TlsSink(PLAIN_SINK),
-                 OTHER_SINK: TlsSink(OTHER_SINK, other_cert, other_key)}
+        sinks = {TLS_SINK: TlsSink(TLS_SINK, PORT, mx_cert, mx_key),
+                 PLAIN_SINK: TlsSink(PLAIN_SINK, PORT),
+                 OTHER_SINK: TlsSink(OTHER_SINK, PORT, other_cert, other_key)}
         config = (nsd.dns_config() +
                   f'[delivery]\nport = {PORT}\nca_file = "{ca}"\n'
                   'retry_first = "1s"\nretry_max = "2s"\n'

@@ -141,6 +141,9 @@ class FakeResolver : public dns::Resolver {
   void Txt(std::string, Callback<std::vector<std::string>> done) override {
     done(absl::NotFoundError("none"));
   }
+  void Tlsa(std::string, Callback<dns::TlsaAnswer> done) override {
+    done(dns::TlsaAnswer{});
+  }
 
  private:
   shard::Reactor& reactor_;

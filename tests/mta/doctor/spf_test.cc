@@ -74,10 +74,10 @@ class Zone {
   void Fail(const std::string& name) { failing_ = name; }
   SpfLookup Lookup() {
     return [this](const std::string& name,
-                  uint16_t type) -> absl::StatusOr<dns::Answer> {
+                  uint16_t type) -> absl::StatusOr<dns::BlockingAnswer> {
       ++queries;
       if (name == failing_) return absl::UnavailableError("timed out");
-      dns::Answer a;
+      dns::BlockingAnswer a;
       auto it = records_.find({name, type});
       if (it != records_.end()) a.records = it->second;
       return a;
