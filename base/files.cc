@@ -55,4 +55,26 @@ absl::Status CheckReadable(const std::string& path, const std::string& what) {
   return absl::FailedPreconditionError(message);
 }
 
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::string& text) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat(tmp, ": cannot write: ", strerror(errno)));
+  }
+  bool ok = ::write(fd, text.data(), text.size()) ==
+                static_cast<ssize_t>(text.size()) &&
+            ::fsync(fd) == 0;
+  int err = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) err = errno;
+    ::unlink(tmp.c_str());
+    return absl::InternalError(
+        absl::StrCat(path, ": cannot write: ", strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace peregrine

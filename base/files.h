@@ -23,4 +23,10 @@ absl::Status CheckReadable(const std::string& path, const std::string& what);
 // The same explanation for an errno already seen while opening `path`.
 std::string CannotReadReason(const std::string& path, int err);
 
+// Replaces `path` with `text` whole or not at all: written to PATH.tmp
+// (mode 0640), synced, renamed over it. InternalError names the file and
+// the reason.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::string& text);
+
 }  // namespace peregrine

@@ -144,4 +144,47 @@ int BlockingSmtp::Reply(std::string* text) {
   }
 }
 
+std::string DotStuffed(absl::string_view message) {
+  std::string data;
+  data.reserve(message.size() + 64);
+  bool line_start = true;
+  for (char ch : message) {
+    if (line_start && ch == '.') data += '.';
+    data += ch;
+    line_start = ch == '\n';
+  }
+  if (!data.empty() && data.back() != '\n') data += "\r\n";
+  data += ".\r\n";
+  return data;
+}
+
+absl::Status SubmitMail(const shard::SocketAddress& address,
+                        const std::string& helo, const std::string& from,
+                        const std::string& to, const std::string& message) {
+  BlockingSmtp c;
+  if (absl::Status s = c.Connect(address, 30); !s.ok()) return s;
+  std::string reply;
+  const std::pair<std::string, int> steps[] = {
+      {"", 220},
+      {absl::StrCat("EHLO ", helo, "\r\n"), 250},
+      {absl::StrCat("MAIL FROM:<", from, ">\r\n"), 250},
+      {absl::StrCat("RCPT TO:<", to, ">\r\n"), 250},
+      {"DATA\r\n", 354},
+      {DotStuffed(message), 250},
+  };
+  for (const auto& [command, want] : steps) {
+    if (!command.empty() && !c.Send(command)) {
+      return absl::UnavailableError("the listener closed the connection");
+    }
+    int code = c.Reply(&reply);
+    if (code != want) {
+      return absl::UnavailableError(
+          absl::StrCat(command.empty() ? "greeting" : command.substr(0, 10),
+                       ": ", code == 0 ? "no answer" : reply));
+    }
+  }
+  (void)c.Send("QUIT\r\n");
+  return absl::OkStatus();
+}
+
 }  // namespace peregrine

@@ -22,6 +22,17 @@ namespace peregrine {
 absl::StatusOr<shard::SocketAddress> ListenerAddress(const Config& config,
                                                      ListenerKind kind);
 
+// A message as DATA carries it: a line that starts with "." gets another,
+// and the final ".\r\n" is added.
+std::string DotStuffed(absl::string_view message);
+
+// One message to one recipient through the listener at `address` (the
+// daemon's own, for mail it makes itself): greeting, EHLO `helo`, MAIL,
+// RCPT, DATA. Unavailable with the step and the reply when one fails.
+absl::Status SubmitMail(const shard::SocketAddress& address,
+                        const std::string& helo, const std::string& from,
+                        const std::string& to, const std::string& message);
+
 class BlockingSmtp {
  public:
   BlockingSmtp() = default;

@@ -122,6 +122,12 @@ struct Config {
   // any with dns_trust_ad (DANE needs it).
   bool dns_dnssec = true;
   bool dns_trust_ad = false;
+  // [tls_report]: TLS reporting (RFC 8460), mta/tls_reporter.h.
+  bool tls_report = false;
+  absl::Duration tls_report_interval = absl::Hours(24);
+  std::string tls_report_organization;  // Empty: the host name.
+  std::string tls_report_contact;       // Empty: mailto:postmaster@host.
+  std::string tls_report_from;          // Empty: tlsrpt-noreply@host.
 
   // [bounce]
   std::string bounce_rules_file;  // Empty: the built-in rules only.

@@ -462,6 +462,46 @@ std::vector<Setting> DeliverySettings() {
          if (l.ok()) c.delivery.smarthost.domains = *l;
          return l.status();
        }},
+      {"tls_report", "enabled", "false",
+       "TLS reporting (RFC 8460): count per recipient domain the sessions\n"
+       "that succeeded and those a TLS policy (MTA-STS, DANE) failed, and\n"
+       "once per interval send each domain that publishes _smtp._tls TXT\n"
+       "(\"v=TLSRPTv1; rua=...\") its gzipped JSON report: mailto: through\n"
+       "this daemon's relay listener (queued and DKIM-signed like any\n"
+       "mail), https: POSTed. Needs listen.relay for mailto:.",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.tls_report);
+       }},
+      {"tls_report", "interval", "\"24h\"",
+       "The report period: a UTC day, as RFC 8460 asks. Shorter only to\n"
+       "try it out.",
+       [](const toml::node& n, Config& c) {
+         return GetDuration(n, absl::Seconds(5), absl::Hours(24 * 7),
+                            &c.tls_report_interval);
+       }},
+      {"tls_report", "organization", "\"\"",
+       "organization-name in the reports; empty: server.hostname.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a name");
+         if (s.ok()) c.tls_report_organization = *s;
+         return s.status();
+       }},
+      {"tls_report", "contact", "\"\"",
+       "contact-info in the reports; empty: mailto:postmaster@HOSTNAME.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "a mailto: or https: URI, or an address");
+         if (s.ok()) c.tls_report_contact = *s;
+         return s.status();
+       }},
+      {"tls_report", "from", "\"\"",
+       "The report mail's sender; empty: tlsrpt-noreply@HOSTNAME. Its\n"
+       "domain's DKIM key ([dkim] keys) signs the report, as RFC 8460 5.3\n"
+       "asks.",
+       [](const toml::node& n, Config& c) {
+         auto s = GetString(n, "an address");
+         if (s.ok()) c.tls_report_from = *s;
+         return s.status();
+       }},
   };
 }
 

@@ -26,6 +26,7 @@
 #include "base/files.h"
 #include "base/log.h"
 #include "dns/cares_transport.h"
+#include "mta/blocking_smtp.h"
 #include "mta/bounce/suppression_admin.h"
 #include "mta/privileges.h"
 #include "mta/shard/connection.h"
@@ -389,6 +390,42 @@ bool OnLoopback(absl::string_view server) {
 
 }  // namespace
 
+void Daemon::StartTlsReports() {
+  TlsReporterOptions o;
+  const std::string host = config_.EffectiveHostname();
+  o.submitter = host;
+  o.organization = config_.tls_report_organization.empty()
+                       ? host
+                       : config_.tls_report_organization;
+  o.contact = config_.tls_report_contact.empty()
+                  ? absl::StrCat("mailto:postmaster@", host)
+                  : config_.tls_report_contact;
+  o.from = config_.tls_report_from.empty()
+               ? absl::StrCat("tlsrpt-noreply@", host)
+               : config_.tls_report_from;
+  o.interval = config_.tls_report_interval;
+  o.state_file = config_.data_dir + "/tls-report.json";
+  o.dns.servers = config_.dns_servers;
+  o.ca_file = config_.delivery.ca_file;
+  o.sts = sts_cache_.get();
+  absl::StatusOr<shard::SocketAddress> relay =
+      ListenerAddress(config_, ListenerKind::kRelay);
+  if (!relay.ok()) {
+    log::Warn(kLog, "tls_report: %s: reports to mailto: addresses cannot go",
+              relay.status().message());
+  } else {
+    o.send_mail = [address = *relay, host](const std::string& from,
+                                           const std::string& to,
+                                           const std::string& message) {
+      return SubmitMail(address, host, from, to, message);
+    };
+  }
+  tls_reporter_ = std::make_unique<TlsReporter>(std::move(o));
+  outcomes_.Attach(tls_reporter_.get());
+  log::Info(kLog, "tls_report: TLS reports every %s to the domains that ask",
+            absl::FormatDuration(config_.tls_report_interval));
+}
+
 absl::Status Daemon::PrepareDelivery() {
   if (config_.dns_dnssec) {
     std::vector<std::string> servers = DnsServersInUse(config_);
@@ -463,6 +500,7 @@ absl::Status Daemon::PrepareDelivery() {
     delivery_->sts_cache = sts_cache_.get();
     delivery_->sts_fetcher = sts_fetcher_.get();
   }
+  if (config_.tls_report) StartTlsReports();
   if (d.smarthost.host.empty()) {
     log::Info(kLog, "delivery: by MX on port %d as %s, TLS %s", d.port,
               delivery_->helo, delivery::TlsModeName(d.defaults.tls));

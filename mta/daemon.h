@@ -43,6 +43,7 @@
 #include "mta/signer.h"
 #include "mta/startup_answers.h"
 #include "mta/systemd_notify.h"
+#include "mta/tls_reporter.h"
 #include "queue/rocksdb_store.h"
 
 namespace peregrine {
@@ -120,6 +121,8 @@ class Daemon {
                               absl::string_view recipient);
   // The outbound engine's shared context (none when delivery is off).
   absl::Status PrepareDelivery();
+  // [tls_report]: the reporter, attached to the outcome bus.
+  void StartTlsReports();
   void BeginDrain();
   // At the drain timeout: closes every connection now (bounded wait).
   void CloseConnections();
@@ -172,6 +175,8 @@ class Daemon {
   bool ad_trusted_ = false;
   std::unique_ptr<delivery::StsCache> sts_cache_;
   std::unique_ptr<delivery::StsFetcher> sts_fetcher_;
+  // TLS reporting ([tls_report]), an outcome consumer; null when off.
+  std::unique_ptr<TlsReporter> tls_reporter_;
   // config_.delivery: SIGHUP (main thread) and the admin API (shards).
   absl::Mutex delivery_mu_;
   std::atomic<bool> draining_{false};

@@ -410,17 +410,9 @@ int Sendmail(const std::vector<std::string>& raw_args, std::istream& in,
     return refused_rc;
   }
   if (int rc = step("DATA\r\n", 354, "DATA"); rc != kOk) return rc;
-  // Dot-stuffing: a line that starts with "." gets another.
-  std::string data;
-  data.reserve(mail->message.size() + 64);
-  bool line_start = true;
-  for (char ch : mail->message) {
-    if (line_start && ch == '.') data += '.';
-    data += ch;
-    line_start = ch == '\n';
+  if (int rc = step(DotStuffed(mail->message), 250, "the message"); rc != kOk) {
+    return rc;
   }
-  data += ".\r\n";
-  if (int rc = step(data, 250, "the message"); rc != kOk) return rc;
   (void)c.Send("QUIT\r\n");
   if (refused_rc != kOk) {
     err << kName << ": sent to the other " << accepted << " recipients\n";

@@ -17,6 +17,8 @@ PACKAGES=(
   libhttp-parser-dev libmstch-dev
   # Webhooks POST events with libcurl (mta/outcome/webhook.h).
   libcurl4-openssl-dev
+  # TLS reports (RFC 8460) are gzipped with zlib.
+  zlib1g-dev
   # Readiness, status and the watchdog under systemd (sd_notify).
   libsystemd-dev
   # Tests and benchmarks.

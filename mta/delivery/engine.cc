@@ -552,7 +552,14 @@ void DeliveryShard::Gone(Site& site, OutboundConnection* conn, bool ever_ready,
     // (smtp_skip_5xx_greeting), and a misconfiguration loses no mail.
     if (site.open_connections() == 0) {
       if (why.code >= 500 || why.code < 400) why.code = 451;
+      std::string failure = TlsFailureType(site, why);
       for (auto& job : site.TakeAll()) {
+        if (!failure.empty()) {
+          job->tls_failure = failure;
+          job->tls_policy = absl::StartsWith(why.text, "DANE")
+                                ? "dane"
+                                : site.TlsPolicyLabel();
+        }
         for (const queue::RecipientRecord& r : job->recipients) {
           Deferred(*job, r, why, &site);
         }
@@ -657,6 +664,10 @@ void DeliveryShard::Delivered(Site& site, Job& job,
   o.kind = outcome::Kind::kDelivered;
   Fill(o, r, reply, &site, &where);
   o.reason = StsTestingNote(site, where);
+  if (!o.reason.empty()) {
+    o.tls_failure =
+        !where.tls ? "starttls-not-supported" : "validation-failure";
+  }
   Publish(std::move(o), job);
 }
 
@@ -681,6 +692,10 @@ void DeliveryShard::Deferred(Job& job, const queue::RecipientRecord& r,
   absl::Time now = reactor_.Now();
   outcome::Outcome o;
   Fill(o, r, reply, site, where);
+  if (!job.tls_failure.empty()) {
+    o.tls_failure = job.tls_failure;
+    if (!job.tls_policy.empty()) o.tls_policy = job.tls_policy;
+  }
   // Time held by a suspended site is not counted toward the maximum age.
   absl::Duration held = r.held + job.held;
   std::optional<absl::Time> next =

@@ -66,6 +66,11 @@ struct SitePolicy {
   std::string KeySuffix() const;
 };
 
+// The RFC 8460 result type of a connection failure at a site under a
+// policy (MTA-STS enforced, DANE); "" when the site has none or the
+// failure is not TLS's.
+std::string TlsFailureType(const Site& site, const Reply& failure);
+
 // What a site under an MTA-STS policy in testing mode would have refused
 // in this delivery (RFC 8461 5: delivered, and said); "" when nothing.
 std::string StsTestingNote(const Site& site, const Where& where);

@@ -87,6 +87,8 @@ void DeliveryShard::RouteByMx(std::unique_ptr<Job> job,
       options_->dane && !mx.empty() && mx.front().authenticated;
   if (use == TlsPolicyUse::kDane) {
     if (!validated) {
+      job->tls_policy = "dane";
+      job->tls_failure = "dnssec-invalid";
       return DeferAll(
           *job, Reply{451, "4.7.5",
                       absl::StrCat("DANE is required for ", job->domain,
@@ -222,7 +224,8 @@ void DeliveryShard::StsFetched(const std::string& domain, bool refresh,
             refresh ? " (the cached policy stays in force)" : "");
   if (refresh) return;
   StsCache::Failure failure = context_.sts_cache->Failed(
-      domain, reactor_.Now(), std::string(policy.status().message()));
+      domain, reactor_.Now(), std::string(policy.status().message()),
+      absl::IsInvalidArgument(policy.status()));
   auto it = sts_waiting_.find(domain);
   if (it == sts_waiting_.end()) return;
   std::vector<StsWaiting> waiting = std::move(it->second);
@@ -266,6 +269,8 @@ void DeliveryShard::ApplySts(std::unique_ptr<Job> job,
     if (StsAllows(policy, h.host)) allowed.push_back(h);
   }
   if (allowed.empty()) {
+    job->tls_policy = "mta-sts";
+    job->tls_failure = "validation-failure";
     return DeferAll(
         *job, Reply{451, "4.7.0",
                     absl::StrCat("MTA-STS policy of ", job->domain,
@@ -294,6 +299,9 @@ void DeliveryShard::StsUnavailable(std::unique_ptr<Job> job,
                job->domain, absl::FormatDuration(now - failure.since));
     return HandOverByMx(std::move(job), std::move(mx), std::move(site));
   }
+  job->tls_policy = "mta-sts";
+  job->tls_failure =
+      failure.invalid ? "sts-policy-invalid" : "sts-policy-fetch-error";
   DeferAll(*job,
            Reply{451, "4.7.0",
                  absl::StrCat("MTA-STS policy of ", job->domain,
@@ -303,6 +311,18 @@ void DeliveryShard::StsUnavailable(std::unique_ptr<Job> job,
                               "and after ",
                               absl::FormatDuration(grace),
                               " of failures mail goes without it")});
+}
+
+std::string TlsFailureType(const Site& site, const Reply& failure) {
+  const std::string& t = failure.text;
+  bool dane = absl::StartsWith(t, "DANE");
+  if (!dane && site.sts != StsMode::kEnforce) return "";
+  if (absl::StrContains(t, "TLSA look-up")) return "dnssec-invalid";
+  if (absl::StrContains(t, "STARTTLS")) return "starttls-not-supported";
+  if (absl::StrContains(t, "certificate") || absl::StrContains(t, "TLS")) {
+    return "validation-failure";
+  }
+  return "";
 }
 
 std::string StsTestingNote(const Site& site, const Where& where) {

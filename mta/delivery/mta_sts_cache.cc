@@ -158,14 +158,16 @@ bool StsCache::KnownNone(const std::string& domain, absl::Time now) const {
 }
 
 StsCache::Failure StsCache::Failed(const std::string& domain, absl::Time now,
-                                   std::string why) {
+                                   std::string why, bool invalid) {
   absl::MutexLock lock(&mu_);
   Bound(failures_, kMaxRemembered, [](const Failure& f) { return f.last; });
-  auto [it, fresh] = failures_.try_emplace(domain, Failure{now, now, ""});
+  auto [it, fresh] =
+      failures_.try_emplace(domain, Failure{now, now, "", false});
   // A failure long after the last one starts a new run of them.
   if (now - it->second.last > absl::Hours(24)) it->second.since = now;
   it->second.last = now;
   it->second.why = std::move(why);
+  it->second.invalid = invalid;
   return it->second;
 }
 

@@ -70,9 +70,11 @@ class StsCache {
     absl::Time since;
     absl::Time last;
     std::string why;
+    bool invalid = false;  // The last one fetched a policy that is not one.
   };
   // A fetch failed; returns the run of failures it belongs to.
-  Failure Failed(const std::string& domain, absl::Time now, std::string why);
+  Failure Failed(const std::string& domain, absl::Time now, std::string why,
+                 bool invalid = false);
   std::optional<Failure> FailureOf(const std::string& domain) const;
 
   size_t size() const;

@@ -46,6 +46,11 @@ struct Job {
   // (InfinitePast: not held now). Not counted toward the maximum age.
   absl::Duration held = absl::ZeroDuration();
   absl::Time held_since = absl::InfinitePast();
+  // A TLS policy kept this job from going (TLS reporting, RFC 8460): the
+  // policy ("mta-sts", "dane") and the result type ("validation-failure",
+  // "sts-policy-fetch-error", ...) its deferral's outcome carries.
+  std::string tls_policy;
+  std::string tls_failure;
 
   // `held` plus the time held until `now`.
   absl::Duration HeldUntil(absl::Time now) const;

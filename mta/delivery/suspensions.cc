@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "base/files.h"
 
 namespace peregrine::delivery {
 namespace {
@@ -145,25 +146,7 @@ absl::Status Suspensions::Load() {
 absl::Status Suspensions::SaveLocked() {
   json j = json::array();
   for (const Suspension& s : list_) j.push_back(ToJson(s));
-  std::string text = j.dump(2) + "\n";
-  std::string tmp = path_ + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) {
-    return absl::InternalError(
-        absl::StrCat(tmp, ": cannot write: ", strerror(errno)));
-  }
-  bool ok = ::write(fd, text.data(), text.size()) ==
-                static_cast<ssize_t>(text.size()) &&
-            ::fsync(fd) == 0;
-  int err = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path_.c_str()) != 0) {
-    if (ok) err = errno;
-    ::unlink(tmp.c_str());
-    return absl::InternalError(
-        absl::StrCat(path_, ": cannot write: ", strerror(err)));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path_, j.dump(2) + "\n");
 }
 
 absl::Status Suspensions::Add(Suspension s) {

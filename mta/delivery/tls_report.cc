@@ -1,8 +1,13 @@
 #include "mta/delivery/tls_report.h"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "nlohmann/json.hpp"
 
 namespace peregrine::delivery {
@@ -87,6 +92,33 @@ std::string TlsReportFileName(const std::string& sender,
   return absl::StrCat(sender, "!", policy_domain, "!",
                       absl::ToUnixSeconds(r.start), "!",
                       absl::ToUnixSeconds(r.end), "!", r.report_id, ".json.gz");
+}
+
+absl::StatusOr<std::vector<std::string>> ParseTlsRptRecord(
+    const std::vector<std::string>& txt) {
+  std::vector<std::string> records;
+  for (const std::string& t : txt) {
+    if (absl::StartsWith(t, "v=TLSRPTv1")) records.push_back(t);
+  }
+  if (records.empty()) return absl::NotFoundError("no TLSRPTv1 record");
+  if (records.size() > 1) {
+    return absl::InvalidArgumentError("more than one TLSRPTv1 record");
+  }
+  std::vector<std::string> out;
+  for (absl::string_view field : absl::StrSplit(records[0], ';')) {
+    field = absl::StripAsciiWhitespace(field);
+    if (!absl::ConsumePrefix(&field, "rua=")) continue;
+    for (absl::string_view uri : absl::StrSplit(field, ',')) {
+      uri = absl::StripAsciiWhitespace(uri);
+      if (absl::StartsWith(uri, "mailto:") || absl::StartsWith(uri, "https:")) {
+        out.emplace_back(uri);
+      }
+    }
+  }
+  if (out.empty()) {
+    return absl::InvalidArgumentError("no mailto: or https: rua");
+  }
+  return out;
 }
 
 }  // namespace peregrine::delivery

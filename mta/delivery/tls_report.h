@@ -59,4 +59,11 @@ std::string TlsReportFileName(const std::string& sender,
                               const std::string& policy_domain,
                               const TlsReport& report);
 
+// The rua URIs of a `_smtp._tls.DOMAIN` TXT record set (RFC 8460 3):
+// exactly one record starting "v=TLSRPTv1", its rua's comma-separated
+// mailto: and https: URIs (others ignored). NotFound: no such record;
+// InvalidArgument: more than one, or no usable rua.
+absl::StatusOr<std::vector<std::string>> ParseTlsRptRecord(
+    const std::vector<std::string>& txt);
+
 }  // namespace peregrine::delivery

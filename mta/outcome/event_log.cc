@@ -75,6 +75,7 @@ std::string EventLog::ToJson(const Outcome& o) {
     j.Null();
   }
   j.Key("tls_policy").StringOrNull(o.tls_policy);
+  j.Key("tls_failure").StringOrNull(o.tls_failure);
   j.Key("code").IntOrNull(o.reply.code);
   j.Key("enhanced").StringOrNull(o.reply.enhanced);
   j.Key("reply").StringOrNull(o.reply.text);

@@ -3,7 +3,7 @@
 // Every record has the same fields, null where one does not apply:
 //   time (RFC 3339 UTC, milliseconds), type, id, sender, recipient,
 //   recipients, site, mx, ip, source, tls {version, cipher, verified},
-//   tls_policy, code, enhanced, reply, reason, category, attempt, next_attempt,
+//   tls_policy, tls_failure, code, enhanced, reply, reason, category, attempt, next_attempt,
 //   queue_time_ms,
 //   size, tags {tenant, campaign}, client, helo, auth_user, listener.
 // Lines are built with nlohmann-json (strings that are not UTF-8 get U+FFFD

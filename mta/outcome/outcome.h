@@ -82,6 +82,11 @@ struct Outcome {
   // "mta-sts-testing", "smarthost", or the site's mode ("opportunistic",
   // "required", "verify", "none"); "" when no connection was made.
   std::string tls_policy;
+  // A TLS policy's failure (RFC 8460 4.3 result types:
+  // "starttls-not-supported", "validation-failure", "dnssec-invalid",
+  // "sts-policy-fetch-error", "sts-policy-invalid", ...); "" when none. A
+  // delivery under an MTA-STS policy in testing mode can carry one too.
+  std::string tls_failure;
 
   // The remote reply, or Peregrine's own with a proper enhanced code.
   Reply reply;

@@ -180,7 +180,7 @@ admin = {admin}
 
 EVENT_FIELDS = {
     "time", "type", "id", "sender", "recipient", "recipients", "site", "mx",
-    "ip", "source", "tls", "tls_policy", "code", "enhanced", "reply", "reason", "category",
+    "ip", "source", "tls", "tls_policy", "tls_failure", "code", "enhanced", "reply", "reason", "category",
     "attempt",
     "next_attempt", "queue_time_ms", "size", "tags", "client", "helo",
     "auth_user", "listener"}
@@ -729,6 +729,7 @@ class TlsSink:
 
     def __init__(self, address, port, cert=None, key=None):
         self.messages = []
+        self.data = []  # Each message's bytes, dot-stuffing undone.
         self.context = None
         if cert:
             self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -778,9 +779,14 @@ class TlsSink:
                     conn.sendall(b"250 ok\r\n")
                 elif verb == b"DATA":
                     conn.sendall(b"354 go on\r\n")
-                    while f.readline() not in (b".\r\n", b""):
-                        pass
+                    data = b""
+                    while True:
+                        line = f.readline()
+                        if line in (b".\r\n", b""):
+                            break
+                        data += line[1:] if line.startswith(b"..") else line
                     self.messages.append((rcpts, tls))
+                    self.data.append(data)
                     rcpts = []
                     conn.sendall(b"250 2.0.0 kept\r\n")
                 elif verb == b"QUIT":

@@ -95,6 +95,8 @@ run local_fuzz tests/fuzz/local_fuzz.cc mta/local/aliases.cc mta/local/srs.cc \
   -lcrypto
 # SPF records as DNS gives them, evaluated by `peregrine doctor`.
 run spf_fuzz -fexceptions tests/fuzz/spf_fuzz.cc mta/doctor/spf.cc dns/message.cc
-# MTA-STS policies and records, as any web or DNS server sends them.
-run mta_sts_fuzz tests/fuzz/mta_sts_fuzz.cc mta/delivery/mta_sts.cc
+# MTA-STS policies and records, as any web or DNS server sends them, and
+# TLS-RPT records and the report made from a receiver's words.
+run mta_sts_fuzz -fexceptions tests/fuzz/mta_sts_fuzz.cc \
+  mta/delivery/mta_sts.cc mta/delivery/tls_report.cc
 echo "fuzzing done"

@@ -22,8 +22,15 @@ what happened:
   broken.test    a policy without its mode          -> deferred, not sent
   refused.test   nothing listens at mta-sts.DOMAIN  -> deferred, not sent
 
+TLS reporting (RFC 8460) is on with a 5 s period: enforce.test and
+notls.test publish `_smtp._tls` records; their gzipped JSON reports arrive
+by mail (at reports.test's sink, through the daemon's own relay) and by
+HTTPS POST, and are read back with Python's email and gzip.
+
 Then a restart with the policy server gone: the kept policy still applies.
 """
+import email
+import gzip
 import http.server
 import json
 import os
@@ -42,6 +49,7 @@ from e2e_lib import TMP, Daemon, Nsd, TlsSink, make_ca, wait_until  # noqa: E402
 PORT = 2525  # Where every MX listens (delivery.port), on its own address.
 HTTPS_IP = "127.0.0.10"
 TLS_SINK, PLAIN_SINK, OTHER_SINK = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+REPORT_SINK = "127.0.0.5"
 
 POLICIES = {
     "enforce.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.enforce.test\r\n"
@@ -76,12 +84,25 @@ class PolicyServer:
 
     def __init__(self, cert, key):
         self.hits = []
+        self.posts = []  # (Content-Type, body) of each POST /tlsrpt.
 
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                if self.path == "/tlsrpt":
+                    server.posts.append(
+                        (self.headers.get("Content-Type"), body))
+                    self.send_response(201)
+                else:
+                    self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_GET(self):
                 host = self.headers.get("Host", "").split(":")[0]
@@ -136,11 +157,75 @@ def zones():
             https = "127.0.0.11" if domain == "refused.test" else HTTPS_IP
             records += ['_mta-sts IN TXT "v=STSv1; id=20261128T01;"',
                         f"mta-sts IN A {https}"]
+        if domain in ("enforce.test", "notls.test"):
+            rua = "mailto:rpt@reports.test"
+            if domain == "enforce.test":
+                rua += ",https://mta-sts.enforce.test/tlsrpt"
+            records.append(f'_smtp._tls IN TXT "v=TLSRPTv1; rua={rua}"')
         z[domain] = records
+    z["reports.test"] = ["@ IN MX 10 mx.reports.test.",
+                         f"mx IN A {REPORT_SINK}"]
     return z
 
 
 class MtaStsTest(unittest.TestCase):
+    def check_reports(self, sink, policy):
+        """The TLS reports (RFC 8460) that came by mail and by POST: summed
+        over the periods they cover, enforce.test has its delivery and
+        notls.test its STARTTLS failures."""
+        def reports():
+            out = []
+            for data in list(sink.data):
+                m = email.message_from_bytes(data)
+                self.assertEqual(m.get_content_type(), "multipart/report")
+                self.assertEqual(m.get_param("report-type"), "tlsrpt")
+                self.assertIn("Report Domain:", m["Subject"])
+                parts = [p for p in m.walk()
+                         if p.get_content_type() == "application/tlsrpt+gzip"]
+                self.assertEqual(len(parts), 1)
+                self.assertTrue(parts[0].get_filename().endswith(".json.gz"))
+                out.append((m["TLS-Report-Domain"],
+                            json.loads(gzip.decompress(
+                                parts[0].get_payload(decode=True)))))
+            return out
+
+        def totals(domain, found):
+            ok, failed, types = 0, 0, set()
+            for d, r in found:
+                if d != domain:
+                    continue
+                for p in r["policies"]:
+                    ok += p["summary"]["total-successful-session-count"]
+                    failed += p["summary"]["total-failure-session-count"]
+                    types |= {f["result-type"]
+                              for f in p.get("failure-details", [])}
+            return ok, failed, types
+
+        self.assertTrue(wait_until(
+            lambda: totals("enforce.test", reports())[0] >= 1 and
+            totals("notls.test", reports())[1] >= 1 and policy.posts,
+            timeout=30), f"{len(sink.data)} report mails, "
+                         f"{len(policy.posts)} posts")
+        found = reports()
+        for domain, r in found:
+            for field in ("organization-name", "date-range", "contact-info",
+                          "report-id", "policies"):
+                self.assertIn(field, r)
+            self.assertEqual(r["organization-name"], "Peregrine test")
+            self.assertEqual(r["policies"][0]["policy"]["policy-domain"],
+                             domain)
+            self.assertEqual(r["policies"][0]["policy"]["policy-type"], "sts")
+        enforce = [r for d, r in found if d == "enforce.test"]
+        self.assertIn("mode: enforce",
+                      enforce[0]["policies"][0]["policy"]["policy-string"])
+        self.assertEqual(totals("notls.test", found)[2],
+                         {"starttls-not-supported"})
+        kind, body = policy.posts[0]
+        self.assertEqual(kind, "application/tlsrpt+gzip")
+        posted = json.loads(gzip.decompress(body))
+        self.assertEqual(posted["policies"][0]["policy"]["policy-domain"],
+                         "enforce.test")
+
     def test_policies_decide_where_and_how_mail_goes(self):
         work = tempfile.mkdtemp(dir=TMP)
         ca, leaf = make_ca(work)
@@ -153,12 +238,15 @@ class MtaStsTest(unittest.TestCase):
         policy = PolicyServer(https_cert, https_key)
         sinks = {TLS_SINK: TlsSink(TLS_SINK, PORT, mx_cert, mx_key),
                  PLAIN_SINK: TlsSink(PLAIN_SINK, PORT),
-                 OTHER_SINK: TlsSink(OTHER_SINK, PORT, other_cert, other_key)}
+                 OTHER_SINK: TlsSink(OTHER_SINK, PORT, other_cert, other_key),
+                 REPORT_SINK: TlsSink(REPORT_SINK, PORT)}
         config = (nsd.dns_config() +
                   f'[delivery]\nport = {PORT}\nca_file = "{ca}"\n'
                   'retry_first = "1s"\nretry_max = "2s"\n'
                   'idle_timeout = "1s"\nconnect_timeout = "2s"\n'
-                  'mta_sts_fetch_timeout = "2s"\n')
+                  'mta_sts_fetch_timeout = "2s"\n'
+                  '[tls_report]\nenabled = true\ninterval = "5s"\n'
+                  'organization = "Peregrine test"\n')
         d = Daemon(config)
         stopped = False
         try:
@@ -168,8 +256,10 @@ class MtaStsTest(unittest.TestCase):
                                f"Subject: to {domain}\r\n\r\nhello\r\n")
 
             def delivered():
+                # The TLS reports' own mail to reports.test aside.
                 return {r["recipient"]: r for r in d.events()
-                        if r["type"] == "delivered"}
+                        if r["type"] == "delivered" and
+                        not r["recipient"].endswith("@reports.test")}
 
             def deferred():
                 out = {}
@@ -238,6 +328,8 @@ class MtaStsTest(unittest.TestCase):
                               "enforce", f.read())
             for r in sorted(late):
                 print(r, "->", late[r]["reply"])
+
+            self.check_reports(sinks[REPORT_SINK], policy)
 
             # The policy is kept: a restart without the policy server still
             # enforces it (and sends enforce.test's next mail over TLS).

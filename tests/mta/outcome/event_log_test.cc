@@ -58,7 +58,7 @@ TEST(EventLogJson, Delivered) {
       R"({"time":"2026-11-27T12:00:00.123Z","type":"delivered","id":"0000000000001A2B",)"
       R"("sender":"news@shop.example","recipient":"ann@example.com","recipients":null,)"
       R"("site":"mx.example.net","mx":"mx1.example.net","ip":"192.0.2.7","source":"ip1",)"
-      R"("tls":{"version":"TLSv1.3","cipher":"TLS_AES_256_GCM_SHA384","verified":true},"tls_policy":null,)"
+      R"("tls":{"version":"TLSv1.3","cipher":"TLS_AES_256_GCM_SHA384","verified":true},"tls_policy":null,"tls_failure":null,)"
       R"("code":250,"enhanced":"2.0.0","reply":"Ok: queued as 4XYZ","reason":null,)"
       R"("category":null,"attempt":1,"next_attempt":null,"queue_time_ms":1534,"size":2048,)"
       R"("tags":{"tenant":"shop","campaign":"black-friday"},"client":null,)"
@@ -81,7 +81,7 @@ TEST(EventLogJson, Deferred) {
       R"({"time":"2026-11-27T12:00:00.123Z","type":"deferred","id":"0000000000001A2B",)"
       R"("sender":"news@shop.example","recipient":"ann@example.com","recipients":null,)"
       R"("site":"mx.example.net","mx":"mx1.example.net","ip":"192.0.2.7","source":null,)"
-      R"("tls":null,"tls_policy":null,"code":451,"enhanced":"4.7.1","reply":"greylisted","reason":null,)"
+      R"("tls":null,"tls_policy":null,"tls_failure":null,"code":451,"enhanced":"4.7.1","reply":"greylisted","reason":null,)"
       R"("category":"rate_limited","attempt":2,"next_attempt":"2026-11-27T12:10:00.123Z","queue_time_ms":1534,)"
       R"("size":2048,"tags":{},"client":null,"helo":null,"auth_user":null,"listener":null})");
 }
@@ -123,7 +123,7 @@ TEST(EventLogJson, Received) {
       R"({"time":"2026-11-27T12:00:00.123Z","type":"received","id":"0000000000000007",)"
       R"("sender":"","recipient":null,"recipients":["a@x.example","b@y.example"],)"
       R"("site":null,"mx":null,"ip":null,"source":null,)"
-      R"("tls":{"version":"TLSv1.3","cipher":"TLS_AES_128_GCM_SHA256","verified":false},"tls_policy":null,)"
+      R"("tls":{"version":"TLSv1.3","cipher":"TLS_AES_128_GCM_SHA256","verified":false},"tls_policy":null,"tls_failure":null,)"
       R"("code":250,"enhanced":"2.0.0","reply":"queued as 0000000000000007","reason":null,)"
       R"("category":null,"attempt":null,"next_attempt":null,"queue_time_ms":null,"size":900,"tags":{},)"
       R"("client":"203.0.113.9","helo":"app.example","auth_user":"app","listener":"submission"})");
@@ -144,7 +144,7 @@ TEST(EventLogJson, Rejected) {
       EventLog::ToJson(o),
       R"({"time":"2026-11-27T12:00:00.123Z","type":"rejected","id":null,"sender":null,)"
       R"("recipient":"victim@elsewhere.example","recipients":null,"site":null,"mx":null,)"
-      R"("ip":null,"source":null,"tls":null,"tls_policy":null,"code":554,"enhanced":"5.7.1",)"
+      R"("ip":null,"source":null,"tls":null,"tls_policy":null,"tls_failure":null,"code":554,"enhanced":"5.7.1",)"
       R"("reply":"<victim@elsewhere.example>: Relay access denied",)"
       R"("reason":"not in relay.trusted_networks","category":null,"attempt":null,)"
       R"("next_attempt":null,)"
