@@ -3,11 +3,17 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <iostream>
+#include <memory>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -166,6 +172,16 @@ std::string Records(const RecordsInput& in) {
       "_mta-sts.", d, "\tIN TXT\t\"v=STSv1; id=", id, "\"\n",
       "\n; TLS-RPT: where senders report TLS failures to your MX:\n",
       "_smtp._tls.", d, "\tIN TXT\t\"v=TLSRPTv1; rua=mailto:", report, "\"\n");
+  // DANE.
+  if (!in.tlsa.empty()) {
+    absl::StrAppend(
+        &out,
+        "\n; DANE: senders that validate DNSSEC check your certificate "
+        "against this\n; (only in a DNSSEC-signed zone; renew with the same "
+        "key, or publish the\n; new key's record beside this one before "
+        "switching):\n",
+        "_25._tcp.", host, "\tIN TLSA\t", in.tlsa, "\n");
+  }
   // PTR.
   absl::StrAppend(&out,
                   "\n; Reverse DNS: not in your zone; ask your VPS provider "
@@ -224,8 +240,42 @@ int DnsRecordsCommand(const DnsRecordsArgs& a, std::ostream& out,
     in.dkim.push_back(
         {e.spec.domain, e.spec.selector, e.signer->key().DnsRecord()});
   }
+  if (!config->tls_cert_file.empty()) {
+    absl::StatusOr<std::string> tlsa = TlsaRecordFor(config->tls_cert_file);
+    if (!tlsa.ok()) {
+      err << name << ": tls.cert_file: " << tlsa.status().message() << "\n";
+      return 2;
+    }
+    in.tlsa = *tlsa;
+  }
   out << Records(in);
   return 0;
+}
+
+absl::StatusOr<std::string> TlsaRecordFor(const std::string& cert_file) {
+  std::unique_ptr<FILE, int (*)(FILE*)> f(fopen(cert_file.c_str(), "r"),
+                                          fclose);
+  if (f == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", cert_file));
+  }
+  std::unique_ptr<X509, void (*)(X509*)> leaf(
+      PEM_read_X509(f.get(), nullptr, nullptr, nullptr), X509_free);
+  if (leaf == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert_file, " holds no certificate"));
+  }
+  unsigned char* der = nullptr;
+  int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(leaf.get()), &der);
+  if (len <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert_file, ": its public key cannot be read"));
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(der, static_cast<size_t>(len), digest, &n, EVP_sha256(), nullptr);
+  OPENSSL_free(der);
+  return absl::StrCat("3 1 1 ", absl::BytesToHexString(absl::string_view(
+                                    reinterpret_cast<char*>(digest), n)));
 }
 
 }  // namespace peregrine

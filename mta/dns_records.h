@@ -2,7 +2,8 @@
 // publishes for a domain Peregrine sends (and receives) for, as zone-file
 // lines with a comment on each: MX, A/AAAA of server.hostname, SPF, each
 // DKIM key's TXT (from the configured [[dkim.keys]]), DMARC, MTA-STS (with
-// its policy file) and TLS-RPT, and the PTR to ask the VPS provider for.
+// its policy file), TLS-RPT, the TLSA record of the host's certificate
+// (DANE), and the PTR to ask the VPS provider for.
 //
 // Records() is pure (the tests give it everything); DnsRecordsCommand()
 // gathers the inputs: the configuration, the DKIM keys' public halves, and
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 namespace peregrine {
@@ -31,9 +33,17 @@ struct RecordsInput {
   std::string
       report_address;  // DMARC and TLS-RPT reports; default postmaster@.
   absl::Time now;      // The MTA-STS policy id.
+  // "3 1 1 <hex>" for the [tls] certificate ("" when none is configured):
+  // the DANE TLSA record of server.hostname.
+  std::string tlsa;
 };
 
 std::string Records(const RecordsInput& in);
+
+// "3 1 1 <hex of SHA-256 of the leaf's public key>" for the first
+// certificate in `cert_file` (PEM): the DANE-EE TLSA record that matches
+// it and survives renewals that keep the key (certbot --reuse-key).
+absl::StatusOr<std::string> TlsaRecordFor(const std::string& cert_file);
 
 // This host's interface addresses, but loopback and link-local.
 std::vector<std::string> HostAddresses();

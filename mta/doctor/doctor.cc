@@ -29,6 +29,7 @@
 #include "mta/config.h"
 #include "mta/dns_records.h"
 #include "mta/doctor/spf.h"
+#include "mta/doctor/tls_checks.h"
 #include "nlohmann/json.hpp"
 
 namespace peregrine::doctor {
@@ -813,8 +814,15 @@ std::vector<Finding> Doctor::Run() {
       Mx(d);
     }
     OptionalTxt(d);
+    for (Finding& f :
+         StsPolicyChecks(dns_, d, hostname_, config_.delivery.ca_file)) {
+      findings_.push_back(std::move(f));
+    }
   }
   Certificate();
+  for (Finding& f : TlsaChecks(dns_, hostname_, config_.tls_cert_file)) {
+    findings_.push_back(std::move(f));
+  }
   Port25();
   Listeners();
   OpenRelay();

@@ -14,8 +14,12 @@
 //   mx           each local domain's MX points at this server;
 //   mta-sts,     their TXT records parse, when published;
 //   tls-rpt
+//   mta-sts      the policy fetched as senders fetch it names this host
+//   policy       (tls_checks.h);
 //   certificate  the [tls] certificate chains to a trusted root, covers
 //                server.hostname, and is not about to expire;
+//   tlsa         _25._tcp.HOSTNAME's TLSA records match that certificate
+//                (DANE), or the record to publish (tls_checks.h);
 //   port 25      outbound SMTP reaches a large provider's MX (a timeout
 //                means the VPS provider blocks it);
 //   clock        within seconds of a peer's, when its banner tells time;

@@ -3,6 +3,7 @@
 checker, name the configured host and egress address in MX, A and SPF, and
 the DKIM TXT record it prints is the one that verifies (dkimpy) what
 Peregrine signs with the configured key."""
+import hashlib
 import os
 import re
 import subprocess
@@ -77,6 +78,32 @@ class DnsRecordsTest(unittest.TestCase):
         def lookup(name, timeout=5):
             return record if name == b"s1._domainkey.example.test." else None
         self.assertTrue(dkim.verify(signed, dnsfunc=lookup))
+
+    def test_the_tlsa_record_names_the_certificates_key(self):
+        cert = os.path.join(self.dir, "mail.pem")
+        key = os.path.join(self.dir, "mail.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                        key, "-out", cert, "-days", "2", "-subj",
+                        "/CN=mail.example.test"], check=True,
+                       capture_output=True)
+        pub = subprocess.run(["openssl", "x509", "-in", cert, "-noout",
+                              "-pubkey"], check=True,
+                             capture_output=True).stdout
+        der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"],
+                             input=pub, check=True, capture_output=True).stdout
+        with open(self.cfg, "a") as f:
+            f.write(f'[tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n')
+        out = self.records("--ip", "192.0.2.10")
+        self.assertIn("_25._tcp.mail.example.test.\tIN TLSA\t3 1 1 " +
+                      hashlib.sha256(der).hexdigest(), out)
+        # A certificate file that holds none is named.
+        with open(cert, "w") as f:
+            f.write("not a certificate\n")
+        r = run(["dns-records", "--domain", "example.test", "-c", self.cfg,
+                 "--ip", "192.0.2.10"], check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"holds no certificate", r.stderr)
 
     def test_bad_input_is_named(self):
         r = run(["dns-records", "--domain", "not a domain"], check=False)

@@ -15,6 +15,7 @@ each pass and each failure, and a running daemon:
   connection times out and doctor says the provider blocks it.
 """
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -112,6 +113,44 @@ class BannerServer:
         self.sock.close()
 
 
+class PolicyServer:
+    """HTTPS on ADDRESS:443 serving good.test's MTA-STS policy, when this
+    process may bind port 443 (root); else httpd is None."""
+    ADDRESS = "127.0.0.44"
+    POLICY = b"version: STSv1\nmode: enforce\nmx: mail.good.test\nmax_age: 86400\n"
+
+    def __init__(self, cert, key):
+        import http.server
+        import ssl
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(PolicyServer.POLICY)))
+                self.end_headers()
+                self.wfile.write(PolicyServer.POLICY)
+        try:
+            self.httpd = http.server.ThreadingHTTPServer((self.ADDRESS, 443),
+                                                         Handler)
+        except OSError:
+            self.httpd = None
+            return
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket,
+                                                server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
 class DoctorTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -125,6 +164,17 @@ class DoctorTest(unittest.TestCase):
                                    NOW + 90 * DAY)
         write_pem(f"{w}/good.crt", leaf, ca)
         write_pem(f"{w}/good.key", leaf_key)
+        # DANE: the TLSA record of good.crt's key (3 1 1).
+        spki = leaf.public_key().public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo)
+        tlsa = hashlib.sha256(spki).hexdigest()
+        # MTA-STS: the policy served as senders fetch it, on 443 (root).
+        sts_key, sts_cert = make_cert("mta-sts.good.test", ca_key,
+                                      ca.subject, NOW + 90 * DAY)
+        write_pem(f"{w}/sts.pem", sts_cert, ca)
+        write_pem(f"{w}/sts.key", sts_key)
+        cls.policy = PolicyServer(f"{w}/sts.pem", f"{w}/sts.key")
         old_key, old = make_cert("mail.good.test", ca_key, ca.subject,
                                  NOW - 2 * DAY)
         write_pem(f"{w}/expired.crt", old, ca)
@@ -144,6 +194,8 @@ class DoctorTest(unittest.TestCase):
                 '_dmarc IN TXT "v=DMARC1; p=quarantine; '
                 'rua=mailto:postmaster@good.test"',
                 '_mta-sts IN TXT "v=STSv1; id=20261128T000000"',
+                f"mta-sts IN A {PolicyServer.ADDRESS}",
+                f"_25._tcp.mail IN TLSA 3 1 1 {tlsa}",
                 '_smtp._tls IN TXT "v=TLSRPTv1; '
                 'rua=mailto:postmaster@good.test"',
             ],
@@ -166,6 +218,7 @@ class DoctorTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        cls.policy.stop()
         cls.nsd.stop()
         cls.banner.stop()
         cls.late.stop()
@@ -205,7 +258,17 @@ ca_file = "{w}/ca.pem"
             self.assertEqual(d.stop(), 0)
         failed = {k: v for k, v in checks.items()
                   if v["status"] not in ("ok",)}
+        if self.policy.httpd is None:
+            # Not root: nothing serves the policy on 443 here.
+            print("the MTA-STS policy check is not tried: port 443 needs "
+                  "root")
+            failed.pop("mta-sts policy good.test", None)
         self.assertEqual(failed, {}, json.dumps(checks, indent=1))
+        self.assertIn("1 of 1 TLSA records match", checks[
+            "tlsa mail.good.test"]["found"])
+        if self.policy.httpd is not None:
+            self.assertIn("mode enforce, mx mail.good.test",
+                          checks["mta-sts policy good.test"]["found"])
         self.assertEqual(code, 0)
         self.assertIn("127.0.0.1 → mail.good.test → 127.0.0.1",
                       checks["ptr 127.0.0.1"]["found"])
@@ -264,6 +327,9 @@ ca_file = "{w}/ca.pem"
         failed("dmarc nodmarc.test", "no DMARC record",
                '_dmarc.nodmarc.test. IN TXT "v=DMARC1; p=none;')
         failed("certificate", "expired 2 days ago", "certbot")
+        # Its key is not the one the TLSA record names.
+        failed("tlsa mail.good.test", "none of the 1 TLSA records",
+               "_25._tcp.mail.good.test. IN TLSA 3 1 1 ")
         self.assertEqual(checks["spf otherkey.test"]["status"], "ok")
         self.assertEqual(checks["dmarc nospf.test"]["status"], "warning")
         self.assertEqual(checks["clock"]["status"], "warning")
