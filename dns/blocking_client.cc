@@ -59,19 +59,6 @@ bool ParseServer(const std::string& text, Server* out) {
   return false;
 }
 
-std::vector<std::string> ResolvConfServers() {
-  std::vector<std::string> out;
-  std::ifstream in("/etc/resolv.conf");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<std::string> f =
-        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    if (f.size() >= 2 && f[0] == "nameserver") out.push_back(f[1]);
-  }
-  if (out.empty()) out.push_back("127.0.0.1");
-  return out;
-}
-
 bool WaitFor(int fd, short events, absl::Time deadline) {
   pollfd p{fd, events, 0};
   int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
@@ -139,6 +126,19 @@ std::string AskTcp(const Server& s, const std::string& query,
 }
 
 }  // namespace
+
+std::vector<std::string> ResolvConfServers() {
+  std::vector<std::string> out;
+  std::ifstream in("/etc/resolv.conf");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (f.size() >= 2 && f[0] == "nameserver") out.push_back(f[1]);
+  }
+  if (out.empty()) out.push_back("127.0.0.1");
+  return out;
+}
 
 std::string MakeQuery(uint16_t id, absl::string_view name, uint16_t type) {
   std::string q;

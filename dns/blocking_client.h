@@ -49,6 +49,10 @@ class BlockingClient {
   uint16_t next_id_;
 };
 
+// The nameservers of /etc/resolv.conf ("127.0.0.1" when it names none,
+// as glibc and c-ares assume).
+std::vector<std::string> ResolvConfServers();
+
 // The query packet for (name, type), recursion desired.
 std::string MakeQuery(uint16_t id, absl::string_view name, uint16_t type);
 

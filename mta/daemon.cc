@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "base/files.h"
 #include "base/log.h"
+#include "dns/blocking_client.h"
 #include "dns/cares_transport.h"
 #include "mta/blocking_smtp.h"
 #include "mta/bounce/suppression_admin.h"
@@ -371,16 +372,8 @@ namespace {
 
 // The servers c-ares uses: the configured ones, else /etc/resolv.conf's.
 std::vector<std::string> DnsServersInUse(const Config& config) {
-  if (!config.dns_servers.empty()) return config.dns_servers;
-  std::vector<std::string> out;
-  std::ifstream in("/etc/resolv.conf");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<std::string> words =
-        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    if (words.size() >= 2 && words[0] == "nameserver") out.push_back(words[1]);
-  }
-  return out;
+  return config.dns_servers.empty() ? dns::ResolvConfServers()
+                                    : config.dns_servers;
 }
 
 bool OnLoopback(absl::string_view server) {

@@ -32,18 +32,6 @@ constexpr char kLog[] = "mta-sts";
 // After a failed fetch, the next one waits at least this long.
 constexpr absl::Duration kFetchAgainAfter = absl::Minutes(1);
 
-absl::string_view ModeName(StsMode mode) {
-  switch (mode) {
-    case StsMode::kEnforce:
-      return "enforce";
-    case StsMode::kTesting:
-      return "testing";
-    case StsMode::kNone:
-      break;
-  }
-  return "none";
-}
-
 std::string HostNames(const std::vector<dns::MxHost>& mx) {
   std::vector<std::string> names;
   for (const dns::MxHost& h : mx) names.push_back(h.host);
@@ -215,7 +203,7 @@ void DeliveryShard::StsFetched(const std::string& domain, bool refresh,
                                absl::StatusOr<StsPolicy> policy) {
   if (policy.ok()) {
     log::Info(kLog, "%s: policy fetched: mode %s, max_age %ds, mx %s", domain,
-              ModeName(policy->mode), policy->max_age,
+              StsModeName(policy->mode), policy->max_age,
               absl::StrJoin(policy->mx, ", "));
     return StsKnown(domain, &*policy);
   }

@@ -141,4 +141,16 @@ bool StsAllows(const StsPolicy& policy, absl::string_view host) {
   return false;
 }
 
+absl::string_view StsModeName(StsMode mode) {
+  switch (mode) {
+    case StsMode::kEnforce:
+      return "enforce";
+    case StsMode::kTesting:
+      return "testing";
+    case StsMode::kNone:
+      break;
+  }
+  return "none";
+}
+
 }  // namespace peregrine::delivery

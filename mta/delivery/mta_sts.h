@@ -17,6 +17,8 @@
 namespace peregrine::delivery {
 
 enum class StsMode { kEnforce, kTesting, kNone };
+// "enforce", "testing", "none": as the policy file says it.
+absl::string_view StsModeName(StsMode mode);
 
 struct StsPolicy {
   StsMode mode = StsMode::kNone;

@@ -11,18 +11,6 @@
 namespace peregrine::delivery {
 namespace {
 
-absl::string_view ModeName(StsMode mode) {
-  switch (mode) {
-    case StsMode::kEnforce:
-      return "enforce";
-    case StsMode::kTesting:
-      return "testing";
-    case StsMode::kNone:
-      break;
-  }
-  return "none";
-}
-
 // Drops the oldest half of `map` (by the time `when` gives) once it is at
 // `limit`: bounded memory, recent knowledge kept.
 template <typename Map, typename When>
@@ -42,7 +30,7 @@ void Bound(Map& map, size_t limit, When when) {
 
 std::string StsCache::Encode(const StsCacheEntry& entry) {
   nlohmann::json j = {
-      {"mode", std::string(ModeName(entry.policy.mode))},
+      {"mode", std::string(StsModeName(entry.policy.mode))},
       {"mx", entry.policy.mx},
       {"max_age", entry.policy.max_age},
       {"id", entry.id},

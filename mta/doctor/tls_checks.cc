@@ -126,9 +126,7 @@ std::vector<Finding> StsPolicyChecks(dns::BlockingClient& dns,
   for (const std::string& h : hosts) {
     if (!delivery::StsAllows(*policy, h)) outside.push_back(h);
   }
-  const char* mode = policy->mode == delivery::StsMode::kEnforce   ? "enforce"
-                     : policy->mode == delivery::StsMode::kTesting ? "testing"
-                                                                   : "none";
+  absl::string_view mode = delivery::StsModeName(policy->mode);
   std::string found =
       absl::StrCat("mode ", mode, ", mx ", absl::StrJoin(policy->mx, ", "),
                    ", max_age ", policy->max_age);

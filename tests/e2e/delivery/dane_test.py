@@ -28,7 +28,8 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import TMP, Daemon, Nsd, TlsSink, openssl, wait_until  # noqa: E402,E501
+from e2e_lib import (TMP, Daemon, Nsd, TlsSink,  # noqa: E402
+                     enter_network_namespace, openssl, wait_until)
 
 PORT = 2525
 GOOD, BAD, PLAIN = "127.0.0.2", "127.0.0.3", "127.0.0.4"
@@ -229,18 +230,5 @@ if __name__ == "__main__":
                 f"/usr/sbin/{tool}"):
             print(f"{tool} is missing (scripts/install-deps.sh installs it)")
             sys.exit(1)
-    if os.environ.get("PEREGRINE_IN_NETNS") != "1":
-        if os.geteuid() != 0:
-            print("needs root for its network namespace; skipped")
-            sys.exit(0)
-        probe = subprocess.run(["unshare", "--net", "true"],
-                               capture_output=True, text=True)
-        if probe.returncode != 0:
-            print("cannot make a network namespace here "
-                  f"({probe.stderr.strip()}); skipped")
-            sys.exit(0)
-        env = dict(os.environ, PEREGRINE_IN_NETNS="1")
-        sys.exit(subprocess.run(["unshare", "--net", sys.executable,
-                                 __file__], env=env).returncode)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    enter_network_namespace(__file__)
     unittest.main(verbosity=2)

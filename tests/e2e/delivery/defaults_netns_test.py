@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import PEREGRINE, TMP, Nsd  # noqa: E402
+from e2e_lib import PEREGRINE, TMP, Nsd, enter_network_namespace  # noqa: E402
 
 DOMAINS = 10
 PER_DOMAIN = 30
@@ -99,17 +99,5 @@ def in_namespace():
 
 
 if __name__ == "__main__":
-    if os.environ.get("PEREGRINE_IN_NETNS") != "1":
-        if os.geteuid() != 0:
-            print("needs root for its network namespace; skipped")
-            sys.exit(0)
-        probe = subprocess.run(["unshare", "--net", "--mount", "true"],
-                               capture_output=True, text=True)
-        if probe.returncode != 0:
-            print("cannot make a network namespace here "
-                  f"({probe.stderr.strip()}); skipped")
-            sys.exit(0)
-        env = dict(os.environ, PEREGRINE_IN_NETNS="1")
-        sys.exit(subprocess.run(["unshare", "--net", "--mount", sys.executable,
-                                 __file__], env=env).returncode)
+    enter_network_namespace(__file__, mount=True)
     sys.exit(in_namespace())

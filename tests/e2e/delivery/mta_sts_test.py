@@ -44,7 +44,8 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import TMP, Daemon, Nsd, TlsSink, make_ca, wait_until  # noqa: E402,E501
+from e2e_lib import (TMP, Daemon, Nsd, TlsSink,  # noqa: E402
+                     enter_network_namespace, make_ca, wait_until)
 
 PORT = 2525  # Where every MX listens (delivery.port), on its own address.
 HTTPS_IP = "127.0.0.10"
@@ -364,18 +365,5 @@ class MtaStsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if os.environ.get("PEREGRINE_IN_NETNS") != "1":
-        if os.geteuid() != 0:
-            print("needs root for its network namespace; skipped")
-            sys.exit(0)
-        probe = subprocess.run(["unshare", "--net", "true"],
-                               capture_output=True, text=True)
-        if probe.returncode != 0:
-            print("cannot make a network namespace here "
-                  f"({probe.stderr.strip()}); skipped")
-            sys.exit(0)
-        env = dict(os.environ, PEREGRINE_IN_NETNS="1")
-        sys.exit(subprocess.run(["unshare", "--net", sys.executable,
-                                 __file__], env=env).returncode)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    enter_network_namespace(__file__)
     unittest.main(verbosity=2)
