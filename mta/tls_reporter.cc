@@ -98,9 +98,16 @@ void TlsReporter::OnOutcome(const outcome::Outcome& o) {
   }
   if (o.tls_failure.empty()) {
     ++c.successful;
-  } else {
-    ++c.failed[{o.tls_failure, o.mx, o.ip}];
+    return;
   }
+  std::tuple<std::string, std::string, std::string> key{o.tls_failure, o.mx,
+                                                        o.ip};
+  // A domain's failure details are bounded too: past kMaxDetails kinds the
+  // rest count under their result type alone.
+  if (!c.failed.contains(key) && c.failed.size() >= kMaxDetails) {
+    key = {o.tls_failure, "", ""};
+  }
+  ++c.failed[key];
 }
 
 uint64_t TlsReporter::sent() const {

@@ -66,6 +66,7 @@ struct TlsReporterOptions {
 class TlsReporter : public outcome::Consumer {
  public:
   static constexpr size_t kMaxDomains = 10000;
+  static constexpr size_t kMaxDetails = 100;  // Failure kinds per domain.
 
   explicit TlsReporter(TlsReporterOptions options);
   ~TlsReporter() override;

@@ -28,8 +28,9 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import (TMP, Daemon, Nsd, TlsSink,  # noqa: E402
-                     enter_network_namespace, openssl, wait_until)
+from e2e_lib import (TMP, Daemon, Nsd,  # noqa: E402
+                     enter_network_namespace, wait_until)
+from tls_lib import TlsSink, openssl  # noqa: E402
 
 PORT = 2525
 GOOD, BAD, PLAIN = "127.0.0.2", "127.0.0.3", "127.0.0.4"

@@ -44,8 +44,9 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import (TMP, Daemon, Nsd, TlsSink,  # noqa: E402
-                     enter_network_namespace, make_ca, wait_until)
+from e2e_lib import (TMP, Daemon, Nsd,  # noqa: E402
+                     enter_network_namespace, wait_until)
+from tls_lib import TlsSink, make_ca  # noqa: E402
 
 PORT = 2525  # Where every MX listens (delivery.port), on its own address.
 HTTPS_IP = "127.0.0.10"
