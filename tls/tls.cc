@@ -223,6 +223,11 @@ bool TlsSession::DaneVerified() const {
          SSL_get_verify_result(ssl_) == X509_V_OK;
 }
 
+std::string TlsSession::VerifyError() const {
+  long result = SSL_get_verify_result(ssl_);
+  return result == X509_V_OK ? "" : X509_verify_cert_error_string(result);
+}
+
 absl::Status TlsSession::Begin() {
   std::string ignored;
   return Advance(&ignored);

@@ -101,6 +101,10 @@ class TlsSession {
   bool Verified(std::string* why = nullptr) const;
   // Client side with DANE: a TLSA record matched.
   bool DaneVerified() const;
+  // Why the certificate check failed, in OpenSSL's words ("hostname
+  // mismatch", "no matching DANE TLSA records", ...), also after a failed
+  // handshake; "" when it did not fail.
+  std::string VerifyError() const;
   // Ciphertext to send before any input (the client's hello).
   absl::Status Begin();
 

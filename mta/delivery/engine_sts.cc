@@ -307,6 +307,18 @@ std::string TlsFailureType(const Site& site, const Reply& failure) {
   if (!dane && site.sts != StsMode::kEnforce) return "";
   if (absl::StrContains(t, "TLSA look-up")) return "dnssec-invalid";
   if (absl::StrContains(t, "STARTTLS")) return "starttls-not-supported";
+  // OpenSSL's words for the certificate check (X509_verify_cert_error_string).
+  if (absl::StrContains(t, "DANE TLSA")) return "tlsa-invalid";
+  if (absl::StrContains(t, "hostname mismatch")) {
+    return "certificate-host-mismatch";
+  }
+  if (absl::StrContains(t, "certificate has expired")) {
+    return "certificate-expired";
+  }
+  if (absl::StrContains(t, "self-signed") ||
+      absl::StrContains(t, "unable to get local issuer")) {
+    return "certificate-not-trusted";
+  }
   if (absl::StrContains(t, "certificate") || absl::StrContains(t, "TLS")) {
     return "validation-failure";
   }

@@ -452,6 +452,15 @@ void OutboundConnection::OnTlsUp() {
 
 void OutboundConnection::OnTlsError(const absl::Status& status, bool, bool,
                                     absl::string_view) {
+  // What the certificate check said ("hostname mismatch", "no matching
+  // DANE TLSA records", ...): the operator's clue, and TLS reporting's.
+  std::string why = verify_ && stream_ != nullptr && stream_->tls() != nullptr
+                        ? stream_->tls()->VerifyError()
+                        : "";
+  if (!why.empty()) {
+    return Broken("4.7.5",
+                  absl::StrCat(Peer(), ": ", status.message(), " (", why, ")"));
+  }
   Broken("4.7.5", absl::StrCat(Peer(), ": ", status.message()));
 }
 

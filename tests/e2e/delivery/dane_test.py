@@ -194,8 +194,11 @@ class DaneTest(unittest.TestCase):
             self.assertTrue(e["tls"]["verified"], e)
             self.assertEqual(got["user@plain.test"]["tls_policy"],
                              "opportunistic")
-            self.assertIn("DANE (_2525._tcp.mx.bad.dane.test)",
-                          late["user@bad.dane.test"]["reply"])
+            bad = late["user@bad.dane.test"]
+            self.assertIn("DANE (_2525._tcp.mx.bad.dane.test)", bad["reply"])
+            self.assertIn("no matching DANE TLSA records", bad["reply"])
+            self.assertEqual(bad["tls_failure"], "tlsa-invalid")
+            self.assertEqual(bad["tls_policy"], "dane")
             self.assertIn("DANE is required for must.test",
                           late["user@must.test"]["reply"])
             u = got["user@unusable.dane.test"]

@@ -300,6 +300,15 @@ class MtaStsTest(unittest.TestCase):
                           "none of its MX hosts", reply("wrongmx.test"))
             self.assertIn("MTA-STS policy (enforce)", reply("notls.test"))
             self.assertIn("MTA-STS policy (enforce)", reply("mismatch.test"))
+            self.assertIn("hostname mismatch", reply("mismatch.test"))
+            self.assertEqual(late["user@mismatch.test"]["tls_failure"],
+                             "certificate-host-mismatch")
+            self.assertEqual(late["user@notls.test"]["tls_failure"],
+                             "starttls-not-supported")
+            self.assertEqual(late["user@slow.test"]["tls_failure"],
+                             "sts-policy-fetch-error")
+            self.assertEqual(late["user@broken.test"]["tls_failure"],
+                             "sts-policy-invalid")
             for domain, why in (("slow.test", "Timeout"),
                                 ("badcert.test", "SSL"),
                                 ("big.test", "larger than 64 KiB"),
