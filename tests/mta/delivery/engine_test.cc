@@ -114,7 +114,10 @@ class Collect : public outcome::Consumer {
 // c-ares' do.
 class FakeResolver : public dns::Resolver {
  public:
-  explicit FakeResolver(shard::Reactor& reactor) : reactor_(reactor) {}
+  // `txt`: TXT records by name (the rest: none); outlives the resolver.
+  FakeResolver(shard::Reactor& reactor,
+               const std::map<std::string, std::vector<std::string>>* txt)
+      : reactor_(reactor), txt_(txt) {}
   void Mx(std::string domain,
           Callback<std::vector<dns::MxHost>> done) override {
     absl::StatusOr<std::vector<dns::MxHost>> answer;
@@ -138,8 +141,12 @@ class FakeResolver : public dns::Resolver {
   void Ptr(dns::IpAddress, Callback<std::vector<std::string>> done) override {
     done(absl::NotFoundError("none"));
   }
-  void Txt(std::string, Callback<std::vector<std::string>> done) override {
-    done(absl::NotFoundError("none"));
+  void Txt(std::string name, Callback<std::vector<std::string>> done) override {
+    auto it = txt_->find(name);
+    if (it == txt_->end()) return done(absl::NotFoundError("none"));
+    reactor_.Defer([done = std::move(done), records = it->second]() mutable {
+      done(records);
+    });
   }
   void Tlsa(std::string, Callback<dns::TlsaAnswer> done) override {
     done(dns::TlsaAnswer{});
@@ -147,6 +154,7 @@ class FakeResolver : public dns::Resolver {
 
  private:
   shard::Reactor& reactor_;
+  const std::map<std::string, std::vector<std::string>>* txt_;
 };
 
 // One thread; each connection gets `greeting`, then a reply per command
@@ -267,7 +275,8 @@ class EngineTest : public ::testing::Test {
     };
     ASSERT_TRUE(group_
                     ->Start([this](shard::Reactor& reactor) {
-                      resolver_ = std::make_unique<FakeResolver>(reactor);
+                      resolver_ =
+                          std::make_unique<FakeResolver>(reactor, &txt_);
                       context_.engines[0] =
                           std::make_unique<DeliveryShard>(reactor, context_);
                       context_.engines[0]->Start();
@@ -321,6 +330,8 @@ class EngineTest : public ::testing::Test {
     context_.sts_fetcher = sts_fetcher_.get();
   }
 
+  // TXT records the fake resolver answers (set before Start()).
+  std::map<std::string, std::vector<std::string>> txt_;
   StsCache sts_cache_{nullptr};
   std::unique_ptr<StsFetcher> sts_fetcher_;
   FakeStore store_;
@@ -625,6 +636,40 @@ TEST_F(EngineTest, StsPolicyOffForASiteIsIgnored) {
   ASSERT_EQ(all.size(), 1u);
   EXPECT_EQ(all[0].kind, outcome::Kind::kDelivered);
   EXPECT_EQ(all[0].tls_policy, "opportunistic");
+}
+
+TEST_F(EngineTest, StsANewIdFetchesThePolicyAgainAndTheOldStaysMeanwhile) {
+  ScriptedServer server("220 mx.sts.test ESMTP", {});
+  // Looked at long ago; the record now says another id: a fetch goes
+  // (to 127.0.0.1:443, where nothing answers), the kept policy applies.
+  KeepStsPolicy("sts.test", StsMode::kTesting, {"mx.sts.test"},
+                absl::Now() - absl::Hours(2));
+  txt_["_mta-sts.sts.test"] = {"v=STSv1; id=2;"};
+  store_.Add(1, {"a@sts.test"});
+  Start(server.port());
+  auto all = outcomes_.WaitFor(1);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].kind, outcome::Kind::kDelivered);
+  EXPECT_EQ(all[0].tls_policy, "mta-sts-testing");
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (sts_fetcher_->failed() == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(sts_fetcher_->failed(), 1u);
+  EXPECT_TRUE(sts_cache_.Get("sts.test", absl::Now()).has_value());
+}
+
+TEST_F(EngineTest, StsTheSameIdFetchesNothing) {
+  ScriptedServer server("220 mx.sts.test ESMTP", {});
+  KeepStsPolicy("sts.test", StsMode::kTesting, {"mx.sts.test"},
+                absl::Now() - absl::Hours(2));
+  txt_["_mta-sts.sts.test"] = {"v=STSv1; id=1;"};
+  store_.Add(1, {"a@sts.test"});
+  Start(server.port());
+  auto all = outcomes_.WaitFor(1);
+  ASSERT_EQ(all.size(), 1u);
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(sts_fetcher_->fetched() + sts_fetcher_->failed(), 0u);
 }
 
 }  // namespace
