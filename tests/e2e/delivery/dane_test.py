@@ -16,6 +16,10 @@ them: only DANE can):
   user@unusable.dane.test  only a PKIX-TA(0) record   -> delivered over TLS,
                                                        dane-unauthenticated
   user@notls.dane.test   TLSA, no STARTTLS offered    -> deferred, not sent
+  user@ta.dane.test      TLSA 2 1 1 of the CA that issued the sink's
+                         certificate (DANE-TA, name checked) -> delivered
+  user@taname.dane.test  the same CA, a certificate for another name
+                                                    -> deferred, not sent
 """
 import hashlib
 import os
@@ -30,10 +34,10 @@ import unittest
 sys.path.insert(0, "tests/e2e")
 from e2e_lib import (TMP, Daemon, Nsd,  # noqa: E402
                      enter_network_namespace, wait_until)
-from tls_lib import TlsSink, openssl  # noqa: E402
+from tls_lib import TlsSink, make_ca, openssl  # noqa: E402
 
 PORT = 2525
-GOOD, BAD, PLAIN = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+GOOD, BAD, PLAIN, TA = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.6"
 
 
 def self_signed(work, name):
@@ -122,6 +126,12 @@ class DaneTest(unittest.TestCase):
         good_cert, good_key = self_signed(work, "mx.dane.test")
         other_cert, _ = self_signed(work, "other")
         bad_cert, bad_key = self_signed(work, "mx.bad.dane.test")
+        # DANE-TA: a CA no trust store knows; the sink presents its chain.
+        ca, leaf = make_ca(work)
+        ta_leaf, ta_key = leaf("ta", ["mx.ta.dane.test"])
+        ta_chain = os.path.join(work, "ta-chain.pem")
+        with open(ta_chain, "w") as out:
+            out.write(open(ta_leaf).read() + open(ca).read())
         zone, anchor = signed_zone(work, [
             "@ IN MX 10 mx.dane.test.",
             f"mx IN A {GOOD}",
@@ -137,6 +147,12 @@ class DaneTest(unittest.TestCase):
             "notls IN MX 10 mx.notls.dane.test.",
             f"mx.notls IN A {PLAIN}",
             f"_{PORT}._tcp.mx.notls IN TLSA 3 1 1 {spki_sha256(good_cert)}",
+            "ta IN MX 10 mx.ta.dane.test.",
+            f"mx.ta IN A {TA}",
+            f"_{PORT}._tcp.mx.ta IN TLSA 2 1 1 {spki_sha256(ca)}",
+            "taname IN MX 10 mx.taname.dane.test.",
+            f"mx.taname IN A {TA}",
+            f"_{PORT}._tcp.mx.taname IN TLSA 2 1 1 {spki_sha256(ca)}",
         ])
         # An answer changed after signing: unbound refuses it (SERVFAIL).
         with open(zone) as f:
@@ -155,7 +171,8 @@ class DaneTest(unittest.TestCase):
                           "127.0.0.1@5353")
         sinks = {GOOD: TlsSink(GOOD, PORT, good_cert, good_key),
                  BAD: TlsSink(BAD, PORT, bad_cert, bad_key),
-                 PLAIN: TlsSink(PLAIN, PORT)}
+                 PLAIN: TlsSink(PLAIN, PORT),
+                 TA: TlsSink(TA, PORT, ta_chain, ta_key)}
         d = Daemon('[dns]\nservers = ["127.0.0.1:53"]\ntimeout = "1s"\n'
                    f'[delivery]\nport = {PORT}\n'
                    'retry_first = "1s"\nretry_max = "2s"\n'
@@ -168,7 +185,8 @@ class DaneTest(unittest.TestCase):
             rcpts = ["user@dane.test", "user@bad.dane.test",
                      "user@plain.test", "user@must.test",
                      "user@forged.dane.test", "user@unusable.dane.test",
-                     "user@notls.dane.test"]
+                     "user@notls.dane.test", "user@ta.dane.test",
+                     "user@taname.dane.test"]
             with d.smtp() as s:
                 for r in rcpts:
                     s.sendmail("app@src.test", [r],
@@ -178,7 +196,7 @@ class DaneTest(unittest.TestCase):
                 return {e["recipient"]: e for e in d.events()
                         if e["type"] == kind}
             want_delivered = {"user@dane.test", "user@plain.test",
-                              "user@unusable.dane.test"}
+                              "user@unusable.dane.test", "user@ta.dane.test"}
             self.assertTrue(wait_until(
                 lambda: want_delivered <= set(latest("delivered")) and
                 set(rcpts) - want_delivered <= set(latest("deferred")),
@@ -201,6 +219,12 @@ class DaneTest(unittest.TestCase):
             self.assertEqual(bad["tls_policy"], "dane")
             self.assertIn("DANE is required for must.test",
                           late["user@must.test"]["reply"])
+            ta = got["user@ta.dane.test"]
+            self.assertEqual(ta["tls_policy"], "dane")
+            self.assertTrue(ta["tls"]["verified"], ta)
+            self.assertEqual(sinks[TA].recipients(), ["user@ta.dane.test"])
+            self.assertIn("hostname mismatch",
+                          late["user@taname.dane.test"]["reply"])
             u = got["user@unusable.dane.test"]
             self.assertEqual(u["tls_policy"], "dane-unauthenticated")
             self.assertIsNotNone(u["tls"])
@@ -210,7 +234,7 @@ class DaneTest(unittest.TestCase):
             self.assertEqual(sinks[BAD].recipients(), [])
             self.assertEqual(sinks[PLAIN].recipients(), [])
             self.assertEqual(sorted(sinks[GOOD].recipients()),
-                             sorted(want_delivered))
+                             sorted(want_delivered - {"user@ta.dane.test"}))
             self.assertTrue(all(tls for _, tls in sinks[GOOD].messages))
         except BaseException:
             with open(d.log.name) as f:
