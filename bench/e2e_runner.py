@@ -19,6 +19,8 @@ Workloads (--messages, --sessions, --size, --domains override):
   W3      1,000,000 x 1 KiB, 50 sessions, injected while delivery is held
           (every site suspended), then released with SIGHUP
   W4      5,000 x 100 KB, 20 sessions
+--tls-policies off runs the daemon without MTA-STS look-ups and DNSSEC
+(DANE), to compare with the defaults (on).
 result.json: e2e msgs/s, ceiling msgs/s, ratio, daemon CPU-s per 1,000
 messages (user, system), delivery latency from acceptance to the remote 250
 (p50/p90/p99/max, from the event log), peak RSS, bytes and write calls to
@@ -215,7 +217,13 @@ def run(w, out_dir, args):
         data = os.path.join(out_dir, "data")
         shutil.rmtree(data, ignore_errors=True)
         os.makedirs(data)
-        extra = (nsd.dns_config() + f"[delivery]\nport = {sink.port}\n"
+        # --tls-policies off: no MTA-STS look-ups and no DNSSEC (DANE), to
+        # see what they cost.
+        policies = args.tls_policies == "on"
+        extra = (nsd.dns_config() +
+                 ("" if policies else "dnssec = false\n") +
+                 f"[delivery]\nport = {sink.port}\n" +
+                 ("" if policies else "mta_sts = false\n") +
                  "[smtp]\nmax_connections_per_client = 1000\n"
                  '[queue]\nspool_reserve = "256MiB"\n'
                  f'durability = "{args.durability}"\n')
@@ -290,6 +298,7 @@ def run(w, out_dir, args):
             result["ack_latency_ms"] = injected["ack_latency_ms"]
             result["inject_msgs_per_s_loadgen"] = injected["msgs_per_s"]
         result["generator"] = args.generator
+        result["tls_policies"] = args.tls_policies
         result["sink"] = args.sink
         result.update({
             "e2e_msgs_per_s": round(total / took, 1),
@@ -370,6 +379,9 @@ def main():
     ap.add_argument("--durability", default="fsync",
                     choices=["fsync", "none"])
     ap.add_argument("--idle-spin", default=None)
+    ap.add_argument("--tls-policies", default="on", choices=["on", "off"],
+                    help="MTA-STS and DANE look-ups (the defaults), or "
+                    "neither")
     ap.add_argument("--sink", default="peregrine",
                     choices=["peregrine", "smtp-sink"],
                     help="bench/sink (counts per domain, --mix) or "

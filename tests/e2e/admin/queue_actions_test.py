@@ -87,7 +87,8 @@ class QueueActionsTest(unittest.TestCase):
         self.assertEqual(reply["done"], 10, reply)
         self.assertEqual(reply["in_flight"], 0, reply)
         # One DSN per message to news@bounces.test, which is not suspended.
-        wait_until(lambda: dsn_count(self.sink) == 10, timeout=30)
+        self.assertTrue(wait_until(lambda: dsn_count(self.sink) == 10,
+                                   timeout=30))
         self.assertEqual(len(self.sink.messages()), 10)
         with open(self.sink.messages()[0], "rb") as f:
             self.assertIn(b"bounced by the operator", f.read())
@@ -97,11 +98,16 @@ class QueueActionsTest(unittest.TestCase):
         self.assertEqual(m["recipients"][0]["state"], "failed")
         self.assertEqual(m["campaign"], "spring")
 
-        # The other campaign was held, and goes once resumed.
-        status, summary = call(self.admin, "GET", "/api/v1/queue/summary")
-        campaigns = {c["campaign"]: c["recipients"]
-                     for c in summary["by_campaign"]}
-        self.assertEqual(campaigns, {"autumn": 5})
+        # The other campaign was held, and goes once resumed. (The DSNs
+        # carry their message's campaign: the sink has them a moment before
+        # the queue records them delivered, so wait for that.)
+        def campaigns():
+            status, summary = call(self.admin, "GET", "/api/v1/queue/summary")
+            self.assertEqual(status, 200, summary)
+            return {c["campaign"]: c["recipients"]
+                    for c in summary["by_campaign"]}
+        wait_until(lambda: campaigns() == {"autumn": 5}, timeout=30)
+        self.assertEqual(campaigns(), {"autumn": 5})
         call(self.admin, "POST", "/api/v1/queue/resume",
              {"domain": "dest.test"})
         self.assertEqual(self.sink.wait_for(15, timeout=30), 15)
