@@ -3,9 +3,9 @@
 // Every record has the same fields, null where one does not apply:
 //   time (RFC 3339 UTC, milliseconds), type, id, sender, recipient,
 //   recipients, site, mx, ip, source, tls {version, cipher, verified},
-//   tls_policy, tls_failure, code, enhanced, reply, reason, category, attempt, next_attempt,
-//   queue_time_ms,
-//   size, tags {tenant, campaign}, client, helo, auth_user, listener.
+//   tls_policy, tls_failure, code, enhanced, reply, reason, category,
+//   attempt, next_attempt, queue_time_ms, size, tags {tenant, campaign},
+//   client, helo, auth_user, listener.
 // Lines are built with nlohmann-json (strings that are not UTF-8 get U+FFFD
 // for the bad bytes, so every line parses).
 //
