@@ -23,9 +23,11 @@
 // sending runs on the reporter's own thread, never a shard's.
 //
 // Lifetime: made before the shards start, destroyed after they stopped.
-// The counts of the period under way are kept in `state_file` when the
-// reporter is destroyed and read back when it is made, so a restart loses
-// none; a period that ended while the daemon was down is sent at start.
+// A report being sent when it is destroyed is finished first (at most 30 s
+// an address). The counts of the period under way are kept in `state_file`
+// when the reporter is destroyed and read back when it is made, so a
+// restart loses none; a period that ended while the daemon was down is sent
+// at start.
 #pragma once
 
 #include <cstdint>
