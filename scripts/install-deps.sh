@@ -53,6 +53,9 @@ PACKAGES=(
   # The DANE test signs a zone (ldns-signzone) and validates it with a
   # resolver of its own (unbound), in a network namespace.
   ldnsutils unbound
+  # Many nodes share limits through Redis: the tests run redis-server on a
+  # loopback port of their own and use redis-cli.
+  redis-server redis-tools
   # The delivery test on built-in defaults runs in a network namespace of
   # its own (unshare, ip); the full-disk test mounts a small ext4 image.
   util-linux iproute2 mount e2fsprogs
@@ -91,15 +94,18 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 if [ ${#missing[@]} -gt 0 ]; then
   install_missing
-  # Installing unbound starts it as this machine's resolver; the tests run
-  # their own. Stop the one the package started (only when just installed).
-  if [[ " ${missing[*]} " == *" unbound "* ]]; then
+  # Installing unbound starts it as this machine's resolver, and
+  # redis-server as a service; the tests run their own. Stop the ones the
+  # packages started (only when just installed).
+  # The same for redis-server.
+  for service in unbound redis-server; do
+    [[ " ${missing[*]} " == *" $service "* ]] || continue
     if [ -d /run/systemd/system ]; then
-      $SUDO systemctl disable --now unbound >/dev/null 2>&1 || true
+      $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
     else
-      $SUDO service unbound stop >/dev/null 2>&1 || true
+      $SUDO service "$service" stop >/dev/null 2>&1 || true
     fi
-  fi
+  done
 fi
 
 # Exim, for real bounces made by a second MTA in the tests
