@@ -97,7 +97,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Installing unbound starts it as this machine's resolver, and
   # redis-server as a service; the tests run their own. Stop the ones the
   # packages started (only when just installed).
-  # The same for redis-server.
   for service in unbound redis-server; do
     [[ " ${missing[*]} " == *" $service "* ]] || continue
     if [ -d /run/systemd/system ]; then

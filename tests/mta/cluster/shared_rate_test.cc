@@ -2,7 +2,10 @@
 // the script), and the script itself run by a real redis-server.
 #include "mta/cluster/shared_rate.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,6 +115,22 @@ TEST(SharedRate, AnAnswerAfterTheSiteIsGoneIsDropped) {
   store.Release();  // Finds the flag false (ASan would catch a use).
 }
 
+// A loopback port nothing listens on now (the kernel's pick).
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  int port = -1;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
 // The script, run by a real redis-server on a loopback port.
 class RedisScript : public ::testing::Test {
  protected:
@@ -119,7 +138,8 @@ class RedisScript : public ::testing::Test {
     if (access("/usr/bin/redis-server", X_OK) != 0) {
       GTEST_SKIP() << "redis-server is missing (scripts/install-deps.sh)";
     }
-    port_ = 20000 + getpid() % 20000;
+    port_ = FreePort();
+    ASSERT_GT(port_, 0);
     dir_ = ::testing::TempDir();
     pid_ = fork();
     if (pid_ == 0) {
