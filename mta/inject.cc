@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "base/mime.h"
 #include "mta/submission.h"
 #include "queue/types.h"
 
@@ -296,16 +297,6 @@ bool ShortLines(absl::string_view s) {
     at = nl + 1;
   }
   return true;
-}
-
-std::string Base64Lines(absl::string_view data) {
-  std::string b64 = absl::Base64Escape(data);
-  std::string out;
-  out.reserve(b64.size() + b64.size() / 76 * 2 + 2);
-  for (size_t i = 0; i < b64.size(); i += 76) {
-    absl::StrAppend(&out, b64.substr(i, 76), "\r\n");
-  }
-  return out;
 }
 
 // A text part: 7bit when it is ASCII with short lines, else base64.

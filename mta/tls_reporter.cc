@@ -1,7 +1,6 @@
 #include "mta/tls_reporter.h"
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
 #include <zlib.h>
 
 #include <fstream>
@@ -18,26 +17,13 @@
 #include "absl/strings/strip.h"
 #include "base/files.h"
 #include "base/log.h"
+#include "base/mime.h"
 #include "nlohmann/json.hpp"
 
 namespace peregrine {
 namespace {
 
 constexpr char kLog[] = "tls-report";
-
-std::string Base64Lines(const std::string& data) {
-  std::string out;
-  for (size_t at = 0; at < data.size(); at += 57) {  // 57 bytes: 76 chars.
-    size_t n = std::min<size_t>(57, data.size() - at);
-    unsigned char line[80];
-    int len = EVP_EncodeBlock(
-        line, reinterpret_cast<const unsigned char*>(data.data() + at),
-        static_cast<int>(n));
-    out.append(reinterpret_cast<char*>(line), static_cast<size_t>(len));
-    out += "\r\n";
-  }
-  return out;
-}
 
 size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
 

@@ -67,7 +67,7 @@ void DeliveryShard::HandOverByMx(std::unique_ptr<Job> job,
 
 void DeliveryShard::RouteByMx(std::unique_ptr<Job> job,
                               std::vector<dns::MxHost> mx) {
-  const TlsPolicyUse use = OptionsFor(false, job->domain, mx).tls_policy;
+  const TlsPolicyUse use = ResolveTlsPolicy(*options_, job->domain, mx);
   SitePolicy site;
   // DANE first (RFC 7672; RFC 8461 2: it takes precedence): only with an
   // MX answer the trusted resolver validated.

@@ -111,6 +111,16 @@ bool Smarthost::Covers(absl::string_view domain) const {
   return false;
 }
 
+TlsPolicyUse ResolveTlsPolicy(const DeliveryOptions& options,
+                              absl::string_view domain,
+                              const std::vector<dns::MxHost>& mx) {
+  TlsPolicyUse use = options.defaults.tls_policy;
+  for (const SiteRule& r : options.rules) {
+    if (r.tls_policy && r.Matches(domain, mx)) use = *r.tls_policy;
+  }
+  return use;
+}
+
 SiteOptions ResolveSite(const DeliveryOptions& options,
                         absl::string_view domain,
                         const std::vector<dns::MxHost>& mx) {

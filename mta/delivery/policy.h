@@ -138,6 +138,12 @@ SiteOptions ResolveSite(const DeliveryOptions& options,
                         absl::string_view domain,
                         const std::vector<dns::MxHost>& mx);
 
+// Only the tls_policy ResolveSite would give: what routing asks of every
+// job, without copying the rest of the options.
+TlsPolicyUse ResolveTlsPolicy(const DeliveryOptions& options,
+                              absl::string_view domain,
+                              const std::vector<dns::MxHost>& mx);
+
 // Checks what the engine needs and cannot default: rates parse, pools
 // named by sites exist, source addresses are IPs, backoff patterns compile.
 absl::Status Validate(const DeliveryOptions& options);

@@ -14,6 +14,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, "tests/e2e")
+from e2e_lib import enter_network_namespace  # noqa: E402
+
 PEREGRINE = os.path.abspath("mta/peregrine")
 
 
@@ -128,17 +131,5 @@ def in_namespace():
 
 
 if __name__ == "__main__":
-    if os.environ.get("PEREGRINE_IN_NETNS") != "1":
-        if os.geteuid() != 0:
-            print("privilege separation needs root to test; skipped")
-            sys.exit(0)
-        probe = subprocess.run(["unshare", "--net", "true"],
-                               capture_output=True, text=True)
-        if probe.returncode != 0:
-            print("cannot make a network namespace here "
-                  f"({probe.stderr.strip()}); skipped")
-            sys.exit(0)
-        env = dict(os.environ, PEREGRINE_IN_NETNS="1")
-        sys.exit(subprocess.run(["unshare", "--net", sys.executable,
-                                 __file__], env=env).returncode)
+    enter_network_namespace(__file__)
     sys.exit(in_namespace())

@@ -332,6 +332,17 @@ class EngineTest : public ::testing::Test {
 
   // TXT records the fake resolver answers (set before Start()).
   std::map<std::string, std::vector<std::string>> txt_;
+  // Routes and tries a@sts.test against a server with no STARTTLS; its
+  // one outcome.
+  outcome::Outcome OneStsOutcome() {
+    ScriptedServer server("220 mx.sts.test ESMTP", {});
+    store_.Add(1, {"a@sts.test"});
+    Start(server.port());
+    auto all = outcomes_.WaitFor(1);
+    EXPECT_EQ(all.size(), 1u);
+    return all.empty() ? outcome::Outcome{} : all[0];
+  }
+
   StsCache sts_cache_{nullptr};
   std::unique_ptr<StsFetcher> sts_fetcher_;
   FakeStore store_;
@@ -576,81 +587,61 @@ TEST_F(EngineTest, WithoutAThrottlingReplyTheNextMessageGoesOn) {
 }
 
 TEST_F(EngineTest, StsEnforceNamingNoneOfTheMxDefersWithTheReason) {
-  ScriptedServer server("220 mx.sts.test ESMTP", {});
   KeepStsPolicy("sts.test", StsMode::kEnforce, {"other.sts.test"});
-  store_.Add(1, {"a@sts.test"});
-  Start(server.port());
-  auto all = outcomes_.WaitFor(1);
-  ASSERT_EQ(all.size(), 1u);
-  EXPECT_EQ(all[0].kind, outcome::Kind::kDeferred);
-  EXPECT_EQ(all[0].reply.code, 451);
+  outcome::Outcome o = OneStsOutcome();
+  EXPECT_EQ(o.kind, outcome::Kind::kDeferred);
+  EXPECT_EQ(o.reply.code, 451);
   EXPECT_TRUE(absl::StrContains(
-      all[0].reply.text,
+      o.reply.text,
       "MTA-STS policy of sts.test (enforce) allows none of its MX hosts "
       "(mx.sts.test); it names other.sts.test"))
-      << all[0].reply.text;
+      << o.reply.text;
 }
 
 TEST_F(EngineTest, StsEnforceWithoutStartTlsDefersNamingThePolicy) {
-  ScriptedServer server("220 mx.sts.test ESMTP", {});  // No STARTTLS.
   KeepStsPolicy("sts.test", StsMode::kEnforce, {"*.sts.test"});
-  store_.Add(1, {"a@sts.test"});
-  Start(server.port());
-  auto all = outcomes_.WaitFor(1);
-  ASSERT_EQ(all.size(), 1u);
-  EXPECT_EQ(all[0].kind, outcome::Kind::kDeferred);
-  EXPECT_EQ(all[0].site, "mx.sts.test|mta-sts");
-  EXPECT_TRUE(absl::StartsWith(all[0].reply.text, "MTA-STS policy (enforce): "))
-      << all[0].reply.text;
-  EXPECT_TRUE(absl::StrContains(all[0].reply.text, "STARTTLS"));
+  outcome::Outcome o = OneStsOutcome();
+  EXPECT_EQ(o.kind, outcome::Kind::kDeferred);
+  EXPECT_EQ(o.site, "mx.sts.test|mta-sts");
+  EXPECT_TRUE(absl::StartsWith(o.reply.text, "MTA-STS policy (enforce): "))
+      << o.reply.text;
+  EXPECT_TRUE(absl::StrContains(o.reply.text, "STARTTLS"));
 }
 
 TEST_F(EngineTest, StsTestingDeliversAndSaysWhatWouldFail) {
-  ScriptedServer server("220 mx.sts.test ESMTP", {});
   // Looked at long ago: the TXT record is asked again (none now), and the
   // kept policy stays in force until its max_age (RFC 8461 3.3).
   KeepStsPolicy("sts.test", StsMode::kTesting, {"mx.sts.test"},
                 absl::Now() - absl::Hours(2));
-  store_.Add(1, {"a@sts.test"});
-  Start(server.port());
-  auto all = outcomes_.WaitFor(1);
-  ASSERT_EQ(all.size(), 1u);
-  EXPECT_EQ(all[0].kind, outcome::Kind::kDelivered);
-  EXPECT_EQ(all[0].tls_policy, "mta-sts-testing");
-  EXPECT_TRUE(absl::StrContains(all[0].reason, "starttls-not-supported"))
-      << all[0].reason;
-  EXPECT_FALSE(absl::StrContains(all[0].reason, "not in it"));
+  outcome::Outcome o = OneStsOutcome();
+  EXPECT_EQ(o.kind, outcome::Kind::kDelivered);
+  EXPECT_EQ(o.tls_policy, "mta-sts-testing");
+  EXPECT_TRUE(absl::StrContains(o.reason, "starttls-not-supported"))
+      << o.reason;
+  EXPECT_FALSE(absl::StrContains(o.reason, "not in it"));
   EXPECT_TRUE(sts_cache_.Get("sts.test", absl::Now()).has_value());
 }
 
 TEST_F(EngineTest, StsPolicyOffForASiteIsIgnored) {
-  ScriptedServer server("220 mx.sts.test ESMTP", {});
   KeepStsPolicy("sts.test", StsMode::kEnforce, {"other.sts.test"});
   SiteRule off;
   off.domains = {"sts.test"};
   off.tls_policy = TlsPolicyUse::kOff;
   context_.options.rules.push_back(off);
-  store_.Add(1, {"a@sts.test"});
-  Start(server.port());
-  auto all = outcomes_.WaitFor(1);
-  ASSERT_EQ(all.size(), 1u);
-  EXPECT_EQ(all[0].kind, outcome::Kind::kDelivered);
-  EXPECT_EQ(all[0].tls_policy, "opportunistic");
+  outcome::Outcome o = OneStsOutcome();
+  EXPECT_EQ(o.kind, outcome::Kind::kDelivered);
+  EXPECT_EQ(o.tls_policy, "opportunistic");
 }
 
 TEST_F(EngineTest, StsANewIdFetchesThePolicyAgainAndTheOldStaysMeanwhile) {
-  ScriptedServer server("220 mx.sts.test ESMTP", {});
   // Looked at long ago; the record now says another id: a fetch goes
   // (to 127.0.0.1:443, where nothing answers), the kept policy applies.
   KeepStsPolicy("sts.test", StsMode::kTesting, {"mx.sts.test"},
                 absl::Now() - absl::Hours(2));
   txt_["_mta-sts.sts.test"] = {"v=STSv1; id=2;"};
-  store_.Add(1, {"a@sts.test"});
-  Start(server.port());
-  auto all = outcomes_.WaitFor(1);
-  ASSERT_EQ(all.size(), 1u);
-  EXPECT_EQ(all[0].kind, outcome::Kind::kDelivered);
-  EXPECT_EQ(all[0].tls_policy, "mta-sts-testing");
+  outcome::Outcome o = OneStsOutcome();
+  EXPECT_EQ(o.kind, outcome::Kind::kDelivered);
+  EXPECT_EQ(o.tls_policy, "mta-sts-testing");
   absl::Time deadline = absl::Now() + absl::Seconds(20);
   while (sts_fetcher_->failed() == 0 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(10));
@@ -660,14 +651,10 @@ TEST_F(EngineTest, StsANewIdFetchesThePolicyAgainAndTheOldStaysMeanwhile) {
 }
 
 TEST_F(EngineTest, StsTheSameIdFetchesNothing) {
-  ScriptedServer server("220 mx.sts.test ESMTP", {});
   KeepStsPolicy("sts.test", StsMode::kTesting, {"mx.sts.test"},
                 absl::Now() - absl::Hours(2));
   txt_["_mta-sts.sts.test"] = {"v=STSv1; id=1;"};
-  store_.Add(1, {"a@sts.test"});
-  Start(server.port());
-  auto all = outcomes_.WaitFor(1);
-  ASSERT_EQ(all.size(), 1u);
+  outcome::Outcome o = OneStsOutcome();
   absl::SleepFor(absl::Milliseconds(200));
   EXPECT_EQ(sts_fetcher_->fetched() + sts_fetcher_->failed(), 0u);
 }
