@@ -137,6 +137,13 @@ absl::Status SetSites(const toml::node& node, Config& c) {
          if (v.ok()) r.pool = *v;
          return v.status();
        }},
+      {"shared",
+       [](const toml::node& n, R& r) {
+         bool b = false;
+         absl::Status s = GetBool(n, &b);
+         if (s.ok()) r.shared = b;
+         return s;
+       }},
   };
   return ParseEntries<R>(node,
                          "a list of [[delivery.sites]] tables with domains "
@@ -330,6 +337,14 @@ std::vector<Setting> DeliverySettings() {
        [](const toml::node& n, Config& c) {
          return GetRate(n, &c.delivery.defaults.connection_rate);
        }},
+      {"delivery", "shared", "false",
+       "Every site's rates and max_connections hold across all the nodes\n"
+       "of the cluster (through [redis]), and a back-off one node sees\n"
+       "pauses the site on all; per site: shared = true in\n"
+       "[[delivery.sites]]. Without [redis] it changes nothing.",
+       [](const toml::node& n, Config& c) {
+         return GetBool(n, &c.delivery.defaults.shared);
+       }},
       {"delivery", "pool", "\"\"",
        "The egress pool of [[delivery.sources]] sites use; empty: the\n"
        "sources in pool \"default\" (none: the kernel picks the address).",
@@ -388,7 +403,7 @@ std::vector<Setting> DeliverySettings() {
        "  suspended = true                  # hold its mail in the queue\n"
        "Keys: domains, mx_suffixes, max_connections, messages_per_connection,\n"
        "recipients_per_transaction, message_rate, connection_rate, tls,\n"
-       "tls_policy, suspended, pool. tls_policy: \"auto\" (DANE when the\n"
+       "tls_policy, suspended, pool, shared. tls_policy: \"auto\" (DANE when the\n"
        "MX answer is DNSSEC-validated, then MTA-STS), \"dane\" (required:\n"
        "no validated, usable TLSA record, no delivery), \"mta-sts\" (MTA-STS\n"
        "only), \"off\" (neither; for a receiver whose policy is broken;\n"

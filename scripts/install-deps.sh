@@ -56,6 +56,8 @@ PACKAGES=(
   # Many nodes share limits through Redis: the tests run redis-server on a
   # loopback port of their own and use redis-cli.
   redis-server redis-tools
+  # The Redis client (mta/cluster) parses and formats RESP with hiredis.
+  libhiredis-dev
   # The delivery test on built-in defaults runs in a network namespace of
   # its own (unshare, ip); the full-disk test mounts a small ext4 image.
   util-linux iproute2 mount e2fsprogs

@@ -153,7 +153,26 @@ absl::Status SuppressionList::Add(const SuppressionEntry& entry) {
         "\"", entry.address, "\" is not an address (local@domain)"));
   }
   if (absl::Status s = CheckScope(entry.scope); !s.ok()) return s;
-  return table_->Put(Key(entry.scope, entry.address), EncodeValue(entry));
+  absl::Status s =
+      table_->Put(Key(entry.scope, entry.address), EncodeValue(entry));
+  if (s.ok() && observer_) observer_(entry, false);
+  return s;
+}
+
+absl::Status SuppressionList::ApplyShared(const SuppressionEntry& entry,
+                                          bool removed) {
+  if (!PlausibleAddress(entry.address)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", entry.address, "\" is not an address (local@domain)"));
+  }
+  if (absl::Status s = CheckScope(entry.scope); !s.ok()) return s;
+  std::string key = Key(entry.scope, entry.address);
+  if (removed) return table_->Delete(key);
+  std::string value = EncodeValue(entry);
+  auto had = table_->Get(key);
+  if (!had.ok()) return had.status();
+  if (had->has_value() && **had == value) return absl::OkStatus();
+  return table_->Put(key, value);
 }
 
 absl::StatusOr<bool> SuppressionList::Remove(absl::string_view address,
@@ -163,6 +182,12 @@ absl::StatusOr<bool> SuppressionList::Remove(absl::string_view address,
   if (!had.ok()) return had.status();
   if (!had->has_value()) return false;
   if (absl::Status s = table_->Delete(key); !s.ok()) return s;
+  if (observer_) {
+    SuppressionEntry gone;
+    gone.address = std::string(address);
+    gone.scope = std::string(scope);
+    observer_(gone, true);
+  }
   return true;
 }
 

@@ -63,11 +63,22 @@ class SuppressionList {
   absl::Status ForEach(
       const std::function<bool(const SuppressionEntry&)>& visit);
 
+  // Told of each change Add and Remove made (the cluster shares them with
+  // other nodes: mta/cluster); set before other threads use the list. A
+  // removal's entry carries the address and scope alone.
+  using Observer =
+      std::function<void(const SuppressionEntry& entry, bool removed)>;
+  void SetObserver(Observer observer) { observer_ = std::move(observer); }
+  // A change another node made: applied without telling the observer. An
+  // entry that is here already as it is is not written again.
+  absl::Status ApplyShared(const SuppressionEntry& entry, bool removed);
+
   // Lookups that found an entry, since start.
   uint64_t hits() const { return hits_.load(std::memory_order_relaxed); }
 
  private:
   queue::Table* const table_;
+  Observer observer_;
   std::atomic<uint64_t> hits_{0};
 };
 

@@ -59,6 +59,15 @@ bool SharedRate::TryTake(absl::Time now) {
   return false;
 }
 
+absl::Time SharedRate::NextTry(absl::Time now) {
+  // An answer from a store on the same machine or network comes in well
+  // under this.
+  constexpr absl::Duration kPoll = absl::Milliseconds(5);
+  absl::Time ask = pending_ ? now + kPoll : std::max(next_ask_, now + kPoll);
+  if (!sharing_) return std::min(ask, local_.NextAvailable(now));
+  return ask;
+}
+
 void SharedRate::Ask(absl::Time now) {
   if (pending_ || now < next_ask_ || store_ == nullptr) return;
   pending_ = true;

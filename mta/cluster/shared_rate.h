@@ -76,6 +76,9 @@ class SharedRate {
   // Takes a token when one is there (reserved, or the local share while
   // the store is failing); asks the store for more when the stock is low.
   bool TryTake(absl::Time now);
+  // After TryTake said no: when to try again (an answer due, the next ask,
+  // or the local share's next token).
+  absl::Time NextTry(absl::Time now);
 
   bool sharing() const { return sharing_; }
   int64_t stock() const { return stock_; }

@@ -54,6 +54,7 @@ void DeliveryShard::Reload(
   bool resumed = false;
   for (auto& [key, site] : sites_) {
     Site::Change change = site->SetOptions(OptionsOf(*site), now);
+    ShareSite(*site);
     if (change == Site::Change::kSuspended) {
       // At once: what waits is held (unattempted, its time not counted),
       // idle connections leave, busy ones finish their transaction first.
@@ -186,6 +187,7 @@ void DeliveryShard::ParkExcess(Site& site) {
 }
 
 void DeliveryShard::Start() {
+  if (context_.shared_limits) shared_ = context_.shared_limits(reactor_.id());
   poll_timer_ = reactor_.AddTimer(absl::ZeroDuration(), [this] {
     poll_timer_ = 0;
     Poll();
@@ -237,6 +239,37 @@ void DeliveryShard::SweepSites() {
       ++it;
     }
   }
+  for (auto it = peer_pauses_.begin(); it != peer_pauses_.end();) {
+    if (it->second.until <= now) {
+      peer_pauses_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void DeliveryShard::ShareSite(Site& site) {
+  bool share = shared_ != nullptr && site.options().shared;
+  site.SetShare(share ? shared_->ForSite(site.key, site.options()) : nullptr);
+}
+
+void DeliveryShard::PeerBackedOff(const std::string& key,
+                                  const Backoff& backoff, absl::Time until) {
+  absl::Time now = reactor_.Now();
+  if (until <= now) return;
+  auto it = sites_.find(key);
+  if (it == sites_.end()) {
+    PeerPause& p = peer_pauses_[key];
+    if (p.until < until) p = {backoff, until};
+    return;
+  }
+  Backoff b = backoff;
+  b.pause = until - now;
+  it->second->BackOff(b, now);
+  log::Warn(kLog,
+            "site %s: backing off for %s at %.0f%% of its rates: another "
+            "node did (%s)",
+            key, absl::FormatDuration(b.pause), b.rate_factor * 100, b.why);
 }
 
 void DeliveryShard::Poll() {
@@ -435,6 +468,13 @@ void DeliveryShard::AddToSite(std::unique_ptr<Job> job, std::string site_key,
     site->sts_mx = std::move(policy.sts_mx);
     site->dane = policy.dane;
     site->dane_required = policy.dane_required;
+    ShareSite(*site);
+    if (auto p = peer_pauses_.find(site_key); p != peer_pauses_.end()) {
+      Backoff b = p->second.backoff;
+      b.pause = p->second.until - reactor_.Now();
+      if (b.pause > absl::ZeroDuration()) site->BackOff(b, reactor_.Now());
+      peer_pauses_.erase(p);
+    }
     if (site->suspended()) {
       log::Info(kLog, "site %s: suspended: its mail is held", site->key);
     }
@@ -601,6 +641,7 @@ void DeliveryShard::ApplyBackoff(Site& site, const Reply& reply,
   }
   if (!b) return;
   site.BackOff(*b, reactor_.Now());
+  if (shared_ != nullptr && site.shared()) shared_->BackedOff(site.key, *b);
   log::Warn(kLog, "site %s: backing off for %s at %.0f%% of its rates (%s): %s",
             site.key, absl::FormatDuration(b->pause), b->rate_factor * 100,
             b->why, reply.ToString());

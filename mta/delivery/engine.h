@@ -44,6 +44,7 @@
 #include "mta/delivery/outbound_connection.h"
 #include "mta/delivery/policy.h"
 #include "mta/delivery/shaping.h"
+#include "mta/delivery/shared_limits.h"
 #include "mta/delivery/site.h"
 #include "mta/outcome/outcome.h"
 #include "mta/shard/reactor.h"
@@ -94,6 +95,8 @@ struct EngineContext {
   // shards' work: the fetcher is stopped before the shards go.
   StsCache* sts_cache = nullptr;
   StsFetcher* sts_fetcher = nullptr;
+  // Limits shared with other nodes (the shard's; null or unset: none).
+  std::function<SharedLimits*(int shard)> shared_limits;
   // Each shard's engine copies `options` at start; Reload() replaces it.
   // How often each shard looks for due recipients.
   absl::Duration poll_interval = absl::Milliseconds(100);
@@ -128,6 +131,11 @@ class DeliveryShard : public ConnectionHost {
   using RecipientKey = std::pair<queue::MessageId, uint32_t>;
   size_t TakeForOperator(const absl::flat_hash_set<RecipientKey>& wanted,
                          bool deleted);
+  // On the shard's thread (the owner of `key`'s site): another node backed
+  // off the site; it pauses here too, for the time left of `until`. A site
+  // this shard has not made yet takes the pause when it is made.
+  void PeerBackedOff(const std::string& key, const Backoff& backoff,
+                     absl::Time until);
   // On the shard's thread: new classification rules (SIGHUP).
   void SetClassifier(std::shared_ptr<const bounce::Classifier> classifier) {
     classifier_ = std::move(classifier);
@@ -196,6 +204,9 @@ class DeliveryShard : public ConnectionHost {
   SiteOptions OptionsOf(const Site& site) const;
   void Pump(Site& site);
   void Wake(Site& site, absl::Time when);
+  // Gives a site whose options say `shared` its share of the cluster's
+  // limits (or takes it away).
+  void ShareSite(Site& site);
   // A 421, a back-off pattern, or a deferral classified rate_limited or
   // ip_reputation pauses the site and slows it down.
   void ApplyBackoff(Site& site, const Reply& reply,
@@ -243,6 +254,13 @@ class DeliveryShard : public ConnectionHost {
   shard::Reactor::TimerId poll_timer_ = 0;
   absl::Time last_sweep_ = absl::InfinitePast();
   absl::Time claim_until_ = absl::InfinitePast();  // ClaimAhead().
+  SharedLimits* shared_ = nullptr;
+  // Pauses other nodes asked for sites this shard has not made yet.
+  struct PeerPause {
+    Backoff backoff;
+    absl::Time until;
+  };
+  absl::flat_hash_map<std::string, PeerPause> peer_pauses_;
   // Jobs waiting for their domain's MTA-STS policy, by domain.
   struct StsWaiting {
     std::unique_ptr<Job> job;

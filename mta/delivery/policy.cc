@@ -139,6 +139,7 @@ SiteOptions ResolveSite(const DeliveryOptions& options,
     if (r.tls) s.tls = *r.tls;
     if (r.tls_policy) s.tls_policy = *r.tls_policy;
     if (r.suspended) s.suspended = *r.suspended;
+    if (r.shared) s.shared = *r.shared;
     if (r.pool) s.pool = *r.pool;
   }
   s.initial_connections = std::min(s.initial_connections, s.max_connections);

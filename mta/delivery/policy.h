@@ -53,6 +53,9 @@ struct SiteOptions {
   TlsPolicyUse tls_policy = TlsPolicyUse::kAuto;
   bool suspended = false;  // Held in the queue until resumed.
   std::string pool;        // Egress pool; empty: the default sources.
+  // The rates and max_connections hold across every node of the cluster
+  // ([redis]; shared_limits.h), and a back-off seen by one pauses all.
+  bool shared = false;
 };
 
 // Overrides; unset fields keep what came before. Later rules win.
@@ -68,6 +71,7 @@ struct SiteRule {
   std::optional<TlsPolicyUse> tls_policy;
   std::optional<bool> suspended;
   std::optional<std::string> pool;
+  std::optional<bool> shared;
   int line = 0;  // In the configuration file, for messages.
   bool Matches(absl::string_view domain,
                const std::vector<dns::MxHost>& mx) const;

@@ -42,6 +42,8 @@ class TokenBucket {
   // Runs at `factor` of the configured rate (back-off); 1 restores.
   void Scale(double factor) { factor_ = factor; }
   bool unlimited() const { return rate_per_second_ <= 0; }
+  double per_second() const { return rate_per_second_; }
+  double burst() const { return burst_; }
 
  private:
   void Refill(absl::Time now);

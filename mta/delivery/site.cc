@@ -1,6 +1,7 @@
 #include "mta/delivery/site.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 namespace peregrine::delivery {
@@ -130,7 +131,9 @@ bool Site::MayStartJob(absl::Time now, absl::Time* wake) {
     *wake = message_rate_.NextAvailable(now);
     return false;
   }
-  return true;
+  // A local token refused by the cluster is lost: the local bucket runs at
+  // the whole limit, above this node's part of it.
+  return share_ == nullptr || share_->TakeMessage(now, wake);
 }
 
 int Site::ConnectionsToOpen(int connecting_now, absl::Time now,
@@ -142,11 +145,19 @@ int Site::ConnectionsToOpen(int connecting_now, absl::Time now,
     return 0;
   }
   int waiting = static_cast<int>(ready_.size()) - connecting_now;
+  int slots = std::numeric_limits<int>::max();
+  if (share_ != nullptr && waiting > 0) {
+    slots = share_->ConnectionSlots(window_.in_flight() + waiting, now, wake);
+  }
   int open = 0;
-  while (waiting > 0 && window_.TryAcquire()) {
+  while (waiting > 0 && window_.in_flight() < slots && window_.TryAcquire()) {
     if (!connection_rate_.TryTake(now)) {
       window_.Release();
       *wake = connection_rate_.NextAvailable(now);
+      break;
+    }
+    if (share_ != nullptr && !share_->TakeConnection(now, wake)) {
+      window_.Release();
       break;
     }
     ++open;

@@ -24,6 +24,7 @@
 #include "mta/delivery/mta_sts.h"
 #include "mta/delivery/policy.h"
 #include "mta/delivery/shaping.h"
+#include "mta/delivery/shared_limits.h"
 #include "queue/types.h"
 
 namespace peregrine::delivery {
@@ -91,6 +92,10 @@ class Site {
   std::string TlsPolicyLabel() const;
   const SiteOptions& options() const { return options_; }
   bool suspended() const { return options_.suspended; }
+  // Limits shared with the other nodes (shared_limits.h): asked after the
+  // site's own, for each message and connection. Null: this node's alone.
+  void SetShare(std::unique_ptr<SiteShare> share) { share_ = std::move(share); }
+  bool shared() const { return share_ != nullptr; }
 
   // New options (SIGHUP): rates and window at once; suspension holds what
   // waits (and Excess() then says what goes back to the queue), resuming
@@ -162,6 +167,7 @@ class Site {
 
  private:
   SiteOptions options_;
+  std::unique_ptr<SiteShare> share_;
   TokenBucket message_rate_;
   TokenBucket connection_rate_;
   ConcurrencyWindow window_;  // Counts this site's open connections.

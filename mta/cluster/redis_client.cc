@@ -1,0 +1,327 @@
+#include "mta/cluster/redis_client.h"
+
+#include <hiredis/hiredis.h>
+#include <hiredis/read.h>
+#include <netdb.h>
+#include <string.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "mta/shard/socket.h"
+
+namespace peregrine::cluster {
+namespace {
+
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
+
+RedisValue Convert(const redisReply* r) {
+  RedisValue v;
+  switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+      v.type = RedisValue::Type::kString;
+      v.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_INTEGER:
+      v.type = RedisValue::Type::kInteger;
+      v.integer = r->integer;
+      break;
+    case REDIS_REPLY_ARRAY:
+      v.type = RedisValue::Type::kArray;
+      v.elements.reserve(r->elements);
+      for (size_t i = 0; i < r->elements; ++i) {
+        v.elements.push_back(Convert(r->element[i]));
+      }
+      break;
+    default:
+      v.type = RedisValue::Type::kNil;
+  }
+  return v;
+}
+
+std::string Format(const std::vector<std::string>& args) {
+  std::vector<const char*> argv;
+  std::vector<size_t> lengths;
+  for (const std::string& a : args) {
+    argv.push_back(a.data());
+    lengths.push_back(a.size());
+  }
+  char* out = nullptr;
+  int n = redisFormatCommandArgv(&out, static_cast<int>(args.size()),
+                                 argv.data(), lengths.data());
+  std::string request;
+  if (n > 0) request.assign(out, n);
+  redisFreeCommand(out);
+  return request;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<RedisEndpoint>> ResolveRedisAddresses(
+    const std::vector<std::string>& addresses) {
+  std::vector<RedisEndpoint> out;
+  for (const std::string& text : addresses) {
+    std::string host = text;
+    std::string port = "6379";
+    absl::string_view rest = text;
+    if (absl::ConsumePrefix(&rest, "[")) {
+      size_t close = rest.find(']');
+      if (close == absl::string_view::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "redis address \"", text, "\": a \"[\" without its \"]\""));
+      }
+      host = std::string(rest.substr(0, close));
+      rest.remove_prefix(close + 1);
+      if (absl::ConsumePrefix(&rest, ":")) port = std::string(rest);
+    } else if (size_t colon = text.rfind(':');
+               colon != std::string::npos &&
+               text.find(':') == colon) {
+      host = text.substr(0, colon);
+      port = text.substr(colon + 1);
+    }
+    int number = 0;
+    if (host.empty() || !absl::SimpleAtoi(port, &number) || number < 1 ||
+        number > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("redis address \"", text,
+                       "\": expected HOST, HOST:PORT or [IPV6]:PORT"));
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
+    if (rc != 0) {
+      return absl::UnavailableError(absl::StrCat("redis address \"", text,
+                                                 "\": ", gai_strerror(rc)));
+    }
+    for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+      out.push_back(
+          {host, shard::SocketAddress::FromSockaddr(a->ai_addr, a->ai_addrlen)});
+    }
+    freeaddrinfo(found);
+  }
+  if (out.empty()) {
+    return absl::InvalidArgumentError("redis: no address configured");
+  }
+  return out;
+}
+
+RedisClient::RedisClient(shard::Reactor& reactor, RedisOptions options,
+                         RedisCounters* counters)
+    : reactor_(reactor), options_(std::move(options)), counters_(counters) {}
+
+void RedisClient::Count(size_t sent, size_t failed) {
+  for (RedisCounters* c : {&own_, counters_}) {
+    if (c == nullptr) continue;
+    c->sent.fetch_add(sent, std::memory_order_relaxed);
+    c->failed.fetch_add(failed, std::memory_order_relaxed);
+  }
+}
+
+RedisClient::~RedisClient() {
+  *alive_ = false;
+  if (timer_ != 0) reactor_.CancelTimer(timer_);
+  CloseStream();
+}
+
+void RedisClient::Command(std::vector<std::string> args, Done done) {
+  absl::Status refused;
+  if (waiting_.size() >= options_.max_pending) {
+    refused = absl::ResourceExhaustedError(
+        absl::StrCat("redis: ", waiting_.size(), " commands already waiting"));
+  } else if (state_ == State::kDown && reactor_.Now() < retry_at_) {
+    refused = absl::UnavailableError(absl::StrCat("redis: ", last_error_));
+  }
+  if (!refused.ok()) {
+    Count(0, 1);
+    reactor_.Defer([alive = alive_, done = std::move(done),
+                    refused = std::move(refused)]() mutable {
+      if (*alive) done(refused);
+    });
+    return;
+  }
+  std::string request = Format(args);
+  Count(1, 0);
+  absl::Duration timeout = options_.command_timeout;
+  if (state_ != State::kReady) timeout += options_.connect_timeout;
+  waiting_.push_back({std::move(done), reactor_.Now() + timeout});
+  if (state_ == State::kReady) {
+    Send(std::move(request));
+  } else {
+    unsent_ += request;
+    if (state_ == State::kDown) Connect();
+  }
+  ArmTimer();
+}
+
+void RedisClient::Connect() {
+  if (options_.endpoints.empty()) return Fail("no address configured");
+  const RedisEndpoint& e =
+      options_.endpoints[endpoint_ % options_.endpoints.size()];
+  auto fd = shard::NewStreamSocket(e.address.family());
+  if (!fd.ok()) return Fail(std::string(fd.status().message()));
+  state_ = State::kConnecting;
+  stream_ = std::make_unique<Stream>(reactor_, *fd,
+                                     static_cast<Stream::Handler&>(*this));
+  reader_ = redisReaderCreate();
+  Stream* stream = stream_.get();
+  reactor_.io().Connect(
+      *fd, e.address,
+      [this, alive = alive_, stream, where = e.address.ToString()](int result) {
+        if (!*alive || stream_.get() != stream || stream->closing() ||
+            state_ != State::kConnecting) {
+          return;
+        }
+        if (result < 0) {
+          return Fail(absl::StrCat("cannot connect to ", where, ": ",
+                                   strerror(-result)));
+        }
+        Connected();
+      });
+}
+
+void RedisClient::Connected() {
+  if (options_.tls == nullptr) return Ready();
+  state_ = State::kTls;
+  const RedisEndpoint& e =
+      options_.endpoints[endpoint_ % options_.endpoints.size()];
+  absl::Status s = stream_->StartTlsClient(options_.tls, e.host,
+                                           options_.tls_verify);
+  if (!s.ok()) return Fail(absl::StrCat("TLS: ", s.message()));
+  stream_->Flush();
+  stream_->Read();
+}
+
+void RedisClient::Ready() {
+  state_ = State::kReady;
+  backoff_ = absl::ZeroDuration();
+  std::string first;
+  if (!options_.password.empty()) {
+    std::vector<std::string> auth = {"AUTH"};
+    if (!options_.user.empty()) auth.push_back(options_.user);
+    auth.push_back(options_.password);
+    first = Format(auth);
+    auth_replies_ = 1;
+  }
+  first += unsent_;
+  unsent_.clear();
+  if (!first.empty()) Send(std::move(first));
+  if (stream_ != nullptr) stream_->Read();
+}
+
+void RedisClient::Send(std::string request) {
+  absl::Status s = stream_->Send(request);
+  if (!s.ok()) return Fail(absl::StrCat("TLS: ", s.message()));
+  stream_->Flush();
+}
+
+void RedisClient::ArmTimer() {
+  if (timer_ != 0 || waiting_.empty()) return;
+  timer_ = reactor_.AddTimerAt(waiting_.front().deadline, [this] {
+    timer_ = 0;
+    if (waiting_.empty()) return;
+    if (waiting_.front().deadline <= reactor_.Now()) {
+      return Fail(state_ == State::kReady
+                      ? absl::StrCat("no reply within ",
+                                     absl::FormatDuration(
+                                         options_.command_timeout))
+                      : "cannot connect: timed out");
+    }
+    ArmTimer();
+  });
+}
+
+void RedisClient::CloseStream() {
+  if (reader_ != nullptr) {
+    redisReaderFree(reader_);
+    reader_ = nullptr;
+  }
+  if (stream_ == nullptr) return;
+  Stream* stream = stream_.release();
+  stream->Close([stream] { delete stream; });
+}
+
+void RedisClient::Fail(const std::string& why) {
+  last_error_ = why;
+  std::deque<Waiting> waiting = std::move(waiting_);
+  waiting_.clear();
+  unsent_.clear();
+  auth_replies_ = 0;
+  CloseStream();
+  state_ = State::kDown;
+  backoff_ = std::clamp(backoff_ * 2, kFirstBackoff, kMaxBackoff);
+  retry_at_ = reactor_.Now() + backoff_;
+  ++endpoint_;  // Fail-over: the next address next time.
+  Count(0, waiting.size());
+  auto alive = alive_;
+  for (Waiting& w : waiting) {
+    w.done(absl::UnavailableError(absl::StrCat("redis: ", why)));
+    if (!*alive) return;
+  }
+}
+
+void RedisClient::OnData(absl::string_view plaintext) {
+  if (reader_ == nullptr) return;
+  if (plaintext.empty() && stream_ != nullptr) stream_->Flush();  // TLS.
+  if (!plaintext.empty() &&
+      redisReaderFeed(reader_, plaintext.data(), plaintext.size()) !=
+          REDIS_OK) {
+    return Fail(absl::StrCat("protocol error: ", reader_->errstr));
+  }
+  auto alive = alive_;
+  while (true) {
+    void* raw = nullptr;
+    if (redisReaderGetReply(reader_, &raw) != REDIS_OK) {
+      return Fail(absl::StrCat("protocol error: ", reader_->errstr));
+    }
+    if (raw == nullptr) break;
+    auto* reply = static_cast<redisReply*>(raw);
+    bool error = reply->type == REDIS_REPLY_ERROR;
+    RedisValue value = Convert(reply);
+    freeReplyObject(reply);
+    if (auth_replies_ > 0) {
+      --auth_replies_;
+      if (error) return Fail(absl::StrCat("AUTH refused: ", value.str));
+      continue;
+    }
+    if (waiting_.empty()) return Fail("a reply no command asked for");
+    Done done = std::move(waiting_.front().done);
+    waiting_.pop_front();
+    if (error) {
+      done(absl::FailedPreconditionError(absl::StrCat("redis: ", value.str)));
+    } else {
+      done(std::move(value));
+    }
+    if (!*alive || reader_ == nullptr) return;
+  }
+  if (reader_->len - reader_->pos > kMaxReply) {
+    return Fail(absl::StrCat("a reply over ", kMaxReply >> 20, " MiB"));
+  }
+  if (stream_ != nullptr) stream_->Read();
+}
+
+void RedisClient::OnEnd(int error) {
+  Fail(error == 0 ? "Redis closed the connection"
+                  : absl::StrCat("read: ", strerror(-error)));
+}
+
+void RedisClient::OnTlsUp() { Ready(); }
+
+void RedisClient::OnTlsError(const absl::Status& status, bool, bool,
+                             absl::string_view) {
+  Fail(absl::StrCat("TLS: ", status.message()));
+}
+
+void RedisClient::OnWritten(int result) {
+  if (result < 0) return Fail(absl::StrCat("write: ", strerror(-result)));
+  if (stream_ != nullptr && stream_->unsent() > 0) stream_->Flush();
+}
+
+}  // namespace peregrine::cluster
