@@ -22,6 +22,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/mta/cluster/redis_server.h"
 
 namespace peregrine::cluster {
 namespace {
@@ -115,64 +116,17 @@ TEST(SharedRate, AnAnswerAfterTheSiteIsGoneIsDropped) {
   store.Release();  // Finds the flag false (ASan would catch a use).
 }
 
-// A loopback port nothing listens on now (the kernel's pick).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
-// The script, run by a real redis-server on a loopback port.
 class RedisScript : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (access("/usr/bin/redis-server", X_OK) != 0) {
+    if (!testing::RedisServer::Installed()) {
       GTEST_SKIP() << "redis-server is missing (scripts/install-deps.sh)";
     }
-    port_ = FreePort();
-    ASSERT_GT(port_, 0);
-    dir_ = ::testing::TempDir();
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::string port = std::to_string(port_);
-      execl("/usr/bin/redis-server", "redis-server", "--port", port.c_str(),
-            "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
-            dir_.c_str(), "--loglevel", "warning", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    script_ = dir_ + "/gcra.lua";
+    ASSERT_TRUE(server_.Start()) << "redis-server did not answer";
+    script_ = server_.dir() + "/gcra.lua";
     std::ofstream(script_) << kGcraScript;
-    for (int i = 0; i < 100; ++i) {
-      if (Cli("PING") == "PONG\n") return;
-      usleep(50000);
-    }
-    FAIL() << "redis-server did not answer";
   }
-  void TearDown() override {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  std::string Cli(const std::string& args) {
-    std::string cmd = absl::StrCat("/usr/bin/redis-cli -h 127.0.0.1 -p ", port_,
-                                   " ", args, " 2>&1");
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[256];
-    while (p != nullptr && fgets(buf, sizeof(buf), p) != nullptr) out += buf;
-    if (p != nullptr) pclose(p);
-    return out;
-  }
+  std::string Cli(const std::string& args) { return server_.Cli(args); }
   // {granted, wait in microseconds}.
   std::pair<int64_t, int64_t> Reserve(int64_t interval_us, int64_t tol_us,
                                       int64_t want) {
@@ -187,9 +141,7 @@ class RedisScript : public ::testing::Test {
     }
     return {granted, wait};
   }
-  int port_ = 0;
-  pid_t pid_ = -1;
-  std::string dir_;
+  testing::RedisServer server_;
   std::string script_;
 };
 
