@@ -32,7 +32,8 @@ const std::vector<Setting>& Schema() {
     auto* all = new std::vector<Setting>(config_schema::ReceptionSettings());
     for (auto part :
          {config_schema::StorageSettings(), config_schema::DeliverySettings(),
-          config_schema::BounceSettings(), config_schema::LocalSettings()}) {
+          config_schema::BounceSettings(), config_schema::LocalSettings(),
+          config_schema::ClusterSettings()}) {
       all->insert(all->end(), part.begin(), part.end());
     }
     return all;

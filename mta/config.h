@@ -129,6 +129,20 @@ struct Config {
   std::string tls_report_contact;       // Empty: mailto:postmaster@host.
   std::string tls_report_from;          // Empty: tlsrpt-noreply@host.
 
+  // [redis]: many nodes sharing limits, back-off and suppressions
+  // (mta/cluster). No addresses: this node is alone.
+  std::vector<std::string> redis_addresses;
+  std::string redis_user;           // Empty: AUTH with the password alone.
+  std::string redis_password_file;  // Empty: no AUTH.
+  bool redis_tls = false;
+  std::string redis_ca_file;  // Empty: the system trust store.
+  bool redis_tls_verify = true;
+  std::string redis_key_prefix = "peregrine:";
+  absl::Duration redis_connect_timeout = absl::Seconds(1);
+  absl::Duration redis_command_timeout = absl::Milliseconds(500);
+  std::string redis_node;  // Empty: HOSTNAME-PID.
+  int redis_expected_nodes = 1;
+
   // [bounce]
   std::string bounce_rules_file;  // Empty: the built-in rules only.
   bool bounce_dsn = true;

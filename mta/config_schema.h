@@ -110,5 +110,7 @@ std::vector<Setting> DeliverySettings();
 std::vector<Setting> BounceSettings();
 // [local]
 std::vector<Setting> LocalSettings();
+// [redis] (config_cluster.cc).
+std::vector<Setting> ClusterSettings();
 
 }  // namespace peregrine::config_schema

@@ -293,6 +293,7 @@ absl::Status Daemon::Start() {
 
   if (absl::Status s = PrepareBounces(); !s.ok()) return s;
   if (absl::Status s = PrepareLocal(); !s.ok()) return s;
+  if (absl::Status s = PrepareCluster(); !s.ok()) return s;
   if (absl::Status s = PrepareOutcomes(); !s.ok()) return s;
   reception_.outcomes = &outcomes_;
   if (absl::Status s = PrepareDelivery(); !s.ok()) return s;
@@ -304,6 +305,14 @@ absl::Status Daemon::Start() {
   options.idle_spin = config_.idle_spin;
   group_ = std::make_unique<shard::ShardGroup>(options);
   if (delivery_ != nullptr) delivery_->group = group_.get();
+  if (cluster_ != nullptr) {
+    cluster_->Attach(group_.get());
+    if (delivery_ != nullptr) {
+      delivery_->shared_limits = [this](int shard) {
+        return cluster_->Limits(shard);
+      };
+    }
+  }
   startup_answers_.reset();  // The shards take the admin sockets over.
   absl::Status started =
       group_->Start([this](shard::Reactor& reactor) { StartShard(reactor); });
@@ -314,6 +323,7 @@ absl::Status Daemon::Start() {
                                      started.message()));
   }
 
+  if (cluster_ != nullptr) cluster_->Start();
   absl::Duration spin =
       config_.idle_spin.value_or(shard::AutoIdleSpin(group_->size()));
   log::Info(kLog,
@@ -893,6 +903,7 @@ int Daemon::Run() {
       log::Info(kLog, "a suspension through the API ended: resumed");
       PushDelivery();
     }
+    ApplySharedSuppressions();
     if (suppression_ != nullptr && ticks % 3 == 0) {
       bounce::ServeRequests(bounce::RequestDir(config_.data_dir),
                             *suppression_);
@@ -937,6 +948,8 @@ int Daemon::Run() {
     counter_stop_ = true;
   }
   if (counter_.joinable()) counter_.join();
+  // Redis clients too; the sites' shares fall back to their local part.
+  if (cluster_ != nullptr) cluster_->Stop();
   // Resolvers hold sockets in their shard's backend: close them there.
   for (int i = 0; i < group_->size(); ++i) {
     absl::Notification closed;

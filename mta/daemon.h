@@ -30,6 +30,7 @@
 #include "mta/bounce/inbox.h"
 #include "mta/bounce/notifier.h"
 #include "mta/bounce/suppression.h"
+#include "mta/cluster/cluster.h"
 #include "mta/config.h"
 #include "mta/delivery/engine.h"
 #include "mta/local/local_mail.h"
@@ -119,6 +120,11 @@ class Daemon {
   // The RCPT check: a suppressed address's refusal, or "".
   std::string CheckSuppressed(absl::string_view sender,
                               absl::string_view recipient);
+  // [redis] (daemon_cluster.cc): this node's part in a cluster, made
+  // before the outcomes (the suppression list tells it its changes).
+  absl::Status PrepareCluster();
+  // On the main loop: what other nodes changed in the suppression list.
+  void ApplySharedSuppressions();
   // The outbound engine's shared context (none when delivery is off).
   absl::Status PrepareDelivery();
   // [tls_report]: the reporter, attached to the outcome bus.
@@ -183,6 +189,14 @@ class Daemon {
   Authenticator authenticator_;
   std::unique_ptr<ConnectionLimiter> limiter_;
   ReceptionContext reception_;
+  // [redis]: null when this node is alone. Stopped before the shards, freed
+  // after the delivery engines (their sites hold shares of it).
+  std::unique_ptr<cluster::Cluster> cluster_;
+  absl::Mutex shared_mu_;
+  std::vector<std::pair<bounce::SuppressionEntry, bool>> shared_in_
+      ABSL_GUARDED_BY(shared_mu_);
+  absl::Time reshare_since_ ABSL_GUARDED_BY(shared_mu_) =
+      absl::InfiniteFuture();
   std::unique_ptr<delivery::EngineContext> delivery_;
   std::unique_ptr<shard::ShardGroup> group_;
   std::vector<std::unique_ptr<ShardState>> shards_;

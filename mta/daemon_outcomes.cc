@@ -164,6 +164,12 @@ absl::Status Daemon::PrepareOutcomes() {
   if (config_.suppression_enabled) {
     suppression_ =
         std::make_unique<bounce::SuppressionList>(queue_->SideTable());
+    if (cluster_ != nullptr) {
+      suppression_->SetObserver(
+          [this](const bounce::SuppressionEntry& e, bool removed) {
+            cluster_->ShareSuppression(e, removed);
+          });
+    }
     reception_.check_recipient = [this](absl::string_view sender,
                                         absl::string_view recipient) {
       return CheckSuppressed(sender, recipient);

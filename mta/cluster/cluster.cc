@@ -192,12 +192,8 @@ class Cluster::ShardLimits : public delivery::SharedLimits,
   ~ShardLimits() override { *alive_ = false; }
 };
 
-Cluster::Cluster(ClusterOptions options, shard::ShardGroup& group,
-                 ClusterHooks hooks)
-    : options_(std::move(options)),
-      group_(group),
-      hooks_(std::move(hooks)),
-      shards_(group.size()) {}
+Cluster::Cluster(ClusterOptions options, int shards, ClusterHooks hooks)
+    : options_(std::move(options)), hooks_(std::move(hooks)), shards_(shards) {}
 
 Cluster::~Cluster() { *alive_ = false; }
 
@@ -209,7 +205,7 @@ delivery::SharedLimits* Cluster::Limits(int shard) {
   Shard& s = shards_[shard];
   if (s.limits == nullptr) {
     s.limits =
-        std::make_unique<ShardLimits>(*this, shard, group_.reactor(shard));
+        std::make_unique<ShardLimits>(*this, shard, group_->reactor(shard));
   }
   return s.limits.get();
 }
@@ -220,7 +216,7 @@ RedisClient* Cluster::Client(int shard) {
 }
 
 void Cluster::Start() {
-  group_.SubmitTo(0, [this] {
+  group_->SubmitTo(0, [this] {
     log::Info(kLog,
               "sharing limits, back-off and suppressions through Redis as "
               "node \"%s\" of %d expected (keys \"%s*\")",
@@ -232,10 +228,10 @@ void Cluster::Start() {
 void Cluster::Stop() {
   for (int i = 0; i < static_cast<int>(shards_.size()); ++i) {
     absl::Notification closed;
-    group_.SubmitTo(i, [this, i, &closed] {
+    group_->SubmitTo(i, [this, i, &closed] {
       if (i == 0) {
         stopped_ = true;
-        if (timer_ != 0) group_.reactor(0).CancelTimer(timer_);
+        if (timer_ != 0) group_->reactor(0).CancelTimer(timer_);
         timer_ = 0;
       }
       if (shards_[i].limits != nullptr) shards_[i].limits->Close();
@@ -247,11 +243,11 @@ void Cluster::Stop() {
 
 void Cluster::Tick() {
   if (stopped_) return;
-  timer_ = group_.reactor(0).AddTimer(options_.poll, [this] {
+  timer_ = group_->reactor(0).AddTimer(options_.poll, [this] {
     timer_ = 0;
     Tick();
   });
-  absl::Time now = group_.reactor(0).Now();
+  absl::Time now = group_->reactor(0).Now();
   if (!up() && now - logged_ >= absl::Minutes(1)) {
     logged_ = now;
     size_t waiting;
@@ -437,7 +433,7 @@ void Cluster::Flush() {
 void Cluster::Down(const absl::Status& why) {
   last_id_.clear();  // Read the shared list again when it is back.
   if (!up()) return;
-  absl::Time now = group_.reactor(0).Now();
+  absl::Time now = group_->reactor(0).Now();
   up_ = false;
   down_since_ = now;
   down_since_ns_ = absl::ToUnixNanos(now);
@@ -450,7 +446,7 @@ void Cluster::Down(const absl::Status& why) {
 
 void Cluster::Up() {
   if (up()) return;
-  absl::Time now = group_.reactor(0).Now();
+  absl::Time now = group_->reactor(0).Now();
   outage_ns_ += absl::ToInt64Nanoseconds(now - down_since_);
   up_ = true;
   log::Info(kLog, "redis: reachable again after %s; sharing resumed",

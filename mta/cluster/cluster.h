@@ -25,9 +25,10 @@
 // Threads: Limits(s) and what it returns on shard s; ShareSuppression and
 // the counters from any thread; the hooks are called on shard 0 (paused,
 // suppressions) or shard 0 (reshare).
-// Lifetime: made before the shards start, Stop() on shard threads'
-// behalf before they stop (it closes each shard's client there and waits),
-// freed after the shards stopped. Answers arriving after Stop() are
+// Lifetime: made before the shards start (and before the suppression
+// list has other threads), attached to the group before it starts, Stop()
+// before the shards stop (it closes each shard's client there and waits),
+// freed after the delivery engines (their sites hold shares of it). Answers arriving after Stop() are
 // dropped by the clients.
 #pragma once
 
@@ -77,12 +78,13 @@ class Cluster {
   static constexpr size_t kMaxOutbox = 100000;
   static constexpr int kStreamLength = 100000;  // Entries Redis keeps.
 
-  Cluster(ClusterOptions options, shard::ShardGroup& group,
-          ClusterHooks hooks);
+  // For `shards` shards; Attach() the group before it starts.
+  Cluster(ClusterOptions options, int shards, ClusterHooks hooks);
   ~Cluster();
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
 
+  void Attach(shard::ShardGroup* group) { group_ = group; }
   // On shard `shard`'s thread: its limits (made on the first call).
   delivery::SharedLimits* Limits(int shard);
   // Any thread, once the shards run: the events reader on shard 0.
@@ -126,7 +128,7 @@ class Cluster {
   std::string Key(absl::string_view name) const;
 
   const ClusterOptions options_;
-  shard::ShardGroup& group_;
+  shard::ShardGroup* group_ = nullptr;
   const ClusterHooks hooks_;
   std::vector<Shard> shards_;  // Each touched on its own shard alone.
 
