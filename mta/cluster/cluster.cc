@@ -148,7 +148,9 @@ class Cluster::ShardLimits : public delivery::SharedLimits,
 
   void Hold(const std::string& key, const std::string& holder, int64_t want,
             int64_t max, absl::Duration ttl, SlotStore::Done done) override {
-    Eval(Lease(), {absl::StrCat(key, ":expiry"), absl::StrCat(key, ":count")},
+    Eval(Lease(),
+         {absl::StrCat(key, ":expiry"), absl::StrCat(key, ":held"),
+          absl::StrCat(key, ":wanted")},
          {holder, absl::StrCat(want), absl::StrCat(max),
           absl::StrCat(absl::ToInt64Milliseconds(ttl))},
          [done = std::move(done)](absl::StatusOr<RedisValue> v) mutable {

@@ -2,12 +2,16 @@
 // every node of a cluster (issue 20), as leases in a shared store (Redis).
 //
 // Each holder (a node's shard) keeps one lease: how many connections it
-// may have open, with an expiry. kLeaseScript sets a holder's count to
-// what it wants, as far as the maximum less the others' live leases
-// allows, and drops leases past their expiry first, so a crashed node's
-// connections count no longer than `ttl`. A holder asks when it wants
-// more than it holds (one request at a time), gives back what it no
-// longer needs (at most once a second), and renews every ttl / 3.
+// may have open and how many it wants, with an expiry. kLeaseScript sets a
+// holder's count to what it wants, as far as the maximum less the others'
+// live leases allows, and drops leases past their expiry first, so a
+// crashed node's connections count no longer than `ttl`. Fairness: while
+// another holder wants more than it holds, no holder is granted more than
+// max / (holders wanting), at least one; the one above gives back the rest
+// at its next renewal (its connections above the grant finish and are not
+// replaced). A holder asks when it wants more than it holds (one request
+// at a time; after a short answer, each kShort), and renews each kRenew,
+// giving back what it no longer needs.
 //
 // When the store fails, the holder keeps to its local share (max /
 // expected_nodes, at least one) and asks again after `retry`.
@@ -32,7 +36,7 @@
 namespace peregrine::cluster {
 
 // For EVAL: KEYS[1] the site's expiries (sorted set), KEYS[2] the counts
-// (hash); ARGV[1] the holder, ARGV[2] how many it wants, ARGV[3] the
+// held, KEYS[3] the counts wanted (hashes); ARGV[1] the holder, ARGV[2] how many it wants, ARGV[3] the
 // maximum, ARGV[4] the lease's time to live in milliseconds. Returns the
 // count granted (0..wanted).
 extern const char kLeaseScript[];
@@ -48,6 +52,9 @@ class SlotStore {
 
 class SharedSlots {
  public:
+  static constexpr absl::Duration kShort = absl::Milliseconds(200);
+  static constexpr absl::Duration kRenew = absl::Seconds(1);
+
   SharedSlots(std::string key, std::string holder, int max, int expected_nodes,
               SlotStore* store, absl::Duration ttl = absl::Seconds(15),
               absl::Duration retry = absl::Seconds(1));
@@ -77,6 +84,7 @@ class SharedSlots {
   int64_t held_ = 0;
   bool pending_ = false;
   bool sharing_ = true;
+  bool short_ = false;  // The last answer granted less than asked.
   absl::Time asked_ = absl::InfinitePast();
   absl::Time retry_at_ = absl::InfinitePast();
   uint64_t requests_ = 0;
@@ -98,6 +106,7 @@ class FakeSlotStore : public SlotStore {
  private:
   struct Lease {
     int64_t count = 0;
+    int64_t want = 0;
     absl::Time expires;
   };
   absl::Time* clock_;

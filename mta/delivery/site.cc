@@ -131,9 +131,19 @@ bool Site::MayStartJob(absl::Time now, absl::Time* wake) {
     *wake = message_rate_.NextAvailable(now);
     return false;
   }
+  if (share_ == nullptr) return true;
+  absl::Time unused = absl::InfiniteFuture();
+  Leases(0, now, &unused);  // Renewed while busy connections carry on.
   // A local token refused by the cluster is lost: the local bucket runs at
   // the whole limit, above this node's part of it.
-  return share_ == nullptr || share_->TakeMessage(now, wake);
+  return share_->TakeMessage(now, wake);
+}
+
+int Site::Leases(int connecting_now, absl::Time now, absl::Time* wake) {
+  int waiting = static_cast<int>(ready_.size()) - connecting_now;
+  slots_ = share_->ConnectionSlots(
+      window_.in_flight() + std::max(0, waiting), now, wake);
+  return slots_;
 }
 
 int Site::ConnectionsToOpen(int connecting_now, absl::Time now,
@@ -146,9 +156,7 @@ int Site::ConnectionsToOpen(int connecting_now, absl::Time now,
   }
   int waiting = static_cast<int>(ready_.size()) - connecting_now;
   int slots = std::numeric_limits<int>::max();
-  if (share_ != nullptr && waiting > 0) {
-    slots = share_->ConnectionSlots(window_.in_flight() + waiting, now, wake);
-  }
+  if (share_ != nullptr) slots = Leases(connecting_now, now, wake);
   int open = 0;
   while (waiting > 0 && window_.in_flight() < slots && window_.TryAcquire()) {
     if (!connection_rate_.TryTake(now)) {

@@ -14,6 +14,7 @@
 
 #include <deque>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -94,7 +95,10 @@ class Site {
   bool suspended() const { return options_.suspended; }
   // Limits shared with the other nodes (shared_limits.h): asked after the
   // site's own, for each message and connection. Null: this node's alone.
-  void SetShare(std::unique_ptr<SiteShare> share) { share_ = std::move(share); }
+  void SetShare(std::unique_ptr<SiteShare> share) {
+    share_ = std::move(share);
+    slots_ = std::numeric_limits<int>::max();
+  }
   bool shared() const { return share_ != nullptr; }
 
   // New options (SIGHUP): rates and window at once; suspension holds what
@@ -132,8 +136,12 @@ class Site {
   void ConnectionClosed(bool worked);
   // A transaction delivered something: the window may grow.
   void Delivered() { window_.OnSuccess(); }
+  // A connection goes on after `messages_sent`: not past
+  // messages_per_connection, nor while more are open than the cluster's
+  // leases allow this node (shared_limits.h).
   bool MoreOnConnection(int messages_sent) const {
-    return messages_sent < options_.messages_per_connection;
+    return messages_sent < options_.messages_per_connection &&
+           window_.in_flight() <= slots_;
   }
   int open_connections() const { return window_.in_flight(); }
   int window() const { return window_.limit(); }
@@ -166,8 +174,13 @@ class Site {
   static constexpr absl::Duration kParkLogEvery = absl::Seconds(10);
 
  private:
+  // Asks the share how many connections this node may hold (and renews
+  // its leases); remembers it in slots_.
+  int Leases(int connecting_now, absl::Time now, absl::Time* wake);
+
   SiteOptions options_;
   std::unique_ptr<SiteShare> share_;
+  int slots_ = std::numeric_limits<int>::max();
   TokenBucket message_rate_;
   TokenBucket connection_rate_;
   ConcurrencyWindow window_;  // Counts this site's open connections.

@@ -344,6 +344,7 @@ class RawSink:
         self.chunking = chunking
         self.bdat = 0  # Messages that came by BDAT.
         self.messages = []  # Raw DATA bytes, up to and with "\r\n.\r\n".
+        self.times = []  # When each message was kept (time.time()).
         self.envelopes = []  # (MAIL FROM, [RCPT TO]) of each message.
         self.max_bytes = max_bytes
         self.delay = delay  # Seconds before each message's 250.
@@ -426,6 +427,7 @@ class RawSink:
                 if self.delay:
                     time.sleep(self.delay)
                 self.messages.append(buf[:end])
+                self.times.append(time.time())
                 self.envelopes.append((sender, rcpts))
                 sender, rcpts = None, []
                 buf = buf[end:]
