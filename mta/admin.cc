@@ -59,7 +59,8 @@ constexpr Route kRoutes[] = {{"/", true, false},
                              {"/api/v1/queue/resume", false, true},
                              {"/api/v1/queue/retry", false, true},
                              {"/api/v1/queue/bounce", false, true},
-                             {"/api/v1/queue/delete", false, true}};
+                             {"/api/v1/queue/delete", false, true},
+                             {"/api/v1/queue/transfer", false, true}};
 // GET /api/v1/queue/messages/ID.
 constexpr absl::string_view kMessagePrefix = "/api/v1/queue/messages/";
 constexpr Route kMessageRoute = {"/api/v1/queue/messages/", false, false};
@@ -72,6 +73,7 @@ std::optional<QueueAction> ActionOf(absl::string_view path) {
   if (path == "/api/v1/queue/retry") return QueueAction::kRetry;
   if (path == "/api/v1/queue/bounce") return QueueAction::kBounce;
   if (path == "/api/v1/queue/delete") return QueueAction::kDelete;
+  if (path == "/api/v1/queue/transfer") return QueueAction::kTransfer;
   return std::nullopt;
 }
 
@@ -222,6 +224,8 @@ void AdminApi::Handle(const http::Request& r, bool loopback,
                        {"matched", counts->matched},
                        {"done", counts->done},
                        {"in_flight", counts->in_flight},
+                       {"kept", counts->kept},
+                       {"error", counts->error},
                        {"stopped", counts->cancelled}},
                       keep);
         });

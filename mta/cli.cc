@@ -764,7 +764,7 @@ int RunCli(int argc, const char* const* argv, std::ostream& out,
     }
   }
   for (const char* what : {"suspend", "resume", "suspensions", "summary",
-                           "retry", "bounce", "delete"}) {
+                           "retry", "bounce", "delete", "transfer"}) {
     if (*queue_cmd->get_subcommand(what)) {
       return QueueControl(what, control, out, err);
     }

@@ -200,7 +200,12 @@ void AddQueueControl(CLI::App& queue, QueueControlArgs& args) {
         queue.add_subcommand("bounce",
                              "Fail the mail named now, with DSNs as policy "
                              "says"),
-        queue.add_subcommand("delete", "Drop the mail named (no DSN)")}) {
+        queue.add_subcommand("delete", "Drop the mail named (no DSN)"),
+        queue.add_subcommand(
+            "transfer",
+            "Relay the mail named to another node (its relay listener, "
+            "from a trusted network) and drop it here once that node has "
+            "it on disk")}) {
     sub->add_option("-c,--config", args.config_path, "TOML configuration file");
     sub->add_option("--data-dir", args.data_dir, "Data directory");
     const std::string name = sub->get_name();
@@ -227,6 +232,11 @@ void AddQueueControl(CLI::App& queue, QueueControlArgs& args) {
     sub->add_option("--tenant", args.tenant, "A tenant tag");
     sub->add_option("--id", args.id, "One message: its queue id");
     sub->add_flag("--all", args.all, "The whole queue");
+    if (name == "transfer") {
+      sub->add_option("--to", args.to,
+                      "HOST:PORT of the other node's relay listener")
+          ->required();
+    }
   }
 }
 
@@ -283,7 +293,8 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
     err << name << ": " << config.status().message() << "\n";
     return 2;
   }
-  const bool action = what == "retry" || what == "bounce" || what == "delete";
+  const bool action = what == "retry" || what == "bounce" ||
+                      what == "delete" || what == "transfer";
   json body = json::object();
   if (action) {
     for (const auto& [key, value] :
@@ -299,6 +310,7 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
              "or --all for the whole queue\n";
       return 2;
     }
+    if (what == "transfer") body["to"] = a.to;
   } else if ((what == "suspend" || what == "resume") &&
              !a.domain.empty() + !a.mx_suffix.empty() + !a.campaign.empty() +
                      !a.tenant.empty() + !a.id.empty() !=
@@ -355,7 +367,15 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
       out << ", " << b.value("in_flight", 0)
           << " being tried now (left to that attempt)";
     }
+    if (b.value("kept", 0) > 0) {
+      out << ", " << b.value("kept", 0) << " kept here";
+    }
     out << "\n";
+    std::string error = b.value("error", std::string());
+    if (!error.empty()) {
+      err << name << ": stopped: " << error << "\n";
+      return 1;
+    }
   } else if (what == "summary") {
     PrintSummary(answer->body, out);
   } else if (what == "suspend") {

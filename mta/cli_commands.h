@@ -84,6 +84,7 @@ struct QueueControlArgs {
   std::string campaign;
   std::string tenant;
   std::string id;
+  std::string to;  // transfer: HOST:PORT.
   bool all = false;
 };
 

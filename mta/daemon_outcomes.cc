@@ -21,6 +21,7 @@
 #include "base/files.h"
 #include "base/log.h"
 #include "mta/daemon.h"
+#include "mta/transfer.h"
 #include "mta/version.h"
 
 namespace peregrine {
@@ -492,6 +493,16 @@ absl::Status Daemon::PrepareAdmin() {
       c.take_from_delivery = [this](absl::flat_hash_set<RecipientKey> wanted,
                                     bool deleted) {
         return TakeFromDelivery(std::move(wanted), deleted);
+      };
+      c.relay_to = [this](const std::string& to) -> RelayFn {
+        auto t = std::make_shared<Transferor>(
+            to, config_.EffectiveHostname(),
+            cluster_ != nullptr ? cluster_->options().node
+                                : config_.EffectiveHostname());
+        return [t](const queue::StoredMessage& m,
+                   const std::vector<queue::RecipientRecord>& rs) {
+          return t->Relay(m, rs);
+        };
       };
       return RunQueueAction(c, action, selection);
     };

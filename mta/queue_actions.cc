@@ -1,5 +1,7 @@
 #include "mta/queue_actions.h"
 
+#include <algorithm>
+#include <map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +19,8 @@ absl::string_view QueueActionName(QueueAction action) {
       return "bounce";
     case QueueAction::kDelete:
       return "delete";
+    case QueueAction::kTransfer:
+      return "transfer";
   }
   return "?";
 }
@@ -34,6 +38,7 @@ absl::StatusOr<QueueSelection> QueueSelection::FromJson(
                          : key == "domain"   ? &s.domain
                          : key == "campaign" ? &s.campaign
                          : key == "tenant"   ? &s.tenant
+                         : key == "to"       ? &s.to
                                              : nullptr;
     if (field != nullptr) {
       if (!value.is_string() || value.get<std::string>().empty()) {
@@ -111,6 +116,82 @@ class Pending {
 
 }  // namespace
 
+namespace {
+
+// Relays `claimed` (recipients of `m` this action claimed) in groups of
+// equal attempts; what the other node took becomes a `delivered` outcome,
+// the rest is unclaimed (it stays here, due as it was).
+void Transfer(const QueueActionContext& context, const RelayFn& relay,
+              const std::string& to, const queue::StoredMessage& m,
+              std::vector<queue::RecipientRecord> claimed,
+              QueueActionCounts& counts,
+              std::vector<RecipientKey>& published) {
+  queue::Store& store = *context.store;
+  auto keep = [&](const std::vector<queue::RecipientRecord>& rs) {
+    for (const queue::RecipientRecord& r : rs) store.Unclaim(r);
+    counts.kept += rs.size();
+  };
+  absl::StatusOr<queue::StoredMessage> whole = store.Read(m.id, true);
+  if (!whole.ok()) {
+    keep(claimed);
+    if (!absl::IsNotFound(whole.status())) {
+      counts.error = absl::StrCat("reading ", queue::FormatMessageId(m.id),
+                                  ": ", whole.status().message());
+    }
+    return;
+  }
+  std::map<uint32_t, std::vector<queue::RecipientRecord>> by_attempts;
+  for (queue::RecipientRecord& r : claimed) {
+    by_attempts[r.attempts].push_back(std::move(r));
+  }
+  for (auto& [attempts, group] : by_attempts) {
+    if (!counts.error.empty()) {
+      keep(group);
+      continue;
+    }
+    absl::StatusOr<Relayed> relayed = relay(*whole, group);
+    if (!relayed.ok()) {
+      keep(group);
+      if (!absl::IsFailedPrecondition(relayed.status())) {
+        counts.error = std::string(relayed.status().message());
+      }
+      continue;
+    }
+    const absl::Time now = absl::Now();
+    for (const queue::RecipientRecord& r : group) {
+      if (std::find(relayed->accepted.begin(), relayed->accepted.end(),
+                    r.index) == relayed->accepted.end()) {
+        keep({r});
+        continue;
+      }
+      outcome::Outcome o;
+      o.kind = outcome::Kind::kDelivered;
+      o.time = now;
+      o.id = m.id;
+      o.recipient = r.spec.address;
+      o.site = r.spec.site;
+      o.mx = to;
+      o.record = r;
+      o.attempt = r.attempts + 1;
+      o.operator_action = "transfer";
+      o.reply = Reply::Parse(relayed->reply);
+      o.reason = absl::StrCat("transferred to the node at ", to,
+                              " (queue transfer)");
+      o.sender = m.envelope.sender;
+      o.size = m.envelope.body_bytes;
+      o.tenant = m.envelope.tenant;
+      o.campaign = m.envelope.campaign;
+      o.listener = m.envelope.listener;
+      o.queue_time = now - m.envelope.received;
+      context.outcomes->Publish(o);
+      ++counts.done;
+      published.push_back({m.id, r.index});
+    }
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<QueueActionCounts> RunQueueAction(
     const QueueActionContext& context, QueueAction action,
     const QueueSelection& selection) {
@@ -125,6 +206,16 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
   filter.id = selection.id;
   filter.limit = context.page;
   const bool deleted = action == QueueAction::kDelete;
+  const bool transfer = action == QueueAction::kTransfer;
+  RelayFn relay;
+  if (transfer) {
+    if (selection.to.empty() || !context.relay_to) {
+      return absl::InvalidArgumentError(
+          "a transfer needs \"to\": the other node's relay listener, "
+          "HOST:PORT");
+    }
+    relay = context.relay_to(selection.to);
+  }
   absl::flat_hash_set<RecipientKey> held;  // By delivery.
   auto pending = std::make_shared<Pending>();
   // Failed through the bus: written by its consumers (a DSN's batch window
@@ -146,6 +237,7 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
     const absl::Time now = absl::Now();
     for (const queue::StoredMessage& m : *page) {
       filter.after = m.id;
+      std::vector<queue::RecipientRecord> to_move;  // kTransfer's.
       for (const queue::RecipientRecord& listed : m.recipients) {
         if (!filter.MatchesRecipient(listed)) continue;
         ++counts.matched;
@@ -164,6 +256,10 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
           continue;
         }
         const queue::RecipientRecord& r = **claimed;
+        if (transfer) {
+          to_move.push_back(r);
+          continue;
+        }
         if (action == QueueAction::kRetry) {
           ++counts.done;
           if (r.next_attempt <= now) {
@@ -194,7 +290,13 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
         ++counts.done;
         published.push_back({m.id, r.index});
       }
+      if (!to_move.empty()) {
+        Transfer(context, relay, selection.to, m, std::move(to_move), counts,
+                 published);
+        if (!counts.error.empty()) break;
+      }
     }
+    if (!counts.error.empty()) break;
     if (page->size() < filter.limit || selection.id != 0) break;
   }
   if (!held.empty()) {

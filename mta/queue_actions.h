@@ -33,7 +33,9 @@
 
 namespace peregrine {
 
-enum class QueueAction { kRetry, kBounce, kDelete };
+// kTransfer: relays the mail to another node (mta/transfer.h); each
+// recipient leaves this queue once the other node took it.
+enum class QueueAction { kRetry, kBounce, kDelete, kTransfer };
 absl::string_view QueueActionName(QueueAction action);
 
 // Which mail. Every field given must match; at least one must be given
@@ -45,9 +47,11 @@ struct QueueSelection {
   std::string tenant;
   queue::MessageId id = 0;
   bool all = false;
+  std::string to;  // kTransfer: HOST:PORT of the other node.
 
   // {"site": ..., "domain": ..., "campaign": ..., "tenant": ...,
-  //  "id": "16 hex digits", "all": true}; unknown fields are refused.
+  //  "id": "16 hex digits", "all": true, "to": "HOST:PORT"}; unknown
+  // fields are refused.
   static absl::StatusOr<QueueSelection> FromJson(const nlohmann::json& j);
   // "campaign=spring domain=gmail.com", for logs and events.
   std::string ToString() const;
@@ -58,7 +62,24 @@ struct QueueActionCounts {
   uint64_t done = 0;       // Acted on.
   uint64_t in_flight = 0;  // Being tried now: left to that attempt.
   bool cancelled = false;  // Stopped part way (the daemon stops).
+  // kTransfer: recipients the other node refused or could not take now
+  // (they stay here), and why the transfer stopped early ("" if it did
+  // not: the other node went away).
+  uint64_t kept = 0;
+  std::string error;
 };
+
+// kTransfer's relay of one message to some of its recipients (the same
+// attempts each): the recipient indexes the other node took, and its
+// reply; an error leaves them all here (Unavailable stops the transfer).
+struct Relayed {
+  std::string reply;
+  std::vector<uint32_t> accepted;
+  std::vector<std::string> refused;
+};
+using RelayFn = std::function<absl::StatusOr<Relayed>(
+    const queue::StoredMessage& message,
+    const std::vector<queue::RecipientRecord>& recipients)>;
 
 using RecipientKey = std::pair<queue::MessageId, uint32_t>;
 
@@ -78,6 +99,8 @@ struct QueueActionContext {
   // stops); what was done so far stays done.
   std::function<bool()> cancelled;
   size_t page = 500;  // Messages read at a time.
+  // kTransfer: made for each transfer, with its destination.
+  std::function<RelayFn(const std::string& to)> relay_to;
 };
 
 absl::StatusOr<QueueActionCounts> RunQueueAction(

@@ -470,6 +470,12 @@ void SmtpConnection::Enqueue(smtp::Message m) {
     return;
   }
   if (ReadBounces(m, received)) return;
+  // A queue transfer from another node (mta/transfer_header.h): honoured
+  // from a trusted client on the relay listener; removed from anyone's.
+  std::optional<TransferInfo> transfer = TakeTransferHeader(&m.data);
+  if (transfer.has_value() && !(mode_ == ListenerKind::kRelay && trusted_)) {
+    transfer.reset();
+  }
   std::string forwarded_for;
   if (context_.local != nullptr) {
     std::vector<local::Rcpt> rcpts;
@@ -501,7 +507,7 @@ void SmtpConnection::Enqueue(smtp::Message m) {
                         ? context_.relay_adds_missing_fields
                         : context_.submission_adds_missing_fields;
   std::string added;
-  if (add_fields) {
+  if (add_fields && !transfer.has_value()) {
     thread_local absl::BitGen random;
     added = MissingSubmissionFields(m.data, context_.hostname, now, random);
   }
@@ -510,8 +516,12 @@ void SmtpConnection::Enqueue(smtp::Message m) {
 
   // Signed once, before it is queued: by the Signer's threads (a signature
   // can take most of a millisecond), then back here; else on the shard.
-  auto table = context_.dkim ? context_.dkim() : nullptr;
-  if (table == nullptr) return Queue(std::move(m), std::move(body), now);
+  // Transferred mail was signed by the node that received it first.
+  auto table = context_.dkim && !transfer.has_value() ? context_.dkim()
+                                                      : nullptr;
+  if (table == nullptr) {
+    return Queue(std::move(m), std::move(body), now, std::move(transfer));
+  }
   // `posted`: run from the reactor's queue, not from within Pump(), so the
   // session is pumped and reading resumed here.
   auto signed_body = [this, now](smtp::Message m,
@@ -552,7 +562,8 @@ void SmtpConnection::Enqueue(smtp::Message m) {
       });
 }
 
-void SmtpConnection::Queue(smtp::Message m, std::string body, absl::Time now) {
+void SmtpConnection::Queue(smtp::Message m, std::string body, absl::Time now,
+                           std::optional<TransferInfo> transfer) {
   queue::NewMessage q;
   q.envelope.sender = m.sender;
   q.envelope.envid = m.envid;
@@ -560,6 +571,13 @@ void SmtpConnection::Queue(smtp::Message m, std::string body, absl::Time now) {
   q.envelope.client_address = peer_.HostString();
   q.envelope.helo = m.helo;
   q.envelope.received = now;
+  if (transfer.has_value()) {
+    // Its age, tags and attempts go on from where they were.
+    if (transfer->received <= now) q.envelope.received = transfer->received;
+    q.envelope.tenant = transfer->tenant;
+    q.envelope.campaign = transfer->campaign;
+    q.attempts = transfer->attempts;
+  }
   q.envelope.listener = std::string(peregrine::ListenerName(mode_));
   for (const smtp::Recipient& r : m.recipients) {
     queue::RecipientSpec spec;

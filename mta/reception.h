@@ -50,6 +50,7 @@
 #include "mta/signer.h"
 #include "mta/smtp/server_session.h"
 #include "mta/stream/stream.h"
+#include "mta/transfer_header.h"
 #include "queue/store.h"
 #include "tls/tls.h"
 
@@ -169,7 +170,10 @@ class SmtpConnection : private Stream::Handler {
   void SendPending();
   void Enqueue(smtp::Message message);
   // After signing (if any): `body` is the message as queued.
-  void Queue(smtp::Message m, std::string body, absl::Time now);
+  // `transfer`: from another node's queue transfer (its age, tags and
+  // attempts go on).
+  void Queue(smtp::Message m, std::string body, absl::Time now,
+             std::optional<TransferInfo> transfer = std::nullopt);
   // Hands the recipients in bounce domains to context.read_bounce; true
   // when none is left to queue (the answer then comes from there).
   bool ReadBounces(smtp::Message& m, const std::string& received);

@@ -100,6 +100,7 @@ absl::Status RocksStore::PrepareMessage(NewMessage& message,
     RecipientRecord rec;
     rec.spec = std::move(spec);
     rec.next_attempt = due;
+    rec.attempts = message.attempts;
     out->records.push_back(codec::EncodeRecipient(rec));
     out->shards.push_back(rec.spec.shard);
     if (options_.fresh_bytes > 0) out->records_value.push_back(std::move(rec));

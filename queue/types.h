@@ -94,6 +94,9 @@ struct NewMessage {
   Envelope envelope;
   std::string body;  // The message as received (headers and body).
   std::vector<RecipientSpec> recipients;
+  // Attempts made before, by another node (a queue transfer): every
+  // recipient starts with this count.
+  uint32_t attempts = 0;
 };
 
 struct StoredMessage {
