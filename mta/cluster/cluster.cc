@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "base/log.h"
+#include "mta/cluster/events.h"
 #include "mta/cluster/shared_rate.h"
 #include "mta/cluster/shared_slots.h"
 
@@ -115,12 +116,15 @@ class Cluster::ShardLimits : public delivery::SharedLimits,
 
   void BackedOff(const std::string& key, const delivery::Backoff& b) override {
     if (client_ == nullptr) return;
-    int64_t until = absl::ToUnixMillis(absl::Now() + b.pause);
+    std::vector<std::string> command = {"XADD", cluster_.Key("events"),
+                                        "MAXLEN", "~",
+                                        absl::StrCat(kStreamLength), "*"};
+    for (std::string& f :
+         PauseFields(cluster_.options_.node, key, b, absl::Now() + b.pause)) {
+      command.push_back(std::move(f));
+    }
     client_->Command(
-        {"XADD", cluster_.Key("events"), "MAXLEN", "~",
-         absl::StrCat(kStreamLength), "*", "t", "pause", "n",
-         cluster_.options_.node, "site", key, "until", absl::StrCat(until),
-         "factor", absl::StrCat(b.rate_factor), "why", b.why},
+        std::move(command),
         [key](absl::StatusOr<RedisValue> r) {
           if (!r.ok()) {
             log::Warn(kLog, "site %s: back-off not shared: %s", key,
@@ -329,35 +333,21 @@ void Cluster::Read() {
         reading_ = false;
         if (!v.ok()) return Down(v.status());
         Up();
-        if (v->type != RedisValue::Type::kArray || v->elements.empty()) return;
-        const RedisValue& stream = v->elements[0];
-        if (stream.elements.size() != 2) return;
+        EventBatch batch = ParseEvents(*v, absl::Now());
+        if (!batch.last_id.empty()) last_id_ = batch.last_id;
         std::vector<bounce::SuppressionEntry> added, removed;
-        for (const RedisValue& entry : stream.elements[1].elements) {
-          if (entry.elements.size() != 2) continue;
-          last_id_ = entry.elements[0].str;
-          std::map<std::string, std::string> f;
-          const auto& kv = entry.elements[1].elements;
-          for (size_t i = 0; i + 1 < kv.size(); i += 2) {
-            f[kv[i].str] = kv[i + 1].str;
-          }
-          if (f["n"] == options_.node) continue;
-          const std::string& type = f["t"];
-          if (type == "pause") {
-            int64_t until = 0;
-            double factor = 1;
-            if (!absl::SimpleAtoi(f["until"], &until) ||
-                !absl::SimpleAtod(f["factor"], &factor) || !hooks_.paused) {
-              continue;
-            }
-            delivery::Backoff b{absl::ZeroDuration(),
-                                std::clamp(factor, 0.01, 1.0),
-                                absl::StrCat("node ", f["n"], ": ", f["why"])};
-            hooks_.paused(f["site"], b, absl::FromUnixMillis(until));
-          } else if (type == "suppress" || type == "unsuppress") {
-            auto e = bounce::ParseCsvLine(f["v"], {});
-            if (!e.ok() || !e->has_value()) continue;
-            (type == "suppress" ? added : removed).push_back(**e);
+        for (ClusterEvent& e : batch.events) {
+          if (e.node == options_.node) continue;  // Our own.
+          switch (e.type) {
+            case ClusterEvent::Type::kPause:
+              if (hooks_.paused) hooks_.paused(e.site, e.backoff, e.until);
+              break;
+            case ClusterEvent::Type::kSuppress:
+              added.push_back(std::move(e.entry));
+              break;
+            case ClusterEvent::Type::kUnsuppress:
+              removed.push_back(std::move(e.entry));
+              break;
           }
         }
         if (!hooks_.suppressions) return;

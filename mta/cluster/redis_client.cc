@@ -1,7 +1,5 @@
 #include "mta/cluster/redis_client.h"
 
-#include <hiredis/hiredis.h>
-#include <hiredis/read.h>
 #include <netdb.h>
 #include <string.h>
 
@@ -18,48 +16,6 @@ namespace {
 
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
-
-RedisValue Convert(const redisReply* r) {
-  RedisValue v;
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-    case REDIS_REPLY_STATUS:
-    case REDIS_REPLY_ERROR:
-      v.type = RedisValue::Type::kString;
-      v.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_INTEGER:
-      v.type = RedisValue::Type::kInteger;
-      v.integer = r->integer;
-      break;
-    case REDIS_REPLY_ARRAY:
-      v.type = RedisValue::Type::kArray;
-      v.elements.reserve(r->elements);
-      for (size_t i = 0; i < r->elements; ++i) {
-        v.elements.push_back(Convert(r->element[i]));
-      }
-      break;
-    default:
-      v.type = RedisValue::Type::kNil;
-  }
-  return v;
-}
-
-std::string Format(const std::vector<std::string>& args) {
-  std::vector<const char*> argv;
-  std::vector<size_t> lengths;
-  for (const std::string& a : args) {
-    argv.push_back(a.data());
-    lengths.push_back(a.size());
-  }
-  char* out = nullptr;
-  int n = redisFormatCommandArgv(&out, static_cast<int>(args.size()),
-                                 argv.data(), lengths.data());
-  std::string request;
-  if (n > 0) request.assign(out, n);
-  redisFreeCommand(out);
-  return request;
-}
 
 }  // namespace
 
@@ -147,7 +103,7 @@ void RedisClient::Command(std::vector<std::string> args, Done done) {
     });
     return;
   }
-  std::string request = Format(args);
+  std::string request = FormatCommand(args);
   Count(1, 0);
   absl::Duration timeout = options_.command_timeout;
   if (state_ != State::kReady) timeout += options_.connect_timeout;
@@ -170,7 +126,7 @@ void RedisClient::Connect() {
   state_ = State::kConnecting;
   stream_ = std::make_unique<Stream>(reactor_, *fd,
                                      static_cast<Stream::Handler&>(*this));
-  reader_ = redisReaderCreate();
+  reader_ = std::make_unique<RespReader>();
   Stream* stream = stream_.get();
   reactor_.io().Connect(
       *fd, e.address,
@@ -207,7 +163,7 @@ void RedisClient::Ready() {
     std::vector<std::string> auth = {"AUTH"};
     if (!options_.user.empty()) auth.push_back(options_.user);
     auth.push_back(options_.password);
-    first = Format(auth);
+    first = FormatCommand(auth);
     auth_replies_ = 1;
   }
   first += unsent_;
@@ -239,16 +195,13 @@ void RedisClient::ArmTimer() {
 }
 
 void RedisClient::CloseStream() {
-  if (reader_ != nullptr) {
-    redisReaderFree(reader_);
-    reader_ = nullptr;
-  }
+  reader_.reset();
   if (stream_ == nullptr) return;
   Stream* stream = stream_.release();
   stream->Close([stream] { delete stream; });
 }
 
-void RedisClient::Fail(const std::string& why) {
+void RedisClient::Fail(std::string why) {
   last_error_ = why;
   std::deque<Waiting> waiting = std::move(waiting_);
   waiting_.clear();
@@ -270,39 +223,28 @@ void RedisClient::Fail(const std::string& why) {
 void RedisClient::OnData(absl::string_view plaintext) {
   if (reader_ == nullptr) return;
   if (plaintext.empty() && stream_ != nullptr) stream_->Flush();  // TLS.
-  if (!plaintext.empty() &&
-      redisReaderFeed(reader_, plaintext.data(), plaintext.size()) !=
-          REDIS_OK) {
-    return Fail(absl::StrCat("protocol error: ", reader_->errstr));
-  }
+  if (!reader_->Feed(plaintext)) return Fail(reader_->error());
   auto alive = alive_;
   while (true) {
-    void* raw = nullptr;
-    if (redisReaderGetReply(reader_, &raw) != REDIS_OK) {
-      return Fail(absl::StrCat("protocol error: ", reader_->errstr));
-    }
-    if (raw == nullptr) break;
-    auto* reply = static_cast<redisReply*>(raw);
-    bool error = reply->type == REDIS_REPLY_ERROR;
-    RedisValue value = Convert(reply);
-    freeReplyObject(reply);
+    absl::StatusOr<std::optional<RedisValue>> reply = reader_->Next();
+    if (!reader_->error().empty()) return Fail(reader_->error());
+    if (reply.ok() && !reply->has_value()) break;
     if (auth_replies_ > 0) {
       --auth_replies_;
-      if (error) return Fail(absl::StrCat("AUTH refused: ", value.str));
+      if (!reply.ok()) {
+        return Fail(absl::StrCat("AUTH refused: ", reply.status().message()));
+      }
       continue;
     }
     if (waiting_.empty()) return Fail("a reply no command asked for");
     Done done = std::move(waiting_.front().done);
     waiting_.pop_front();
-    if (error) {
-      done(absl::FailedPreconditionError(absl::StrCat("redis: ", value.str)));
+    if (reply.ok()) {
+      done(**std::move(reply));
     } else {
-      done(std::move(value));
+      done(reply.status());
     }
     if (!*alive || reader_ == nullptr) return;
-  }
-  if (reader_->len - reader_->pos > kMaxReply) {
-    return Fail(absl::StrCat("a reply over ", kMaxReply >> 20, " MiB"));
   }
   if (stream_ != nullptr) stream_->Read();
 }

@@ -1,8 +1,8 @@
 // RedisClient: one connection to Redis, driven by a shard's reactor.
 //
-// Commands are pipelined: Command() formats the request (hiredis's
-// redisFormatCommandArgv) and queues it; replies are parsed by hiredis's
-// reply reader and answered in order. The bytes travel through our own
+// Commands are pipelined: Command() formats the request and queues it;
+// replies are read (resp.h: hiredis's formatter and reader) and answered
+// in order. The bytes travel through our own
 // Stream, so TLS is the same OpenSSL code as SMTP's (Debian 12's hiredis,
 // 0.14, has no TLS and its async API owns the socket; we use its RESP
 // reader and formatter, not its I/O).
@@ -38,24 +38,13 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "mta/cluster/resp.h"
 #include "mta/shard/address.h"
 #include "mta/shard/reactor.h"
 #include "mta/stream/stream.h"
 #include "tls/tls.h"
 
-struct redisReader;
-
 namespace peregrine::cluster {
-
-// A reply: a string (bulk or status), an integer, nil, or an array. Error
-// replies come as a failed status instead ("redis: ERR ...").
-struct RedisValue {
-  enum class Type { kString, kInteger, kNil, kArray };
-  Type type = Type::kNil;
-  std::string str;
-  long long integer = 0;
-  std::vector<RedisValue> elements;
-};
 
 struct RedisEndpoint {
   std::string host;  // As configured: for TLS (SNI and verification).
@@ -106,8 +95,6 @@ class RedisClient : private Stream::Handler {
   }
   const std::string& last_error() const { return last_error_; }  // Its thread.
 
-  static constexpr size_t kMaxReply = 64 << 20;
-
  private:
   enum class State { kDown, kConnecting, kTls, kReady };
   struct Waiting {
@@ -119,7 +106,7 @@ class RedisClient : private Stream::Handler {
   void Connected();
   void Ready();
   // Fails every waiting command with `why`, closes, and backs off.
-  void Fail(const std::string& why);
+  void Fail(std::string why);
   void CloseStream();
   void ArmTimer();
   void Send(std::string request);
@@ -137,7 +124,7 @@ class RedisClient : private Stream::Handler {
   State state_ = State::kDown;
   size_t endpoint_ = 0;
   std::unique_ptr<Stream> stream_;
-  redisReader* reader_ = nullptr;
+  std::unique_ptr<RespReader> reader_;
   std::string unsent_;  // Formatted while not yet connected.
   std::deque<Waiting> waiting_;  // Sent or queued, in order.
   int auth_replies_ = 0;         // AUTH replies to skip, first.

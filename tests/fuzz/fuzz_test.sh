@@ -60,7 +60,8 @@ run reception_fuzz tests/fuzz/reception_fuzz.cc mta/reception.cc mta/listener.cc
   dkim/canonicalize.cc \
   dkim/key.cc dkim/signer.cc dkim/signing_table.cc base/log.cc \
   base/files.cc dns/caching_resolver.cc dns/message.cc \
-  mta/local/local_mail.cc mta/local/aliases.cc mta/local/srs.cc -lssl -lcrypto
+  mta/local/local_mail.cc mta/local/aliases.cc mta/local/srs.cc \
+  mta/transfer_header.cc -lssl -lcrypto
 # Bounce rule files (TOML, RE2) and remote replies through the classifier.
 run bounce_rules_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   tests/fuzz/bounce_rules_fuzz.cc mta/bounce/classifier.cc \
@@ -99,4 +100,12 @@ run spf_fuzz -fexceptions tests/fuzz/spf_fuzz.cc mta/doctor/spf.cc dns/message.c
 # TLS-RPT records and the report made from a receiver's words.
 run mta_sts_fuzz -fexceptions tests/fuzz/mta_sts_fuzz.cc \
   mta/delivery/mta_sts.cc mta/delivery/tls_report.cc
+# What Redis (or whatever answers in its place) sends the cluster: RESP
+# replies read as the events stream (pauses, suppressions).
+run cluster_events_fuzz tests/fuzz/cluster_events_fuzz.cc \
+  mta/cluster/events.cc mta/cluster/resp.cc mta/bounce/suppression.cc \
+  mta/bounce/category.cc -lhiredis
+# X-Peregrine-Transfer in any client's message (queue transfer).
+run transfer_header_fuzz tests/fuzz/transfer_header_fuzz.cc \
+  mta/transfer_header.cc
 echo "fuzzing done"

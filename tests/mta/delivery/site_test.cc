@@ -243,5 +243,67 @@ TEST(Site, QuietOnlyWhenNothingWaitsOrRuns) {
   EXPECT_TRUE(site.Quiet(kStart + absl::Minutes(2)));
 }
 
+// A share of the cluster's limits that says what the test tells it.
+class FakeShare : public SiteShare {
+ public:
+  bool messages = true;
+  bool connections = true;
+  int slots = 100;
+  absl::Time wake_at = absl::InfiniteFuture();
+  int wanted = -1;
+  bool TakeMessage(absl::Time, absl::Time* wake) override {
+    if (!messages) *wake = wake_at;
+    return messages;
+  }
+  bool TakeConnection(absl::Time, absl::Time* wake) override {
+    if (!connections) *wake = wake_at;
+    return connections;
+  }
+  int ConnectionSlots(int want, absl::Time, absl::Time* wake) override {
+    wanted = want;
+    if (slots < want) *wake = wake_at;
+    return slots;
+  }
+};
+
+TEST(Site, ASharedSiteAsksTheClusterAfterItsOwnLimits) {
+  SiteOptions o;
+  o.initial_connections = 4;
+  o.max_connections = 4;
+  Site site = MakeSite(o);
+  auto owned = std::make_unique<FakeShare>();
+  FakeShare* share = owned.get();
+  site.SetShare(std::move(owned));
+  EXPECT_TRUE(site.shared());
+  for (int i = 0; i < 10; ++i) site.Add(JobOf(1, i + 1), kStart);
+  // Leases: two connections, though the window allows four.
+  share->slots = 2;
+  share->wake_at = kStart + absl::Milliseconds(200);
+  absl::Time wake;
+  EXPECT_EQ(site.ConnectionsToOpen(0, kStart, &wake), 2);
+  EXPECT_EQ(share->wanted, 10);  // In flight 0 + 10 waiting.
+  EXPECT_EQ(wake, kStart + absl::Milliseconds(200));
+  // The cluster's connection rate refuses: nothing opens, the slot is
+  // given back.
+  share->slots = 4;
+  share->connections = false;
+  EXPECT_EQ(site.ConnectionsToOpen(0, kStart, &wake), 0);
+  EXPECT_EQ(site.open_connections(), 2);
+  // A message: the cluster's rate says no, and when to ask again.
+  share->messages = false;
+  EXPECT_FALSE(site.MayStartJob(kStart, &wake));
+  EXPECT_EQ(wake, kStart + absl::Milliseconds(200));
+  share->messages = true;
+  EXPECT_TRUE(site.MayStartJob(kStart, &wake));
+  // Fewer leases than open connections (another node waits): the ones
+  // open finish their message and are not kept.
+  EXPECT_TRUE(site.MoreOnConnection(1));
+  share->slots = 1;
+  EXPECT_TRUE(site.MayStartJob(kStart, &wake));  // Renews: asks the share.
+  EXPECT_FALSE(site.MoreOnConnection(1));
+  site.SetShare(nullptr);
+  EXPECT_TRUE(site.MoreOnConnection(1));
+}
+
 }  // namespace
 }  // namespace peregrine::delivery
