@@ -699,6 +699,33 @@ std::string Daemon::Gauges() const {
          "Events waiting for the receiver.",
          [](const outcome::Webhook& w) { return w.held(); });
   }
+  if (cluster_ != nullptr) {
+    metric("peregrine_redis_up", "gauge",
+           "1 while Redis answers ([redis]); 0: each shared limit holds its "
+           "local share.",
+           cluster_->up() ? 1 : 0);
+    metric("peregrine_redis_commands_total", "counter",
+           "Commands sent to Redis, every shard.", cluster_->commands());
+    metric("peregrine_redis_failures_total", "counter",
+           "Commands that failed or were not sent (Redis down, slow, an "
+           "error).",
+           cluster_->failures());
+    absl::StrAppend(
+        &out,
+        "# HELP peregrine_redis_outage_seconds_total Time Redis was "
+        "unreachable.\n# TYPE peregrine_redis_outage_seconds_total "
+        "counter\nperegrine_redis_outage_seconds_total ",
+        cluster_->outage_seconds(), "\n");
+    absl::StrAppend(
+        &out,
+        "# HELP peregrine_suppressions_shared_total Suppression list "
+        "changes sent to and received from the other nodes.\n# TYPE "
+        "peregrine_suppressions_shared_total counter\n"
+        "peregrine_suppressions_shared_total{direction=\"out\"} ",
+        cluster_->shared_out(),
+        "\nperegrine_suppressions_shared_total{direction=\"in\"} ",
+        cluster_->shared_in(), "\n");
+  }
   return out;
 }
 

@@ -29,6 +29,7 @@
 #include "mta/config.h"
 #include "mta/dns_records.h"
 #include "mta/doctor/spf.h"
+#include "mta/doctor/cluster_checks.h"
 #include "mta/doctor/tls_checks.h"
 #include "nlohmann/json.hpp"
 
@@ -826,6 +827,7 @@ std::vector<Finding> Doctor::Run() {
   Port25();
   Listeners();
   OpenRelay();
+  for (Finding& f : ClusterChecks(config_)) findings_.push_back(std::move(f));
   return std::move(findings_);
 }
 

@@ -8,8 +8,10 @@ started by the test on a loopback port:
 - a 421 seen by one node pauses the site on another;
 - a suppression added on one node is refused at RCPT by another within a
   second, removed likewise, and a node started later loads the list."""
-import smtplib
+import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -18,7 +20,7 @@ sys.path.insert(0, "tests/e2e/cluster")
 from cluster_lib import Redis, inject, log_of, node, wait_for  # noqa: E402
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import RawSink  # noqa: E402
+from e2e_lib import PEREGRINE, TMP, RawSink, free_port  # noqa: E402
 
 
 def count_between(times, start, end):
@@ -152,6 +154,50 @@ class ClusterTest(unittest.TestCase):
         a.cli("suppression", "remove", "gone@example.test")
         self.assertTrue(wait_for(
             lambda: not refused(b, "gone@example.test"), 5))
+
+
+class DoctorTest(unittest.TestCase):
+    def test_doctor_checks_each_redis_address(self):
+        redis = Redis()
+        dead = free_port()
+        data = tempfile.mkdtemp(dir=TMP)
+        try:
+            redis.cli("CONFIG", "SET", "requirepass", "s3cret")
+            with open(os.path.join(data, "pass"), "w") as f:
+                f.write("s3cret\n")
+            cfg = os.path.join(data, "p.toml")
+
+            def doctor(password_file):
+                with open(cfg, "w") as f:
+                    f.write(f"""
+[redis]
+addresses = ["127.0.0.1:{redis.port}", "127.0.0.1:{dead}"]
+password_file = "{password_file}"
+expected_nodes = 3
+[dns]
+servers = ["127.0.0.1:{free_port()}"]
+timeout = "200ms"
+tries = 1
+""")
+                return subprocess.run(
+                    [PEREGRINE, "doctor", "--config", cfg, "--domain",
+                     "example.test"], capture_output=True, text=True,
+                    timeout=120).stdout
+
+            out = doctor(os.path.join(data, "pass"))
+            self.assertRegex(out, rf"✓ redis 127.0.0.1:{redis.port}: Redis "
+                                  r"\S+ answers in .*runs scripts")
+            self.assertRegex(out, rf"✗ redis 127.0.0.1:{dead}: cannot "
+                                  "connect")
+            self.assertNotIn("expected_nodes", out)
+            with open(os.path.join(data, "wrong"), "w") as f:
+                f.write("nope\n")
+            out = doctor(os.path.join(data, "wrong"))
+            self.assertRegex(out, rf"✗ redis 127.0.0.1:{redis.port}: .*AUTH "
+                                  "refused")
+        finally:
+            redis.cli("-a", "s3cret", "CONFIG", "SET", "requirepass", "")
+            redis.stop()
 
 
 if __name__ == "__main__":
