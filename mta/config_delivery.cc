@@ -403,8 +403,8 @@ std::vector<Setting> DeliverySettings() {
        "  suspended = true                  # hold its mail in the queue\n"
        "Keys: domains, mx_suffixes, max_connections, messages_per_connection,\n"
        "recipients_per_transaction, message_rate, connection_rate, tls,\n"
-       "tls_policy, suspended, pool, shared. tls_policy: \"auto\" (DANE when the\n"
-       "MX answer is DNSSEC-validated, then MTA-STS), \"dane\" (required:\n"
+       "tls_policy, suspended, pool, shared. tls_policy: \"auto\" (DANE when\n"
+       "the MX answer is DNSSEC-validated, then MTA-STS), \"dane\" (required:\n"
        "no validated, usable TLSA record, no delivery), \"mta-sts\" (MTA-STS\n"
        "only), \"off\" (neither; for a receiver whose policy is broken;\n"
        "logged). tls = \"dane\" and tls = \"mta-sts\" say the same.",

@@ -23,13 +23,12 @@
 // shared list is read again.
 //
 // Threads: Limits(s) and what it returns on shard s; ShareSuppression and
-// the counters from any thread; the hooks are called on shard 0 (paused,
-// suppressions) or shard 0 (reshare).
+// the counters from any thread; the hooks are called on shard 0.
 // Lifetime: made before the shards start (and before the suppression
 // list has other threads), attached to the group before it starts, Stop()
 // before the shards stop (it closes each shard's client there and waits),
-// freed after the delivery engines (their sites hold shares of it). Answers arriving after Stop() are
-// dropped by the clients.
+// freed after the delivery engines (their sites hold shares of it).
+// Answers arriving after Stop() are dropped by the clients.
 #pragma once
 
 #include <atomic>

@@ -36,8 +36,9 @@
 namespace peregrine::cluster {
 
 // For EVAL: KEYS[1] the site's expiries (sorted set), KEYS[2] the counts
-// held, KEYS[3] the counts wanted (hashes); ARGV[1] the holder, ARGV[2] how many it wants, ARGV[3] the
-// maximum, ARGV[4] the lease's time to live in milliseconds. Returns the
+// held, KEYS[3] the counts wanted (hashes); ARGV[1] the holder, ARGV[2]
+// how many it wants, ARGV[3] the maximum, ARGV[4] the lease's time to
+// live in milliseconds. Returns the
 // count granted (0..wanted).
 extern const char kLeaseScript[];
 

@@ -189,6 +189,61 @@ TEST_F(QueueActionsTest, AStopEndsTheActionAtTheNextPage) {
   EXPECT_EQ(counts->done, 4u);  // Two pages of two messages, then the stop.
 }
 
+TEST_F(QueueActionsTest, TransferDropsOnlyWhatTheOtherNodeTook) {
+  MessageId whole = Enqueue("spring", 2);
+  MessageId half = Enqueue("spring", 2);
+  MessageId down = Enqueue("spring", 1);
+  std::vector<std::pair<MessageId, size_t>> relayed;
+  std::string to;
+  context_.relay_to = [&](const std::string& destination) -> RelayFn {
+    to = destination;
+    return [&](const queue::StoredMessage& m,
+               const std::vector<queue::RecipientRecord>& rs)
+               -> absl::StatusOr<Relayed> {
+      EXPECT_FALSE(m.body.empty());  // Read with its body.
+      relayed.push_back({m.id, rs.size()});
+      if (m.id == down) {
+        return absl::UnavailableError("cannot connect to 10.0.0.9:25");
+      }
+      Relayed r;
+      r.reply = "250 2.0.0 queued as 0123456789ABCDEF";
+      for (const auto& rec : rs) {
+        if (m.id == half && rec.index == 1) {
+          r.refused.push_back("u1@spring.test: 550 5.1.1 suppressed");
+        } else {
+          r.accepted.push_back(rec.index);
+        }
+      }
+      return r;
+    };
+  };
+  QueueSelection s = Select(R"({"campaign": "spring", "to": "10.0.0.9:25"})");
+  auto counts = RunQueueAction(context_, QueueAction::kTransfer, s);
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(to, "10.0.0.9:25");
+  EXPECT_EQ(counts->done, 3u);
+  EXPECT_EQ(counts->kept, 2u);  // The refused one, and the one not sent.
+  EXPECT_EQ(counts->error, "cannot connect to 10.0.0.9:25");
+  ASSERT_TRUE(store_->WaitAnswered(absl::Seconds(10)));
+  EXPECT_EQ(Final(whole), -1);  // Gone: both taken.
+  EXPECT_EQ(Final(half), 1);
+  EXPECT_EQ(Final(down), 0);
+  for (const outcome::Outcome& o : seen_.seen()) {
+    EXPECT_EQ(o.kind, outcome::Kind::kDelivered);
+    EXPECT_EQ(o.operator_action, "transfer");
+    EXPECT_EQ(o.mx, "10.0.0.9:25");
+    EXPECT_EQ(o.reply.code, 250);
+  }
+  // What stayed is due here again, unclaimed, its attempts untouched.
+  auto due = *store_->Claim(0, absl::Now(), 10);
+  EXPECT_EQ(due.size(), 2u);
+  for (const auto& r : due) EXPECT_EQ(r.attempts, 0u);
+  // No destination: refused, nothing touched.
+  auto refused = RunQueueAction(context_, QueueAction::kTransfer,
+                                Select(R"({"campaign": "spring"})"));
+  EXPECT_FALSE(refused.ok());
+}
+
 TEST(QueueSelectionTest, BadSelectionsSayWhatIsWrong) {
   auto error = [](const char* json) {
     auto s = QueueSelection::FromJson(nlohmann::json::parse(json));
