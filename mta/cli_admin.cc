@@ -293,8 +293,8 @@ int QueueControl(const std::string& what, const QueueControlArgs& a,
     err << name << ": " << config.status().message() << "\n";
     return 2;
   }
-  const bool action = what == "retry" || what == "bounce" ||
-                      what == "delete" || what == "transfer";
+  const bool action = what == "retry" || what == "bounce" || what == "delete" ||
+                      what == "transfer";
   json body = json::object();
   if (action) {
     for (const auto& [key, value] :

@@ -18,9 +18,8 @@ absl::StatusOr<cluster::ClusterOptions> ClusterOptionsFrom(
   cluster::ClusterOptions o;
   auto endpoints = cluster::ResolveRedisAddresses(config.redis_addresses);
   if (!endpoints.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(config.Where("redis.addresses"), ": ",
-                     endpoints.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.Where("redis.addresses"), ": ", endpoints.status().message()));
   }
   o.redis.endpoints = *std::move(endpoints);
   o.redis.user = config.redis_user;
@@ -28,25 +27,23 @@ absl::StatusOr<cluster::ClusterOptions> ClusterOptionsFrom(
     std::ifstream in(config.redis_password_file);
     std::string line;
     if (!in.is_open()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          config.Where("redis.password_file"), ": ",
-          CannotReadReason(config.redis_password_file, errno)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(config.Where("redis.password_file"), ": ",
+                       CannotReadReason(config.redis_password_file, errno)));
     }
     std::getline(in, line);
     o.redis.password = std::string(absl::StripAsciiWhitespace(line));
     if (o.redis.password.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          config.Where("redis.password_file"), ": ",
-          config.redis_password_file,
+          config.Where("redis.password_file"), ": ", config.redis_password_file,
           " is empty: its first line is the password"));
     }
   }
   if (config.redis_tls) {
     auto tls = tls::ClientContext::Create(config.redis_ca_file);
     if (!tls.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(config.Where("redis.tls_ca_file"), ": ",
-                       tls.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          config.Where("redis.tls_ca_file"), ": ", tls.status().message()));
     }
     o.redis.tls = *tls;
     o.redis.tls_verify = config.redis_tls_verify;

@@ -10,8 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/log.h"
-#include "mta/daemon.h"
 #include "mta/cluster_config.h"
+#include "mta/daemon.h"
 #include "mta/delivery/routing.h"
 
 namespace peregrine {

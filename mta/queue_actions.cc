@@ -124,8 +124,7 @@ namespace {
 void Transfer(const QueueActionContext& context, const RelayFn& relay,
               const std::string& to, const queue::StoredMessage& m,
               std::vector<queue::RecipientRecord> claimed,
-              QueueActionCounts& counts,
-              std::vector<RecipientKey>& published) {
+              QueueActionCounts& counts, std::vector<RecipientKey>& published) {
   queue::Store& store = *context.store;
   auto keep = [&](const std::vector<queue::RecipientRecord>& rs) {
     for (const queue::RecipientRecord& r : rs) store.Unclaim(r);
@@ -175,8 +174,8 @@ void Transfer(const QueueActionContext& context, const RelayFn& relay,
       o.attempt = r.attempts + 1;
       o.operator_action = "transfer";
       o.reply = Reply::Parse(relayed->reply);
-      o.reason = absl::StrCat("transferred to the node at ", to,
-                              " (queue transfer)");
+      o.reason =
+          absl::StrCat("transferred to the node at ", to, " (queue transfer)");
       o.sender = m.envelope.sender;
       o.size = m.envelope.body_bytes;
       o.tenant = m.envelope.tenant;

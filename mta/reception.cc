@@ -517,8 +517,8 @@ void SmtpConnection::Enqueue(smtp::Message m) {
   // Signed once, before it is queued: by the Signer's threads (a signature
   // can take most of a millisecond), then back here; else on the shard.
   // Transferred mail was signed by the node that received it first.
-  auto table = context_.dkim && !transfer.has_value() ? context_.dkim()
-                                                      : nullptr;
+  auto table =
+      context_.dkim && !transfer.has_value() ? context_.dkim() : nullptr;
   if (table == nullptr) {
     return Queue(std::move(m), std::move(body), now, std::move(transfer));
   }

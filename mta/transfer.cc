@@ -23,8 +23,7 @@ absl::Status Transferor::Open() {
   absl::string_view host = absl::string_view(to_).substr(0, colon);
   absl::ConsumePrefix(&host, "[");
   absl::ConsumeSuffix(&host, "]");
-  absl::Status s =
-      smtp_->Connect(std::string(host), to_.substr(colon + 1), 60);
+  absl::Status s = smtp_->Connect(std::string(host), to_.substr(colon + 1), 60);
   if (!s.ok()) {
     smtp_.reset();
     return absl::UnavailableError(
@@ -51,10 +50,10 @@ absl::StatusOr<std::string> Transferor::Step(const std::string& command,
   int code = smtp_->Send(command + "\r\n") ? smtp_->Reply(&text) : 0;
   if (code < 200 || code >= 400) {
     smtp_.reset();
-    return absl::UnavailableError(absl::StrCat(
-        to_, " answered ", what, " with ",
-        code == 0 ? std::string("nothing (the connection broke)")
-                  : absl::StrCat(code, " ", text)));
+    return absl::UnavailableError(
+        absl::StrCat(to_, " answered ", what, " with ",
+                     code == 0 ? std::string("nothing (the connection broke)")
+                               : absl::StrCat(code, " ", text)));
   }
   return absl::StrCat(code, " ", text);
 }
@@ -70,7 +69,8 @@ absl::StatusOr<Relayed> Transferor::Relay(
   bool eight_bit = false;
   for (char c : m.body) eight_bit |= static_cast<unsigned char>(c) >= 0x80;
   bool utf8 = false;
-  for (char c : m.envelope.sender) utf8 |= static_cast<unsigned char>(c) >= 0x80;
+  for (char c : m.envelope.sender)
+    utf8 |= static_cast<unsigned char>(c) >= 0x80;
   for (const auto& r : recipients) {
     for (char c : r.spec.address) utf8 |= static_cast<unsigned char>(c) >= 0x80;
   }
@@ -106,8 +106,9 @@ absl::StatusOr<Relayed> Transferor::Relay(
     if (code == 0) {
       smtp_.reset();
       return absl::UnavailableError(
-          absl::StrCat(to_, " answered RCPT with nothing (the connection "
-                            "broke)"));
+          absl::StrCat(to_,
+                       " answered RCPT with nothing (the connection "
+                       "broke)"));
     }
     if (code / 100 == 2) {
       relayed.accepted.push_back(r.index);
@@ -118,9 +119,9 @@ absl::StatusOr<Relayed> Transferor::Relay(
   }
   if (relayed.accepted.empty()) {
     (void)Step("RSET", "RSET");
-    return absl::FailedPreconditionError(
-        absl::StrCat(to_, " refused every recipient: ",
-                     absl::StrJoin(relayed.refused, "; ")));
+    return absl::FailedPreconditionError(absl::StrCat(
+        to_,
+        " refused every recipient: ", absl::StrJoin(relayed.refused, "; ")));
   }
   if (auto r = Step("DATA", "DATA"); !r.ok()) return r.status();
   TransferInfo info;

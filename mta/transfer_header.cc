@@ -108,7 +108,8 @@ std::string TransferHeader(const TransferInfo& info) {
   if (info.received != absl::InfinitePast()) {
     absl::StrAppend(&out, "; received=", absl::ToUnixSeconds(info.received));
   }
-  if (!info.tenant.empty()) absl::StrAppend(&out, "; tenant=", Encode(info.tenant));
+  if (!info.tenant.empty())
+    absl::StrAppend(&out, "; tenant=", Encode(info.tenant));
   if (!info.campaign.empty()) {
     absl::StrAppend(&out, "; campaign=", Encode(info.campaign));
   }

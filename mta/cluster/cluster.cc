@@ -1,7 +1,6 @@
 #include "mta/cluster/cluster.h"
 
 #include <openssl/sha.h>
-
 #include <string.h>
 
 #include <algorithm>
@@ -85,8 +84,8 @@ class Cluster::ShardLimits : public delivery::SharedLimits,
   ShardLimits(Cluster& cluster, int shard, shard::Reactor& reactor)
       : cluster_(cluster),
         holder_(absl::StrCat(cluster.options_.node, "/", shard)),
-        client_(std::make_unique<RedisClient>(
-            reactor, cluster.options_.redis, &cluster.counters_)) {}
+        client_(std::make_unique<RedisClient>(reactor, cluster.options_.redis,
+                                              &cluster.counters_)) {}
 
   RedisClient* client() { return client_.get(); }
   // Requests fail from now on; shares fall back to their local part.
@@ -99,14 +98,14 @@ class Cluster::ShardLimits : public delivery::SharedLimits,
     auto m = delivery::TokenBucket::Parse(o.message_rate);
     if (m.ok() && !m->unlimited()) {
       share->messages = std::make_unique<SharedRate>(
-          cluster_.Key(absl::StrCat("rate:", key)), m->per_second(),
-          m->burst(), nodes, this);
+          cluster_.Key(absl::StrCat("rate:", key)), m->per_second(), m->burst(),
+          nodes, this);
     }
     auto c = delivery::TokenBucket::Parse(o.connection_rate);
     if (c.ok() && !c->unlimited()) {
       share->connections = std::make_unique<SharedRate>(
-          cluster_.Key(absl::StrCat("connection-rate:", key)),
-          c->per_second(), c->burst(), nodes, this);
+          cluster_.Key(absl::StrCat("connection-rate:", key)), c->per_second(),
+          c->burst(), nodes, this);
     }
     share->slots = std::make_unique<SharedSlots>(
         cluster_.Key(absl::StrCat("connections:", key)), holder_,
@@ -116,21 +115,19 @@ class Cluster::ShardLimits : public delivery::SharedLimits,
 
   void BackedOff(const std::string& key, const delivery::Backoff& b) override {
     if (client_ == nullptr) return;
-    std::vector<std::string> command = {"XADD", cluster_.Key("events"),
-                                        "MAXLEN", "~",
-                                        absl::StrCat(kStreamLength), "*"};
+    std::vector<std::string> command = {
+        "XADD", cluster_.Key("events"),      "MAXLEN",
+        "~",    absl::StrCat(kStreamLength), "*"};
     for (std::string& f :
          PauseFields(cluster_.options_.node, key, b, absl::Now() + b.pause)) {
       command.push_back(std::move(f));
     }
-    client_->Command(
-        std::move(command),
-        [key](absl::StatusOr<RedisValue> r) {
-          if (!r.ok()) {
-            log::Warn(kLog, "site %s: back-off not shared: %s", key,
-                      r.status().message());
-          }
-        });
+    client_->Command(std::move(command), [key](absl::StatusOr<RedisValue> r) {
+      if (!r.ok()) {
+        log::Warn(kLog, "site %s: back-off not shared: %s", key,
+                  r.status().message());
+      }
+    });
   }
 
   void Reserve(const std::string& key, absl::Duration interval,
@@ -174,19 +171,18 @@ class Cluster::ShardLimits : public delivery::SharedLimits,
                                         absl::StrCat(keys.size())};
     for (std::string& k : keys) command.push_back(std::move(k));
     for (std::string& a : args) command.push_back(std::move(a));
-    client_->Command(
-        command, [this, alive = alive_, &script, command,
-                  done = std::move(done)](
-                     absl::StatusOr<RedisValue> v) mutable {
-          if (*alive && !v.ok() &&
-              absl::StrContains(v.status().message(), "NOSCRIPT") &&
-              client_ != nullptr) {
-            command[0] = "EVAL";
-            command[1] = script.text;
-            return client_->Command(std::move(command), std::move(done));
-          }
-          done(std::move(v));
-        });
+    client_->Command(command, [this, alive = alive_, &script, command,
+                               done = std::move(done)](
+                                  absl::StatusOr<RedisValue> v) mutable {
+      if (*alive && !v.ok() &&
+          absl::StrContains(v.status().message(), "NOSCRIPT") &&
+          client_ != nullptr) {
+        command[0] = "EVAL";
+        command[1] = script.text;
+        return client_->Command(std::move(command), std::move(done));
+      }
+      done(std::move(v));
+    });
   }
 
   Cluster& cluster_;
@@ -261,14 +257,14 @@ void Cluster::Tick() {
       absl::MutexLock lock(&mu_);
       waiting = outbox_.size();
     }
-    log::Warn(kLog,
-              "redis: unreachable for %s (%s): each shared limit holds "
-              "its local share (limit / %d nodes), suppressions are "
-              "checked against this node's list; %d suppression changes "
-              "wait to be shared",
-              absl::FormatDuration(absl::Trunc(now - down_since_,
-                                               absl::Seconds(1))),
-              Client(0)->last_error(), options_.expected_nodes, waiting);
+    log::Warn(
+        kLog,
+        "redis: unreachable for %s (%s): each shared limit holds "
+        "its local share (limit / %d nodes), suppressions are "
+        "checked against this node's list; %d suppression changes "
+        "wait to be shared",
+        absl::FormatDuration(absl::Trunc(now - down_since_, absl::Seconds(1))),
+        Client(0)->last_error(), options_.expected_nodes, waiting);
   }
   if (reading_) return;
   if (last_id_.empty()) return Sync();
@@ -325,36 +321,38 @@ void Cluster::SyncPage(std::string cursor, std::string last_id) {
 
 void Cluster::Read() {
   reading_ = true;
-  Client(0)->Command(
-      {"XREAD", "COUNT", absl::StrCat(kReadCount), "STREAMS", Key("events"),
-       last_id_},
-      [this, alive = alive_](absl::StatusOr<RedisValue> v) {
-        if (!*alive) return;
-        reading_ = false;
-        if (!v.ok()) return Down(v.status());
-        Up();
-        EventBatch batch = ParseEvents(*v, absl::Now());
-        if (!batch.last_id.empty()) last_id_ = batch.last_id;
-        std::vector<bounce::SuppressionEntry> added, removed;
-        for (ClusterEvent& e : batch.events) {
-          if (e.node == options_.node) continue;  // Our own.
-          switch (e.type) {
-            case ClusterEvent::Type::kPause:
-              if (hooks_.paused) hooks_.paused(e.site, e.backoff, e.until);
-              break;
-            case ClusterEvent::Type::kSuppress:
-              added.push_back(std::move(e.entry));
-              break;
-            case ClusterEvent::Type::kUnsuppress:
-              removed.push_back(std::move(e.entry));
-              break;
-          }
-        }
-        if (!hooks_.suppressions) return;
-        shared_in_ += added.size() + removed.size();
-        if (!added.empty()) hooks_.suppressions(std::move(added), false);
-        if (!removed.empty()) hooks_.suppressions(std::move(removed), true);
-      });
+  Client(0)->Command({"XREAD", "COUNT", absl::StrCat(kReadCount), "STREAMS",
+                      Key("events"), last_id_},
+                     [this, alive = alive_](absl::StatusOr<RedisValue> v) {
+                       if (!*alive) return;
+                       reading_ = false;
+                       if (!v.ok()) return Down(v.status());
+                       Up();
+                       EventBatch batch = ParseEvents(*v, absl::Now());
+                       if (!batch.last_id.empty()) last_id_ = batch.last_id;
+                       std::vector<bounce::SuppressionEntry> added, removed;
+                       for (ClusterEvent& e : batch.events) {
+                         if (e.node == options_.node) continue;  // Our own.
+                         switch (e.type) {
+                           case ClusterEvent::Type::kPause:
+                             if (hooks_.paused)
+                               hooks_.paused(e.site, e.backoff, e.until);
+                             break;
+                           case ClusterEvent::Type::kSuppress:
+                             added.push_back(std::move(e.entry));
+                             break;
+                           case ClusterEvent::Type::kUnsuppress:
+                             removed.push_back(std::move(e.entry));
+                             break;
+                         }
+                       }
+                       if (!hooks_.suppressions) return;
+                       shared_in_ += added.size() + removed.size();
+                       if (!added.empty())
+                         hooks_.suppressions(std::move(added), false);
+                       if (!removed.empty())
+                         hooks_.suppressions(std::move(removed), true);
+                     });
 }
 
 void Cluster::ShareSuppression(const bounce::SuppressionEntry& entry,
@@ -415,9 +413,9 @@ void Cluster::Flush() {
                          answered);
     }
     Client(0)->Command(
-        {"XADD", Key("events"), "MAXLEN", "~", absl::StrCat(kStreamLength),
-         "*", "t", c.removed ? "unsuppress" : "suppress", "n", options_.node,
-         "v", csv},
+        {"XADD", Key("events"), "MAXLEN", "~", absl::StrCat(kStreamLength), "*",
+         "t", c.removed ? "unsuppress" : "suppress", "n", options_.node, "v",
+         csv},
         answered);
   }
 }

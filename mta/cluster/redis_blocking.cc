@@ -92,8 +92,8 @@ absl::StatusOr<std::vector<absl::StatusOr<RedisValue>>> BlockingRedis(
       if (auth_pending) {
         auth_pending = false;
         if (!next.ok()) {
-          return absl::PermissionDeniedError(absl::StrCat(
-              where, ": AUTH refused: ", next.status().message()));
+          return absl::PermissionDeniedError(
+              absl::StrCat(where, ": AUTH refused: ", next.status().message()));
         }
         continue;
       }

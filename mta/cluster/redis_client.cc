@@ -36,8 +36,7 @@ absl::StatusOr<std::vector<RedisEndpoint>> ResolveRedisAddresses(
       rest.remove_prefix(close + 1);
       if (absl::ConsumePrefix(&rest, ":")) port = std::string(rest);
     } else if (size_t colon = text.rfind(':');
-               colon != std::string::npos &&
-               text.find(':') == colon) {
+               colon != std::string::npos && text.find(':') == colon) {
       host = text.substr(0, colon);
       port = text.substr(colon + 1);
     }
@@ -54,12 +53,12 @@ absl::StatusOr<std::vector<RedisEndpoint>> ResolveRedisAddresses(
     addrinfo* found = nullptr;
     int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
     if (rc != 0) {
-      return absl::UnavailableError(absl::StrCat("redis address \"", text,
-                                                 "\": ", gai_strerror(rc)));
+      return absl::UnavailableError(
+          absl::StrCat("redis address \"", text, "\": ", gai_strerror(rc)));
     }
     for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
-      out.push_back(
-          {host, shard::SocketAddress::FromSockaddr(a->ai_addr, a->ai_addrlen)});
+      out.push_back({host, shard::SocketAddress::FromSockaddr(a->ai_addr,
+                                                              a->ai_addrlen)});
     }
     freeaddrinfo(found);
   }
@@ -148,8 +147,8 @@ void RedisClient::Connected() {
   state_ = State::kTls;
   const RedisEndpoint& e =
       options_.endpoints[endpoint_ % options_.endpoints.size()];
-  absl::Status s = stream_->StartTlsClient(options_.tls, e.host,
-                                           options_.tls_verify);
+  absl::Status s =
+      stream_->StartTlsClient(options_.tls, e.host, options_.tls_verify);
   if (!s.ok()) return Fail(absl::StrCat("TLS: ", s.message()));
   stream_->Flush();
   stream_->Read();
@@ -184,11 +183,11 @@ void RedisClient::ArmTimer() {
     timer_ = 0;
     if (waiting_.empty()) return;
     if (waiting_.front().deadline <= reactor_.Now()) {
-      return Fail(state_ == State::kReady
-                      ? absl::StrCat("no reply within ",
-                                     absl::FormatDuration(
-                                         options_.command_timeout))
-                      : "cannot connect: timed out");
+      return Fail(
+          state_ == State::kReady
+              ? absl::StrCat("no reply within ",
+                             absl::FormatDuration(options_.command_timeout))
+              : "cannot connect: timed out");
     }
     ArmTimer();
   });

@@ -125,7 +125,7 @@ class RedisClient : private Stream::Handler {
   size_t endpoint_ = 0;
   std::unique_ptr<Stream> stream_;
   std::unique_ptr<RespReader> reader_;
-  std::string unsent_;  // Formatted while not yet connected.
+  std::string unsent_;           // Formatted while not yet connected.
   std::deque<Waiting> waiting_;  // Sent or queued, in order.
   int auth_replies_ = 0;         // AUTH replies to skip, first.
   absl::Time retry_at_ = absl::InfinitePast();

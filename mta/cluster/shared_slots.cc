@@ -91,20 +91,20 @@ void SharedSlots::Ask(int64_t want, absl::Time now) {
   pending_ = true;
   asked_ = now;
   ++requests_;
-  store_->Hold(key_, holder_, want, max_, ttl_,
-               [this, alive = alive_, now,
-                want](absl::StatusOr<int64_t> granted) {
-                 if (!*alive) return;
-                 pending_ = false;
-                 if (!granted.ok()) {
-                   sharing_ = false;
-                   retry_at_ = now + retry_;
-                   return;
-                 }
-                 sharing_ = true;
-                 short_ = *granted < want;
-                 held_ = *granted;
-               });
+  store_->Hold(
+      key_, holder_, want, max_, ttl_,
+      [this, alive = alive_, now, want](absl::StatusOr<int64_t> granted) {
+        if (!*alive) return;
+        pending_ = false;
+        if (!granted.ok()) {
+          sharing_ = false;
+          retry_at_ = now + retry_;
+          return;
+        }
+        sharing_ = true;
+        short_ = *granted < want;
+        held_ = *granted;
+      });
 }
 
 void FakeSlotStore::Hold(const std::string& key, const std::string& holder,

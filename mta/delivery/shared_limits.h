@@ -35,8 +35,7 @@ class SiteShare {
   // Connections this node may hold open at the site now (its leases of
   // the cluster's max_connections), given that it would like `wanted`;
   // when fewer, *wake is when to ask again.
-  virtual int ConnectionSlots(int wanted, absl::Time now,
-                              absl::Time* wake) = 0;
+  virtual int ConnectionSlots(int wanted, absl::Time now, absl::Time* wake) = 0;
 };
 
 class SharedLimits {

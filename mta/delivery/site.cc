@@ -141,8 +141,8 @@ bool Site::MayStartJob(absl::Time now, absl::Time* wake) {
 
 int Site::Leases(int connecting_now, absl::Time now, absl::Time* wake) {
   int waiting = static_cast<int>(ready_.size()) - connecting_now;
-  slots_ = share_->ConnectionSlots(
-      window_.in_flight() + std::max(0, waiting), now, wake);
+  slots_ = share_->ConnectionSlots(window_.in_flight() + std::max(0, waiting),
+                                   now, wake);
   return slots_;
 }
 

@@ -24,15 +24,16 @@ std::vector<Finding> ClusterChecks(const Config& config) {
   }
   for (const cluster::RedisEndpoint& e : options->redis.endpoints) {
     std::string check = absl::StrCat("redis ", e.address.ToString());
-    if (e.host != e.address.HostString()) absl::StrAppend(&check, " (", e.host, ")");
+    if (e.host != e.address.HostString())
+      absl::StrAppend(&check, " (", e.host, ")");
     const std::string key = absl::StrCat(options->prefix, "doctor");
     absl::Time start = absl::Now();
-    auto replies = cluster::BlockingRedis(
-        e, options->redis,
-        {{"PING"},
-         {"INFO", "server"},
-         {"EVAL", "return redis.call('TIME')", "0"},
-         {"SET", key, "1", "PX", "1000"}});
+    auto replies =
+        cluster::BlockingRedis(e, options->redis,
+                               {{"PING"},
+                                {"INFO", "server"},
+                                {"EVAL", "return redis.call('TIME')", "0"},
+                                {"SET", key, "1", "PX", "1000"}});
     absl::Duration took = absl::Now() - start;
     if (!replies.ok()) {
       out.push_back(
@@ -53,10 +54,11 @@ std::vector<Finding> ClusterChecks(const Config& config) {
       }
     }
     if (!r[0].ok() || r[0]->str != "PONG") {
-      out.push_back({check, Status::kFailed,
-                     absl::StrCat("PING: ", r[0].ok() ? r[0]->str
-                                                      : r[0].status().message()),
-                     "check redis.user and redis.password_file"});
+      out.push_back(
+          {check, Status::kFailed,
+           absl::StrCat("PING: ",
+                        r[0].ok() ? r[0]->str : r[0].status().message()),
+           "check redis.user and redis.password_file"});
       continue;
     }
     if (!r[2].ok()) {
@@ -68,30 +70,29 @@ std::vector<Finding> ClusterChecks(const Config& config) {
       continue;
     }
     if (!r[3].ok()) {
-      out.push_back({check, Status::kFailed,
-                     absl::StrCat("cannot write ", key, ": ",
-                                  r[3].status().message()),
-                     absl::StrCat("allow this user the keys ~",
-                                  options->prefix, "*")});
+      out.push_back(
+          {check, Status::kFailed,
+           absl::StrCat("cannot write ", key, ": ", r[3].status().message()),
+           absl::StrCat("allow this user the keys ~", options->prefix, "*")});
       continue;
     }
     int major = 0;
     absl::SimpleAtoi(version.substr(0, version.find('.')), &major);
     if (major > 0 && major < 6 && !options->redis.user.empty()) {
-      out.push_back({check, Status::kFailed,
-                     absl::StrCat("Redis ", version,
-                                  " has no ACL users (redis.user)"),
-                     "use Redis 6 or later, or leave redis.user empty"});
+      out.push_back(
+          {check, Status::kFailed,
+           absl::StrCat("Redis ", version, " has no ACL users (redis.user)"),
+           "use Redis 6 or later, or leave redis.user empty"});
       continue;
     }
-    out.push_back({check, Status::kOk,
-                   absl::StrCat("Redis ", version, " answers in ",
-                                absl::FormatDuration(absl::Trunc(
-                                    took, absl::Microseconds(100))),
-                                options->redis.tls ? " over TLS" : "",
-                                ", runs scripts, takes writes under ",
-                                options->prefix),
-                   ""});
+    out.push_back(
+        {check, Status::kOk,
+         absl::StrCat(
+             "Redis ", version, " answers in ",
+             absl::FormatDuration(absl::Trunc(took, absl::Microseconds(100))),
+             options->redis.tls ? " over TLS" : "",
+             ", runs scripts, takes writes under ", options->prefix),
+         ""});
   }
   if (config.redis_expected_nodes <= 1) {
     out.push_back(

@@ -28,8 +28,8 @@
 #include "mta/blocking_smtp.h"
 #include "mta/config.h"
 #include "mta/dns_records.h"
-#include "mta/doctor/spf.h"
 #include "mta/doctor/cluster_checks.h"
+#include "mta/doctor/spf.h"
 #include "mta/doctor/tls_checks.h"
 #include "nlohmann/json.hpp"
 

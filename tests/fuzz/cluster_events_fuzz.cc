@@ -34,8 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
       }
     }
-    reader.Feed(std::string(reinterpret_cast<const char*>(data) + half,
-                            size - half));
+    reader.Feed(
+        std::string(reinterpret_cast<const char*>(data) + half, size - half));
   }
   return 0;
 }

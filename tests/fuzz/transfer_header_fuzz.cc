@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "mta/transfer_header.h"
 
 namespace {
@@ -35,7 +35,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string body = message.substr(HeaderEnd(message));
   auto info = peregrine::TakeTransferHeader(&message);
   if (message.substr(HeaderEnd(message)) != body) abort();
-  std::string header = absl::AsciiStrToLower(message.substr(0, HeaderEnd(message)));
+  std::string header =
+      absl::AsciiStrToLower(message.substr(0, HeaderEnd(message)));
   if (absl::StartsWith(header, "x-peregrine-transfer:") ||
       absl::StrContains(header, "\nx-peregrine-transfer:")) {
     abort();

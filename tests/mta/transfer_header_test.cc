@@ -47,23 +47,23 @@ TEST(TransferHeader, EveryFieldGoesTheFirstCounts) {
 }
 
 TEST(TransferHeader, MalformedIsRemovedAndNotBelieved) {
-  for (const char* field :
-       {"X-Peregrine-Transfer: attempts=2",  // No version.
-        "X-Peregrine-Transfer: v=2; attempts=2",
-        "X-Peregrine-Transfer: v=1; attempts=-1",
-        "X-Peregrine-Transfer: v=1; attempts=999999999999",
-        "X-Peregrine-Transfer: v=1; received=x",
-        "X-Peregrine-Transfer: v=1; tenant=a b",
-        "X-Peregrine-Transfer: v=1; tenant=%zz",
-        "X-Peregrine-Transfer: v=1; tenant=%4",
-        "X-Peregrine-Transfer: v=1; shard=3",
-        "X-Peregrine-Transfer: v=1; campaign"}) {
+  for (const char* field : {"X-Peregrine-Transfer: attempts=2",  // No version.
+                            "X-Peregrine-Transfer: v=2; attempts=2",
+                            "X-Peregrine-Transfer: v=1; attempts=-1",
+                            "X-Peregrine-Transfer: v=1; attempts=999999999999",
+                            "X-Peregrine-Transfer: v=1; received=x",
+                            "X-Peregrine-Transfer: v=1; tenant=a b",
+                            "X-Peregrine-Transfer: v=1; tenant=%zz",
+                            "X-Peregrine-Transfer: v=1; tenant=%4",
+                            "X-Peregrine-Transfer: v=1; shard=3",
+                            "X-Peregrine-Transfer: v=1; campaign"}) {
     std::string message = std::string(field) + "\r\nSubject: s\r\n\r\nb";
     EXPECT_FALSE(TakeTransferHeader(&message).has_value()) << field;
     EXPECT_EQ(message, "Subject: s\r\n\r\nb") << field;
   }
-  std::string huge = "X-Peregrine-Transfer: v=1; tenant=" +
-                     std::string(5000, 'a') + "\r\n\r\n";
+  std::string huge =
+      "X-Peregrine-Transfer: v=1; tenant=" + std::string(5000, 'a') +
+      "\r\n\r\n";
   EXPECT_FALSE(TakeTransferHeader(&huge).has_value());
   EXPECT_EQ(huge, "\r\n");
 }

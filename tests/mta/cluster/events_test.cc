@@ -40,13 +40,13 @@ TEST(Events, ReadsPausesAndSuppressions) {
   delivery::Backoff b{absl::Minutes(5), 0.5, "421 slow down"};
   std::vector<std::string> pause =
       PauseFields("a", "smarthost", b, kNow + absl::Minutes(5));
-  EventBatch batch = ParseEvents(
-      Xread({Entry("1-0", pause),
-             Entry("2-0", {"t", "suppress", "n", "b", "v",
-                           "gone@example.test,,manual,,cli,,\n"}),
-             Entry("3-0", {"t", "unsuppress", "n", "b", "v",
-                           "back@example.test,tenant:acme"})}),
-      kNow);
+  EventBatch batch =
+      ParseEvents(Xread({Entry("1-0", pause),
+                         Entry("2-0", {"t", "suppress", "n", "b", "v",
+                                       "gone@example.test,,manual,,cli,,\n"}),
+                         Entry("3-0", {"t", "unsuppress", "n", "b", "v",
+                                       "back@example.test,tenant:acme"})}),
+                  kNow);
   EXPECT_EQ(batch.last_id, "3-0");
   ASSERT_EQ(batch.events.size(), 3u);
   const ClusterEvent& p = batch.events[0];
@@ -62,8 +62,8 @@ TEST(Events, ReadsPausesAndSuppressions) {
 
 TEST(Events, SkipsWhatIsMalformedAndBoundsAPause) {
   EventBatch batch = ParseEvents(
-      Xread({Entry("1-0", {"t", "pause", "n", "a", "site", "s", "until",
-                           "x", "factor", "0.5"}),
+      Xread({Entry("1-0", {"t", "pause", "n", "a", "site", "s", "until", "x",
+                           "factor", "0.5"}),
              Entry("2-0", {"t", "suppress", "n", "a", "v", "not an address"}),
              Entry("3-0", {"t", "reboot", "n", "a"}),
              Entry("4-0", {"t", "pause", "n", "a", "site", "s", "until",

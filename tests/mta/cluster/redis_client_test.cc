@@ -135,7 +135,7 @@ TEST_F(RedisClientTest, PipelinedAnswersComeInOrder) {
 TEST_F(RedisClientTest, AuthenticatesAsAnAclUserAndSaysWhenRefused) {
   testing::RedisServer server;
   server.server_args = {"--user", "default", "off", "--user", "peregrine",
-                        "on", ">s3cret", "~*", "+@all"};
+                        "on",     ">s3cret", "~*",  "+@all"};
   server.cli_args = {"--user", "peregrine", "--pass", "s3cret",
                      "--no-auth-warning"};
   ASSERT_TRUE(server.Start());
@@ -240,8 +240,8 @@ TEST_F(RedisClientTest, WaitingCommandsAreBounded) {
   On([&] {
     for (int i = 0; i < 15; ++i) {
       client_->Command({"PING"}, [&](Result r) {
-        if (!r.ok() && r.status().code() ==
-                           absl::StatusCode::kResourceExhausted) {
+        if (!r.ok() &&
+            r.status().code() == absl::StatusCode::kResourceExhausted) {
           ++refused;
         } else if (r.ok()) {
           ++answered;
@@ -280,11 +280,16 @@ TEST_F(RedisClientTest, SpeaksTlsAndVerifiesTheServer) {
       "-addext subjectAltName=DNS:localhost -keyout ",
       dir, "/key.pem -out ", dir, "/cert.pem 2>/dev/null");
   ASSERT_EQ(system(cmd.c_str()), 0);
-  server.server_args = {"--port", "0",
-                        "--tls-port", std::to_string(server.port()),
-                        "--tls-cert-file", dir + "/cert.pem",
-                        "--tls-key-file", dir + "/key.pem",
-                        "--tls-auth-clients", "no"};
+  server.server_args = {"--port",
+                        "0",
+                        "--tls-port",
+                        std::to_string(server.port()),
+                        "--tls-cert-file",
+                        dir + "/cert.pem",
+                        "--tls-key-file",
+                        dir + "/key.pem",
+                        "--tls-auth-clients",
+                        "no"};
   server.cli_args = {"--tls", "--cacert", dir + "/cert.pem"};
   ASSERT_TRUE(server.Start());
   auto context = tls::ClientContext::Create(dir + "/cert.pem");
@@ -307,7 +312,8 @@ TEST_F(RedisClientTest, SpeaksTlsAndVerifiesTheServer) {
 }
 
 TEST(ResolveRedisAddresses, ParsesAndSaysWhatIsWrong) {
-  auto ok = ResolveRedisAddresses({"127.0.0.1:7000", "[::1]:7001", "127.0.0.1"});
+  auto ok =
+      ResolveRedisAddresses({"127.0.0.1:7000", "[::1]:7001", "127.0.0.1"});
   ASSERT_TRUE(ok.ok()) << ok.status();
   ASSERT_EQ(ok->size(), 3u);
   EXPECT_EQ((*ok)[0].address.ToString(), "127.0.0.1:7000");

@@ -37,7 +37,8 @@ bool RedisServer::Installed() {
 
 RedisServer::RedisServer() : port_(FreePort()) {
   const char* tmp = getenv("TEST_TMPDIR");
-  std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/redisXXXXXX");
+  std::string pattern =
+      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/redisXXXXXX");
   if (mkdtemp(pattern.data()) != nullptr) dir_ = pattern;
 }
 
@@ -46,11 +47,19 @@ RedisServer::~RedisServer() { Kill(); }
 bool RedisServer::Start() {
   pid_ = fork();
   if (pid_ == 0) {
-    std::vector<std::string> args = {
-        "redis-server", "--port",    std::to_string(port_), "--bind",
-        "127.0.0.1",    "--save",    "",                    "--appendonly",
-        "no",           "--dir",     dir_,                  "--loglevel",
-        "warning"};
+    std::vector<std::string> args = {"redis-server",
+                                     "--port",
+                                     std::to_string(port_),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--save",
+                                     "",
+                                     "--appendonly",
+                                     "no",
+                                     "--dir",
+                                     dir_,
+                                     "--loglevel",
+                                     "warning"};
     args.insert(args.end(), server_args.begin(), server_args.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());

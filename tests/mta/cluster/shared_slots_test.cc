@@ -109,9 +109,9 @@ TEST(LeaseScript, GrantsFairlyAndLapses) {
   std::string script = server.dir() + "/lease.lua";
   std::ofstream(script) << kLeaseScript;
   auto hold = [&](const std::string& holder, int want, int ttl_ms) {
-    std::string out = server.Cli(absl::StrCat(
-        "--eval ", script, " s:exp s:held s:wanted , ", holder, " ", want,
-        " 4 ", ttl_ms));
+    std::string out =
+        server.Cli(absl::StrCat("--eval ", script, " s:exp s:held s:wanted , ",
+                                holder, " ", want, " 4 ", ttl_ms));
     int n = -1;
     EXPECT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(out), &n)) << out;
     return n;
