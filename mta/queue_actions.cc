@@ -118,6 +118,25 @@ class Pending {
 
 namespace {
 
+// An operator's outcome for a recipient of `m` (o.record): the message's
+// context added, published, counted, and kept to wait for its queue
+// update.
+void Publish(const QueueActionContext& context, const queue::StoredMessage& m,
+             absl::Time now, outcome::Outcome& o, QueueActionCounts& counts,
+             std::vector<RecipientKey>& published) {
+  o.time = now;
+  o.id = m.id;
+  o.sender = m.envelope.sender;
+  o.size = m.envelope.body_bytes;
+  o.tenant = m.envelope.tenant;
+  o.campaign = m.envelope.campaign;
+  o.listener = m.envelope.listener;
+  o.queue_time = now - m.envelope.received;
+  context.outcomes->Publish(o);
+  ++counts.done;
+  published.push_back({m.id, o.record.index});
+}
+
 // Relays `claimed` (recipients of `m` this action claimed) in groups of
 // equal attempts; what the other node took becomes a `delivered` outcome,
 // the rest is unclaimed (it stays here, due as it was).
@@ -165,8 +184,6 @@ void Transfer(const QueueActionContext& context, const RelayFn& relay,
       }
       outcome::Outcome o;
       o.kind = outcome::Kind::kDelivered;
-      o.time = now;
-      o.id = m.id;
       o.recipient = r.spec.address;
       o.site = r.spec.site;
       o.mx = to;
@@ -176,15 +193,7 @@ void Transfer(const QueueActionContext& context, const RelayFn& relay,
       o.reply = Reply::Parse(relayed->reply);
       o.reason =
           absl::StrCat("transferred to the node at ", to, " (queue transfer)");
-      o.sender = m.envelope.sender;
-      o.size = m.envelope.body_bytes;
-      o.tenant = m.envelope.tenant;
-      o.campaign = m.envelope.campaign;
-      o.listener = m.envelope.listener;
-      o.queue_time = now - m.envelope.received;
-      context.outcomes->Publish(o);
-      ++counts.done;
-      published.push_back({m.id, r.index});
+      Publish(context, m, now, o, counts, published);
     }
   }
 }
@@ -277,17 +286,7 @@ absl::StatusOr<QueueActionCounts> RunQueueAction(
           continue;
         }
         outcome::Outcome o = outcome::OperatorFailure(r, deleted);
-        o.time = now;
-        o.id = m.id;
-        o.sender = m.envelope.sender;
-        o.size = m.envelope.body_bytes;
-        o.tenant = m.envelope.tenant;
-        o.campaign = m.envelope.campaign;
-        o.listener = m.envelope.listener;
-        o.queue_time = now - m.envelope.received;
-        context.outcomes->Publish(o);
-        ++counts.done;
-        published.push_back({m.id, r.index});
+        Publish(context, m, now, o, counts, published);
       }
       if (!to_move.empty()) {
         Transfer(context, relay, selection.to, m, std::move(to_move), counts,

@@ -100,11 +100,7 @@ void FakeGcraStore::Reserve(const std::string& key, absl::Duration interval,
                             absl::Duration tolerance, int64_t want, Done done) {
   ++calls;
   auto answer = [this, &done](absl::StatusOr<Reservation> r) {
-    if (hold) {
-      held_.emplace_back(std::move(done), std::move(r));
-    } else {
-      done(std::move(r));
-    }
+    answers_.Give(std::move(done), std::move(r));
   };
   if (fail) return answer(absl::UnavailableError("store down"));
   absl::Time now = *clock_;
@@ -116,12 +112,6 @@ void FakeGcraStore::Reserve(const std::string& key, absl::Duration interval,
   if (granted == 0) return answer(Reservation{0, tat - now - tolerance});
   it->second = tat + interval * granted;
   answer(Reservation{granted, absl::ZeroDuration()});
-}
-
-void FakeGcraStore::Release() {
-  auto held = std::move(held_);
-  held_.clear();
-  for (auto& [done, r] : held) done(std::move(r));
 }
 
 }  // namespace peregrine::cluster

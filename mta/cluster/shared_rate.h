@@ -104,23 +104,45 @@ class SharedRate {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
+// Answers a fake store (below, shared_slots.h) gives at once, or keeps
+// until Release() with `hold` (tests of late answers).
+template <typename Done, typename Value>
+class HeldAnswers {
+ public:
+  bool hold = false;
+  void Give(Done done, Value answer) {
+    if (!hold) return done(std::move(answer));
+    held_.emplace_back(std::move(done), std::move(answer));
+  }
+  void Release() {
+    auto held = std::move(held_);
+    held_.clear();
+    for (auto& [done, answer] : held) done(std::move(answer));
+  }
+
+ private:
+  std::vector<std::pair<Done, Value>> held_;
+};
+
 // The script's arithmetic in memory, for tests (one process's "Redis");
 // answers at once, or holds the answers until Release() with `hold`.
 // `fail`: answer with an error instead.
 class FakeGcraStore : public RateStore {
+ private:
+  HeldAnswers<Done, absl::StatusOr<Reservation>> answers_;
+
  public:
   explicit FakeGcraStore(absl::Time* clock) : clock_(clock) {}
   void Reserve(const std::string& key, absl::Duration interval,
                absl::Duration tolerance, int64_t want, Done done) override;
-  void Release();
+  void Release() { answers_.Release(); }
   bool fail = false;
-  bool hold = false;
+  bool& hold = answers_.hold;
   uint64_t calls = 0;
 
  private:
   absl::Time* clock_;
   std::map<std::string, absl::Time> tat_;
-  std::vector<std::pair<Done, absl::StatusOr<Reservation>>> held_;
 };
 
 }  // namespace peregrine::cluster

@@ -138,17 +138,7 @@ void FakeSlotStore::Hold(const std::string& key, const std::string& holder,
     }
     answer = grant;
   }
-  if (hold) {
-    held_.emplace_back(std::move(done), std::move(answer));
-  } else {
-    done(std::move(answer));
-  }
-}
-
-void FakeSlotStore::Release() {
-  auto held = std::move(held_);
-  held_.clear();
-  for (auto& [done, r] : held) done(std::move(r));
+  answers_.Give(std::move(done), std::move(answer));
 }
 
 }  // namespace peregrine::cluster

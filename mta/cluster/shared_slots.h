@@ -32,6 +32,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "mta/cluster/shared_rate.h"
 
 namespace peregrine::cluster {
 
@@ -95,13 +96,16 @@ class SharedSlots {
 // The script's logic in memory, for tests; `hold` keeps answers until
 // Release(), `fail` answers with an error.
 class FakeSlotStore : public SlotStore {
+ private:
+  HeldAnswers<Done, absl::StatusOr<int64_t>> answers_;
+
  public:
   explicit FakeSlotStore(absl::Time* clock) : clock_(clock) {}
   void Hold(const std::string& key, const std::string& holder, int64_t want,
             int64_t max, absl::Duration ttl, Done done) override;
-  void Release();
+  void Release() { answers_.Release(); }
   bool fail = false;
-  bool hold = false;
+  bool& hold = answers_.hold;
   uint64_t calls = 0;
 
  private:
@@ -112,7 +116,6 @@ class FakeSlotStore : public SlotStore {
   };
   absl::Time* clock_;
   std::map<std::string, std::map<std::string, Lease>> leases_;
-  std::vector<std::pair<Done, absl::StatusOr<int64_t>>> held_;
 };
 
 }  // namespace peregrine::cluster

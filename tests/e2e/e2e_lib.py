@@ -157,6 +157,12 @@ admin = {admin}
                             f"{name}:{number}: not JSON ({e}): {line!r}")
         return records
 
+    def log_text(self):
+        """What the daemon logged so far (daemon.log)."""
+        with open(os.path.join(self.data, "daemon.log"),
+                  errors="replace") as f:
+            return f.read()
+
     def queue(self, *args):
         r = subprocess.run([PEREGRINE, "queue", *args, "--data-dir", self.data],
                            capture_output=True, text=True, timeout=30)

@@ -1,6 +1,5 @@
 """Shared by the cluster tests: a redis-server of the test's own on a
 loopback port, and Peregrine nodes that share through it."""
-import os
 import shutil
 import signal
 import subprocess
@@ -92,17 +91,3 @@ def inject(d, count, sender, recipient="user@example.test"):
             s.sendmail(sender, [recipient],
                        f"Subject: {i}\r\nMessage-ID: <{sender}.{i}>\r\n\r\n"
                        f"body {i}\r\n")
-
-
-def log_of(d):
-    with open(os.path.join(d.data, "daemon.log"), errors="replace") as f:
-        return f.read()
-
-
-def wait_for(what, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if what():
-            return True
-        time.sleep(0.05)
-    return False

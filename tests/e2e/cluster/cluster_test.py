@@ -17,10 +17,11 @@ import time
 import unittest
 
 sys.path.insert(0, "tests/e2e/cluster")
-from cluster_lib import Redis, inject, log_of, node, wait_for  # noqa: E402
+from cluster_lib import Redis, inject, node  # noqa: E402
 
 sys.path.insert(0, "tests/e2e")
-from e2e_lib import PEREGRINE, TMP, RawSink, free_port  # noqa: E402
+from e2e_lib import (PEREGRINE, TMP, RawSink, free_port,  # noqa: E402
+                     wait_until)
 
 
 def count_between(times, start, end):
@@ -68,7 +69,7 @@ class ClusterTest(unittest.TestCase):
                                  rate="50/s")
         before = self.redis.commands()
         self.inject_all(nodes, 450)
-        self.assertTrue(wait_for(lambda: sink.times, 20))
+        self.assertTrue(wait_until(lambda: sink.times, 20))
         start = sink.times[0]
         time.sleep(max(0, start + 20.5 - time.time()))
         got = count_between(list(sink.times), start, start + 20)
@@ -88,7 +89,7 @@ class ClusterTest(unittest.TestCase):
         nodes = self.start_nodes(["a", "b", "c"], lambda _: sink,
                                  rate="60/s")
         self.inject_all(nodes, 400)
-        self.assertTrue(wait_for(lambda: len(sink.times) > 100, 20))
+        self.assertTrue(wait_until(lambda: len(sink.times) > 100, 20))
         self.redis.kill()
         killed = time.time()
         time.sleep(6)
@@ -100,10 +101,10 @@ class ClusterTest(unittest.TestCase):
         self.assertGreater(down, 150)
         self.assertLess(down, 400)
         for n in nodes:
-            self.assertIn("redis: unreachable", log_of(n))
+            self.assertIn("redis: unreachable", n.log_text())
         self.redis.start()
-        self.assertTrue(wait_for(
-            lambda: all("reachable again" in log_of(n) for n in nodes), 15))
+        self.assertTrue(wait_until(
+            lambda: all("reachable again" in n.log_text() for n in nodes), 15))
         back = time.time()
         time.sleep(5)
         after = count_between(list(sink.times), back + 1, back + 5)
@@ -119,14 +120,14 @@ class ClusterTest(unittest.TestCase):
             ["a", "b"], lambda n: refusing if n == "a" else normal,
             rate="20/s", delivery='backoff_pause = "20s"')
         threading.Thread(target=inject, args=(b, 300, "b@src.test")).start()
-        self.assertTrue(wait_for(lambda: len(normal.messages) >= 20, 20))
+        self.assertTrue(wait_until(lambda: len(normal.messages) >= 20, 20))
         inject(a, 1, "a@src.test", "slow@example.test")
-        self.assertTrue(wait_for(
-            lambda: "another node did" in log_of(b), 10), log_of(b)[-2000:])
+        self.assertTrue(wait_until(
+            lambda: "another node did" in b.log_text(), 10), b.log_text()[-2000:])
         paused_at = len(normal.messages)
         time.sleep(4)
         self.assertLessEqual(len(normal.messages) - paused_at, 2)
-        self.assertIn("backing off", log_of(a))
+        self.assertIn("backing off", a.log_text())
 
     def test_suppression_added_on_one_node_refused_on_another(self):
         sink = self.sink()
@@ -142,7 +143,7 @@ class ClusterTest(unittest.TestCase):
         self.assertFalse(refused(b, "gone@example.test"))
         added = time.time()
         a.cli("suppression", "add", "gone@example.test")
-        self.assertTrue(wait_for(lambda: refused(b, "gone@example.test"), 5))
+        self.assertTrue(wait_until(lambda: refused(b, "gone@example.test"), 5))
         took = time.time() - added
         print(f"suppression on node a refused at node b after {took:.2f} s",
               flush=True)
@@ -150,9 +151,9 @@ class ClusterTest(unittest.TestCase):
         # A node that starts later reads the shared list.
         c = node("c", self.redis, sink.port)
         self.nodes.append(c)
-        self.assertTrue(wait_for(lambda: refused(c, "gone@example.test"), 5))
+        self.assertTrue(wait_until(lambda: refused(c, "gone@example.test"), 5))
         a.cli("suppression", "remove", "gone@example.test")
-        self.assertTrue(wait_for(
+        self.assertTrue(wait_until(
             lambda: not refused(b, "gone@example.test"), 5))
 
 

@@ -36,6 +36,24 @@ RedisEndpoint Loopback(int port, std::string host = "127.0.0.1") {
           *shard::SocketAddress::Parse(absl::StrCat("127.0.0.1:", port))};
 }
 
+// A listening socket on a loopback port the kernel picked (a server that
+// is not Redis): its fd, or -1.
+int ListenOnLoopback(int* port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      listen(fd, 8) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
 class RedisClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -186,15 +204,10 @@ TEST_F(RedisClientTest, FailsOverToTheNextAddress) {
 
 TEST_F(RedisClientTest, ServerThatNeverAnswersTimesOut) {
   // Accepts (the kernel's backlog) and never reads.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(listen(fd, 8), 0);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  Make({.endpoints = {Loopback(ntohs(a.sin_port))},
+  int port = 0;
+  int fd = ListenOnLoopback(&port);
+  ASSERT_GE(fd, 0);
+  Make({.endpoints = {Loopback(port)},
         .command_timeout = absl::Milliseconds(200)});
   absl::Time before = absl::Now();
   Result r = Call({"PING"});
@@ -206,14 +219,9 @@ TEST_F(RedisClientTest, ServerThatNeverAnswersTimesOut) {
 }
 
 TEST_F(RedisClientTest, GarbageIsAProtocolError) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(listen(fd, 8), 0);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  int port = 0;
+  int fd = ListenOnLoopback(&port);
+  ASSERT_GE(fd, 0);
   std::thread peer([fd] {
     int c = accept(fd, nullptr, nullptr);
     if (c < 0) return;
@@ -222,7 +230,7 @@ TEST_F(RedisClientTest, GarbageIsAProtocolError) {
     usleep(500000);
     close(c);
   });
-  Make({.endpoints = {Loopback(ntohs(a.sin_port))}});
+  Make({.endpoints = {Loopback(port)}});
   Result r = Call({"PING"});
   peer.join();
   close(fd);
