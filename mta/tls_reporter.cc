@@ -64,7 +64,12 @@ void TlsReporter::OnOutcome(const outcome::Outcome& o) {
   bool delivered = o.kind == outcome::Kind::kDelivered;
   bool failed = o.kind == outcome::Kind::kDeferred && o.attempted &&
                 !o.tls_failure.empty();
-  if ((!delivered && !failed) || o.tls_policy == "smarthost") return;
+  // A smarthost's session, or an operator's (a queue transfer): not one
+  // with the domain.
+  if ((!delivered && !failed) || o.tls_policy == "smarthost" ||
+      !o.operator_action.empty()) {
+    return;
+  }
   size_t at = o.recipient.rfind('@');
   if (at == std::string::npos) return;
   std::string domain = absl::AsciiStrToLower(o.recipient.substr(at + 1));

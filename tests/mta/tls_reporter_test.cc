@@ -97,8 +97,12 @@ TEST(TlsReporter, CountsSurviveARestart) {
         Delivered("b@example.com", "mta-sts", "starttls-not-supported");
     f.kind = outcome::Kind::kDeferred;
     r.OnOutcome(f);
-    // Not counted: a smarthost's, a deferral no policy caused, a refusal.
+    // Not counted: a smarthost's, a deferral no policy caused, a refusal,
+    // a queue transfer to another node (no session with the domain).
     r.OnOutcome(Delivered("c@example.com", "smarthost"));
+    outcome::Outcome moved = Delivered("d@example.org", "");
+    moved.operator_action = "transfer";
+    r.OnOutcome(moved);
     f.tls_failure.clear();
     r.OnOutcome(f);
     outcome::Outcome refused;
@@ -116,6 +120,7 @@ TEST(TlsReporter, CountsSurviveARestart) {
       text, R"(["starttls-not-supported","mx.example.com","192.0.2.1",1])"))
       << text;
   EXPECT_FALSE(absl::StrContains(text, "smarthost")) << text;
+  EXPECT_FALSE(absl::StrContains(text, "example.org")) << text;
   // Read back, counted on, kept again.
   {
     TlsReporter r(o);
