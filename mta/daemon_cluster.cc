@@ -41,6 +41,10 @@ absl::Status Daemon::PrepareCluster() {
     absl::MutexLock lock(&shared_mu_);
     for (auto& e : entries) shared_in_.push_back({std::move(e), removed});
   };
+  hooks.backlog = [this] {
+    absl::MutexLock lock(&shared_mu_);
+    return shared_in_.size();
+  };
   hooks.reshare = [this](absl::Time since) {
     absl::MutexLock lock(&shared_mu_);
     reshare_since_ = std::min(reshare_since_, since);

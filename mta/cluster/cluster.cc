@@ -267,9 +267,15 @@ void Cluster::Tick() {
         Client(0)->last_error(), options_.expected_nodes, waiting);
   }
   if (reading_) return;
+  // Entries from other nodes wait to be written here: read no more now.
+  bool full = hooks_.backlog && hooks_.backlog() > kMaxBacklog;
+  if (!sync_cursor_.empty()) {
+    if (!full) SyncPage(sync_cursor_, sync_last_id_);
+    return;
+  }
   if (last_id_.empty()) return Sync();
   Flush();
-  Read();
+  if (!full) Read();
 }
 
 void Cluster::Sync() {
@@ -291,6 +297,7 @@ void Cluster::Sync() {
 }
 
 void Cluster::SyncPage(std::string cursor, std::string last_id) {
+  reading_ = true;
   Client(0)->Command(
       {"HSCAN", Key("suppression"), cursor, "COUNT", "1000"},
       [this, alive = alive_, last_id](absl::StatusOr<RedisValue> v) {
@@ -311,8 +318,18 @@ void Cluster::SyncPage(std::string cursor, std::string last_id) {
           hooks_.suppressions(std::move(entries), false);
         }
         const std::string& next = v->elements[0].str;
-        if (next != "0") return SyncPage(next, last_id);
+        if (next != "0") {
+          if (!hooks_.backlog || hooks_.backlog() <= kMaxBacklog) {
+            return SyncPage(next, last_id);
+          }
+          // The next page when the node has written these (Tick).
+          reading_ = false;
+          sync_cursor_ = next;
+          sync_last_id_ = last_id;
+          return;
+        }
         reading_ = false;
+        sync_cursor_.clear();
         last_id_ = last_id;
         Up();
         Flush();
@@ -422,6 +439,7 @@ void Cluster::Flush() {
 
 void Cluster::Down(const absl::Status& why) {
   last_id_.clear();  // Read the shared list again when it is back.
+  sync_cursor_.clear();
   if (!up()) return;
   absl::Time now = group_->reactor(0).Now();
   up_ = false;

@@ -70,12 +70,17 @@ struct ClusterHooks {
   // Redis is back after local changes were dropped from the outbox: share
   // every local entry added since `since` again (on shard 0).
   std::function<void(absl::Time since)> reshare;
+  // Entries handed to `suppressions` not yet written (any thread): past
+  // kMaxBacklog the reader waits (the shared list is read a page at a
+  // time, so a node joining a big list holds at most a page more).
+  std::function<size_t()> backlog;
 };
 
 class Cluster {
  public:
   static constexpr size_t kMaxOutbox = 100000;
   static constexpr int kStreamLength = 100000;  // Entries Redis keeps.
+  static constexpr size_t kMaxBacklog = 20000;
 
   // For `shards` shards; Attach() the group before it starts.
   Cluster(ClusterOptions options, int shards, ClusterHooks hooks);
@@ -133,6 +138,9 @@ class Cluster {
 
   // Shard 0's.
   std::string last_id_;  // Of the stream; empty: a sync is due.
+  // A sync paused between pages (the backlog is full): where it goes on.
+  std::string sync_cursor_;
+  std::string sync_last_id_;
   bool reading_ = false;
   bool flushing_ = false;
   bool stopped_ = false;

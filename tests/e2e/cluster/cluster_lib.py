@@ -13,19 +13,33 @@ from e2e_lib import TMP, Daemon, free_port  # noqa: E402
 
 class Redis:
     """redis-server on 127.0.0.1:port, no persistence; kill() and start()
-    again on the same port for an outage."""
+    again on the same port for an outage. `tls`: (cert, key, ca) to serve
+    TLS only; `user`: (name, password) an ACL user, the default user off."""
 
-    def __init__(self):
+    def __init__(self, tls=None, user=None):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(dir=TMP)
         self.proc = None
+        self.server_args, self.cli_args = [], []
+        if tls:
+            cert, key, ca = tls
+            self.server_args += ["--port", "0", "--tls-port", str(self.port),
+                                 "--tls-cert-file", cert, "--tls-key-file",
+                                 key, "--tls-auth-clients", "no"]
+            self.cli_args += ["--tls", "--cacert", ca]
+        if user:
+            name, password = user
+            self.server_args += ["--user", "default", "off", "--user", name,
+                                 "on", ">" + password, "~*", "+@all"]
+            self.cli_args += ["--user", name, "--pass", password,
+                              "--no-auth-warning"]
         self.start()
 
     def start(self):
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", self.dir,
-             "--loglevel", "warning"],
+             "--loglevel", "warning", *self.server_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -35,7 +49,8 @@ class Redis:
         raise AssertionError("redis-server did not start")
 
     def cli(self, *args):
-        r = subprocess.run(["redis-cli", "-p", str(self.port), *args],
+        r = subprocess.run(["redis-cli", "-p", str(self.port),
+                            *self.cli_args, *args],
                            capture_output=True, text=True, timeout=10)
         return r.stdout
 
@@ -62,14 +77,16 @@ class Redis:
 
 
 def node(name, redis, sink_port, rate="unlimited", expected=3, extra="",
-         delivery="", admin="[]"):
+         delivery="", admin="[]", redis_lines="", host="127.0.0.1"):
     """A node delivering everything through its smarthost (a sink) as the
     site "smarthost", shared with the other nodes. `delivery`: more lines
-    of [delivery]; `extra`: more sections."""
+    of [delivery]; `extra`: more sections; `redis_lines`: more of
+    [redis]; `host`: Redis's name in addresses."""
     return Daemon(admin=admin, extra=f"""
 [redis]
-addresses = ["127.0.0.1:{redis.port}"]
+addresses = ["{host}:{redis.port}"]
 node = "{name}"
+{redis_lines}
 expected_nodes = {expected}
 [delivery]
 message_rate = "{rate}"

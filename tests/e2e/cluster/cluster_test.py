@@ -22,6 +22,7 @@ from cluster_lib import Redis, inject, node  # noqa: E402
 sys.path.insert(0, "tests/e2e")
 from e2e_lib import (PEREGRINE, TMP, RawSink, free_port,  # noqa: E402
                      wait_until)
+from tls_lib import make_ca  # noqa: E402
 
 
 def count_between(times, start, end):
@@ -155,6 +156,49 @@ class ClusterTest(unittest.TestCase):
         a.cli("suppression", "remove", "gone@example.test")
         self.assertTrue(wait_until(
             lambda: not refused(b, "gone@example.test"), 5))
+
+
+class TlsTest(unittest.TestCase):
+    def test_nodes_share_over_tls_as_an_acl_user(self):
+        work = tempfile.mkdtemp(dir=TMP)
+        ca, leaf = make_ca(work)
+        cert, key = leaf("redis", ["localhost"])
+        redis = Redis(tls=(cert, key, ca), user=("peregrine", "s3cret"))
+        sink = RawSink()
+        password = os.path.join(work, "pass")
+        with open(password, "w") as f:
+            f.write("s3cret\n")
+        lines = (f'user = "peregrine"\npassword_file = "{password}"\n'
+                 f'tls = true\ntls_ca_file = "{ca}"\n')
+        nodes = []
+        try:
+            for name in ("a", "b"):
+                nodes.append(node(name, redis, sink.port, redis_lines=lines,
+                                  host="localhost"))
+            a, b = nodes
+
+            def refused(d):
+                with d.smtp() as s:
+                    s.ehlo()
+                    s.mail("x@src.test")
+                    return s.rcpt("tls@example.test")[0] == 550
+
+            a.cli("suppression", "add", "tls@example.test")
+            self.assertTrue(wait_until(lambda: refused(b), 5),
+                            b.log_text()[-2000:])
+            self.assertIn("tls@example.test",
+                          redis.cli("HKEYS", "peregrine:suppression"))
+            out = subprocess.run(
+                [PEREGRINE, "doctor", "--config", a.cfg, "--domain",
+                 "example.test"], capture_output=True, text=True,
+                timeout=120).stdout
+            self.assertRegex(out, r"✓ redis \S+ \(localhost\): Redis \S+ "
+                                  r"answers in \S+ over TLS")
+        finally:
+            for d in nodes:
+                d.stop()
+            sink.stop()
+            redis.stop()
 
 
 class DoctorTest(unittest.TestCase):
