@@ -86,6 +86,7 @@ class Cluster::ShardLimits : public delivery::SharedLimits,
         holder_(absl::StrCat(cluster.options_.node, "/", shard)),
         client_(std::make_unique<RedisClient>(reactor, cluster.options_.redis,
                                               &cluster.counters_)) {}
+  ~ShardLimits() override { *alive_ = false; }
 
   RedisClient* client() { return client_.get(); }
   // Requests fail from now on; shares fall back to their local part.
@@ -189,9 +190,6 @@ class Cluster::ShardLimits : public delivery::SharedLimits,
   const std::string holder_;
   std::unique_ptr<RedisClient> client_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-
- public:
-  ~ShardLimits() override { *alive_ = false; }
 };
 
 Cluster::Cluster(ClusterOptions options, int shards, ClusterHooks hooks)
