@@ -117,12 +117,21 @@ void RedisClient::Command(std::vector<std::string> args, Done done) {
 }
 
 void RedisClient::Connect() {
-  if (options_.endpoints.empty()) return Fail("no address configured");
+  state_ = State::kConnecting;
+  // A failure now is told from the loop: `done` is never called from
+  // within Command().
+  auto fail_later = [this](std::string why) {
+    reactor_.Defer([this, alive = alive_, why = std::move(why)] {
+      if (*alive && state_ == State::kConnecting && stream_ == nullptr) {
+        Fail(why);
+      }
+    });
+  };
+  if (options_.endpoints.empty()) return fail_later("no address configured");
   const RedisEndpoint& e =
       options_.endpoints[endpoint_ % options_.endpoints.size()];
   auto fd = shard::NewStreamSocket(e.address.family());
-  if (!fd.ok()) return Fail(std::string(fd.status().message()));
-  state_ = State::kConnecting;
+  if (!fd.ok()) return fail_later(std::string(fd.status().message()));
   stream_ = std::make_unique<Stream>(reactor_, *fd,
                                      static_cast<Stream::Handler&>(*this));
   reader_ = std::make_unique<RespReader>();
