@@ -44,7 +44,8 @@ run dkim_key_fuzz tests/fuzz/dkim_key_fuzz.cc dkim/key.cc base/files.cc \
 run config_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   tests/fuzz/config_fuzz.cc mta/config.cc mta/config_values.cc \
   mta/config_reception.cc mta/config_storage.cc mta/config_delivery.cc \
-  mta/config_bounce.cc mta/config_local.cc mta/bounce/category.cc mta/outcome/outcome.cc \
+  mta/config_bounce.cc mta/config_local.cc mta/config_cluster.cc \
+  mta/bounce/category.cc mta/outcome/outcome.cc \
   base/reply.cc dns/message.cc dkim/canonicalize.cc dkim/key.cc \
   dkim/signer.cc dkim/signing_table.cc \
   mta/delivery/policy.cc mta/delivery/shaping.cc mta/shard/address.cc \
@@ -84,7 +85,8 @@ run sendmail_fuzz -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 \
   $(pkg-config --cflags gmime-3.0) tests/fuzz/sendmail_fuzz.cc \
   mta/sendmail.cc mta/blocking_smtp.cc mta/config.cc mta/config_values.cc \
   mta/config_reception.cc mta/config_storage.cc mta/config_delivery.cc \
-  mta/config_bounce.cc mta/config_local.cc mta/bounce/category.cc mta/outcome/outcome.cc \
+  mta/config_bounce.cc mta/config_local.cc mta/config_cluster.cc \
+  mta/bounce/category.cc mta/outcome/outcome.cc \
   base/reply.cc dns/message.cc dkim/canonicalize.cc dkim/key.cc \
   dkim/signer.cc dkim/signing_table.cc mta/delivery/policy.cc \
   mta/delivery/shaping.cc mta/shard/address.cc mta/shard/epoll_backend.cc \
