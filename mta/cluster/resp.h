@@ -1,7 +1,9 @@
 // RESP, Redis's protocol, through hiredis (Debian's libhiredis): the
 // values replies carry, requests formatted by redisFormatCommandArgv, and
-// replies read by hiredis's reader (which bounds nesting; RespReader
-// bounds the bytes it waits on). Sans-I/O: bytes in, values out, so the
+// replies read by hiredis's reader (which bounds nesting), building our
+// values with bounds of our own: the bytes a reply may wait on, and an
+// array's length (hiredis's own functions would allocate an array's slots
+// on its header alone). Sans-I/O: bytes in, values out, so the
 // client (redis_client.h) and the fuzz target read the same way.
 #pragma once
 
@@ -33,6 +35,7 @@ std::string FormatCommand(const std::vector<std::string>& args);
 class RespReader {
  public:
   static constexpr size_t kMaxReply = 64 << 20;
+  static constexpr size_t kMaxElements = 65536;  // In one array.
   RespReader();
   ~RespReader();
   RespReader(const RespReader&) = delete;

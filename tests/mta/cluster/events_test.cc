@@ -105,6 +105,22 @@ TEST(Resp, ReadsRepliesSplitAnywhereAndRefusesGarbage) {
     EXPECT_EQ(got[1].status().message(), "redis: ERR no");
     EXPECT_EQ((*got[2])->type, RedisValue::Type::kNil);
   }
+  // An array's header is not believed beyond kMaxElements (hiredis's own
+  // functions would allocate its slots on the header alone).
+  RespReader huge;
+  ASSERT_TRUE(huge.Feed("*2000000000\r\n"));
+  EXPECT_FALSE(huge.Next().ok());
+  EXPECT_NE(huge.error().find("more than 65536 elements"), std::string::npos)
+      << huge.error();
+  // Nested values, an error inside an array (a value, not a failure).
+  RespReader nested;
+  ASSERT_TRUE(nested.Feed("*2\r\n*2\r\n:1\r\n$-1\r\n-ERR inner\r\n"));
+  auto v = nested.Next();
+  ASSERT_TRUE(v.ok() && v->has_value()) << v.status();
+  ASSERT_EQ((*v)->elements.size(), 2u);
+  EXPECT_EQ((*v)->elements[0].elements[0].integer, 1);
+  EXPECT_EQ((*v)->elements[0].elements[1].type, RedisValue::Type::kNil);
+  EXPECT_EQ((*v)->elements[1].str, "ERR inner");
   RespReader bad;
   bad.Feed("?what\r\n");
   EXPECT_FALSE(bad.Next().ok());
