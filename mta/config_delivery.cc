@@ -43,6 +43,13 @@ absl::Status SetOptionalInt(const toml::node& n, int64_t min, int64_t max,
   return s;
 }
 
+absl::Status SetOptionalBool(const toml::node& n, std::optional<bool>* out) {
+  bool b = false;
+  absl::Status s = GetBool(n, &b);
+  if (s.ok()) *out = b;
+  return s;
+}
+
 struct SourceEntry : delivery::Source {
   int line = 0;
 };
@@ -124,13 +131,8 @@ absl::Status SetSites(const toml::node& node, Config& c) {
          r.tls_policy = u;
          return absl::OkStatus();
        }},
-      {"suspended",
-       [](const toml::node& n, R& r) {
-         bool b = false;
-         absl::Status s = GetBool(n, &b);
-         if (s.ok()) r.suspended = b;
-         return s;
-       }},
+      {"suspended", [](const toml::node& n,
+                       R& r) { return SetOptionalBool(n, &r.suspended); }},
       {"pool",
        [](const toml::node& n, R& r) {
          auto v = GetString(n, "a pool name");
@@ -138,12 +140,7 @@ absl::Status SetSites(const toml::node& node, Config& c) {
          return v.status();
        }},
       {"shared",
-       [](const toml::node& n, R& r) {
-         bool b = false;
-         absl::Status s = GetBool(n, &b);
-         if (s.ok()) r.shared = b;
-         return s;
-       }},
+       [](const toml::node& n, R& r) { return SetOptionalBool(n, &r.shared); }},
   };
   return ParseEntries<R>(node,
                          "a list of [[delivery.sites]] tables with domains "

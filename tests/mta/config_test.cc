@@ -120,6 +120,51 @@ TEST(ConfigTest, DnsSettings) {
   EXPECT_EQ(parsed->dns_cache_entries, 500);
 }
 
+TEST(ConfigTest, RedisSettingsAndSharedSites) {
+  Config d = DefaultConfig();
+  EXPECT_TRUE(d.redis_addresses.empty());  // Alone by default.
+  EXPECT_EQ(d.redis_key_prefix, "peregrine:");
+  EXPECT_EQ(d.redis_expected_nodes, 1);
+  EXPECT_FALSE(d.delivery.defaults.shared);
+  auto parsed = ParseConfig(R"(
+[redis]
+addresses = ["10.0.0.5:6379", "redis.internal"]
+user = "peregrine"
+password_file = "/etc/peregrine/redis.pass"
+tls = true
+key_prefix = "eu:"
+command_timeout = "250ms"
+node = "mx1"
+expected_nodes = 3
+[delivery]
+shared = true
+[[delivery.sites]]
+mx_suffixes = [".google.com"]
+shared = false
+)",
+                            "r.toml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->redis_addresses.size(), 2u);
+  EXPECT_EQ(parsed->redis_user, "peregrine");
+  EXPECT_TRUE(parsed->redis_tls);
+  EXPECT_EQ(parsed->redis_key_prefix, "eu:");
+  EXPECT_EQ(parsed->redis_command_timeout, absl::Milliseconds(250));
+  EXPECT_EQ(parsed->redis_node, "mx1");
+  EXPECT_EQ(parsed->redis_expected_nodes, 3);
+  EXPECT_TRUE(parsed->delivery.defaults.shared);
+  ASSERT_EQ(parsed->delivery.rules.size(), 1u);
+  EXPECT_EQ(parsed->delivery.rules[0].shared, std::optional<bool>(false));
+  for (const char* bad :
+       {"[redis]\nexpected_nodes = 0\n", "[redis]\naddresses = \"x:1\"\n",
+        "[redis]\ncommand_timeout = \"soon\"\n",
+        "[[delivery.sites]]\ndomains = [\"a.test\"]\nshared = \"yes\"\n"}) {
+    auto r = ParseConfig(bad, "bad.toml");
+    EXPECT_FALSE(r.ok()) << bad;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("bad.toml:"))
+        << r.status();
+  }
+}
+
 TEST(ConfigTest, QueueSettings) {
   auto parsed = ParseConfig(
       "[queue]\ndurability = \"none\"\nmin_free_space = \"2GB\"\n"
