@@ -261,7 +261,7 @@ void Cluster::Tick() {
         "its local share (limit / %d nodes), suppressions are "
         "checked against this node's list; %d suppression changes "
         "wait to be shared",
-        absl::FormatDuration(absl::Trunc(now - down_since_, absl::Seconds(1))),
+        absl::FormatDuration(absl::Trunc(now - DownSince(), absl::Seconds(1))),
         Client(0)->last_error(), options_.expected_nodes, waiting);
   }
   if (reading_) return;
@@ -435,13 +435,16 @@ void Cluster::Flush() {
   }
 }
 
+absl::Time Cluster::DownSince() const {
+  return absl::FromUnixNanos(down_since_ns_.load());
+}
+
 void Cluster::Down(const absl::Status& why) {
   last_id_.clear();  // Read the shared list again when it is back.
   sync_cursor_.clear();
   if (!up()) return;
   absl::Time now = group_->reactor(0).Now();
   up_ = false;
-  down_since_ = now;
   down_since_ns_ = absl::ToUnixNanos(now);
   logged_ = now;
   log::Warn(kLog,
@@ -453,11 +456,11 @@ void Cluster::Down(const absl::Status& why) {
 void Cluster::Up() {
   if (up()) return;
   absl::Time now = group_->reactor(0).Now();
-  outage_ns_ += absl::ToInt64Nanoseconds(now - down_since_);
+  outage_ns_ += absl::ToInt64Nanoseconds(now - DownSince());
   up_ = true;
   log::Info(kLog, "redis: reachable again after %s; sharing resumed",
             absl::FormatDuration(
-                absl::Trunc(now - down_since_, absl::Milliseconds(1))));
+                absl::Trunc(now - DownSince(), absl::Milliseconds(1))));
   absl::Time since;
   {
     absl::MutexLock lock(&mu_);

@@ -129,6 +129,7 @@ class Cluster {
   void Flush();
   void Down(const absl::Status& why);
   void Up();
+  absl::Time DownSince() const;
   std::string Key(absl::string_view name) const;
 
   const ClusterOptions options_;
@@ -145,7 +146,6 @@ class Cluster {
   bool flushing_ = false;
   bool stopped_ = false;
   shard::Reactor::TimerId timer_ = 0;
-  absl::Time down_since_ = absl::InfinitePast();
   absl::Time logged_ = absl::InfinitePast();
   absl::Time reshare_since_ = absl::InfiniteFuture();
 
@@ -156,7 +156,7 @@ class Cluster {
   RedisCounters counters_;
   std::atomic<bool> up_{true};
   std::atomic<int64_t> outage_ns_{0};
-  std::atomic<int64_t> down_since_ns_{0};
+  std::atomic<int64_t> down_since_ns_{0};  // Unix ns; while !up().
   std::atomic<uint64_t> shared_out_{0};
   std::atomic<uint64_t> shared_in_{0};
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
